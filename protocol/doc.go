@@ -1,0 +1,49 @@
+// Package protocol is the wire and subject contract of wsfleet: what a
+// WebSocket client, a gateway node, the router and a publishing service say to
+// each other. It holds the JSON frame types, the close codes, the NATS subject
+// layout, the NATS header names and the encoding of a delivered message.
+//
+// It holds no I/O: sockets, NATS connections and HTTP live in the gateway and
+// router packages.
+//
+// # Frames (RFC 6455 text frames carrying one JSON object with a "type")
+//
+// Client to server:
+//
+//	{"type":"auth","token":"<JWT>"}        first-message authentication
+//	{"type":"ping"}                        application ping; answered with pong
+//	{"type":"pong"}                        answer to a server ping
+//	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>
+//
+// Server to client:
+//
+//	{"type":"welcome","user":"alice","conn_id":"…","node":"gw-1","heartbeat":30}
+//	{"type":"message","id":"…","data":<JSON>}
+//	{"type":"ping"}                        sent every heartbeat; answer with pong
+//	{"type":"pong"}
+//	{"type":"error","code":"bad_request","reason":"…"}
+//
+// # Subjects
+//
+// With the default prefix "wsfleet":
+//
+//	wsfleet.user.<userToken>   deliveries to every device of one user
+//	wsfleet.broadcast          deliveries to every authenticated connection
+//	wsfleet.in.<userToken>     client publish frames, with headers naming the
+//	                           user, the connection id and the node
+//
+// A userToken is the JWT "sub" claim in a subject-safe, injective encoding
+// (see [EncodeUserToken]): no user id can produce a subject that matches
+// another user's subject or a wildcard.
+//
+// # Delivery
+//
+// A service publishes the message data, a JSON value, as the NATS payload,
+// optionally with a [HeaderMsgID] header. The gateway delivers
+//
+//	{"type":"message","id":"<Wsfleet-Msg-Id>","data":<payload>}
+//
+// copying the payload bytes unchanged (see [AppendMessage]). A payload that is
+// not a single valid UTF-8 JSON value is delivered as a JSON string holding
+// its text; an empty payload is delivered as null.
+package protocol
