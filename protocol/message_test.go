@@ -46,7 +46,7 @@ func TestAppendMessage(t *testing.T) {
 	}
 }
 
-func TestAppendMessageAllocs(t *testing.T) {
+func TestAllocsAppendMessage(t *testing.T) {
 	buf := make([]byte, 0, 4096)
 	payload := []byte(`{"text":"your order shipped","order":1234}`)
 	allocs := testing.AllocsPerRun(100, func() {

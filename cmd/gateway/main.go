@@ -1,0 +1,172 @@
+// Command gateway runs one wsfleet gateway node. `gateway token` mints a
+// development token signed with an HS256 secret.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/flagenv"
+	"github.com/wsfleet/wsfleet/internal/jwtmint"
+)
+
+const usage = `Usage: gateway [flags]
+       gateway token --sub USER [--jwt-hs256-secret S] [--ttl 24h]
+
+Runs a wsfleet gateway node: WebSocket clients authenticate with a JWT and
+receive what services publish on NATS to <prefix>.user.<user> and
+<prefix>.broadcast. Without --nats-url it starts an embedded NATS server.`
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenCmd(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var def gateway.Options
+	def.SetDefaults()
+	var o gateway.Options
+	var logFormat, logLevel string
+	fs := flagenv.New("gateway", "WSFLEET_", usage)
+	fs.String(&o.Listen, "listen", def.Listen, "WebSocket listen address")
+	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
+	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics, /debug/pprof/ ("off" disables)`)
+	fs.String(&o.NodeID, "node-id", "", "node name in welcome frames, NATS headers and logs")
+	fs.ShowDefault("node-id", "<hostname>-<pid>")
+	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject")
+	fs.String(&o.NATSURL, "nats-url", "", `NATS server URLs, comma-separated ("" starts an embedded NATS server)`)
+	fs.String(&o.NATSEmbeddedListen, "nats-embedded-listen", def.NATSEmbeddedListen, "where the embedded NATS server listens for other processes (port 0: any)")
+	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection")
+	fs.Secret(&o.JWTHS256Secret, "jwt-hs256-secret", "HMAC secret for HS256/384/512 tokens (at least 32 bytes; development)")
+	fs.String(&o.JWTJWKSFile, "jwt-jwks-file", "", "JSON Web Key Set file of public keys, re-read when it changes")
+	fs.String(&o.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL, refreshed every --jwt-jwks-refresh and on an unknown kid")
+	fs.Duration(&o.JWTJWKSRefresh, "jwt-jwks-refresh", def.JWTJWKSRefresh, "JWKS refresh interval")
+	fs.List(&o.JWTAlgorithms, "jwt-algorithms", nil, "allowed algorithms, comma-separated (default: those of the configured keys; never none)")
+	fs.ShowDefault("jwt-algorithms", "those of the configured keys")
+	fs.String(&o.JWTIssuer, "jwt-issuer", "", "required iss claim, when set")
+	fs.String(&o.JWTAudience, "jwt-audience", "", "required aud claim, when set")
+	fs.Duration(&o.JWTLeeway, "jwt-leeway", def.JWTLeeway, "clock skew allowed on exp, nbf and iat")
+	fs.Bool(&o.AllowQueryToken, "allow-query-token", false, "accept ?token= in the upgrade URL (URLs are logged by proxies; prefer the auth frame)")
+	fs.Duration(&o.AuthTimeout, "auth-timeout", def.AuthTimeout, "time from upgrade to authentication before close 4408")
+	fs.Int(&o.AuthWorkers, "auth-workers", def.AuthWorkers, "goroutines verifying JWT signatures")
+	fs.Int(&o.AuthQueue, "auth-queue", def.AuthQueue, "tokens waiting for a worker before clients get 1013")
+	fs.Duration(&o.Heartbeat, "heartbeat", def.Heartbeat, "interval of server pings")
+	fs.Duration(&o.IdleTimeout, "idle-timeout", def.IdleTimeout, "close (4504) a client silent this long")
+	fs.Duration(&o.HandshakeTimeout, "handshake-timeout", def.HandshakeTimeout, "close a socket whose upgrade request is not complete in this time")
+	fs.Duration(&o.DrainTimeout, "drain-timeout", def.DrainTimeout, "on SIGTERM, spread connection closes (1012) over this time")
+	fs.Duration(&o.CloseTimeout, "close-timeout", def.CloseTimeout, "wait this long for a client's close frame")
+	fs.Int(&o.MaxMessageBytes, "max-message-bytes", def.MaxMessageBytes, "largest client frame or message (1009 above)")
+	fs.Int(&o.MaxPendingBytes, "max-pending-bytes", def.MaxPendingBytes, "outbound queue per connection before a slow-consumer close (4500)")
+	fs.Int(&o.MaxHeaderBytes, "max-header-bytes", def.MaxHeaderBytes, "largest upgrade request (431 above)")
+	fs.Int(&o.Pollers, "pollers", def.Pollers, "epoll event loops")
+	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")
+	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")
+	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
+	fs.String(&logFormat, "log-format", "json", "log format: json or console")
+	fs.String(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	log, err := newLogger(logFormat, logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	o.Logger = log
+	srv, err := gateway.New(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	if err := srv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	got := <-sig
+	log.Info("signal received; draining", zap.String("signal", got.String()))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sig // a second signal skips the drain
+		log.Warn("second signal; closing now")
+		cancel()
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Error("shutdown", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func newLogger(format, level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q", level)
+	}
+	var cfg zap.Config
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+	default:
+		return nil, fmt.Errorf("invalid --log-format %q: json or console", format)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+func tokenCmd(args []string) int {
+	var sub, secret, issuer, audience string
+	var ttl time.Duration
+	fs := flagenv.New("gateway token", "WSFLEET_", "Usage: gateway token --sub USER [flags]\n\nPrints an HS256 JWT for USER, for development and smoke tests.")
+	fs.String(&sub, "sub", "", "user id (the sub claim); required")
+	fs.Secret(&secret, "jwt-hs256-secret", "HMAC secret the gateway verifies with")
+	fs.Duration(&ttl, "ttl", 24*time.Hour, "lifetime (exp = now + ttl)")
+	fs.String(&issuer, "jwt-issuer", "", "iss claim")
+	fs.String(&audience, "jwt-audience", "", "aud claim")
+	if err := fs.Parse(args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "gateway token:", err)
+		return 2
+	}
+	switch {
+	case sub == "":
+		fmt.Fprintln(os.Stderr, "gateway token: --sub is required")
+		return 2
+	case len(secret) < 32:
+		fmt.Fprintln(os.Stderr, "gateway token: --jwt-hs256-secret (or WSFLEET_JWT_HS256_SECRET) of at least 32 bytes is required")
+		return 2
+	}
+	c := jwtmint.Claims{Subject: sub, TTL: ttl, Issuer: issuer}
+	if audience != "" {
+		c.Audience = []string{audience}
+	}
+	tok, err := jwtmint.Mint("HS256", []byte(secret), c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway token:", err)
+		return 1
+	}
+	fmt.Println(tok)
+	return 0
+}

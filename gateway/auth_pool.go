@@ -1,0 +1,74 @@
+package gateway
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// authPool verifies tokens on a fixed set of worker goroutines, off the
+// event loops (signature checks cost tens of microseconds). Its queue is
+// bounded: a full queue refuses the client (1013) rather than growing.
+type authPool struct {
+	s    *Server
+	jobs chan authJob
+	wg   sync.WaitGroup
+}
+
+type authJob struct {
+	c     *conn
+	token string
+}
+
+func newAuthPool(s *Server) *authPool {
+	a := &authPool{s: s, jobs: make(chan authJob, s.opts.AuthQueue)}
+	for i := 0; i < s.opts.AuthWorkers; i++ {
+		a.wg.Add(1)
+		go a.worker()
+	}
+	return a
+}
+
+// submit queues a token without blocking; false means the queue is full.
+func (a *authPool) submit(c *conn, token string) bool {
+	select {
+	case a.jobs <- authJob{c: c, token: token}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (a *authPool) close() {
+	close(a.jobs)
+	a.wg.Wait()
+}
+
+func (a *authPool) worker() {
+	defer a.wg.Done()
+	for j := range a.jobs {
+		j.c.l.p.Post(a.check(j))
+	}
+}
+
+// check verifies one token and returns the verdict as a task for the
+// connection's loop.
+func (a *authPool) check(j authJob) task {
+	t := task{kind: taskAuth, c: j.c}
+	cl, err := a.s.verifier.verify(j.token)
+	if err == nil {
+		t.tok, err = protocol.EncodeUserToken(cl.sub)
+	}
+	if err != nil {
+		var ae *authError
+		if !errors.As(err, &ae) {
+			ae = badSub(err)
+		}
+		a.s.m.authFailure(ae.label)
+		t.reason = ae.text
+		return t
+	}
+	t.ok, t.sub, t.exp = true, cl.sub, cl.exp
+	return t
+}

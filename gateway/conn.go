@@ -1,0 +1,462 @@
+package gateway
+
+import (
+	"sync"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+	"github.com/mailru/easygo/netpoll"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/internal/bufpool"
+	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/wsframe"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// connState is where a connection is in its life. It is read and written by
+// the connection's loop goroutine only.
+type connState uint8
+
+const (
+	stHandshake connState = iota // reading the HTTP upgrade request
+	stAuthWait                   // upgraded; waiting for the auth frame
+	stAuthing                    // a token is with an auth worker
+	stOpen                       // authenticated and registered
+	stClosing                    // close frame sent; waiting for the client's, or EOF
+	stLinger                     // no WebSocket (rejected upgrade, torn write): discard input until EOF
+	stClosed                     // fd closed; the struct only lingers in references
+)
+
+// conn is one client socket. It holds no goroutine, timer or buffer while
+// idle: in, msg and out are nil between events.
+//
+// The loop goroutine owns every field not marked "mu". Other goroutines
+// (dispatchers, the subscription manager, the publisher) only write frames,
+// holding mu and checking wdone first, so no write can reach a closed fd
+// number the kernel has handed out again. The fd is closed under mu.
+type conn struct {
+	l            *loop
+	user         *user      // set once authenticated
+	in           *[]byte    // unparsed input: part of a request or frame, or frames held during auth
+	msg          *[]byte    // fragments of the message being reassembled
+	out          *outq      // mu: bytes the socket did not take yet
+	tprev, tnext *conn      // timing wheel links
+	id           uint64     // node-unique connection number
+	exp          int64      // token expiry, unix seconds; 0: none
+	t0           int64      // accept time, ns on the server clock (handshake latency)
+	mu           sync.Mutex //
+	fd           int32
+	idx          int32  // position in l.conns
+	due          uint32 // wheel deadline, in loop ticks
+	lastRead     uint32 // tick of the last input
+	lastPing     uint32 // tick of the last server ping
+	state        connState
+	msgOp        ws.OpCode // opcode of the message being reassembled
+	inWheel      bool
+	welcomed     bool // mu: the welcome frame went out; deliveries may follow
+	wdone        bool // mu: no more frames may be written
+	closeQueued  bool // mu: a close frame is queued; shut down the write side once it is out
+	peerClosed   bool // the client sent its close frame first
+	registered   bool // in the user registry
+}
+
+// onEvent is the connection's epoll callback, on its loop goroutine.
+func (c *conn) onEvent(ev netpoll.EpollEvent) {
+	if ev == poller.EventClosed || c.state == stClosed {
+		return
+	}
+	if ev&poller.EventWrite != 0 {
+		c.flushEvent()
+		if c.state == stClosed {
+			return
+		}
+	}
+	if ev&(poller.EventRead|poller.EventRdHup|poller.EventHup|poller.EventErr) != 0 {
+		c.readEvent(ev&(poller.EventRdHup|poller.EventHup|poller.EventErr) != 0)
+	}
+}
+
+// readEvent reads until the socket is drained. A short read ends the loop:
+// with edge-triggered epoll, bytes arriving later raise a new event. After a
+// hang-up it reads on to EOF.
+func (c *conn) readEvent(toEOF bool) {
+	l := c.l
+	for {
+		n, err := unix.Read(int(c.fd), l.rbuf)
+		if err != nil {
+			switch err {
+			case unix.EAGAIN:
+				return
+			case unix.EINTR:
+				continue
+			}
+			c.finalClose()
+			return
+		}
+		if n == 0 {
+			c.finalClose()
+			return
+		}
+		c.lastRead = l.now
+		l.s.m.bytesIn.Add(float64(n))
+		c.input(l.rbuf[:n])
+		if c.state == stClosed || (n < len(l.rbuf) && !toEOF) {
+			return
+		}
+	}
+}
+
+// input parses data after any bytes held from earlier events and holds what
+// is left (an incomplete request or frame) in a pooled buffer. input(nil)
+// resumes parsing held bytes, after authentication.
+func (c *conn) input(data []byte) {
+	if c.in == nil {
+		if len(data) == 0 {
+			return
+		}
+		n := c.process(data, 0)
+		if c.state == stClosed || n == len(data) {
+			return
+		}
+		rest := data[n:]
+		c.in = bufpool.Get(len(rest))
+		*c.in = append(*c.in, rest...)
+		c.checkHeld()
+		return
+	}
+	scanned := len(*c.in)
+	c.in = bufpool.Grow(c.in, len(data))
+	*c.in = append(*c.in, data...)
+	buf := *c.in
+	n := c.process(buf, scanned)
+	if c.state == stClosed {
+		return
+	}
+	if n == len(buf) {
+		bufpool.Put(c.in)
+		c.in = nil
+		return
+	}
+	if n > 0 {
+		*c.in = buf[:copy(buf, buf[n:])]
+	}
+	c.checkHeld()
+}
+
+// checkHeld bounds what a connection may hold unparsed: one request header
+// before the upgrade, one frame after it (frames sent during
+// authentication count together).
+func (c *conn) checkHeld() {
+	held := len(*c.in)
+	o := &c.l.s.opts
+	switch c.state {
+	case stHandshake:
+		if held > o.MaxHeaderBytes {
+			c.rejectHTTP(431, "request_too_large", "the upgrade request headers are larger than the node accepts")
+		}
+	case stAuthing:
+		if held > o.MaxMessageBytes+wsframe.MaxHeaderSize {
+			c.closeWith(protocol.ClosePolicyViolation, "too much data before authentication completed")
+		}
+	}
+}
+
+// process parses frames from data and returns how many bytes it consumed.
+// scanned is how much of data an earlier call already searched for the end
+// of the upgrade request.
+func (c *conn) process(data []byte, scanned int) int {
+	off := 0
+	if c.state == stHandshake {
+		off = c.handshake(data, scanned)
+		switch {
+		case c.state == stHandshake:
+			return 0 // the request is not complete yet
+		case c.state >= stLinger:
+			return len(data)
+		}
+	}
+	if c.state == stLinger {
+		return len(data)
+	}
+	maxMsg := int64(c.l.s.opts.MaxMessageBytes)
+	for off < len(data) && c.state != stAuthing {
+		h, hn, err := wsframe.Parse(data[off:])
+		if err != nil {
+			c.closeWith(protocol.CloseProtocolError, err.Error())
+			return len(data)
+		}
+		if hn == 0 {
+			break
+		}
+		if code := c.checkHeader(h, maxMsg); code != 0 {
+			return len(data)
+		}
+		total := hn + int(h.Length)
+		if len(data)-off < total {
+			break
+		}
+		payload := data[off+hn : off+total]
+		if h.Masked {
+			ws.Cipher(payload, h.Mask, 0)
+		}
+		off += total
+		c.frame(h, payload)
+		if c.state == stClosed || c.state == stLinger {
+			return len(data)
+		}
+	}
+	return off
+}
+
+// checkHeader validates a frame header against RFC 6455 §5 and the size
+// limit before its payload is read. It closes the connection and returns
+// the close code on failure.
+func (c *conn) checkHeader(h ws.Header, maxMsg int64) protocol.CloseCode {
+	st := ws.StateServerSide
+	if c.msg != nil {
+		st |= ws.StateFragmented
+	}
+	if err := ws.CheckHeader(h, st); err != nil {
+		c.closeWith(protocol.CloseProtocolError, err.Error())
+		return protocol.CloseProtocolError
+	}
+	if h.OpCode.IsData() || h.OpCode == ws.OpContinuation {
+		size := h.Length
+		if c.msg != nil {
+			size += int64(len(*c.msg))
+		}
+		if size > maxMsg {
+			c.closeWith(protocol.CloseMessageTooBig, "message larger than the node accepts")
+			return protocol.CloseMessageTooBig
+		}
+	}
+	return 0
+}
+
+// frame handles one complete, unmasked frame.
+func (c *conn) frame(h ws.Header, p []byte) {
+	switch h.OpCode {
+	case ws.OpPing:
+		if c.state < stClosing {
+			c.writeFrame(ws.OpPong, p)
+		}
+	case ws.OpPong:
+		// Liveness only; lastRead is already updated.
+	case ws.OpClose:
+		c.onCloseFrame(p)
+	default:
+		c.dataFrame(h, p)
+	}
+}
+
+// dataFrame handles text, binary and continuation frames (RFC 6455 §5.4).
+func (c *conn) dataFrame(h ws.Header, p []byte) {
+	if c.state >= stClosing {
+		return // after our close frame, data is discarded (RFC 6455 §5.5.1)
+	}
+	if h.OpCode == ws.OpBinary {
+		c.closeWith(protocol.CloseUnsupportedData, "binary frames are not accepted: send JSON text frames")
+		return
+	}
+	if h.OpCode == ws.OpText {
+		if h.Fin {
+			c.message(p)
+			return
+		}
+		c.msg = bufpool.Get(len(p))
+		*c.msg = append(*c.msg, p...)
+		c.msgOp = h.OpCode
+		return
+	}
+	c.msg = bufpool.Grow(c.msg, len(p))
+	*c.msg = append(*c.msg, p...)
+	if h.Fin {
+		m := c.msg
+		c.msg = nil
+		c.message(*m)
+		bufpool.Put(m)
+	}
+}
+
+// message handles one complete text message.
+func (c *conn) message(p []byte) {
+	if !utf8.Valid(p) {
+		c.closeWith(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
+		return
+	}
+	c.l.s.m.msgsIn.Inc()
+	switch c.state {
+	case stAuthWait:
+		c.authWaitMessage(p)
+	case stOpen:
+		c.openMessage(p)
+	}
+}
+
+func (c *conn) authWaitMessage(p []byte) {
+	f, err := protocol.DecodeClientFrame(p)
+	if err != nil {
+		c.closeWith(protocol.CloseBadRequest, err.Error())
+		return
+	}
+	switch f.Type {
+	case protocol.TypeAuth:
+		c.submitAuth(f.Token)
+	case protocol.TypePing:
+		c.writeFrame(ws.OpText, protocol.PongJSON)
+	case protocol.TypePong:
+	default:
+		c.closeWith(protocol.CloseUnauthorized, "authenticate first: the first frame must be {\"type\":\"auth\",\"token\":...}")
+	}
+}
+
+func (c *conn) openMessage(p []byte) {
+	switch string(p) { // the frames a healthy client sends most, without decoding
+	case `{"type":"pong"}`:
+		return
+	case `{"type":"ping"}`:
+		c.writeFrame(ws.OpText, protocol.PongJSON)
+		return
+	}
+	f, err := protocol.DecodeClientFrame(p)
+	if err != nil {
+		c.writeError(protocol.ErrCodeBadRequest, err.Error())
+		return
+	}
+	switch f.Type {
+	case protocol.TypePing:
+		c.writeFrame(ws.OpText, protocol.PongJSON)
+	case protocol.TypePong:
+	case protocol.TypePublish:
+		c.l.s.pub.enqueue(c, f.Data)
+	case protocol.TypeAuth:
+		c.writeError(protocol.ErrCodeBadRequest, "already authenticated")
+	}
+}
+
+// onCloseFrame answers a client close frame (RFC 6455 §5.5.1, §7.4).
+func (c *conn) onCloseFrame(p []byte) {
+	if c.state == stClosing {
+		c.finalClose() // the answer to ours: the handshake is complete
+		return
+	}
+	code, reason := protocol.CloseNormal, ""
+	switch {
+	case len(p) == 1:
+		code, reason = protocol.CloseProtocolError, "close frame payload of 1 byte"
+	case len(p) >= 2:
+		sc, r := ws.ParseCloseFrameData(p)
+		if err := ws.CheckCloseFrameData(sc, r); err != nil {
+			code, reason = protocol.CloseProtocolError, err.Error()
+			if err == ws.ErrProtocolInvalidUTF8 {
+				code = protocol.CloseInvalidPayload
+			}
+		} else {
+			code = protocol.CloseCode(sc) // echo the client's code
+		}
+	}
+	c.peerClosed = true
+	c.closeWith(code, reason)
+	c.mu.Lock()
+	drained := c.out == nil
+	c.mu.Unlock()
+	if drained {
+		c.finalClose()
+	}
+}
+
+// closeWith starts the closing handshake: the close frame goes out after
+// whatever is queued, then the write side is shut down. The socket is closed
+// when the client answers, hangs up, or CloseTimeout passes.
+func (c *conn) closeWith(code protocol.CloseCode, reason string) {
+	switch c.state {
+	case stClosing, stLinger, stClosed:
+		return
+	case stHandshake:
+		c.finalClose()
+		return
+	}
+	c.state = stClosing
+	if c.msg != nil {
+		bufpool.Put(c.msg)
+		c.msg = nil
+	}
+	var buf [2 + 2 + 125]byte
+	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(code), reason)
+	c.mu.Lock()
+	if !c.wdone {
+		c.welcomed = false
+		c.writeLocked(frame)
+		c.wdone, c.closeQueued = true, true
+		if c.out == nil {
+			shutdownWrite(c.fd)
+		}
+	}
+	c.mu.Unlock()
+	c.l.s.m.closed(code)
+	c.l.wheel.schedule(c, c.l.now+c.l.closeTicks)
+}
+
+// linger abandons the WebSocket without a close frame (a rejected upgrade, a
+// torn write): the write side is shut down and input is discarded until the
+// client hangs up or CloseTimeout passes.
+func (c *conn) linger() {
+	if c.state >= stLinger {
+		return
+	}
+	c.state = stLinger
+	c.mu.Lock()
+	c.wdone, c.welcomed = true, false
+	if c.out == nil {
+		shutdownWrite(c.fd)
+	} else {
+		c.closeQueued = true
+	}
+	c.mu.Unlock()
+	c.l.wheel.schedule(c, c.l.now+c.l.closeTicks)
+}
+
+// finalClose releases the socket and everything the connection holds.
+func (c *conn) finalClose() {
+	if c.state == stClosed {
+		return
+	}
+	prev := c.state
+	c.state = stClosed
+	l := c.l
+	_ = l.p.Del(int(c.fd))
+	c.mu.Lock()
+	c.wdone, c.welcomed = true, false
+	c.releaseOutLocked()
+	_ = unix.Close(int(c.fd))
+	c.mu.Unlock()
+	if c.in != nil {
+		bufpool.Put(c.in)
+		c.in = nil
+	}
+	if c.msg != nil {
+		bufpool.Put(c.msg)
+		c.msg = nil
+	}
+	l.wheel.unlink(c)
+	l.remove(c)
+	if c.registered {
+		c.registered = false
+		l.s.reg.remove(c)
+	}
+	if prev == stHandshake {
+		l.s.m.handshakeFailures.Inc()
+	}
+	l.s.m.conns.Dec()
+}
+
+// submitAuth hands a token to the auth workers; the result comes back as a
+// task on this loop.
+func (c *conn) submitAuth(token string) {
+	c.state = stAuthing
+	if !c.l.s.auth.submit(c, token) {
+		c.l.s.m.authFailure("queue_full")
+		c.closeWith(protocol.CloseTryAgainLater, "authentication queue full, retry later")
+	}
+}

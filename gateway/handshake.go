@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// Subprotocol is the WebSocket subprotocol (RFC 6455 §1.9) of wsfleet's JSON
+// frames. A client may offer it; the gateway selects it when offered.
+const Subprotocol = "wsfleet.v1"
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// upgradeIO is the io.ReadWriter gobwas/ws upgrades on: it reads the request
+// bytes the loop has already buffered and collects the response, which the
+// loop then writes without blocking. One per loop, reused by every upgrade.
+type upgradeIO struct {
+	req   []byte
+	out   []byte
+	token string // from Authorization: Bearer or ?token=
+	// rejection chosen by a callback, with a JSON error code
+	errCode string
+}
+
+func (u *upgradeIO) Read(p []byte) (int, error) {
+	if len(u.req) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, u.req)
+	u.req = u.req[n:]
+	return n, nil
+}
+
+func (u *upgradeIO) Write(p []byte) (int, error) {
+	u.out = append(u.out, p...)
+	return len(p), nil
+}
+
+// reject returns a gobwas rejection carrying an HTTP status, remembering a
+// JSON error code for the response body.
+func (u *upgradeIO) reject(status int, code, reason string) error {
+	u.errCode = code
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(reason))
+}
+
+// newUpgrader returns the loop's gobwas/ws upgrader. Its callbacks write into
+// the loop's upgradeIO, so upgrading allocates nothing per connection here.
+func (l *loop) newUpgrader() ws.Upgrader {
+	u := &l.uio
+	o := &l.s.opts
+	return ws.Upgrader{
+		ReadBufferSize: o.MaxHeaderBytes + 64,
+		Protocol:       func(p []byte) bool { return string(p) == Subprotocol },
+		OnRequest: func(uri []byte) error {
+			i := bytes.IndexByte(uri, '?')
+			if i < 0 || !bytes.Contains(uri[i:], []byte("token=")) {
+				return nil
+			}
+			q, err := url.ParseQuery(string(uri[i+1:]))
+			if err != nil {
+				return u.reject(http.StatusBadRequest, "bad_request", "malformed query string")
+			}
+			tok := q.Get("token")
+			if tok == "" {
+				return nil
+			}
+			if !o.AllowQueryToken {
+				return u.reject(http.StatusBadRequest, "query_token_disabled",
+					"tokens in the URL are disabled on this node: send {\"type\":\"auth\",\"token\":...} as the first frame or an Authorization: Bearer header")
+			}
+			u.token = tok
+			return nil
+		},
+		OnHeader: func(k, v []byte) error {
+			if string(k) != "Authorization" {
+				return nil
+			}
+			const bearer = "bearer "
+			if len(v) <= len(bearer) || !bytes.EqualFold(v[:len(bearer)], []byte(bearer)) {
+				return u.reject(http.StatusUnauthorized, "unauthorized", "Authorization must be \"Bearer <JWT>\"")
+			}
+			u.token = string(bytes.TrimSpace(v[len(bearer):]))
+			return nil
+		},
+	}
+}
+
+// handshake completes the HTTP upgrade (RFC 6455 §4.2) once the whole
+// request is buffered; until then it returns 0 and the bytes wait for the
+// next event. It returns the number of request bytes consumed.
+func (c *conn) handshake(data []byte, scanned int) int {
+	from := max(scanned-3, 0)
+	end := bytes.Index(data[from:], crlfcrlf)
+	if end < 0 {
+		return 0
+	}
+	n := from + end + 4
+	l := c.l
+	if n > l.s.opts.MaxHeaderBytes {
+		c.rejectHTTP(http.StatusRequestHeaderFieldsTooLarge, "request_too_large", "the upgrade request headers are larger than the node accepts")
+		return n
+	}
+	u := &l.uio
+	u.req, u.out, u.token, u.errCode = data[:n], u.out[:0], "", ""
+	_, err := l.upgrader.Upgrade(u)
+	u.req = nil
+	if err != nil {
+		status, code := http.StatusBadRequest, "bad_handshake"
+		var rej *ws.ConnectionRejectedError
+		if errors.As(err, &rej) && rej.StatusCode() != 0 {
+			status = rej.StatusCode()
+		}
+		if u.errCode != "" {
+			code = u.errCode
+		}
+		if status == http.StatusUnauthorized {
+			l.s.m.authFailure("bad_header")
+		}
+		c.rejectHTTP(status, code, err.Error())
+		return n
+	}
+	c.mu.Lock()
+	c.writeLocked(u.out)
+	c.mu.Unlock()
+	if c.state == stClosed {
+		return n
+	}
+	l.s.m.handshakeSeconds.Observe(time.Duration(l.s.nanotime() - c.t0).Seconds())
+	c.state = stAuthWait
+	l.wheel.schedule(c, l.now+l.authTicks)
+	if u.token != "" {
+		c.submitAuth(u.token)
+		u.token = ""
+	}
+	return n
+}
+
+// rejectHTTP answers a failed upgrade with an HTTP error whose body is JSON
+// ({"error":code,"reason":...}) and closes the connection.
+func (c *conn) rejectHTTP(status int, code, reason string) {
+	var buf [1024]byte
+	body := append(buf[:0:0], `{"error":`...)
+	body = protocol.AppendJSONString(body, []byte(code))
+	body = append(body, `,"reason":`...)
+	body = protocol.AppendJSONString(body, []byte(reason))
+	body = append(body, "}\n"...)
+	b := buf[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n"...)
+	if status == http.StatusUpgradeRequired {
+		b = append(b, "Sec-WebSocket-Version: 13\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	b = append(b, body...)
+	c.mu.Lock()
+	if !c.wdone {
+		c.writeLocked(b)
+	}
+	c.mu.Unlock()
+	c.l.s.m.rejected(status)
+	if c.state != stClosed {
+		c.linger()
+	}
+}
+
+// shutdownWrite is shutdown(SHUT_WR): the client sees EOF after the bytes
+// already queued in the kernel.
+func shutdownWrite(fd int32) { _ = unix.Shutdown(int(fd), unix.SHUT_WR) }

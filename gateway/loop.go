@@ -1,0 +1,352 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/mailru/easygo/netpoll"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/internal/bufpool"
+	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/wsframe"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// taskKind says what a task posted to a loop does.
+type taskKind uint8
+
+const (
+	taskAuth       taskKind = iota // an auth worker's verdict on c
+	taskClose                      // close c with code (torn: without a close frame)
+	taskBroadcast                  // write sh to every welcomed connection
+	taskStopAccept                 // stop accepting connections
+	taskDrain                      // start closing connections with 1012
+	taskCloseAll                   // close every connection now
+)
+
+// task is work for a loop goroutine, posted from other goroutines.
+type task struct {
+	c      *conn
+	sh     *bufpool.Shared
+	reason string // close reason, or auth failure text
+	sub    string // authenticated user id
+	tok    string // its user token
+	exp    int64
+	kind   taskKind
+	code   protocol.CloseCode
+	torn   bool
+	ok     bool
+}
+
+// loop is one event loop: an epoll poller and everything its connections
+// share. All of it is touched only by the poller goroutine.
+type loop struct {
+	s        *Server
+	p        *poller.Poller[task]
+	idx      int
+	conns    []*conn
+	wheel    wheel
+	now      uint32 // ticks since the server started
+	rbuf     []byte // read scratch: input is parsed here and copied only when incomplete
+	iov      []unix.Iovec
+	uio      upgradeIO
+	upgrader ws.Upgrader
+
+	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks uint32
+
+	accepting  bool // the listener is registered with this loop
+	acceptHold uint32
+	draining   bool
+	drainEnd   uint32
+	drainDone  bool
+}
+
+const readBufSize = 64 << 10
+
+func newLoop(s *Server, idx int) (*loop, error) {
+	l := &loop{
+		s:    s,
+		idx:  idx,
+		rbuf: make([]byte, readBufSize),
+		iov:  make([]unix.Iovec, 0, maxIovecs),
+	}
+	o := &s.opts
+	l.authTicks = s.ticks(o.AuthTimeout)
+	l.hbTicks = s.ticks(o.Heartbeat)
+	l.idleTicks = s.ticks(o.IdleTimeout)
+	l.handshakeTicks = s.ticks(o.HandshakeTimeout)
+	l.closeTicks = s.ticks(o.CloseTimeout)
+	l.wheel = newWheel(max(l.authTicks, l.hbTicks, l.handshakeTicks, l.closeTicks) + 1)
+	l.upgrader = l.newUpgrader()
+	p, err := poller.New(poller.Config[task]{
+		OnTask:  l.onTask,
+		Tick:    s.tick,
+		OnTick:  l.onTick,
+		OnError: func(err error) { s.log.Error("epoll_wait failed", zap.Int("loop", idx), zap.Error(err)) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.p = p
+	return l, nil
+}
+
+// startAccept registers the listening socket with this loop. Every loop
+// registers it with EPOLLEXCLUSIVE, so one loop is woken per burst and
+// the connections it accepts are its own: no hand-off between loops.
+//
+// accepting is set before the fd is added: the epoll lock orders that write
+// before the first callback, when Start calls this from its own goroutine.
+func (l *loop) startAccept() error {
+	l.accepting = true
+	if err := l.p.Add(l.s.lfd, poller.EventRead|poller.EventExclusive, l.onAccept); err != nil {
+		l.accepting = false
+		return err
+	}
+	return nil
+}
+
+const acceptBatch = 128
+
+func (l *loop) onAccept(ev netpoll.EpollEvent) {
+	if ev == poller.EventClosed || !l.accepting {
+		return
+	}
+	for i := 0; i < acceptBatch; i++ {
+		r, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(l.s.lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		switch e {
+		case 0:
+			l.newConn(int(r))
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			l.pauseAccept(e)
+			return
+		default:
+			l.s.log.Error("accept failed", zap.Error(e))
+			return
+		}
+	}
+}
+
+// pauseAccept stops accepting for a short back-off when the process is out
+// of file descriptors or memory: a level-triggered listener would otherwise
+// spin a core on the same error.
+func (l *loop) pauseAccept(err error) {
+	if !l.accepting {
+		return
+	}
+	_ = l.p.Del(l.s.lfd)
+	l.accepting = false
+	l.acceptHold = l.now + l.s.ticks(100*time.Millisecond)
+	l.s.m.acceptPauses.Inc()
+	l.s.logAcceptPause(err)
+}
+
+func (l *loop) newConn(fd int) {
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &conn{
+		l:        l,
+		fd:       int32(fd),
+		id:       l.s.connSeq.Add(1),
+		t0:       l.s.nanotime(),
+		lastRead: l.now,
+		idx:      int32(len(l.conns)),
+	}
+	l.conns = append(l.conns, c)
+	l.s.m.conns.Inc()
+	l.s.m.accepted.Inc()
+	l.wheel.schedule(c, l.now+l.handshakeTicks)
+	if err := l.p.Add(fd, poller.EventRead|poller.EventWrite|poller.EventRdHup|poller.EventEdge, c.onEvent); err != nil {
+		l.s.log.Error("epoll add failed", zap.Error(err))
+		c.finalClose()
+	}
+}
+
+// remove drops c from the loop's list (swap with the last).
+func (l *loop) remove(c *conn) {
+	i := int(c.idx)
+	last := len(l.conns) - 1
+	if i < 0 || i > last || l.conns[i] != c {
+		return
+	}
+	l.conns[i] = l.conns[last]
+	l.conns[i].idx = int32(i)
+	l.conns[last] = nil
+	l.conns = l.conns[:last]
+	c.idx = -1
+}
+
+func (l *loop) onTask(t task) {
+	switch t.kind {
+	case taskAuth:
+		l.authDone(t)
+	case taskClose:
+		c := t.c
+		if c.state == stClosed {
+			return
+		}
+		if t.torn || t.code == 0 {
+			c.finalClose()
+			return
+		}
+		if t.code == protocol.CloseSlowConsumer {
+			// The queue was dropped; try to tell the client why, once.
+			var buf [2 + 2 + 125]byte
+			frame := wsframe.AppendClose(buf[:0], ws.StatusCode(t.code), t.reason)
+			c.mu.Lock()
+			_, _ = writeFull(int(c.fd), frame)
+			c.mu.Unlock()
+			l.s.m.closed(t.code)
+			c.finalClose()
+			return
+		}
+		c.closeWith(t.code, t.reason)
+	case taskBroadcast:
+		l.broadcast(t.sh)
+		t.sh.Release()
+	case taskStopAccept:
+		if l.accepting {
+			_ = l.p.Del(l.s.lfd)
+			l.accepting = false
+		}
+		l.acceptHold = 0
+		l.s.acceptStopped.Done()
+	case taskDrain:
+		l.draining = true
+		l.drainEnd = l.now + l.s.ticks(l.s.opts.DrainTimeout*8/10)
+	case taskCloseAll:
+		for len(l.conns) > 0 {
+			l.conns[len(l.conns)-1].finalClose()
+		}
+		l.checkDrained()
+	}
+}
+
+// authDone applies an auth worker's verdict.
+func (l *loop) authDone(t task) {
+	c := t.c
+	if c.state != stAuthing {
+		return // closed or timed out meanwhile
+	}
+	if !t.ok {
+		c.closeWith(protocol.CloseUnauthorized, t.reason)
+		return
+	}
+	c.state = stOpen
+	c.exp = t.exp
+	c.user = l.s.reg.add(c, t.sub, t.tok)
+	c.registered = true
+	c.lastPing = l.now
+	l.schedule(c)
+	l.s.subs.welcome(c)
+	if c.in != nil {
+		c.input(nil) // frames the client sent while its token was checked
+	}
+}
+
+// schedule places an open connection at its next heartbeat deadline: the
+// next ping or the idle timeout, whichever comes first.
+func (l *loop) schedule(c *conn) {
+	next := c.lastPing + l.hbTicks
+	if idle := c.lastRead + l.idleTicks; int32(idle-next) < 0 {
+		next = idle
+	}
+	l.wheel.schedule(c, next)
+}
+
+func (l *loop) onTick() {
+	l.now = l.s.ticks(time.Duration(l.s.nanotime()))
+	l.wheel.advance(l.now, l.fire)
+	if !l.accepting && l.acceptHold != 0 && int32(l.now-l.acceptHold) >= 0 {
+		l.acceptHold = 0
+		if err := l.startAccept(); err != nil {
+			l.s.log.Error("resume accepting failed", zap.Error(err))
+		}
+	}
+	if l.draining {
+		l.drainStep()
+	}
+}
+
+// fire handles a connection whose wheel deadline passed.
+func (l *loop) fire(c *conn) {
+	switch c.state {
+	case stHandshake:
+		l.s.m.handshakeTimeouts.Inc()
+		c.rejectHTTP(408, "handshake_timeout", "the upgrade request did not complete in time")
+	case stAuthWait, stAuthing:
+		l.s.m.authFailure("timeout")
+		c.closeWith(protocol.CloseAuthTimeout, "authentication timed out")
+	case stOpen:
+		if int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
+			c.closeWith(protocol.CloseHeartbeatTimeout, "no data from the client within the idle timeout")
+			return
+		}
+		if int32(l.now-(c.lastPing+l.hbTicks)) >= 0 {
+			c.lastPing = l.now
+			c.mu.Lock()
+			if c.welcomed {
+				c.writeLocked(l.s.pingFrame)
+			}
+			c.mu.Unlock()
+		}
+		l.schedule(c)
+	case stClosing, stLinger:
+		c.finalClose()
+	}
+}
+
+// broadcast writes one shared frame to every welcomed connection of the loop.
+func (l *loop) broadcast(sh *bufpool.Shared) {
+	n := 0
+	for _, c := range l.conns {
+		if c.state != stOpen {
+			continue
+		}
+		c.mu.Lock()
+		if c.welcomed && c.writeSharedLocked(sh) {
+			n++
+		}
+		c.mu.Unlock()
+	}
+	l.s.m.msgsOut.Add(float64(n))
+}
+
+// drainStep closes a share of the remaining connections with 1012 so that
+// closes spread over the drain timeout instead of a reconnect storm.
+func (l *loop) drainStep() {
+	active := 0
+	for _, c := range l.conns {
+		if c.state < stClosing {
+			active++
+		}
+	}
+	left := int32(l.drainEnd - l.now)
+	quota := active
+	if left > 1 {
+		quota = (active + int(left) - 1) / int(left)
+	}
+	for i := 0; i < len(l.conns) && quota > 0; {
+		c := l.conns[i]
+		if c.state < stClosing {
+			quota--
+			c.closeWith(protocol.CloseServiceRestart, "node draining, reconnect")
+			if l.conns[i] != c {
+				continue // c was removed and another took its place
+			}
+		}
+		i++
+	}
+	l.checkDrained()
+}
+
+func (l *loop) checkDrained() {
+	if l.draining && !l.drainDone && len(l.conns) == 0 {
+		l.drainDone = true
+		l.s.loopDrained.Done()
+	}
+}

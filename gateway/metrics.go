@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// metrics are the node's Prometheus series, on a registry of its own (so
+// several nodes can run in one test process). Every name starts with
+// wsfleet_gateway_.
+type metrics struct {
+	reg *prometheus.Registry
+
+	conns             prometheus.Gauge
+	authed            prometheus.Gauge
+	users             prometheus.Gauge
+	accepted          prometheus.Counter
+	acceptPauses      prometheus.Counter
+	closes            *prometheus.CounterVec
+	closeCounters     sync.Map // protocol.CloseCode -> prometheus.Counter
+	rejects           *prometheus.CounterVec
+	handshakeFailures prometheus.Counter
+	handshakeTimeouts prometheus.Counter
+	handshakeSeconds  prometheus.Histogram
+	authSeconds       prometheus.Histogram
+	authFailures      *prometheus.CounterVec
+	msgsIn            prometheus.Counter
+	msgsOut           prometheus.Counter
+	bytesIn           prometheus.Counter
+	bytesOut          prometheus.Counter
+	natsIn            prometheus.Counter
+	undeliverable     prometheus.Counter
+	published         prometheus.Counter
+	publishErrors     *prometheus.CounterVec
+	slowConsumers     prometheus.Counter
+	subscribeErrors   prometheus.Counter
+	natsSlowConsumer  prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	const ns = "wsfleet_gateway"
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help})
+		f(c)
+		return c
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help})
+		f(g)
+		return g
+	}
+	m := &metrics{reg: reg}
+	m.conns = gauge("connections", "Open client sockets, in any state.")
+	m.authed = gauge("authenticated_connections", "Authenticated connections.")
+	m.users = gauge("users", "Distinct users with at least one connection on this node.")
+	m.accepted = counter("connections_accepted_total", "Sockets accepted.")
+	m.acceptPauses = counter("accept_pauses_total", "Times accepting paused because the process ran out of file descriptors or memory.")
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "closes_total", Help: "Close frames sent by the node, by close code."}, []string{"code"})
+	f(m.closes)
+	m.rejects = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "handshake_rejections_total", Help: "Upgrade requests answered with an HTTP error, by status."}, []string{"status"})
+	f(m.rejects)
+	m.handshakeFailures = counter("handshake_aborts_total", "Sockets closed before completing the upgrade.")
+	m.handshakeTimeouts = counter("handshake_timeouts_total", "Sockets closed for not completing the upgrade request in time.")
+	m.handshakeSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "handshake_seconds",
+		Help: "Time from accept to the upgrade response.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	f(m.handshakeSeconds)
+	m.authSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "connect_seconds",
+		Help: "Time from accept to the welcome frame (upgrade, authentication, subscription).", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	f(m.authSeconds)
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Failed authentications, by reason."}, []string{"reason"})
+	f(m.authFailures)
+	m.msgsIn = counter("messages_in_total", "Text messages received from clients.")
+	m.msgsOut = counter("messages_out_total", "Deliveries written or queued to clients.")
+	m.bytesIn = counter("bytes_in_total", "Bytes read from client sockets.")
+	m.bytesOut = counter("bytes_out_total", "Bytes written to client sockets.")
+	m.natsIn = counter("nats_messages_received_total", "Messages received from NATS for delivery.")
+	m.undeliverable = counter("nats_messages_undeliverable_total", "Messages received for a user with no connection left on this node.")
+	m.published = counter("client_publishes_total", "Client publish frames forwarded to NATS.")
+	m.publishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_publish_errors_total", Help: "Client publish frames refused, by reason."}, []string{"reason"})
+	f(m.publishErrors)
+	m.slowConsumers = counter("slow_consumer_closes_total", "Connections closed because their outbound queue overflowed.")
+	m.subscribeErrors = counter("nats_subscribe_errors_total", "Failed NATS subscriptions.")
+	m.natsSlowConsumer = counter("nats_slow_consumer_total", "NATS slow-consumer errors: messages dropped because a dispatch queue was full.")
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "nats_connected", Help: "1 while the node is connected to NATS."}, func() float64 {
+		if nc := s.nc; nc != nil && nc.IsConnected() {
+			return 1
+		}
+		return 0
+	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "ready", Help: "1 while /readyz reports ready."}, func() float64 {
+		if ok, _ := s.readiness(); ok {
+			return 1
+		}
+		return 0
+	}))
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// closed counts a close frame sent with code.
+func (m *metrics) closed(code protocol.CloseCode) {
+	if c, ok := m.closeCounters.Load(code); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.closes.WithLabelValues(strconv.Itoa(int(code)))
+	m.closeCounters.Store(code, c)
+	c.Inc()
+}
+
+func (m *metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
+
+func (m *metrics) rejected(status int) { m.rejects.WithLabelValues(strconv.Itoa(status)).Inc() }

@@ -1,0 +1,127 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/internal/natsurl"
+)
+
+// startNATS connects the node to NATS: to NATSURL, or to an embedded
+// nats-server started in this process (listening on NATSEmbeddedListen for
+// the router and services, while the node itself connects in-process).
+func (s *Server) startNATS() error {
+	opts := []nats.Option{
+		nats.Name("wsfleet-gateway " + s.opts.NodeID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.PingInterval(20 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ErrorHandler(s.natsError),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.log.Warn("NATS disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+	}
+	if s.opts.NATSURL == "" {
+		ns, err := startEmbeddedNATS(s.opts.NATSEmbeddedListen, s.opts.NodeID, s.log)
+		if err != nil {
+			return err
+		}
+		s.ns = ns
+		s.log.Info("started embedded NATS server", zap.String("client_url", ns.ClientURL()))
+		opts = append(opts, nats.InProcessServer(ns))
+		nc, err := nats.Connect(ns.ClientURL(), opts...)
+		if err != nil {
+			return fmt.Errorf("%w: connecting to the embedded server: %v", ErrNATSUnavailable, err)
+		}
+		s.nc = nc
+		return nil
+	}
+	deadline := time.Now().Add(s.opts.NATSConnectTimeout)
+	for {
+		nc, err := nats.Connect(s.opts.NATSURL, append(opts, nats.Timeout(2*time.Second))...)
+		if err == nil {
+			s.nc = nc
+			s.log.Info("connected to NATS", zap.String("url", nc.ConnectedUrlRedacted()))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: --nats-url %s: %v", ErrNATSUnavailable, natsurl.Redact(s.opts.NATSURL), err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// natsError counts slow-consumer drops (a full dispatch queue) and logs the
+// rest, at most once a second.
+func (s *Server) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if err == nats.ErrSlowConsumer {
+		s.m.natsSlowConsumer.Inc()
+	}
+	now := time.Now().UnixNano()
+	last := s.lastNATSErrLog.Load()
+	if now-last < int64(time.Second) || !s.lastNATSErrLog.CompareAndSwap(last, now) {
+		return
+	}
+	subj := ""
+	if sub != nil {
+		subj = sub.Subject
+	}
+	s.log.Warn("NATS error", zap.String("subject", subj), zap.Error(err))
+}
+
+// startEmbeddedNATS runs a nats-server in this process on listen
+// (host:port; port 0 or -1 picks a free one).
+func startEmbeddedNATS(listen, node string, log *zap.Logger) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, badOption("nats-embedded-listen", "%v", err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	if port <= 0 {
+		port = server.RANDOM_PORT
+	} else {
+		// Fail with the setting's name rather than after a timeout.
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return nil, badOption("nats-embedded-listen", "%v (set --nats-url to use an existing NATS server)", err)
+		}
+		ln.Close()
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: node + "-nats",
+		Host:       host,
+		Port:       port,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	ns.SetLoggerV2(natsLogger{log.Named("nats").Sugar()}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, badOption("nats-embedded-listen", "embedded NATS did not start on %s", listen)
+	}
+	return ns, nil
+}
+
+// natsLogger routes nats-server's logs to zap.
+type natsLogger struct{ l *zap.SugaredLogger }
+
+func (n natsLogger) Noticef(f string, v ...any) { n.l.Infof(f, v...) }
+func (n natsLogger) Warnf(f string, v ...any)   { n.l.Warnf(f, v...) }
+func (n natsLogger) Fatalf(f string, v ...any)  { n.l.Errorf(f, v...) }
+func (n natsLogger) Errorf(f string, v ...any)  { n.l.Errorf(f, v...) }
+func (n natsLogger) Debugf(f string, v ...any)  { n.l.Debugf(f, v...) }
+func (n natsLogger) Tracef(f string, v ...any)  { n.l.Debugf(f, v...) }

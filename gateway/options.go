@@ -1,0 +1,283 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// Options configures a gateway node. Every field documents its default; the
+// defaults are applied by [Options.SetDefaults] in one place and checked by
+// [Options.Validate], whose errors name the command-line flag.
+type Options struct {
+	// Listen is the WebSocket address, host:port. Default ":8080".
+	Listen string
+	// ReusePort sets SO_REUSEPORT so several gateway processes share Listen.
+	// Default false.
+	ReusePort bool
+	// AdminListen serves /healthz, /readyz, /metrics and /debug/pprof/.
+	// Default ":8081"; "off" disables it.
+	AdminListen string
+	// NodeID names this node in welcome frames, headers and logs.
+	// Default "<hostname>-<pid>".
+	NodeID string
+	// SubjectPrefix starts every NATS subject. Default "wsfleet".
+	SubjectPrefix string
+
+	// NATSURL is the NATS server(s) to use, comma-separated. Default "":
+	// start an embedded nats-server.
+	NATSURL string
+	// NATSEmbeddedListen is where the embedded nats-server listens for other
+	// processes (router, services). Default "127.0.0.1:4222"; port 0 or -1
+	// picks a free port.
+	NATSEmbeddedListen string
+	// NATSConnectTimeout bounds the first NATS connection at start.
+	// Default 10s.
+	NATSConnectTimeout time.Duration
+
+	// JWTHS256Secret is an HMAC secret (at least 32 bytes) for HS256, HS384
+	// and HS512 tokens. Default "" (none). For development.
+	JWTHS256Secret string
+	// JWTJWKSFile is a JSON Web Key Set file of public keys, re-read when it
+	// changes. Default "" (none).
+	JWTJWKSFile string
+	// JWTJWKSURL is a JWKS endpoint, refreshed every JWTJWKSRefresh and on
+	// an unknown key id. Default "" (none).
+	JWTJWKSURL string
+	// JWTJWKSRefresh is how often the JWKS file and URL are re-read.
+	// Default 5m.
+	JWTJWKSRefresh time.Duration
+	// JWTAlgorithms is the algorithm allowlist. Default: every algorithm of
+	// the configured keys among RS256/384/512, PS256/384/512, ES256/384/512,
+	// EdDSA and HS256/384/512. "none" is never accepted.
+	JWTAlgorithms []string
+	// JWTIssuer, when set, must equal the token's iss. Default "".
+	JWTIssuer string
+	// JWTAudience, when set, must be among the token's aud. Default "".
+	JWTAudience string
+	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s.
+	JWTLeeway time.Duration
+	// AllowQueryToken accepts a token in the ?token= query parameter of the
+	// upgrade request (URLs end up in logs; prefer the auth frame). Default false.
+	AllowQueryToken bool
+	// AuthTimeout is how long a client has, from the upgrade, to be
+	// authenticated; then it is closed with 4408. Default 5s.
+	AuthTimeout time.Duration
+	// AuthWorkers verify JWT signatures off the event loops. Default GOMAXPROCS.
+	AuthWorkers int
+	// AuthQueue bounds tokens waiting for a worker; over it a client is closed
+	// with 1013. Default 8192.
+	AuthQueue int
+
+	// Heartbeat is the interval of server pings. Default 30s.
+	Heartbeat time.Duration
+	// IdleTimeout closes (4504) a client from which nothing arrived for this
+	// long. Default 90s.
+	IdleTimeout time.Duration
+	// HandshakeTimeout closes a socket that has not completed its HTTP
+	// upgrade request in this time. Default 5s.
+	HandshakeTimeout time.Duration
+	// DrainTimeout is how long a SIGTERM drain spreads connection closes
+	// (1012) over. Default 30s.
+	DrainTimeout time.Duration
+	// CloseTimeout is how long a closing connection waits for the client's
+	// close frame before the socket is closed. Default 2s.
+	CloseTimeout time.Duration
+
+	// MaxMessageBytes bounds a client frame and a reassembled message;
+	// over it the client is closed with 1009. Default 65536.
+	MaxMessageBytes int
+	// MaxPendingBytes bounds a connection's outbound queue; over it the
+	// client is closed with 4500 (slow consumer). Default 1048576.
+	MaxPendingBytes int
+	// MaxHeaderBytes bounds the HTTP upgrade request; over it the reply is
+	// 431. Default 8192.
+	MaxHeaderBytes int
+
+	// Pollers is the number of epoll event loops. Default GOMAXPROCS.
+	Pollers int
+	// Dispatchers is the number of goroutines delivering NATS messages to
+	// users. Default GOMAXPROCS.
+	Dispatchers int
+	// DispatchQueue is each dispatcher's queue of NATS messages; when it is
+	// full NATS reports a slow consumer and drops. Default 65536.
+	DispatchQueue int
+	// PublishQueue bounds client publishes waiting for NATS; over it the
+	// client gets an "overloaded" error. Default 65536.
+	PublishQueue int
+
+	// Logger receives the node's logs. Default: zap production JSON logger.
+	Logger *zap.Logger
+}
+
+// SetDefaults fills every unset field with its default.
+func (o *Options) SetDefaults() {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&o.Listen, ":8080")
+	def(&o.AdminListen, ":8081")
+	if o.NodeID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "gateway"
+		}
+		o.NodeID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	def(&o.SubjectPrefix, protocol.DefaultSubjectPrefix)
+	def(&o.NATSEmbeddedListen, "127.0.0.1:4222")
+	defDur(&o.NATSConnectTimeout, 10*time.Second)
+	defDur(&o.JWTJWKSRefresh, 5*time.Minute)
+	defDur(&o.JWTLeeway, 5*time.Second)
+	defDur(&o.AuthTimeout, 5*time.Second)
+	defInt(&o.AuthWorkers, runtime.GOMAXPROCS(0))
+	defInt(&o.AuthQueue, 8192)
+	defDur(&o.Heartbeat, 30*time.Second)
+	defDur(&o.IdleTimeout, 90*time.Second)
+	defDur(&o.HandshakeTimeout, 5*time.Second)
+	defDur(&o.DrainTimeout, 30*time.Second)
+	defDur(&o.CloseTimeout, 2*time.Second)
+	defInt(&o.MaxMessageBytes, 64<<10)
+	defInt(&o.MaxPendingBytes, 1<<20)
+	defInt(&o.MaxHeaderBytes, 8<<10)
+	defInt(&o.Pollers, runtime.GOMAXPROCS(0))
+	defInt(&o.Dispatchers, runtime.GOMAXPROCS(0))
+	defInt(&o.DispatchQueue, 65536)
+	defInt(&o.PublishQueue, 65536)
+}
+
+// allAlgorithms are the algorithms the gateway can verify.
+var allAlgorithms = []string{
+	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
+}
+
+func badOption(flag string, format string, args ...any) error {
+	return fmt.Errorf("%w --%s: %s", ErrBadOption, flag, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the options after SetDefaults. The error names the flag.
+func (o *Options) Validate() error {
+	if err := checkHostPort("listen", o.Listen); err != nil {
+		return err
+	}
+	if o.AdminListen != "off" {
+		if err := checkHostPort("admin-listen", o.AdminListen); err != nil {
+			return err
+		}
+	}
+	if o.NATSURL == "" {
+		if err := checkHostPort("nats-embedded-listen", o.NATSEmbeddedListen); err != nil {
+			return err
+		}
+	}
+	if strings.ContainsAny(o.NodeID, " \t\r\n") || len(o.NodeID) > 128 {
+		return badOption("node-id", "%q must be at most 128 bytes without spaces", o.NodeID)
+	}
+	if err := protocol.ValidatePrefix(o.SubjectPrefix); err != nil {
+		return badOption("subject-prefix", "%q: %v", o.SubjectPrefix, err)
+	}
+	if o.JWTHS256Secret == "" && o.JWTJWKSFile == "" && o.JWTJWKSURL == "" {
+		return fmt.Errorf("%w: %w", ErrBadOption, ErrNoKeys)
+	}
+	if o.JWTHS256Secret != "" && len(o.JWTHS256Secret) < 32 {
+		return badOption("jwt-hs256-secret", "must be at least 32 bytes (RFC 7518 §3.2), got %d", len(o.JWTHS256Secret))
+	}
+	if o.JWTJWKSURL != "" && !strings.HasPrefix(o.JWTJWKSURL, "https://") && !strings.HasPrefix(o.JWTJWKSURL, "http://") {
+		return badOption("jwt-jwks-url", "%q must be an http(s) URL", o.JWTJWKSURL)
+	}
+	for _, a := range o.JWTAlgorithms {
+		if !contains(allAlgorithms, a) {
+			return badOption("jwt-algorithms", "%q is not one of %s", a, strings.Join(allAlgorithms, ","))
+		}
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"nats-connect-timeout", o.NATSConnectTimeout}, {"jwt-jwks-refresh", o.JWTJWKSRefresh},
+		{"auth-timeout", o.AuthTimeout}, {"heartbeat", o.Heartbeat}, {"idle-timeout", o.IdleTimeout},
+		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
+		{"close-timeout", o.CloseTimeout},
+	} {
+		if d.v <= 0 {
+			return badOption(d.flag, "must be positive, got %s", d.v)
+		}
+		if d.v < time.Millisecond {
+			return badOption(d.flag, "must be at least 1ms, got %s", d.v)
+		}
+	}
+	if o.JWTLeeway < 0 || o.JWTLeeway > 5*time.Minute {
+		return badOption("jwt-leeway", "must be between 0 and 5m, got %s", o.JWTLeeway)
+	}
+	if o.IdleTimeout <= o.Heartbeat {
+		return badOption("idle-timeout", "(%s) must be longer than --heartbeat (%s) so a client can answer a ping", o.IdleTimeout, o.Heartbeat)
+	}
+	for _, n := range []struct {
+		flag    string
+		v, min_ int
+	}{
+		{"auth-workers", o.AuthWorkers, 1}, {"auth-queue", o.AuthQueue, 1},
+		{"max-message-bytes", o.MaxMessageBytes, 125}, {"max-pending-bytes", o.MaxPendingBytes, 4096},
+		{"max-header-bytes", o.MaxHeaderBytes, 1024}, {"pollers", o.Pollers, 1},
+		{"dispatchers", o.Dispatchers, 1}, {"dispatch-queue", o.DispatchQueue, 16},
+		{"publish-queue", o.PublishQueue, 1},
+	} {
+		if n.v < n.min_ {
+			return badOption(n.flag, "must be at least %d, got %d", n.min_, n.v)
+		}
+	}
+	if o.MaxMessageBytes > 64<<20 {
+		return badOption("max-message-bytes", "must be at most 64 MiB, got %d", o.MaxMessageBytes)
+	}
+	if o.MaxHeaderBytes > 1<<20 {
+		return badOption("max-header-bytes", "must be at most 1 MiB, got %d", o.MaxHeaderBytes)
+	}
+	if o.Pollers > 1024 || o.Dispatchers > 1024 || o.AuthWorkers > 1024 {
+		return fmt.Errorf("%w: --pollers, --dispatchers and --auth-workers must be at most 1024", ErrBadOption)
+	}
+	return nil
+}
+
+func checkHostPort(flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return badOption(flag, "%q is not host:port: %v", addr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < -1 || p > 65535 {
+		return badOption(flag, "%q has a bad port", addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return badOption(flag, "%q: host must be an IP address or localhost", addr)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+)
+
+// user is one authenticated user on this node and its devices. Its
+// connection list is copy-on-write, so dispatchers read it without locks.
+type user struct {
+	id      string // JWT sub
+	token   string // subject-safe encoding of id
+	subject string // <prefix>.user.<token>
+	conns   atomic.Pointer[[]*conn]
+	disp    int                // dispatcher whose channel carries its messages
+	sub     *nats.Subscription // owned by the subscription manager goroutine
+	subErr  error              // owned by the subscription manager goroutine
+}
+
+const regShards = 64
+
+// registry maps user tokens to users, sharded to keep connects on different
+// loops from contending. When a user's first device registers, the
+// subscription manager subscribes its subject; when the last leaves, it
+// unsubscribes.
+type registry struct {
+	s      *Server
+	seed   maphash.Seed
+	shards [regShards]regShard
+	users  atomic.Int64
+}
+
+type regShard struct {
+	mu    sync.RWMutex
+	users map[string]*user
+	_     [40]byte // keep shards on separate cache lines
+}
+
+func newRegistry(s *Server) *registry {
+	r := &registry{s: s, seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].users = make(map[string]*user)
+	}
+	return r
+}
+
+func (r *registry) hash(tok string) uint64 { return maphash.String(r.seed, tok) }
+
+// add registers c as a device of user id and returns the user.
+func (r *registry) add(c *conn, id, tok string) *user {
+	h := r.hash(tok)
+	sh := &r.shards[h%regShards]
+	sh.mu.Lock()
+	u := sh.users[tok]
+	first := u == nil
+	if first {
+		u = &user{id: id, token: tok, subject: r.s.subjects.User(tok), disp: int(h>>32) % len(r.s.disp.chans)}
+		empty := []*conn{}
+		u.conns.Store(&empty)
+		sh.users[tok] = u
+	}
+	old := *u.conns.Load()
+	next := make([]*conn, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, c)
+	u.conns.Store(&next)
+	sh.mu.Unlock()
+	if first {
+		r.users.Add(1)
+		r.s.m.users.Inc()
+		r.s.subs.subscribe(u)
+	}
+	r.s.m.authed.Inc()
+	return u
+}
+
+// remove unregisters c; the user goes when its last device does.
+func (r *registry) remove(c *conn) {
+	u := c.user
+	sh := &r.shards[r.hash(u.token)%regShards]
+	sh.mu.Lock()
+	old := *u.conns.Load()
+	next := make([]*conn, 0, len(old))
+	for _, o := range old {
+		if o != c {
+			next = append(next, o)
+		}
+	}
+	u.conns.Store(&next)
+	last := len(next) == 0 && sh.users[u.token] == u
+	if last {
+		delete(sh.users, u.token)
+	}
+	sh.mu.Unlock()
+	r.s.m.authed.Dec()
+	if last {
+		r.users.Add(-1)
+		r.s.m.users.Dec()
+		r.s.subs.unsubscribe(u)
+	}
+}
+
+// lookup returns the user of a token, or nil.
+func (r *registry) lookup(tok string) *user {
+	sh := &r.shards[r.hash(tok)%regShards]
+	sh.mu.RLock()
+	u := sh.users[tok]
+	sh.mu.RUnlock()
+	return u
+}

@@ -1,0 +1,346 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/internal/wsframe"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// Server is one gateway node.
+type Server struct {
+	opts     Options
+	log      *zap.Logger
+	subjects protocol.Subjects
+	start    time.Time
+	tick     time.Duration
+	m        *metrics
+	verifier *verifier
+	reg      *registry
+	auth     *authPool
+	disp     *dispatcher
+	subs     *subManager
+	subsStop chan struct{}
+	pub      *publisher
+	loops    []*loop
+	lfd      int
+	addr     *net.TCPAddr
+	ns       *server.Server
+	nc       *nats.Conn
+	bsub     *nats.Subscription
+	admin    *adminServer
+
+	connSeq   atomic.Uint64
+	runID     string
+	pingFrame []byte
+
+	mu             sync.Mutex
+	state          int // 0 new, 1 running, 2 shutting down, 3 done
+	ready          atomic.Bool
+	draining       atomic.Bool
+	acceptStopped  sync.WaitGroup
+	loopDrained    sync.WaitGroup
+	lastPauseLog   atomic.Int64
+	lastNATSErrLog atomic.Int64
+}
+
+// New checks opts (after applying defaults) and returns a node ready to Start.
+func New(opts Options) (*Server, error) {
+	opts.SetDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		l, err := zap.NewProduction()
+		if err != nil {
+			return nil, err
+		}
+		opts.Logger = l
+	}
+	subjects, err := protocol.NewSubjects(opts.SubjectPrefix)
+	if err != nil {
+		return nil, badOption("subject-prefix", "%v", err)
+	}
+	var rid [4]byte
+	_, _ = rand.Read(rid[:])
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger.With(zap.String("node", opts.NodeID)),
+		subjects:  subjects,
+		start:     time.Now(),
+		lfd:       -1,
+		runID:     strconv.FormatUint(uint64(binary.BigEndian.Uint32(rid[:])), 36),
+		pingFrame: wsframe.AppendFrame(nil, ws.OpText, protocol.PingJSON),
+	}
+	shortest := min(opts.Heartbeat, opts.IdleTimeout, opts.AuthTimeout, opts.HandshakeTimeout, opts.CloseTimeout)
+	s.tick = min(max(shortest/20, time.Millisecond), 100*time.Millisecond)
+	s.m = newMetrics(s)
+	return s, nil
+}
+
+// nanotime is monotonic time since the server was created.
+func (s *Server) nanotime() int64 { return int64(time.Since(s.start)) }
+
+// ticks converts a duration to loop ticks, rounding up.
+func (s *Server) ticks(d time.Duration) uint32 { return uint32((d + s.tick - 1) / s.tick) }
+
+// appendConnID appends the string form of connection number id: the node
+// run's random prefix and the number, both base 36.
+func (s *Server) appendConnID(dst []byte, id uint64) []byte {
+	dst = append(dst, s.runID...)
+	dst = append(dst, '-')
+	return strconv.AppendUint(dst, id, 36)
+}
+
+// Start brings the node up: JWT keys, NATS (embedded or remote), the
+// dispatchers and workers, the listening socket and its event loops, and
+// the admin endpoint. On error everything started is stopped again.
+func (s *Server) Start() (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 0 {
+		return ErrServerClosed
+	}
+	s.state = 1
+	defer func() {
+		if err != nil {
+			s.stopAll()
+			s.state = 3
+		}
+	}()
+	if s.verifier, err = newVerifier(&s.opts, s.log); err != nil {
+		return err
+	}
+	if err = s.startNATS(); err != nil {
+		return err
+	}
+	s.reg = newRegistry(s)
+	s.disp = newDispatcher(s)
+	s.disp.start()
+	s.subs = newSubManager(s)
+	s.subsStop = make(chan struct{})
+	go s.subs.run(s.subsStop)
+	s.pub = newPublisher(s)
+	s.pub.start()
+	s.auth = newAuthPool(s)
+	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
+		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
+	}
+	if err = s.nc.FlushTimeout(s.opts.NATSConnectTimeout); err != nil {
+		return fmt.Errorf("%w: %v", ErrNATSUnavailable, err)
+	}
+	if s.lfd, s.addr, err = listenTCP(s.opts.Listen, s.opts.ReusePort); err != nil {
+		return badOption("listen", "%v", err)
+	}
+	for i := 0; i < s.opts.Pollers; i++ {
+		l, err := newLoop(s, i)
+		if err != nil {
+			return err
+		}
+		s.loops = append(s.loops, l)
+	}
+	for _, l := range s.loops {
+		if err := l.startAccept(); err != nil {
+			return fmt.Errorf("gateway: registering the listener: %w", err)
+		}
+	}
+	if s.opts.AdminListen != "off" {
+		if s.admin, err = startAdmin(s); err != nil {
+			return err
+		}
+	}
+	s.ready.Store(true)
+	s.log.Info("gateway started",
+		zap.String("listen", s.addr.String()),
+		zap.Bool("reuseport", s.opts.ReusePort),
+		zap.Int("pollers", len(s.loops)),
+		zap.String("subject_prefix", s.opts.SubjectPrefix),
+		zap.Duration("heartbeat", s.opts.Heartbeat))
+	return nil
+}
+
+// Addr returns the WebSocket listening address (useful with port 0).
+func (s *Server) Addr() *net.TCPAddr { return s.addr }
+
+// AdminAddr returns the admin endpoint's address, or nil when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.ln.Addr()
+}
+
+// NATSServer returns the embedded nats-server, or nil with --nats-url.
+func (s *Server) NATSServer() *server.Server { return s.ns }
+
+// NATSConn returns the node's NATS connection.
+func (s *Server) NATSConn() *nats.Conn { return s.nc }
+
+// readiness reports whether the node takes new connections, and why not.
+func (s *Server) readiness() (bool, []string) {
+	var why []string
+	if !s.ready.Load() {
+		why = append(why, "not started")
+	}
+	if s.draining.Load() {
+		why = append(why, "draining")
+	}
+	if s.nc == nil || !s.nc.IsConnected() {
+		why = append(why, "NATS disconnected")
+	}
+	return len(why) == 0, why
+}
+
+// Shutdown drains the node: readiness goes false, the listener stops,
+// connections are closed with 1012 spread over DrainTimeout, the NATS
+// connection is drained, and everything stops. ctx bounds the whole; when
+// it ends, connections still open are closed at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 1 {
+		return ErrServerClosed
+	}
+	s.state = 2
+	s.log.Info("draining", zap.Duration("drain_timeout", s.opts.DrainTimeout))
+	s.draining.Store(true)
+	s.stopAccepting()
+	s.loopDrained.Add(len(s.loops))
+	for _, l := range s.loops {
+		l.p.Post(task{kind: taskDrain})
+	}
+	done := make(chan struct{})
+	go func() { s.loopDrained.Wait(); close(done) }()
+	timer := time.NewTimer(s.opts.DrainTimeout + s.opts.CloseTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		s.log.Warn("drain timeout passed; closing the remaining connections")
+	case <-ctx.Done():
+		s.log.Warn("shutdown deadline passed; closing the remaining connections")
+	}
+	for _, l := range s.loops {
+		l.p.Post(task{kind: taskCloseAll})
+	}
+	<-done
+	s.stopAll()
+	s.state = 3
+	s.log.Info("gateway stopped")
+	return nil
+}
+
+// Close stops the node at once: connections are closed without a drain.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 1 {
+		return ErrServerClosed
+	}
+	s.state = 2
+	s.draining.Store(true)
+	s.stopAccepting()
+	s.loopDrained.Add(len(s.loops))
+	for _, l := range s.loops {
+		l.p.Post(task{kind: taskDrain})
+		l.p.Post(task{kind: taskCloseAll})
+	}
+	s.loopDrained.Wait()
+	s.stopAll()
+	s.state = 3
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.ready.Store(false)
+	s.acceptStopped.Add(len(s.loops))
+	for _, l := range s.loops {
+		l.p.Post(task{kind: taskStopAccept})
+	}
+	s.acceptStopped.Wait()
+	if s.lfd >= 0 {
+		unix.Close(s.lfd)
+		s.lfd = -1
+	}
+}
+
+// stopAll stops whatever Start started, in reverse order. Connections must
+// be gone already (or never were).
+func (s *Server) stopAll() {
+	s.ready.Store(false)
+	if s.admin != nil {
+		s.admin.close()
+	}
+	if s.nc != nil {
+		s.drainNATS()
+	}
+	if s.subsStop != nil {
+		close(s.subsStop)
+		<-s.subs.done
+	}
+	if s.pub != nil {
+		s.pub.stop()
+	}
+	if s.auth != nil {
+		s.auth.close()
+	}
+	if s.disp != nil {
+		s.disp.stop()
+	}
+	for _, l := range s.loops {
+		_ = l.p.Close()
+	}
+	if s.lfd >= 0 {
+		unix.Close(s.lfd)
+		s.lfd = -1
+	}
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+	if s.verifier != nil {
+		s.verifier.close()
+	}
+	_ = s.log.Sync()
+}
+
+// drainNATS drains the NATS connection (pending publishes are sent,
+// subscriptions end cleanly) and waits for it to close.
+func (s *Server) drainNATS() {
+	closed := make(chan struct{})
+	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := s.nc.Drain(); err != nil {
+		s.nc.Close()
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		s.nc.Close()
+	}
+	if !s.nc.IsClosed() {
+		s.nc.Close()
+	}
+}
+
+func (s *Server) logAcceptPause(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastPauseLog.Load()
+	if now-last < int64(10*time.Second) || !s.lastPauseLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("accept paused: out of file descriptors or memory; retrying every 100ms", zap.Error(err))
+}
