@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/flagenv"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/logx"
 )
 
 const usage = `Usage: gateway [flags]
@@ -83,7 +83,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 2
 	}
-	log, err := newLogger(logFormat, logLevel)
+	log, err := logx.New(logFormat, logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 2
@@ -113,25 +113,6 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-func newLogger(format, level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q", level)
-	}
-	var cfg zap.Config
-	switch format {
-	case "json":
-		cfg = zap.NewProductionConfig()
-	case "console":
-		cfg = zap.NewDevelopmentConfig()
-	default:
-		return nil, fmt.Errorf("invalid --log-format %q: json or console", format)
-	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	return cfg.Build()
 }
 
 func tokenCmd(args []string) int {
