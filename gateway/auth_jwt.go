@@ -98,7 +98,7 @@ func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
 		}
 	}
 	if v.url != "" {
-		v.cache = jwk.NewCache(ctx)
+		v.cache = jwk.NewCache(ctx, jwk.WithRefreshWindow(min(v.refresh/2, 15*time.Minute)))
 		if err := v.cache.Register(v.url, jwk.WithMinRefreshInterval(min(v.refresh, 15*time.Minute)), jwk.WithRefreshInterval(v.refresh)); err != nil {
 			cancel()
 			return nil, fmt.Errorf("%w --jwt-jwks-url: %v", ErrBadOption, err)

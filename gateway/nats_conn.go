@@ -26,7 +26,9 @@ func (s *Server) startNATS() error {
 		nats.MaxPingsOutstanding(3),
 		nats.ErrorHandler(s.natsError),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			s.log.Warn("NATS disconnected", zap.Error(err))
+			if !s.draining.Load() {
+				s.log.Warn("NATS disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))

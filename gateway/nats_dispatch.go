@@ -236,7 +236,7 @@ func (m *subManager) sendWelcome(c *conn) {
 	body = append(body, `","node":`...)
 	body = protocol.AppendJSONString(body, []byte(s.opts.NodeID))
 	body = append(body, `,"heartbeat":`...)
-	body = strconv.AppendInt(body, int64(s.opts.Heartbeat.Round(time.Second)/time.Second), 10)
+	body = strconv.AppendInt(body, int64((s.opts.Heartbeat+time.Second-1)/time.Second), 10)
 	body = append(body, '}')
 	var fbuf [1024]byte
 	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)

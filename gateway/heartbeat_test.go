@@ -1,0 +1,59 @@
+package gateway_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+func TestHeartbeatPingsAndIdleClose(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) {
+		o.Heartbeat = 100 * time.Millisecond
+		o.IdleTimeout = 350 * time.Millisecond
+	})
+	// A client that answers pings stays.
+	live, w := connect(t, srv, "live")
+	if w["heartbeat"] != float64(1) {
+		t.Fatalf("heartbeat %v, want 1 (seconds, rounded up)", w["heartbeat"])
+	}
+	silent, _ := connect(t, srv, "silent")
+	deadline := time.Now().Add(time.Second)
+	pings := 0
+	for time.Now().Before(deadline) {
+		m := readFrame(t, live)
+		if m["type"] == protocol.TypePing {
+			pings++
+			send(t, live, map[string]string{"type": "pong"})
+		}
+	}
+	if pings < 5 {
+		t.Fatalf("%d pings in 1s with a 100ms heartbeat", pings)
+	}
+	// The silent one was closed for not answering.
+	expectClose(t, silent, protocol.CloseHeartbeatTimeout, "idle")
+	// The live one is still served.
+	send(t, live, map[string]string{"type": "ping"})
+	readType(t, live, protocol.TypePong)
+}
+
+func TestControlPongCountsAsLiveness(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) {
+		o.Heartbeat = 100 * time.Millisecond
+		o.IdleTimeout = 300 * time.Millisecond
+	})
+	ws, _ := connect(t, srv, "ctl")
+	stop := time.Now().Add(time.Second)
+	for time.Now().Before(stop) {
+		ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
+		ws.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if ce, ok := err.(*websocket.CloseError); ok {
+				t.Fatalf("closed %d while sending pongs", ce.Code)
+			}
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package gateway_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsfleet/wsfleet/gateway"
+)
+
+func TestOptionsValidation(t *testing.T) {
+	cases := []struct {
+		name string
+		mod  func(*gateway.Options)
+		flag string // the setting the error must name; "" means valid
+	}{
+		{"defaults with a secret", func(o *gateway.Options) {}, ""},
+		{"no key", func(o *gateway.Options) { o.JWTHS256Secret = "" }, "jwt-hs256-secret"},
+		{"short secret", func(o *gateway.Options) { o.JWTHS256Secret = "short" }, "--jwt-hs256-secret"},
+		{"bad listen", func(o *gateway.Options) { o.Listen = "8080" }, "--listen"},
+		{"bad admin", func(o *gateway.Options) { o.AdminListen = "host:port" }, "--admin-listen"},
+		{"admin off", func(o *gateway.Options) { o.AdminListen = "off" }, ""},
+		{"bad embedded nats", func(o *gateway.Options) { o.NATSEmbeddedListen = "x" }, "--nats-embedded-listen"},
+		{"bad prefix", func(o *gateway.Options) { o.SubjectPrefix = "a.*" }, "--subject-prefix"},
+		{"node id with space", func(o *gateway.Options) { o.NodeID = "a b" }, "--node-id"},
+		{"idle not above heartbeat", func(o *gateway.Options) { o.IdleTimeout = 10 * time.Second; o.Heartbeat = 10 * time.Second }, "--idle-timeout"},
+		{"negative heartbeat", func(o *gateway.Options) { o.Heartbeat = -time.Second }, "--heartbeat"},
+		{"unknown algorithm", func(o *gateway.Options) { o.JWTAlgorithms = []string{"none"} }, "--jwt-algorithms"},
+		{"jwks url scheme", func(o *gateway.Options) { o.JWTJWKSURL = "ftp://x" }, "--jwt-jwks-url"},
+		{"tiny max message", func(o *gateway.Options) { o.MaxMessageBytes = 10 }, "--max-message-bytes"},
+		{"tiny pending", func(o *gateway.Options) { o.MaxPendingBytes = 10 }, "--max-pending-bytes"},
+		{"huge leeway", func(o *gateway.Options) { o.JWTLeeway = time.Hour }, "--jwt-leeway"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := gateway.Options{JWTHS256Secret: testSecret}
+			tc.mod(&o)
+			o.SetDefaults()
+			err := o.Validate()
+			if tc.flag == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, gateway.ErrBadOption) || !strings.Contains(err.Error(), tc.flag) {
+				t.Fatalf("error %v, want ErrBadOption naming %s", err, tc.flag)
+			}
+		})
+	}
+}
+
+func TestStartErrorsNameTheSetting(t *testing.T) {
+	first := startGateway(t, nil)
+	cases := []struct {
+		name string
+		mod  func(*gateway.Options)
+		want string
+	}{
+		{"port in use", func(o *gateway.Options) { o.Listen = first.Addr().String() }, "--listen"},
+		{"embedded NATS port in use", func(o *gateway.Options) { o.NATSEmbeddedListen = first.AdminAddr().String() }, "--nats-embedded-listen"},
+		{"jwks file missing", func(o *gateway.Options) { o.JWTJWKSFile = "/nonexistent/jwks.json" }, "--jwt-jwks-file"},
+		{"nats unreachable", func(o *gateway.Options) {
+			o.NATSURL = "nats://127.0.0.1:1"
+			o.NATSConnectTimeout = 300 * time.Millisecond
+		}, "--nats-url"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions(t)
+			tc.mod(&o)
+			srv, err := gateway.New(o)
+			if err == nil {
+				err = srv.Start()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
