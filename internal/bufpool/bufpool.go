@@ -73,6 +73,7 @@ func Grow(b *[]byte, n int) *[]byte {
 
 // Shared is a reference-counted buffer: one encoded frame queued on many
 // connections is held once. It starts with one reference, the creator's.
+// B may be re-sliced (a frame built with room in front of it) or grown.
 type Shared struct {
 	B    []byte
 	refs atomic.Int32
@@ -102,7 +103,8 @@ func (s *Shared) Release() {
 	case r < 0:
 		panic("bufpool: Shared released more often than retained")
 	}
-	*s.buf = s.B[:0]
+	// s.B may be a re-slice (or a reallocation) of the pooled buffer; the
+	// pool gets back the buffer it handed out.
 	Put(s.buf)
 	s.B, s.buf = nil, nil
 	sharedPool.Put(s)
