@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -164,8 +165,18 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	s.ready.Store(true)
+	admin := "off"
+	if s.admin != nil {
+		admin = s.admin.ln.Addr().String()
+	}
+	natsURL := s.opts.NATSURL
+	if s.ns != nil {
+		natsURL = s.ns.ClientURL()
+	}
 	s.log.Info("gateway started",
 		zap.String("listen", s.addr.String()),
+		zap.String("admin", admin),
+		zap.String("nats", natsurl.Redact(natsURL)),
 		zap.Bool("reuseport", s.opts.ReusePort),
 		zap.Int("pollers", len(s.loops)),
 		zap.String("subject_prefix", s.opts.SubjectPrefix),

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+const secret = "cmd-test-secret-0123456789abcdef-0123"
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the gateway command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gateway-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gateway")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// node is a running gateway process.
+type node struct {
+	cmd          *exec.Cmd
+	listen       string
+	admin        string
+	logs         chan map[string]any
+	stderrClosed chan struct{}
+}
+
+// startNode runs the gateway with args and waits for its "gateway started" log line.
+func startNode(t *testing.T, env []string, args ...string) *node {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n := &node{cmd: cmd, logs: make(chan map[string]any, 1000), stderrClosed: make(chan struct{})}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	go func() {
+		defer close(n.stderrClosed)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				select {
+				case n.logs <- m:
+				default:
+				}
+			}
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-n.logs:
+			if m["msg"] == "gateway started" {
+				n.listen, n.admin = m["listen"].(string), m["admin"].(string)
+				return n
+			}
+		case <-deadline:
+			t.Fatal("gateway did not start")
+		}
+	}
+}
+
+func mint(t *testing.T, sub string) string {
+	t.Helper()
+	out, err := exec.Command(binary(t), "token", "--sub", sub, "--jwt-hs256-secret", secret).Output()
+	if err != nil {
+		t.Fatalf("gateway token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestSIGTERMDrains(t *testing.T) {
+	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=1s"},
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
+	var clients []*websocket.Conn
+	for i := 0; i < 20; i++ {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "u")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, b, err := ws.ReadMessage(); err != nil || !strings.Contains(string(b), "welcome") {
+			t.Fatalf("no welcome: %s %v", b, err)
+		}
+		clients = append(clients, ws)
+	}
+	if code := get(t, "http://"+n.admin+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d before SIGTERM", code)
+	}
+	start := time.Now()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	for i, ws := range clients {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1012 {
+			t.Fatalf("client %d: %v, want close 1012", i, err)
+		}
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v, want status 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("did not exit after draining")
+	}
+	if el := time.Since(start); el < 500*time.Millisecond {
+		t.Errorf("drained 20 connections in %s; closes should spread over the 1s drain timeout", el)
+	}
+}
+
+func TestReadyzFalseWhileDraining(t *testing.T) {
+	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=3s"},
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
+	// A connection keeps the drain going for a while.
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.WriteJSON(map[string]string{"type": "auth", "token": mint(t, "v")})
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ws.ReadMessage()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if code := get(t, "http://"+n.admin+"/readyz"); code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz stayed ready after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code := get(t, "http://"+n.admin+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d while draining, want 200 (alive)", code)
+	}
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestCommandLine(t *testing.T) {
+	bin := binary(t)
+	cases := []struct {
+		name     string
+		args     []string
+		env      []string
+		wantCode int
+		want     string // in the output
+	}{
+		{"help lists defaults and env", []string{"--help"}, nil, 0, "WSFLEET_IDLE_TIMEOUT"},
+		{"help shows a default", []string{"--help"}, nil, 0, "default 30s, env WSFLEET_HEARTBEAT"},
+		{"no key names the settings", nil, nil, 2, "--jwt-hs256-secret"},
+		{"bad env names the variable", nil, []string{"WSFLEET_HEARTBEAT=often"}, 2, "WSFLEET_HEARTBEAT"},
+		{"bad flag", []string{"--heartbeat", "often"}, nil, 2, "heartbeat"},
+		{"short secret", []string{"--jwt-hs256-secret", "x"}, nil, 2, "--jwt-hs256-secret"},
+		{"token needs sub", []string{"token", "--jwt-hs256-secret", secret}, nil, 2, "--sub"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			if code != tc.wantCode || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tc.wantCode, tc.want)
+			}
+		})
+	}
+}
