@@ -1,0 +1,315 @@
+package router
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/internal/natsurl"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// HTTP server limits of the API listener.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 32 << 10
+	// flushTimeout bounds the wait for the NATS server to confirm a publish.
+	flushTimeout = 5 * time.Second
+	// drainTimeout bounds the NATS drain at shutdown.
+	drainTimeout = 5 * time.Second
+)
+
+// headerOverhead is the most bytes the message id header adds to a NATS
+// message ("NATS/1.0\r\nWsfleet-Msg-Id: <id>\r\n\r\n"); nats-server counts
+// headers against max_payload.
+const headerOverhead = len("NATS/1.0\r\n") + len(protocol.HeaderMsgID) + len(": ") + protocol.MaxMsgIDBytes + len("\r\n\r\n")
+
+// Server is one router: the HTTP publishing API in front of NATS.
+type Server struct {
+	opts     Options
+	log      *zap.Logger
+	subjects protocol.Subjects
+	keys     [][sha256.Size]byte // SHA-256 of each API key
+	m        *metrics
+
+	nc    atomic.Pointer[nats.Conn]
+	ln    net.Listener
+	http  *http.Server
+	admin *adminServer
+	serve sync.WaitGroup
+
+	mu         sync.Mutex
+	state      int // 0 new, 1 running, 2 shutting down, 3 done
+	ready      atomic.Bool
+	lastErrLog atomic.Int64
+}
+
+// New checks opts (after applying defaults) and returns a router ready to
+// Start.
+func New(opts Options) (*Server, error) {
+	opts.SetDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		l, err := zap.NewProduction()
+		if err != nil {
+			return nil, err
+		}
+		opts.Logger = l
+	}
+	subjects, err := protocol.NewSubjects(opts.SubjectPrefix)
+	if err != nil {
+		return nil, badOption("subject-prefix", "%v", err)
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		subjects: subjects,
+	}
+	for _, k := range opts.APIKeys {
+		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
+	}
+	s.opts.APIKeys = nil // only the digests are kept
+	s.m = newMetrics(s)
+	return s, nil
+}
+
+// Start connects to NATS (retrying for NATSConnectTimeout), checks
+// MaxBodyBytes against the server's max_payload, and starts the API and
+// admin listeners. On error everything started is stopped again.
+func (s *Server) Start() (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 0 {
+		return ErrServerClosed
+	}
+	s.state = 1
+	defer func() {
+		if err != nil {
+			s.closeAll()
+			s.state = 3
+		}
+	}()
+	if err = s.connectNATS(); err != nil {
+		return err
+	}
+	if max := s.nc.Load().MaxPayload(); int64(s.opts.MaxBodyBytes+headerOverhead) > max {
+		return badOption("max-body-bytes", "%d plus %d bytes of message id header exceeds the NATS server's max_payload of %d bytes; lower it to at most %d or raise max_payload",
+			s.opts.MaxBodyBytes, headerOverhead, max, max-int64(headerOverhead))
+	}
+	if s.ln, err = net.Listen("tcp", s.opts.Listen); err != nil {
+		return badOption("listen", "%v", err)
+	}
+	s.http = &http.Server{
+		Handler:           http.HandlerFunc(s.serveAPI),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	}
+	if s.opts.AdminListen != "off" {
+		if s.admin, err = startAdmin(s); err != nil {
+			return err
+		}
+	}
+	s.serve.Add(1)
+	go func() {
+		defer s.serve.Done()
+		if err := s.http.Serve(s.ln); err != nil && err != http.ErrServerClosed {
+			s.log.Error("API listener stopped", zap.Error(err))
+		}
+	}()
+	s.ready.Store(true)
+	s.log.Info("router started",
+		zap.String("listen", s.ln.Addr().String()),
+		zap.String("nats_url", s.nc.Load().ConnectedUrlRedacted()),
+		zap.String("subject_prefix", s.opts.SubjectPrefix),
+		zap.Int("api_keys", len(s.keys)),
+		zap.Int("max_body_bytes", s.opts.MaxBodyBytes))
+	return nil
+}
+
+// connectNATS makes the first NATS connection, retrying until
+// NATSConnectTimeout. The connection never buffers while it reconnects, so
+// a publish while NATS is away fails instead of waiting in memory.
+func (s *Server) connectNATS() error {
+	opts := []nats.Option{
+		nats.Name("wsfleet-router"),
+		nats.Timeout(2 * time.Second),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(20 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.logRateLimited("NATS error", zap.Error(err))
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.log.Warn("NATS disconnected; publishes fail with 503 until it is back", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+	}
+	deadline := time.Now().Add(s.opts.NATSConnectTimeout)
+	for {
+		nc, err := nats.Connect(s.opts.NATSURL, opts...)
+		if err == nil {
+			s.nc.Store(nc)
+			s.log.Info("connected to NATS", zap.String("url", nc.ConnectedUrlRedacted()))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: --nats-url %s: %v (retried for --nats-connect-timeout %s)",
+				ErrNATSUnavailable, natsurl.Redact(s.opts.NATSURL), err, s.opts.NATSConnectTimeout)
+		}
+		s.log.Debug("NATS not reachable yet; retrying", zap.String("url", natsurl.Redact(s.opts.NATSURL)), zap.Error(err))
+		time.Sleep(min(250*time.Millisecond, max(time.Until(deadline), time.Millisecond)))
+	}
+}
+
+// Addr returns the API listening address (useful with port 0), or nil
+// before Start.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// AdminAddr returns the admin endpoint's address, or nil when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.admin == nil {
+		return nil
+	}
+	return s.admin.ln.Addr()
+}
+
+// NATSConn returns the router's NATS connection, or nil before Start.
+func (s *Server) NATSConn() *nats.Conn { return s.nc.Load() }
+
+func (s *Server) natsConnected() bool {
+	nc := s.nc.Load()
+	return nc != nil && nc.IsConnected()
+}
+
+// readiness reports whether the router takes requests, and why not.
+func (s *Server) readiness() (bool, []string) {
+	var why []string
+	if !s.ready.Load() {
+		why = append(why, "not started or shutting down")
+	}
+	if !s.natsConnected() {
+		why = append(why, "NATS disconnected")
+	}
+	return len(why) == 0, why
+}
+
+// Shutdown stops the router gracefully: readiness goes false, the API
+// listener closes and requests in flight finish (each of them published and
+// confirmed, or refused), then the NATS connection is drained. When ctx ends
+// first, open connections are closed at once and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 1 {
+		return ErrServerClosed
+	}
+	s.state = 2
+	s.ready.Store(false)
+	s.log.Info("shutting down")
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.log.Warn("shutdown deadline passed; closing open requests", zap.Error(err))
+		_ = s.http.Close()
+	}
+	s.serve.Wait()
+	if s.admin != nil {
+		s.admin.close()
+	}
+	s.drainNATS(ctx)
+	s.state = 3
+	s.log.Info("router stopped")
+	_ = s.log.Sync()
+	return err
+}
+
+// Close stops the router at once, without waiting for requests in flight.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 1 {
+		return ErrServerClosed
+	}
+	s.state = 2
+	s.closeAll()
+	s.state = 3
+	return nil
+}
+
+// closeAll stops whatever Start started, at once.
+func (s *Server) closeAll() {
+	s.ready.Store(false)
+	if s.http != nil {
+		_ = s.http.Close()
+		s.serve.Wait()
+	} else if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	if s.admin != nil {
+		s.admin.close()
+	}
+	if nc := s.nc.Load(); nc != nil {
+		nc.Close()
+	}
+	_ = s.log.Sync()
+}
+
+// drainNATS drains the NATS connection (buffered publishes are sent) and
+// waits for it to close, for at most drainTimeout or until ctx ends.
+func (s *Server) drainNATS(ctx context.Context) {
+	nc := s.nc.Load()
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	nc.Close()
+}
+
+// logRateLimited logs a warning at most once a second.
+func (s *Server) logRateLimited(msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := s.lastErrLog.Load()
+	if now-last < int64(time.Second) || !s.lastErrLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg, fields...)
+}
+
+// errDisconnected: a publish was refused because NATS is not connected.
+var errDisconnected = errors.New("not connected to NATS")
