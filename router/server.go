@@ -135,8 +135,13 @@ func (s *Server) Start() (err error) {
 		}
 	}()
 	s.ready.Store(true)
+	admin := "off"
+	if s.admin != nil {
+		admin = s.admin.ln.Addr().String()
+	}
 	s.log.Info("router started",
 		zap.String("listen", s.ln.Addr().String()),
+		zap.String("admin", admin),
 		zap.String("nats_url", s.nc.Load().ConnectedUrlRedacted()),
 		zap.String("subject_prefix", s.opts.SubjectPrefix),
 		zap.Int("api_keys", len(s.keys)),

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/wsfleet/wsfleet/router"
+)
+
+const (
+	key1 = "cmd-test-key-0123456789"
+	key2 = "cmd-test-key-abcdefghij"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func startNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func TestParseEnv(t *testing.T) {
+	full := map[string]string{
+		"WSFLEET_LISTEN":               "127.0.0.1:9000",
+		"WSFLEET_ADMIN_LISTEN":         "off",
+		"WSFLEET_NATS_URL":             "nats://a:4222,nats://b:4222",
+		"WSFLEET_NATS_CONNECT_TIMEOUT": "3s",
+		"WSFLEET_SUBJECT_PREFIX":       "acme",
+		"WSFLEET_API_KEY":              key1 + "," + key2,
+		"WSFLEET_MAX_BODY_BYTES":       "1000",
+		"WSFLEET_LOG_FORMAT":           "console",
+		"WSFLEET_LOG_LEVEL":            "debug",
+	}
+	cases := []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		check func(t *testing.T, c config)
+	}{
+		{name: "defaults", check: func(t *testing.T, c config) {
+			o := c.opts
+			if o.Listen != ":8090" || o.AdminListen != ":8091" || o.NATSURL != "nats://127.0.0.1:4222" ||
+				o.NATSConnectTimeout != 10*time.Second || o.SubjectPrefix != "wsfleet" || o.MaxBodyBytes != 262144 ||
+				len(o.APIKeys) != 0 || c.logFormat != "json" || c.logLevel != "info" {
+				t.Fatalf("defaults: %+v", c)
+			}
+		}},
+		{name: "every variable", env: full, check: func(t *testing.T, c config) {
+			o := c.opts
+			if o.Listen != "127.0.0.1:9000" || o.AdminListen != "off" || o.NATSURL != "nats://a:4222,nats://b:4222" ||
+				o.NATSConnectTimeout != 3*time.Second || o.SubjectPrefix != "acme" || o.MaxBodyBytes != 1000 ||
+				strings.Join(o.APIKeys, " ") != key1+" "+key2 || c.logFormat != "console" || c.logLevel != "debug" {
+				t.Fatalf("from the environment: %+v", c)
+			}
+		}},
+		{name: "flags win", env: full, args: []string{"--api-key", key2, "--max-body-bytes=2000", "--listen", ":1"}, check: func(t *testing.T, c config) {
+			if strings.Join(c.opts.APIKeys, " ") != key2 || c.opts.MaxBodyBytes != 2000 || c.opts.Listen != ":1" {
+				t.Fatalf("flags did not replace the environment: %+v", c.opts)
+			}
+		}},
+		{name: "repeated key flag", args: []string{"--api-key", key1, "--api-key", key2}, check: func(t *testing.T, c config) {
+			if strings.Join(c.opts.APIKeys, " ") != key1+" "+key2 {
+				t.Fatalf("keys %q", c.opts.APIKeys)
+			}
+		}},
+		{name: "key list trims spaces", env: map[string]string{"WSFLEET_API_KEY": " " + key1 + " , " + key2 + ","}, check: func(t *testing.T, c config) {
+			if strings.Join(c.opts.APIKeys, " ") != key1+" "+key2 {
+				t.Fatalf("keys %q", c.opts.APIKeys)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse(tc.args, env(tc.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestHelpHidesKeys(t *testing.T) {
+	var c config
+	fs := newFlags(&c)
+	if err := fs.Parse(nil, env(map[string]string{"WSFLEET_API_KEY": key1})); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	fs.PrintUsage(&b)
+	out := b.String()
+	for _, want := range []string{"--api-key", "default none, env WSFLEET_API_KEY", "default 262144, env WSFLEET_MAX_BODY_BYTES",
+		"default 10s, env WSFLEET_NATS_CONNECT_TIMEOUT", `default ":8090", env WSFLEET_LISTEN`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+	if strings.Contains(out, key1) {
+		t.Fatal("help shows the API key")
+	}
+}
+
+func TestBadSettings(t *testing.T) {
+	ok := map[string]string{"WSFLEET_API_KEY": key1}
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{name: "no key", args: nil, want: "--api-key"},
+		{name: "short key", env: map[string]string{"WSFLEET_API_KEY": key1 + ",tiny-secret"}, want: "--api-key"},
+		{name: "bad env names the variable", env: map[string]string{"WSFLEET_API_KEY": key1, "WSFLEET_MAX_BODY_BYTES": "lots"}, want: "WSFLEET_MAX_BODY_BYTES"},
+		{name: "bad timeout", env: ok, args: []string{"--nats-connect-timeout", "soon"}, want: "nats-connect-timeout"},
+		{name: "zero body", env: ok, args: []string{"--max-body-bytes=-5"}, want: "--max-body-bytes"},
+		{name: "bad listen", env: ok, args: []string{"--listen", "nowhere"}, want: "--listen"},
+		{name: "bad prefix", env: ok, args: []string{"--subject-prefix", "a.>"}, want: "--subject-prefix"},
+		{name: "bad log format", env: ok, args: []string{"--log-format", "xml"}, want: "--log-format"},
+		{name: "stray argument", env: ok, args: []string{"serve"}, want: "serve"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code := run(tc.args, env(tc.env), &stderr, nil, nil)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not name %q", stderr.String(), tc.want)
+			}
+			if strings.Contains(stderr.String(), "tiny-secret") || strings.Contains(stderr.String(), key1) {
+				t.Fatalf("stderr %q shows an API key", stderr.String())
+			}
+		})
+	}
+}
+
+func TestNATSUnreachableExits1(t *testing.T) {
+	ns := startNATS(t)
+	url := ns.ClientURL()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	var stderr bytes.Buffer
+	code := run([]string{"--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-url", url, "--nats-connect-timeout", "200ms", "--log-level", "error"},
+		env(map[string]string{"WSFLEET_API_KEY": key1}), &stderr, nil, nil)
+	if code != 1 || !strings.Contains(stderr.String(), "--nats-url") {
+		t.Fatalf("exit %d, stderr %q; want 1 naming --nats-url", code, stderr.String())
+	}
+}
+
+// TestRunPublishesAndStopsOnSignal runs the command in-process: settings
+// from the environment, a publish through it, then a signal and exit 0.
+func TestRunPublishesAndStopsOnSignal(t *testing.T) {
+	ns := startNATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync("acme.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	sig := make(chan os.Signal, 2)
+	started := make(chan *router.Server, 1)
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(nil, env(map[string]string{
+			"WSFLEET_API_KEY":        key1 + "," + key2,
+			"WSFLEET_LISTEN":         "127.0.0.1:0",
+			"WSFLEET_ADMIN_LISTEN":   "127.0.0.1:0",
+			"WSFLEET_NATS_URL":       ns.ClientURL(),
+			"WSFLEET_SUBJECT_PREFIX": "acme",
+			"WSFLEET_LOG_LEVEL":      "error",
+		}), io.Discard, sig, func(s *router.Server) { started <- s })
+	}()
+	var srv *router.Server
+	select {
+	case srv = <-started:
+	case code := <-exited:
+		t.Fatalf("exited with %d", code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not start")
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr().String()+"/v1/users/bob.smith/messages", strings.NewReader(`{"hi":1}`))
+	req.Header.Set("Authorization", "Bearer "+key2)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", resp.StatusCode)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil || m.Subject != "acme.user.bob_2Esmith" || string(m.Data) != `{"hi":1}` {
+		t.Fatalf("got %v %v", m, err)
+	}
+	sig <- syscall.SIGTERM
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("exit %d after SIGTERM, want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	if !srv.NATSConn().IsClosed() {
+		t.Fatal("NATS connection still open after exit")
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the router command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "router-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "router")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// TestProcessSIGTERM runs the built binary and stops it with a real SIGTERM.
+func TestProcessSIGTERM(t *testing.T) {
+	ns := startNATS(t)
+	cmd := exec.Command(binary(t), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-url", ns.ClientURL())
+	cmd.Env = append(os.Environ(), "WSFLEET_API_KEY="+key1)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addrs := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "router started" {
+				l, _ := m["listen"].(string)
+				a, _ := m["admin"].(string)
+				addrs <- [2]string{l, a}
+			}
+		}
+	}()
+	var listen, admin string
+	select {
+	case a := <-addrs:
+		listen, admin = a[0], a[1]
+	case <-time.After(20 * time.Second):
+		t.Fatal("router did not start")
+	}
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/v1/broadcast", strings.NewReader(`"hello"`))
+	req.Header.Set("Authorization", "Bearer "+key1)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", resp.StatusCode)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+}
