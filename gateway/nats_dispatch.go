@@ -193,16 +193,17 @@ func (m *subManager) batch() {
 		u := op.u
 		switch op.kind {
 		case opSubscribe:
-			u.sub, u.subErr = nc.ChanSubscribe(u.subject, m.s.disp.chans[u.disp])
+			subject := m.s.subjects.User(u.token)
+			u.sub, u.subErr = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
 			if u.subErr != nil {
-				m.s.log.Error("subscribe failed", zap.String("subject", u.subject), zap.Error(u.subErr))
+				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(u.subErr))
 				m.s.m.subscribeErrors.Inc()
 			}
 			subscribed = true
 		case opUnsubscribe:
 			if u.sub != nil {
 				if err := u.sub.Unsubscribe(); err != nil && err != nats.ErrConnectionClosed {
-					m.s.log.Warn("unsubscribe failed", zap.String("subject", u.subject), zap.Error(err))
+					m.s.log.Warn("unsubscribe failed", zap.String("subject", u.sub.Subject), zap.Error(err))
 				}
 				u.sub = nil
 			}

@@ -11,13 +11,12 @@ import (
 // user is one authenticated user on this node and its devices. Its
 // connection list is copy-on-write, so dispatchers read it without locks.
 type user struct {
-	id      string // JWT sub
-	token   string // subject-safe encoding of id
-	subject string // <prefix>.user.<token>
-	conns   atomic.Pointer[[]*conn]
-	disp    int                // dispatcher whose channel carries its messages
-	sub     *nats.Subscription // owned by the subscription manager goroutine
-	subErr  error              // owned by the subscription manager goroutine
+	id     string // JWT sub
+	token  string // subject-safe encoding of id (the same string when id is token-safe)
+	conns  atomic.Pointer[[]*conn]
+	disp   int                // dispatcher whose channel carries its messages
+	sub    *nats.Subscription // owned by the subscription manager goroutine
+	subErr error              // owned by the subscription manager goroutine
 }
 
 const regShards = 64
@@ -57,7 +56,7 @@ func (r *registry) add(c *conn, id, tok string) *user {
 	u := sh.users[tok]
 	first := u == nil
 	if first {
-		u = &user{id: id, token: tok, subject: r.s.subjects.User(tok), disp: int(h>>32) % len(r.s.disp.chans)}
+		u = &user{id: id, token: tok, disp: int(h>>32) % len(r.s.disp.chans)}
 		empty := []*conn{}
 		u.conns.Store(&empty)
 		sh.users[tok] = u
