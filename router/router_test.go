@@ -1,7 +1,9 @@
 package router_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -297,7 +299,11 @@ func TestConcurrentPublishes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				id := post(t, srv, "many", `{"n":1}`).accepted(t)
+				id, err := postAsync(srv, "many", `{"n":1}`)
+				if err != nil {
+					t.Error(err) // not Fatal: this is not the test goroutine
+					return
+				}
 				mu.Lock()
 				ids[id] = true
 				mu.Unlock()
@@ -305,6 +311,9 @@ func TestConcurrentPublishes(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	if len(ids) != workers*each {
 		t.Fatalf("%d distinct ids for %d messages", len(ids), workers*each)
 	}
@@ -398,4 +407,87 @@ func TestStartErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShutdownFinishesRequestsInFlight starts a request whose body is still
+// to come, shuts the router down, and checks the request is still published
+// and answered before Shutdown returns.
+func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	srv := startRouter(t, ns, nil)
+	sub := watch(t, ns)
+	addr := srv.Addr().String()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	body := `{"part":2}`
+	// With Expect: 100-continue the server answers "100 Continue" when the
+	// handler starts reading the body: then the request is in flight.
+	if _, err := io.WriteString(c, "POST /v1/users/late/messages HTTP/1.1\r\nHost: router\r\n"+
+		"Authorization: Bearer "+testKey+"\r\nContent-Length: "+itoa(len(body))+"\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+		t.Fatalf("got %q, %v; want 100 Continue", line, err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "\r\n" {
+		t.Fatalf("got %q, %v after 100 Continue", line, err)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- srv.Shutdown(ctx)
+	}()
+	checkFor(t, 5*time.Second, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return errorf("the listener still accepts connections")
+		}
+		return nil
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	if _, err := io.WriteString(c, body); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	id := response{status: resp.StatusCode, header: resp.Header, body: b}.accepted(t)
+	expectDelivered(t, sub, "wsfleet.user.late", body, id)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// postAsync publishes body to user with testKey and returns the message id;
+// unlike post it may run outside the test goroutine.
+func postAsync(srv *router.Server, user, body string) (string, error) {
+	req, err := http.NewRequest(http.MethodPost, apiURL(srv)+"/v1/users/"+user+"/messages", strings.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || resp.StatusCode != http.StatusAccepted || !protocol.ValidMsgID(b.ID) {
+		return "", errorf("status %d, id %q, %v; want 202 and a valid id", resp.StatusCode, b.ID, err)
+	}
+	return b.ID, nil
 }
