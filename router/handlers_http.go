@@ -106,8 +106,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, route, http.StatusRequestEntityTooLarge, CodeTooLarge, "the message is larger than the NATS server's max_payload")
 			return
 		}
+		msg := "NATS is disconnected; nothing was published, retry later"
+		if !errors.Is(err, errDisconnected) {
+			// The server may have received the message before the failure.
+			msg = "publishing to NATS failed, retry later (the message may have gone out): " + err.Error()
+		}
 		w.Header().Set("Retry-After", "1")
-		s.fail(w, route, http.StatusServiceUnavailable, CodeNATSUnavailable, "NATS is unavailable; nothing was published, retry later: "+err.Error())
+		s.fail(w, route, http.StatusServiceUnavailable, CodeNATSUnavailable, msg)
 		return
 	}
 	s.reply(w, route, http.StatusAccepted, acceptedBody{ID: id})
@@ -232,12 +237,17 @@ func (s *Server) reply(w http.ResponseWriter, route string, status int, v any) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil { // only plain structs and maps of strings are written
-		b = []byte(`{"error":"internal","message":"encoding the response failed"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Messages are for humans reading JSON, not HTML: "<api key>" stays as is.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only plain structs and maps of strings are written; this is not reached.
+		buf.Reset()
+		buf.WriteString(`{"error":"internal","message":"encoding the response failed"}` + "\n")
 		status = http.StatusInternalServerError
 	}
-	b = append(b, '\n')
+	b := buf.Bytes()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))

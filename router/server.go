@@ -165,7 +165,10 @@ func (s *Server) connectNATS() error {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.logRateLimited("NATS error", zap.Error(err))
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // Shutdown or Close
+			}
 			s.log.Warn("NATS disconnected; publishes fail with 503 until it is back", zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
