@@ -46,14 +46,33 @@ func TestControlPongCountsAsLiveness(t *testing.T) {
 		o.IdleTimeout = 300 * time.Millisecond
 	})
 	ws, _ := connect(t, srv, "ctl")
-	stop := time.Now().Add(time.Second)
-	for time.Now().Before(stop) {
-		ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
-		ws.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, _, err := ws.ReadMessage(); err != nil {
-			if ce, ok := err.(*websocket.CloseError); ok {
-				t.Fatalf("closed %d while sending pongs", ce.Code)
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				closed <- err
+				return
 			}
 		}
+	}()
+	// Only WebSocket pong control frames for three idle timeouts: the
+	// connection stays.
+	for stop := time.Now().Add(time.Second); time.Now().Before(stop); {
+		ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
+		select {
+		case err := <-closed:
+			t.Fatalf("closed while sending pongs: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// Silence: closed for idleness.
+	select {
+	case err := <-closed:
+		ce, ok := err.(*websocket.CloseError)
+		if !ok || ce.Code != int(protocol.CloseHeartbeatTimeout) {
+			t.Fatalf("ended with %v, want close %d", err, protocol.CloseHeartbeatTimeout)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed after going silent")
 	}
 }
