@@ -22,7 +22,8 @@ const (
 	stHandshake connState = iota // reading the HTTP upgrade request
 	stAuthWait                   // upgraded; waiting for the auth frame
 	stAuthing                    // a token is with an auth worker
-	stOpen                       // authenticated and registered
+	stSubscribing                // authenticated and registered; the welcome waits for the subscription
+	stOpen                       // welcomed: deliveries flow
 	stClosing                    // close frame sent; waiting for the client's, or EOF
 	stLinger                     // no WebSocket (rejected upgrade, torn write): discard input until EOF
 	stClosed                     // fd closed; the struct only lingers in references
@@ -77,12 +78,21 @@ func (c *conn) onEvent(ev netpoll.EpollEvent) {
 	}
 }
 
+// readBudget bounds the reads one event may make, so a client that keeps
+// its socket full cannot hold the loop: past it, the rest of the socket is
+// read after the loop's other ready connections (taskRead).
+const readBudget = 16
+
 // readEvent reads until the socket is drained. A short read ends the loop:
 // with edge-triggered epoll, bytes arriving later raise a new event. After a
 // hang-up it reads on to EOF.
 func (c *conn) readEvent(toEOF bool) {
 	l := c.l
-	for {
+	for i := 0; ; i++ {
+		if i == readBudget {
+			l.p.Post(task{kind: taskRead, c: c, torn: toEOF})
+			return
+		}
 		n, err := unix.Read(int(c.fd), l.rbuf)
 		if err != nil {
 			switch err {
@@ -155,7 +165,7 @@ func (c *conn) checkHeld() {
 		if held > o.MaxHeaderBytes {
 			c.rejectHTTP(431, "request_too_large", "the upgrade request headers are larger than the node accepts")
 		}
-	case stAuthing:
+	case stAuthing, stSubscribing:
 		if held > o.MaxMessageBytes+wsframe.MaxHeaderSize {
 			c.closeWith(protocol.ClosePolicyViolation, "too much data before authentication completed")
 		}
@@ -180,7 +190,7 @@ func (c *conn) process(data []byte, scanned int) int {
 		return len(data)
 	}
 	maxMsg := int64(c.l.s.opts.MaxMessageBytes)
-	for off < len(data) && c.state != stAuthing {
+	for off < len(data) && c.state != stAuthing && c.state != stSubscribing {
 		h, hn, err := wsframe.Parse(data[off:])
 		if err != nil {
 			c.closeWith(protocol.CloseProtocolError, err.Error())

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -24,6 +25,8 @@ const (
 	taskStopAccept                 // stop accepting connections
 	taskDrain                      // start closing connections with 1012
 	taskCloseAll                   // close every connection now
+	taskRead                       // go on reading c (its read budget ran out; torn: read to EOF)
+	taskWelcome                    // c's subscription is live: welcome it (ok: false if it failed)
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -205,6 +208,12 @@ func (l *loop) onTask(t task) {
 			return
 		}
 		c.closeWith(t.code, t.reason)
+	case taskRead:
+		if t.c.state != stClosed {
+			t.c.readEvent(t.torn)
+		}
+	case taskWelcome:
+		l.welcome(t.c, t.ok)
 	case taskBroadcast:
 		l.broadcast(t.sh)
 		t.sh.Release()
@@ -236,15 +245,53 @@ func (l *loop) authDone(t task) {
 		c.closeWith(protocol.CloseUnauthorized, t.reason)
 		return
 	}
-	c.state = stOpen
+	c.state = stSubscribing
 	c.exp = t.exp
 	c.user = l.s.reg.add(c, t.sub, t.tok)
 	c.registered = true
+	l.s.subs.welcome(c)
+}
+
+// welcome sends the welcome frame once the subscription manager confirmed
+// the user's subscription, opens the connection to deliveries, and goes on
+// with frames the client sent meanwhile: nothing reaches a client before its
+// welcome.
+func (l *loop) welcome(c *conn, subscribed bool) {
+	if c.state != stSubscribing {
+		return // closed or timed out meanwhile
+	}
+	if !subscribed {
+		c.closeWith(protocol.CloseTryAgainLater, "NATS subscription failed, retry later")
+		return
+	}
+	s := l.s
+	var buf [1024]byte
+	body := append(buf[:0], `{"type":"welcome","user":`...)
+	body = protocol.AppendJSONString(body, []byte(c.user.id))
+	body = append(body, `,"conn_id":"`...)
+	body = s.appendConnID(body, c.id)
+	body = append(body, `","node":`...)
+	body = protocol.AppendJSONString(body, []byte(s.opts.NodeID))
+	body = append(body, `,"heartbeat":`...)
+	body = strconv.AppendInt(body, int64((s.opts.Heartbeat+time.Second-1)/time.Second), 10)
+	body = append(body, '}')
+	var fbuf [1024]byte
+	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
+	c.mu.Lock()
+	if !c.wdone {
+		c.writeLocked(frame)
+		c.welcomed = !c.wdone
+	}
+	c.mu.Unlock()
+	if c.state == stClosed {
+		return
+	}
+	c.state = stOpen
 	c.lastPing = l.now
 	l.schedule(c)
-	l.s.subs.welcome(c)
+	s.m.authSeconds.Observe(time.Duration(s.nanotime() - c.t0).Seconds())
 	if c.in != nil {
-		c.input(nil) // frames the client sent while its token was checked
+		c.input(nil) // frames the client sent while it was authenticated
 	}
 }
 
@@ -281,6 +328,8 @@ func (l *loop) fire(c *conn) {
 	case stAuthWait, stAuthing:
 		l.s.m.authFailure("timeout")
 		c.closeWith(protocol.CloseAuthTimeout, "authentication timed out")
+	case stSubscribing:
+		c.closeWith(protocol.CloseTryAgainLater, "NATS subscription not confirmed in time, retry later")
 	case stOpen:
 		if int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
 			c.closeWith(protocol.CloseHeartbeatTimeout, "no data from the client within the idle timeout")

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"strconv"
 	"sync"
 	"time"
 
@@ -223,31 +222,9 @@ func (m *subManager) batch() {
 	m.spare = ops
 }
 
+// sendWelcome hands c back to its loop, which writes the welcome.
 func (m *subManager) sendWelcome(c *conn) {
-	s := m.s
-	if c.user.subErr != nil {
-		c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseTryAgainLater, reason: "NATS subscription failed, retry later"})
-		return
-	}
-	var buf [512]byte
-	body := append(buf[:0], `{"type":"welcome","user":`...)
-	body = protocol.AppendJSONString(body, []byte(c.user.id))
-	body = append(body, `,"conn_id":"`...)
-	body = s.appendConnID(body, c.id)
-	body = append(body, `","node":`...)
-	body = protocol.AppendJSONString(body, []byte(s.opts.NodeID))
-	body = append(body, `,"heartbeat":`...)
-	body = strconv.AppendInt(body, int64((s.opts.Heartbeat+time.Second-1)/time.Second), 10)
-	body = append(body, '}')
-	var fbuf [1024]byte
-	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
-	c.mu.Lock()
-	if !c.wdone {
-		c.writeLocked(frame)
-		c.welcomed = !c.wdone
-	}
-	c.mu.Unlock()
-	s.m.authSeconds.Observe(time.Duration(s.nanotime() - c.t0).Seconds())
+	c.l.p.Post(task{kind: taskWelcome, c: c, ok: c.user.subErr == nil})
 }
 
 // publisher forwards client publish frames to NATS on one goroutine, so a

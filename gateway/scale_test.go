@@ -47,8 +47,8 @@ func dialRaw(t testing.TB, addr, tok string) *rawClient {
 	return &rawClient{c: c, br: bufio.NewReaderSize(c, 512)}
 }
 
-// waitWelcome reads the 101 response and frames until the welcome.
-func (r *rawClient) waitWelcome(t testing.TB) {
+// skipResponse reads the 101 response up to its blank line.
+func (r *rawClient) skipResponse(t testing.TB) {
 	t.Helper()
 	r.c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
@@ -57,23 +57,32 @@ func (r *rawClient) waitWelcome(t testing.TB) {
 			t.Fatalf("reading the upgrade response: %v", err)
 		}
 		if len(line) == 2 {
-			break
-		}
-	}
-	for {
-		h, err := ws.ReadHeader(r.br)
-		if err != nil {
-			t.Fatalf("reading a frame: %v", err)
-		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(r.br, p); err != nil {
-			t.Fatal(err)
-		}
-		if bytes.Contains(p, []byte(`"welcome"`)) {
-			r.c.SetReadDeadline(time.Time{})
 			return
 		}
 	}
+}
+
+// readFrame reads one server frame and returns its payload.
+func (r *rawClient) readFrame(t testing.TB) []byte {
+	t.Helper()
+	h, err := ws.ReadHeader(r.br)
+	if err != nil {
+		t.Fatalf("reading a frame: %v", err)
+	}
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(r.br, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitWelcome reads the 101 response and frames until the welcome.
+func (r *rawClient) waitWelcome(t testing.TB) {
+	t.Helper()
+	r.skipResponse(t)
+	for !bytes.Contains(r.readFrame(t), []byte(`"welcome"`)) {
+	}
+	r.c.SetReadDeadline(time.Time{})
 }
 
 func countFDs(t testing.TB) int {

@@ -50,7 +50,8 @@ type Server struct {
 	pingFrame []byte
 
 	mu             sync.Mutex
-	state          int // 0 new, 1 running, 2 shutting down, 3 done
+	state          int  // 0 new, 1 running, 2 shutting down, 3 done
+	connsClosed    bool // every connection is closed (Shutdown or closeConns)
 	ready          atomic.Bool
 	draining       atomic.Bool
 	acceptStopped  sync.WaitGroup
@@ -249,6 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.p.Post(task{kind: taskCloseAll})
 	}
 	<-done
+	s.connsClosed = true
 	s.stopAll()
 	s.state = 3
 	s.log.Info("gateway stopped")
@@ -264,16 +266,21 @@ func (s *Server) Close() error {
 	}
 	s.state = 2
 	s.draining.Store(true)
-	s.stopAccepting()
+	s.stopAll()
+	s.state = 3
+	return nil
+}
+
+// closeConns closes every connection at once and waits until the loops
+// hold none.
+func (s *Server) closeConns() {
 	s.loopDrained.Add(len(s.loops))
 	for _, l := range s.loops {
 		l.p.Post(task{kind: taskDrain})
 		l.p.Post(task{kind: taskCloseAll})
 	}
 	s.loopDrained.Wait()
-	s.stopAll()
-	s.state = 3
-	return nil
+	s.connsClosed = true
 }
 
 func (s *Server) stopAccepting() {
@@ -289,12 +296,22 @@ func (s *Server) stopAccepting() {
 	}
 }
 
-// stopAll stops whatever Start started, in reverse order. Connections must
-// be gone already (or never were).
+// stopAll stops whatever Start started, in reverse order: the listener
+// and the connections first (when Shutdown has not), then the loops, so
+// nothing feeds the NATS side any more, then NATS and its goroutines.
 func (s *Server) stopAll() {
 	s.ready.Store(false)
 	if s.admin != nil {
 		s.admin.close()
+	}
+	if s.lfd >= 0 {
+		s.stopAccepting()
+	}
+	if !s.connsClosed {
+		s.closeConns()
+	}
+	for _, l := range s.loops {
+		_ = l.p.Close()
 	}
 	if s.nc != nil {
 		s.drainNATS()
@@ -311,13 +328,6 @@ func (s *Server) stopAll() {
 	}
 	if s.disp != nil {
 		s.disp.stop()
-	}
-	for _, l := range s.loops {
-		_ = l.p.Close()
-	}
-	if s.lfd >= 0 {
-		unix.Close(s.lfd)
-		s.lfd = -1
 	}
 	if s.ns != nil {
 		s.ns.Shutdown()
