@@ -19,14 +19,14 @@ import (
 type connState uint8
 
 const (
-	stHandshake connState = iota // reading the HTTP upgrade request
-	stAuthWait                   // upgraded; waiting for the auth frame
-	stAuthing                    // a token is with an auth worker
-	stSubscribing                // authenticated and registered; the welcome waits for the subscription
-	stOpen                       // welcomed: deliveries flow
-	stClosing                    // close frame sent; waiting for the client's, or EOF
-	stLinger                     // no WebSocket (rejected upgrade, torn write): discard input until EOF
-	stClosed                     // fd closed; the struct only lingers in references
+	stHandshake   connState = iota // reading the HTTP upgrade request
+	stAuthWait                     // upgraded; waiting for the auth frame
+	stAuthing                      // a token is with an auth worker
+	stSubscribing                  // authenticated and registered; the welcome waits for the subscription
+	stOpen                         // welcomed: deliveries flow
+	stClosing                      // close frame sent; waiting for the client's, or EOF
+	stLinger                       // no WebSocket (rejected upgrade, torn write): discard input until EOF
+	stClosed                       // fd closed; the struct only lingers in references
 )
 
 // conn is one client socket. It holds no goroutine, timer or buffer while
