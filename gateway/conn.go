@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"sync"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/mailru/easygo/netpoll"
@@ -30,7 +29,7 @@ const (
 )
 
 // conn is one client socket. It holds no goroutine, timer or buffer while
-// idle: in, msg and out are nil between events.
+// idle: in, rd and out are nil between events.
 //
 // The loop goroutine owns every field not marked "mu". Other goroutines
 // (dispatchers, the subscription manager, the publisher) only write frames,
@@ -40,7 +39,7 @@ type conn struct {
 	l            *loop
 	user         *user      // set once authenticated
 	in           *[]byte    // unparsed input: part of a request or frame, or frames held during auth
-	msg          *[]byte    // fragments of the message being reassembled
+	rd           *rdState   // a data message being received
 	out          *outq      // mu: bytes the socket did not take yet
 	tprev, tnext *conn      // timing wheel links
 	id           uint64     // node-unique connection number
@@ -53,7 +52,6 @@ type conn struct {
 	lastRead     uint32 // tick of the last input
 	lastPing     uint32 // tick of the last server ping
 	state        connState
-	msgOp        ws.OpCode // opcode of the message being reassembled
 	inWheel      bool
 	welcomed     bool // mu: the welcome frame went out; deliveries may follow
 	wdone        bool // mu: no more frames may be written
@@ -172,129 +170,8 @@ func (c *conn) checkHeld() {
 	}
 }
 
-// process parses frames from data and returns how many bytes it consumed.
-// scanned is how much of data an earlier call already searched for the end
-// of the upgrade request.
-func (c *conn) process(data []byte, scanned int) int {
-	off := 0
-	if c.state == stHandshake {
-		off = c.handshake(data, scanned)
-		switch {
-		case c.state == stHandshake:
-			return 0 // the request is not complete yet
-		case c.state >= stLinger:
-			return len(data)
-		}
-	}
-	if c.state == stLinger {
-		return len(data)
-	}
-	maxMsg := int64(c.l.s.opts.MaxMessageBytes)
-	for off < len(data) && c.state != stAuthing && c.state != stSubscribing {
-		h, hn, err := wsframe.Parse(data[off:])
-		if err != nil {
-			c.closeWith(protocol.CloseProtocolError, err.Error())
-			return len(data)
-		}
-		if hn == 0 {
-			break
-		}
-		if code := c.checkHeader(h, maxMsg); code != 0 {
-			return len(data)
-		}
-		total := hn + int(h.Length)
-		if len(data)-off < total {
-			break
-		}
-		payload := data[off+hn : off+total]
-		if h.Masked {
-			ws.Cipher(payload, h.Mask, 0)
-		}
-		off += total
-		c.frame(h, payload)
-		if c.state == stClosed || c.state == stLinger {
-			return len(data)
-		}
-	}
-	return off
-}
-
-// checkHeader validates a frame header against RFC 6455 §5 and the size
-// limit before its payload is read. It closes the connection and returns
-// the close code on failure.
-func (c *conn) checkHeader(h ws.Header, maxMsg int64) protocol.CloseCode {
-	st := ws.StateServerSide
-	if c.msg != nil {
-		st |= ws.StateFragmented
-	}
-	if err := ws.CheckHeader(h, st); err != nil {
-		c.closeWith(protocol.CloseProtocolError, err.Error())
-		return protocol.CloseProtocolError
-	}
-	if h.OpCode.IsData() || h.OpCode == ws.OpContinuation {
-		size := h.Length
-		if c.msg != nil {
-			size += int64(len(*c.msg))
-		}
-		if size > maxMsg {
-			c.closeWith(protocol.CloseMessageTooBig, "message larger than the node accepts")
-			return protocol.CloseMessageTooBig
-		}
-	}
-	return 0
-}
-
-// frame handles one complete, unmasked frame.
-func (c *conn) frame(h ws.Header, p []byte) {
-	switch h.OpCode {
-	case ws.OpPing:
-		if c.state < stClosing {
-			c.writeFrame(ws.OpPong, p)
-		}
-	case ws.OpPong:
-		// Liveness only; lastRead is already updated.
-	case ws.OpClose:
-		c.onCloseFrame(p)
-	default:
-		c.dataFrame(h, p)
-	}
-}
-
-// dataFrame handles text, binary and continuation frames (RFC 6455 §5.4).
-func (c *conn) dataFrame(h ws.Header, p []byte) {
-	if c.state >= stClosing {
-		return // after our close frame, data is discarded (RFC 6455 §5.5.1)
-	}
-	if h.OpCode == ws.OpBinary {
-		c.closeWith(protocol.CloseUnsupportedData, "binary frames are not accepted: send JSON text frames")
-		return
-	}
-	if h.OpCode == ws.OpText {
-		if h.Fin {
-			c.message(p)
-			return
-		}
-		c.msg = bufpool.Get(len(p))
-		*c.msg = append(*c.msg, p...)
-		c.msgOp = h.OpCode
-		return
-	}
-	c.msg = bufpool.Grow(c.msg, len(p))
-	*c.msg = append(*c.msg, p...)
-	if h.Fin {
-		m := c.msg
-		c.msg = nil
-		c.message(*m)
-		bufpool.Put(m)
-	}
-}
-
-// message handles one complete text message.
+// message handles one complete text message, already checked to be UTF-8.
 func (c *conn) message(p []byte) {
-	if !utf8.Valid(p) {
-		c.closeWith(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
-		return
-	}
 	c.l.s.m.msgsIn.Inc()
 	switch c.state {
 	case stAuthWait:
@@ -388,10 +265,6 @@ func (c *conn) closeWith(code protocol.CloseCode, reason string) {
 		return
 	}
 	c.state = stClosing
-	if c.msg != nil {
-		bufpool.Put(c.msg)
-		c.msg = nil
-	}
 	var buf [2 + 2 + 125]byte
 	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(code), reason)
 	c.mu.Lock()
@@ -445,10 +318,7 @@ func (c *conn) finalClose() {
 		bufpool.Put(c.in)
 		c.in = nil
 	}
-	if c.msg != nil {
-		bufpool.Put(c.msg)
-		c.msg = nil
-	}
+	c.releaseRd()
 	l.wheel.unlink(c)
 	l.remove(c)
 	if c.registered {
