@@ -22,6 +22,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/internal/israce"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/poller"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -39,8 +40,16 @@ func benchServer(tb testing.TB) (*Server, *loop) {
 	s.disp = newDispatcher(s)
 	s.subs = newSubManager(s)
 	s.reg = newRegistry(s)
+	s.pub = newPublisher(s)                                      // not started: publishes stay queued
+	s.auth = &authPool{s: s, jobs: make(chan authJob, 1<<16)} // no workers: tokens stay queued
 	l, err := newLoop(s, 0)
 	if err != nil {
+		tb.Fatal(err)
+	}
+	// The loop runs tasks but never ticks: tests drive its connections
+	// from their own goroutine, and the wheel is the loop's.
+	l.p.Close()
+	if l.p, err = poller.New(poller.Config[task]{OnTask: l.onTask}); err != nil {
 		tb.Fatal(err)
 	}
 	s.loops = []*loop{l}

@@ -71,7 +71,7 @@ func (c *conn) process(data []byte, scanned int) int {
 		} else {
 			h, hn, err := wsframe.Parse(data[off:])
 			if err != nil {
-				c.closeWith(protocol.CloseProtocolError, err.Error())
+				c.fail(protocol.CloseProtocolError, err.Error())
 				return len(data)
 			}
 			if hn == 0 {
@@ -117,7 +117,7 @@ func (c *conn) checkHeader(h ws.Header) protocol.CloseCode {
 		st |= ws.StateFragmented // a message is open: only continuations or control frames
 	}
 	if err := ws.CheckHeader(h, st); err != nil {
-		c.closeWith(protocol.CloseProtocolError, err.Error())
+		c.fail(protocol.CloseProtocolError, err.Error())
 		return protocol.CloseProtocolError
 	}
 	if !h.OpCode.IsControl() {
@@ -126,7 +126,7 @@ func (c *conn) checkHeader(h ws.Header) protocol.CloseCode {
 			size += int64(len(*c.rd.buf))
 		}
 		if size > int64(c.l.s.opts.MaxMessageBytes) {
-			c.closeWith(protocol.CloseMessageTooBig, "message larger than the node accepts")
+			c.fail(protocol.CloseMessageTooBig, "message larger than the node accepts")
 			return protocol.CloseMessageTooBig
 		}
 	}
@@ -155,14 +155,25 @@ func (c *conn) wholeMessage(op ws.OpCode, p []byte) {
 	case op == ws.OpBinary:
 		c.refuseBinary()
 	case !utf8.Valid(p):
-		c.closeWith(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
+		c.fail(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
 	default:
 		c.message(p)
 	}
 }
 
 func (c *conn) refuseBinary() {
-	c.closeWith(protocol.CloseUnsupportedData, "binary frames are not accepted: send JSON text frames")
+	c.fail(protocol.CloseUnsupportedData, "binary frames are not accepted: send JSON text frames")
+}
+
+// fail fails the WebSocket connection (RFC 6455 §7.1.7): the close frame
+// goes out and nothing the client sends afterwards is parsed, since its
+// framing can no longer be trusted.
+func (c *conn) fail(code protocol.CloseCode, reason string) {
+	c.closeWith(code, reason)
+	if c.state == stClosing {
+		c.state = stLinger
+	}
+	c.releaseRd()
 }
 
 // startFrame begins a data frame whose payload follows, in this read or
@@ -200,7 +211,7 @@ func (c *conn) payload(p []byte) {
 	}
 	if rd.buf != nil {
 		if !rd.utf8.Write(p) {
-			c.closeWith(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
+			c.fail(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
 			return
 		}
 		*rd.buf = append(*rd.buf, p...)
@@ -218,7 +229,7 @@ func (c *conn) endMessage() {
 		return
 	}
 	if !rd.utf8.Complete() {
-		c.closeWith(protocol.CloseInvalidPayload, "text message ends in the middle of a UTF-8 sequence")
+		c.fail(protocol.CloseInvalidPayload, "text message is not valid UTF-8") // it ends inside a rune
 		return
 	}
 	m := rd.buf
