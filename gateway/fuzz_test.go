@@ -69,14 +69,14 @@ func FuzzFrameStream(f *testing.F) {
 		masked(`{"type":"ping"}`),
 		append(masked(`{"type":"pong"}`), masked(`{"type":"publish","data":[1]}`)...),
 		{0x89, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1}, // ping "hello"
-		{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8},                                   // close 1000
-		{0x88, 0x81, 0, 0, 0, 0, 0x03},                                         // close with 1 byte
-		{0x01, 0x83, 0, 0, 0, 0, '{', '"', 't', 0x80, 0x80, 0, 0, 0, 0, 0xce},   // fragmented, continuation
-		{0x81, 0x02, 'h', 'i'},                                                 // unmasked
-		{0xc1, 0x80, 0, 0, 0, 0},                                               // rsv1
-		{0x82, 0x80, 0, 0, 0, 0},                                               // binary
-		{0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4},                       // 64 KiB + declared
-		{0x81, 0x84, 0, 0, 0, 0, 0xed, 0xa0, 0x80, 'x'},                        // surrogate
+		{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8},                                  // close 1000
+		{0x88, 0x81, 0, 0, 0, 0, 0x03},                                        // close with 1 byte
+		{0x01, 0x83, 0, 0, 0, 0, '{', '"', 't', 0x80, 0x80, 0, 0, 0, 0, 0xce}, // fragmented, continuation
+		{0x81, 0x02, 'h', 'i'},                                                // unmasked
+		{0xc1, 0x80, 0, 0, 0, 0},                                              // rsv1
+		{0x82, 0x80, 0, 0, 0, 0},                                              // binary
+		{0x81, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4},                      // 64 KiB + declared
+		{0x81, 0x84, 0, 0, 0, 0, 0xed, 0xa0, 0x80, 'x'},                       // surrogate
 	}
 	for _, s := range seeds {
 		f.Add(s, uint16(3), uint16(7))
