@@ -17,8 +17,9 @@ type authPool struct {
 }
 
 type authJob struct {
-	c     *conn
-	token string
+	c       *conn
+	token   string
+	refresh bool // a token sent on an open connection
 }
 
 func newAuthPool(s *Server) *authPool {
@@ -31,9 +32,9 @@ func newAuthPool(s *Server) *authPool {
 }
 
 // submit queues a token without blocking; false means the queue is full.
-func (a *authPool) submit(c *conn, token string) bool {
+func (a *authPool) submit(c *conn, token string, refresh bool) bool {
 	select {
-	case a.jobs <- authJob{c: c, token: token}:
+	case a.jobs <- authJob{c: c, token: token, refresh: refresh}:
 		return true
 	default:
 		return false
@@ -55,7 +56,7 @@ func (a *authPool) worker() {
 // check verifies one token and returns the verdict as a task for the
 // connection's loop.
 func (a *authPool) check(j authJob) task {
-	t := task{kind: taskAuth, c: j.c}
+	t := task{kind: taskAuth, c: j.c, refresh: j.refresh}
 	cl, err := a.s.verifier.verify(j.token)
 	if err == nil {
 		t.tok, err = protocol.EncodeUserToken(cl.sub)

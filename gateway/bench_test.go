@@ -33,7 +33,7 @@ const benchSecret = "bench-secret-0123456789abcdef-0123456789"
 // started: enough to drive the delivery and parsing paths directly.
 func benchServer(tb testing.TB) (*Server, *loop) {
 	tb.Helper()
-	s, err := New(Options{JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1})
+	s, err := New(Options{JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func pairConn(tb testing.TB, s *Server, l *loop, user string) *conn {
 	}()
 	c := &conn{l: l, fd: int32(fds[0]), state: stOpen, welcomed: true}
 	tok, _ := protocol.EncodeUserToken(user)
-	c.user = s.reg.add(c, user, tok)
+	c.user, _, _ = s.reg.add(c, user, tok)
 	tb.Cleanup(func() { unix.Close(fds[0]); peer.Close() })
 	return c
 }

@@ -43,14 +43,17 @@ type conn struct {
 	out          *outq      // mu: bytes the socket did not take yet
 	tprev, tnext *conn      // timing wheel links
 	id           uint64     // node-unique connection number
-	exp          int64      // token expiry, unix seconds; 0: none
-	t0           int64      // accept time, ns on the server clock (handshake latency)
 	mu           sync.Mutex //
 	fd           int32
-	idx          int32  // position in l.conns
-	due          uint32 // wheel deadline, in loop ticks
-	lastRead     uint32 // tick of the last input
-	lastPing     uint32 // tick of the last server ping
+	idx          int32   // position in l.conns
+	due          uint32  // wheel deadline, in loop ticks
+	lastRead     uint32  // tick of the last input
+	lastPing     uint32  // tick of the last server ping
+	expAt        uint32  // tick at which the token expires; 0: never
+	wprog        uint32  // mu: tick of the queue's last write progress
+	rlTick       uint32  // tick the rate limiter last refilled
+	rlTokens     float32 // messages the client may still send now (negative: in debt)
+	t0           uint32  // accept time in µs on the server clock (latency metrics)
 	state        connState
 	inWheel      bool
 	welcomed     bool // mu: the welcome frame went out; deliveries may follow
@@ -58,6 +61,7 @@ type conn struct {
 	closeQueued  bool // mu: a close frame is queued; shut down the write side once it is out
 	peerClosed   bool // the client sent its close frame first
 	registered   bool // in the user registry
+	refreshing   bool // a refreshed token is with an auth worker
 }
 
 // onEvent is the connection's epoll callback, on its loop goroutine.
@@ -173,6 +177,9 @@ func (c *conn) checkHeld() {
 // message handles one complete text message, already checked to be UTF-8.
 func (c *conn) message(p []byte) {
 	c.l.s.m.msgsIn.Inc()
+	if !c.allow() {
+		return
+	}
 	switch c.state {
 	case stAuthWait:
 		c.authWaitMessage(p)
@@ -218,8 +225,35 @@ func (c *conn) openMessage(p []byte) {
 	case protocol.TypePublish:
 		c.l.s.pub.enqueue(c, f.Data)
 	case protocol.TypeAuth:
-		c.writeError(protocol.ErrCodeBadRequest, "already authenticated")
+		c.submitRefresh(f.Token)
 	}
+}
+
+// allow charges one inbound message to the connection's token bucket
+// (MaxClientMsgsPerSec, MaxClientMsgsBurst). Over the rate, the message is
+// refused with an error frame; a client that goes on for another burst's
+// worth is closed with 4429.
+func (c *conn) allow() bool {
+	o := &c.l.s.opts
+	if o.MaxClientMsgsPerSec <= 0 || c.state < stAuthWait {
+		return true
+	}
+	l := c.l
+	if el := l.now - c.rlTick; el > 0 {
+		c.rlTokens = min(c.rlTokens+float32(float64(el)*l.s.tick.Seconds()*o.MaxClientMsgsPerSec), float32(o.MaxClientMsgsBurst))
+		c.rlTick = l.now
+	}
+	c.rlTokens--
+	if c.rlTokens >= 0 {
+		return true
+	}
+	l.s.m.rateLimited.Inc()
+	if c.rlTokens < -float32(o.MaxClientMsgsBurst) {
+		c.closeWith(protocol.CloseRateLimited, "message rate limit exceeded")
+		return false
+	}
+	c.writeError(protocol.ErrCodeRateLimited, "message rate limit exceeded: message dropped")
+	return false
 }
 
 // onCloseFrame answers a client close frame (RFC 6455 §5.5.1, §7.4).
@@ -328,15 +362,31 @@ func (c *conn) finalClose() {
 	if prev == stHandshake {
 		l.s.m.handshakeFailures.Inc()
 	}
-	l.s.m.conns.Dec()
+	l.s.nconns.Add(-1)
 }
 
 // submitAuth hands a token to the auth workers; the result comes back as a
 // task on this loop.
 func (c *conn) submitAuth(token string) {
 	c.state = stAuthing
-	if !c.l.s.auth.submit(c, token) {
+	if !c.l.s.auth.submit(c, token, false) {
 		c.l.s.m.authFailure("queue_full")
 		c.closeWith(protocol.CloseTryAgainLater, "authentication queue full, retry later")
 	}
+}
+
+// submitRefresh checks a fresh token sent on an open connection. Until the
+// verdict comes back the connection stays open, even past the old token's
+// expiry.
+func (c *conn) submitRefresh(token string) {
+	if c.refreshing {
+		c.writeError(protocol.ErrCodeBadRequest, "a token refresh is already in progress")
+		return
+	}
+	if !c.l.s.auth.submit(c, token, true) {
+		c.l.s.m.authFailure("queue_full")
+		c.writeError(protocol.ErrCodeOverloaded, "authentication queue full, refresh again later")
+		return
+	}
+	c.refreshing = true
 }

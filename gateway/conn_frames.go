@@ -137,7 +137,7 @@ func (c *conn) checkHeader(h ws.Header) protocol.CloseCode {
 func (c *conn) control(op ws.OpCode, p []byte) {
 	switch op {
 	case ws.OpPing:
-		if c.state < stClosing {
+		if c.state < stClosing && c.allow() {
 			c.writeFrame(ws.OpPong, p) // §5.5.3: the pong echoes the ping's payload
 		}
 	case ws.OpPong:

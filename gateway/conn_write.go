@@ -43,7 +43,7 @@ func (c *conn) writeSharedLocked(sh *bufpool.Shared) bool {
 			return false
 		}
 		c.l.s.m.bytesOut.Add(float64(n))
-		c.out = outqPool.Get().(*outq)
+		c.newQueueLocked()
 		c.out.off = n
 		c.out.bytes = len(sh.B) - n
 		sh.Retain()
@@ -51,7 +51,7 @@ func (c *conn) writeSharedLocked(sh *bufpool.Shared) bool {
 		return true
 	}
 	if c.out.bytes+len(sh.B) > c.l.s.opts.MaxPendingBytes {
-		c.overflowLocked()
+		c.overflowLocked("slow consumer: outbound queue exceeded max-pending-bytes")
 		return false
 	}
 	sh.Retain()
@@ -76,15 +76,23 @@ func (c *conn) writeLocked(b []byte) {
 			return
 		}
 		b = b[n:]
-		c.out = outqPool.Get().(*outq)
+		c.newQueueLocked()
 	} else if c.out.bytes+len(b) > c.l.s.opts.MaxPendingBytes {
-		c.overflowLocked()
+		c.overflowLocked("slow consumer: outbound queue exceeded max-pending-bytes")
 		return
 	}
 	sh := bufpool.GetShared(len(b))
 	sh.B = append(sh.B, b...)
 	c.out.items = append(c.out.items, sh)
 	c.out.bytes += len(b)
+}
+
+// newQueueLocked starts the queue of a connection whose socket refused
+// bytes, and has its loop watch the write timeout from now.
+func (c *conn) newQueueLocked() {
+	c.out = outqPool.Get().(*outq)
+	c.wprog = c.l.s.nowTicks()
+	c.l.p.Post(task{kind: taskBehind, c: c})
 }
 
 // writeFrame writes one small frame (pong, ping, error) if the connection
@@ -146,6 +154,7 @@ func (c *conn) flushLocked() {
 		if n > 0 {
 			c.l.s.m.bytesOut.Add(float64(n))
 			c.consumed(n)
+			c.wprog = c.l.now
 		}
 		if err == unix.EAGAIN {
 			return
@@ -197,15 +206,18 @@ func (c *conn) releaseOutLocked() {
 	}
 }
 
-// overflowLocked handles a queue over MaxPendingBytes: the client is a slow
-// consumer. Queued frames are dropped and the loop closes it with 4500.
-func (c *conn) overflowLocked() {
+// overflowLocked handles a slow consumer: a queue over MaxPendingBytes, or
+// one that made no progress for WriteTimeout. Queued frames are dropped and
+// the loop closes the connection with 4500.
+func (c *conn) overflowLocked(reason string) {
+	if c.wdone {
+		return
+	}
 	c.wdone, c.welcomed = true, false
 	torn := c.out != nil && c.out.off > 0
 	c.releaseOutLocked()
 	c.l.s.m.slowConsumers.Inc()
-	c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseSlowConsumer, torn: torn,
-		reason: "slow consumer: outbound queue exceeded max-pending-bytes"})
+	c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseSlowConsumer, torn: torn, reason: reason})
 }
 
 // writeFailedLocked handles a write error (the peer reset the connection).

@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -29,7 +29,8 @@ type upgradeIO struct {
 	out   []byte
 	token string // from Authorization: Bearer or ?token=
 	// rejection chosen by a callback, with a JSON error code
-	errCode string
+	errCode    string
+	retryAfter int // seconds, for a 503
 }
 
 func (u *upgradeIO) Read(p []byte) (int, error) {
@@ -82,7 +83,14 @@ func (l *loop) newUpgrader() ws.Upgrader {
 			return nil
 		},
 		OnHeader: func(k, v []byte) error {
-			if string(k) != "Authorization" {
+			switch string(k) {
+			case "Origin":
+				if !originAllowed(l.s.origins, v) {
+					return u.reject(http.StatusForbidden, "origin_not_allowed", "this Origin may not open WebSocket connections to this node")
+				}
+				return nil
+			case "Authorization":
+			default:
 				return nil
 			}
 			const bearer = "bearer "
@@ -111,8 +119,11 @@ func (c *conn) handshake(data []byte, scanned int) int {
 		return n
 	}
 	u := &l.uio
-	u.req, u.out, u.token, u.errCode = data[:n], u.out[:0], "", ""
+	u.req, u.out, u.token, u.errCode, u.retryAfter = data[:n], u.out[:0], "", "", 0
 	_, err := l.upgrader.Upgrade(u)
+	if err == nil {
+		err = c.admit(data[:n])
+	}
 	u.req = nil
 	if err != nil {
 		status, code := http.StatusBadRequest, "bad_handshake"
@@ -135,14 +146,59 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	if c.state == stClosed {
 		return n
 	}
-	l.s.m.handshakeSeconds.Observe(time.Duration(l.s.nanotime() - c.t0).Seconds())
+	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.t0) / 1e6)
 	c.state = stAuthWait
+	c.rlTick, c.rlTokens = l.now, float32(l.s.opts.MaxClientMsgsBurst)
 	l.wheel.schedule(c, l.now+l.authTicks)
 	if u.token != "" {
 		c.submitAuth(u.token)
 		u.token = ""
 	}
 	return n
+}
+
+// admit makes the checks of an upgrade request that gobwas/ws does not:
+// a Sec-WebSocket-Key that is 16 bytes in base64 (RFC 6455 §4.1), the
+// node's connection limit and its connect rate.
+func (c *conn) admit(req []byte) error {
+	u := &c.l.uio
+	if !validSecKey(req) {
+		return u.reject(http.StatusBadRequest, "bad_handshake", `handshake error: bad "Sec-WebSocket-Key" header`)
+	}
+	s := c.l.s
+	if s.nconns.Load() > int64(s.opts.MaxConnections) {
+		s.m.connLimit.Inc()
+		u.retryAfter = 5
+		return u.reject(http.StatusServiceUnavailable, "node_full", "this node holds its maximum connections; retry later or elsewhere")
+	}
+	if s.connectRate != nil && !s.connectRate.Allow() {
+		s.m.connectRate.Inc()
+		u.retryAfter = 1
+		return u.reject(http.StatusServiceUnavailable, "connect_rate_limited", "too many new connections on this node; retry shortly")
+	}
+	return nil
+}
+
+// validSecKey finds the Sec-WebSocket-Key header in a complete request and
+// reports whether it is the base64 encoding of 16 bytes.
+func validSecKey(req []byte) bool {
+	const name = "sec-websocket-key:"
+	for len(req) > 0 {
+		i := bytes.Index(req, []byte("\r\n"))
+		if i < 0 {
+			return false
+		}
+		line := req[:i]
+		req = req[i+2:]
+		if len(line) < len(name) || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+			continue
+		}
+		v := bytes.TrimSpace(line[len(name):])
+		var key [18]byte
+		n, err := base64.StdEncoding.Decode(key[:], v)
+		return err == nil && n == 16 && len(v) == 24
+	}
+	return false
 }
 
 // rejectHTTP answers a failed upgrade with an HTTP error whose body is JSON
@@ -162,8 +218,15 @@ func (c *conn) rejectHTTP(status int, code, reason string) {
 	b = append(b, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)
-	if status == http.StatusUpgradeRequired {
+	switch status {
+	case http.StatusUpgradeRequired:
 		b = append(b, "Sec-WebSocket-Version: 13\r\n"...)
+	case http.StatusMethodNotAllowed:
+		b = append(b, "Allow: GET\r\n"...)
+	case http.StatusServiceUnavailable:
+		b = append(b, "Retry-After: "...)
+		b = strconv.AppendInt(b, int64(max(c.l.uio.retryAfter, 1)), 10)
+		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
 	b = append(b, body...)

@@ -27,6 +27,7 @@ const (
 	taskCloseAll                   // close every connection now
 	taskRead                       // go on reading c (its read budget ran out; torn: read to EOF)
 	taskWelcome                    // c's subscription is live: welcome it (ok: false if it failed)
+	taskBehind                     // c's socket stopped taking frames: watch its write timeout
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -38,9 +39,10 @@ type task struct {
 	tok    string // its user token
 	exp    int64
 	kind   taskKind
-	code   protocol.CloseCode
-	torn   bool
-	ok     bool
+	code    protocol.CloseCode
+	torn    bool
+	ok      bool
+	refresh bool // taskAuth: the verdict on a refreshed token
 }
 
 // loop is one event loop: an epoll poller and everything its connections
@@ -57,7 +59,7 @@ type loop struct {
 	uio      upgradeIO
 	upgrader ws.Upgrader
 
-	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks uint32
+	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
 	accepting  bool // the listener is registered with this loop
 	acceptHold uint32
@@ -81,6 +83,7 @@ func newLoop(s *Server, idx int) (*loop, error) {
 	l.idleTicks = s.ticks(o.IdleTimeout)
 	l.handshakeTicks = s.ticks(o.HandshakeTimeout)
 	l.closeTicks = s.ticks(o.CloseTimeout)
+	l.writeTicks = s.ticks(o.WriteTimeout)
 	l.wheel = newWheel(max(l.authTicks, l.hbTicks, l.handshakeTicks, l.closeTicks) + 1)
 	l.upgrader = l.newUpgrader()
 	p, err := poller.New(poller.Config[task]{
@@ -155,12 +158,12 @@ func (l *loop) newConn(fd int) {
 		l:        l,
 		fd:       int32(fd),
 		id:       l.s.connSeq.Add(1),
-		t0:       l.s.nanotime(),
+		t0:       l.s.micros(),
 		lastRead: l.now,
 		idx:      int32(len(l.conns)),
 	}
 	l.conns = append(l.conns, c)
-	l.s.m.conns.Inc()
+	l.s.nconns.Add(1)
 	l.s.m.accepted.Inc()
 	l.wheel.schedule(c, l.now+l.handshakeTicks)
 	if err := l.p.Add(fd, poller.EventRead|poller.EventWrite|poller.EventRdHup|poller.EventEdge, c.onEvent); err != nil {
@@ -214,6 +217,10 @@ func (l *loop) onTask(t task) {
 		}
 	case taskWelcome:
 		l.welcome(t.c, t.ok)
+	case taskBehind:
+		if t.c.state == stOpen {
+			l.schedule(t.c)
+		}
 	case taskBroadcast:
 		l.broadcast(t.sh)
 		t.sh.Release()
@@ -238,6 +245,10 @@ func (l *loop) onTask(t task) {
 // authDone applies an auth worker's verdict.
 func (l *loop) authDone(t task) {
 	c := t.c
+	if t.refresh {
+		l.refreshDone(t)
+		return
+	}
 	if c.state != stAuthing {
 		return // closed or timed out meanwhile
 	}
@@ -245,11 +256,58 @@ func (l *loop) authDone(t task) {
 		c.closeWith(protocol.CloseUnauthorized, t.reason)
 		return
 	}
+	u, evict, ok := l.s.reg.add(c, t.sub, t.tok)
+	if !ok {
+		l.s.m.deviceLimit.Inc()
+		c.closeWith(protocol.CloseDeviceLimit, "device limit reached for this user on this node")
+		return
+	}
+	if evict != nil {
+		l.s.m.deviceLimit.Inc()
+		evict.l.p.Post(task{kind: taskClose, c: evict, code: protocol.CloseDeviceLimit, reason: "replaced by a newer connection of the same user (device limit)"})
+	}
 	c.state = stSubscribing
-	c.exp = t.exp
-	c.user = l.s.reg.add(c, t.sub, t.tok)
+	c.user = u
 	c.registered = true
+	c.expAt = l.expTick(t.exp)
 	l.s.subs.welcome(c)
+}
+
+// refreshDone applies the verdict on a token sent on an open connection:
+// the same user's fresh token moves the expiry; anything else closes 4401.
+func (l *loop) refreshDone(t task) {
+	c := t.c
+	c.refreshing = false
+	if c.state != stOpen {
+		return
+	}
+	switch {
+	case !t.ok:
+		c.closeWith(protocol.CloseUnauthorized, t.reason)
+		return
+	case t.sub != c.user.id:
+		l.s.m.authFailure("refresh_other_user")
+		c.closeWith(protocol.CloseUnauthorized, "the refreshed token names another user")
+		return
+	}
+	c.expAt = l.expTick(t.exp)
+	l.schedule(c)
+	var buf [64]byte
+	body := append(buf[:0], `{"type":"refreshed","exp":`...)
+	body = strconv.AppendInt(body, t.exp, 10)
+	c.writeFrame(ws.OpText, append(body, '}'))
+}
+
+// expTick converts a token's exp (unix seconds; 0: none) to a loop tick.
+func (l *loop) expTick(exp int64) uint32 {
+	if exp == 0 {
+		return 0
+	}
+	left := time.Until(time.Unix(exp, 0))
+	if left <= 0 {
+		return l.now // already expired (within the leeway): the next tick closes it
+	}
+	return l.now + min(l.s.ticks(left), 1<<30)
 }
 
 // welcome sends the welcome frame once the subscription manager confirmed
@@ -289,19 +347,31 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	c.state = stOpen
 	c.lastPing = l.now
 	l.schedule(c)
-	s.m.authSeconds.Observe(time.Duration(s.nanotime() - c.t0).Seconds())
+	s.m.authSeconds.Observe(float64(s.micros()-c.t0) / 1e6)
 	if c.in != nil {
 		c.input(nil) // frames the client sent while it was authenticated
 	}
 }
 
-// schedule places an open connection at its next heartbeat deadline: the
-// next ping or the idle timeout, whichever comes first.
+// schedule places an open connection at its next deadline: the next ping,
+// the idle timeout, the token's expiry or, while frames are queued, the
+// write timeout, whichever comes first.
 func (l *loop) schedule(c *conn) {
 	next := c.lastPing + l.hbTicks
-	if idle := c.lastRead + l.idleTicks; int32(idle-next) < 0 {
-		next = idle
+	earlier := func(t uint32) {
+		if int32(t-next) < 0 {
+			next = t
+		}
 	}
+	earlier(c.lastRead + l.idleTicks)
+	if c.expAt != 0 && !c.refreshing {
+		earlier(c.expAt)
+	}
+	c.mu.Lock()
+	if c.out != nil {
+		earlier(c.wprog + l.writeTicks)
+	}
+	c.mu.Unlock()
 	l.wheel.schedule(c, next)
 }
 
@@ -331,6 +401,21 @@ func (l *loop) fire(c *conn) {
 	case stSubscribing:
 		c.closeWith(protocol.CloseTryAgainLater, "NATS subscription not confirmed in time, retry later")
 	case stOpen:
+		if c.expAt != 0 && !c.refreshing && int32(l.now-c.expAt) >= 0 {
+			l.s.m.authFailure("expired_while_connected")
+			c.closeWith(protocol.CloseUnauthorized, "token expired")
+			return
+		}
+		c.mu.Lock()
+		stuck := c.out != nil && int32(l.now-(c.wprog+l.writeTicks)) >= 0
+		c.mu.Unlock()
+		if stuck {
+			l.s.m.writeTimeouts.Inc()
+			c.mu.Lock()
+			c.overflowLocked("slow consumer: no write progress within the write timeout")
+			c.mu.Unlock()
+			return
+		}
 		if int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
 			c.closeWith(protocol.CloseHeartbeatTimeout, "no data from the client within the idle timeout")
 			return

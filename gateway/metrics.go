@@ -16,7 +16,6 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	conns             prometheus.Gauge
 	authed            prometheus.Gauge
 	users             prometheus.Gauge
 	accepted          prometheus.Counter
@@ -40,6 +39,11 @@ type metrics struct {
 	slowConsumers     prometheus.Counter
 	subscribeErrors   prometheus.Counter
 	natsSlowConsumer  prometheus.Counter
+	writeTimeouts     prometheus.Counter
+	rateLimited       prometheus.Counter
+	deviceLimit       prometheus.Counter
+	connLimit         prometheus.Counter
+	connectRate       prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -57,7 +61,10 @@ func newMetrics(s *Server) *metrics {
 		return g
 	}
 	m := &metrics{reg: reg}
-	m.conns = gauge("connections", "Open client sockets, in any state.")
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connections", Help: "Open client sockets, in any state."},
+		func() float64 { return float64(s.nconns.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "max_connections", Help: "The node's --max-connections."},
+		func() float64 { return float64(s.opts.MaxConnections) }))
 	m.authed = gauge("authenticated_connections", "Authenticated connections.")
 	m.users = gauge("users", "Distinct users with at least one connection on this node.")
 	m.accepted = counter("connections_accepted_total", "Sockets accepted.")
@@ -88,6 +95,11 @@ func newMetrics(s *Server) *metrics {
 	m.slowConsumers = counter("slow_consumer_closes_total", "Connections closed because their outbound queue overflowed.")
 	m.subscribeErrors = counter("nats_subscribe_errors_total", "Failed NATS subscriptions.")
 	m.natsSlowConsumer = counter("nats_slow_consumer_total", "NATS slow-consumer errors: messages dropped because a dispatch queue was full.")
+	m.writeTimeouts = counter("write_timeouts_total", "Connections closed because queued frames made no progress within the write timeout.")
+	m.rateLimited = counter("client_rate_limited_total", "Client messages refused by the per-connection rate limit.")
+	m.deviceLimit = counter("device_limit_closes_total", "Connections closed by the per-user device limit.")
+	m.connLimit = counter("connection_limit_rejections_total", "Upgrades refused with 503 because the node holds max-connections.")
+	m.connectRate = counter("connect_rate_rejections_total", "Upgrades refused with 503 by the connect rate limit.")
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "nats_connected", Help: "1 while the node is connected to NATS."}, func() float64 {
 		if nc := s.nc; nc != nil && nc.IsConnected() {
 			return 1

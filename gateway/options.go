@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -101,6 +102,39 @@ type Options struct {
 	// MaxHeaderBytes bounds the HTTP upgrade request; over it the reply is
 	// 431. Default 8192.
 	MaxHeaderBytes int
+	// WriteTimeout closes (4500) a client whose queued frames made no
+	// progress for this long: it stopped reading. Default 10s.
+	WriteTimeout time.Duration
+
+	// AllowedOrigins lists the browser origins that may connect
+	// ("https://app.example.com", "https://*.example.com", "*"); a request
+	// whose Origin is not on it gets 403 (cross-site WebSocket hijacking).
+	// Requests without an Origin (non-browser clients) are not checked.
+	// Default: empty, every origin; authentication is by token, never by
+	// cookie, so a foreign page cannot act for a user without the token.
+	AllowedOrigins []string
+	// MaxConnections bounds the node's sockets; an upgrade over it gets 503
+	// with Retry-After. Default 0: the open-file limit (RLIMIT_NOFILE) less
+	// 256 for NATS, the admin endpoint and the process itself.
+	MaxConnections int
+	// MaxConnectRate bounds new WebSocket upgrades per second on the node
+	// (a token bucket holding one second's worth), flattening reconnect
+	// storms; over it the upgrade gets 503 with Retry-After. Default 0: no limit.
+	MaxConnectRate float64
+	// MaxDevicesPerUser bounds one user's connections on this node; see
+	// DevicePolicy. Default 0: no limit.
+	MaxDevicesPerUser int
+	// DevicePolicy says what happens when a user goes over MaxDevicesPerUser:
+	// "close-oldest" closes the user's oldest connection with 4409,
+	// "reject-newest" closes the new one with 4409. Default "close-oldest".
+	DevicePolicy string
+	// MaxClientMsgsPerSec is each connection's inbound rate (messages and
+	// pings) as a token bucket; a message over it is dropped with a
+	// "rate_limited" error frame, and a client that goes on past a second
+	// burst is closed with 4429. Default 100; negative: no limit.
+	MaxClientMsgsPerSec float64
+	// MaxClientMsgsBurst is the bucket's size. Default 2×MaxClientMsgsPerSec.
+	MaxClientMsgsBurst int
 
 	// Pollers is the number of epoll event loops. Default GOMAXPROCS.
 	Pollers int
@@ -160,6 +194,17 @@ func (o *Options) SetDefaults() {
 	defInt(&o.MaxMessageBytes, 64<<10)
 	defInt(&o.MaxPendingBytes, 1<<20)
 	defInt(&o.MaxHeaderBytes, 8<<10)
+	defDur(&o.WriteTimeout, 10*time.Second)
+	if o.MaxConnections == 0 {
+		o.MaxConnections = defaultMaxConnections()
+	}
+	def(&o.DevicePolicy, "close-oldest")
+	if o.MaxClientMsgsPerSec == 0 {
+		o.MaxClientMsgsPerSec = 100
+	}
+	if o.MaxClientMsgsBurst == 0 && o.MaxClientMsgsPerSec > 0 {
+		o.MaxClientMsgsBurst = int(2 * o.MaxClientMsgsPerSec)
+	}
 	defInt(&o.Pollers, runtime.GOMAXPROCS(0))
 	defInt(&o.Dispatchers, runtime.GOMAXPROCS(0))
 	defInt(&o.DispatchQueue, 65536)
@@ -218,7 +263,7 @@ func (o *Options) Validate() error {
 		{"nats-connect-timeout", o.NATSConnectTimeout}, {"jwt-jwks-refresh", o.JWTJWKSRefresh},
 		{"auth-timeout", o.AuthTimeout}, {"heartbeat", o.Heartbeat}, {"idle-timeout", o.IdleTimeout},
 		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
-		{"close-timeout", o.CloseTimeout},
+		{"close-timeout", o.CloseTimeout}, {"write-timeout", o.WriteTimeout},
 	} {
 		if d.v <= 0 {
 			return badOption(d.flag, "must be positive, got %s", d.v)
@@ -253,6 +298,26 @@ func (o *Options) Validate() error {
 	if o.MaxHeaderBytes > 1<<20 {
 		return badOption("max-header-bytes", "must be at most 1 MiB, got %d", o.MaxHeaderBytes)
 	}
+	for _, origin := range o.AllowedOrigins {
+		if _, err := parseOriginPattern(origin); err != nil {
+			return badOption("allowed-origins", "%q: %v", origin, err)
+		}
+	}
+	if o.MaxConnections < 1 {
+		return badOption("max-connections", "must be at least 1, got %d", o.MaxConnections)
+	}
+	if o.MaxConnectRate < 0 {
+		return badOption("max-connect-rate", "must not be negative, got %g", o.MaxConnectRate)
+	}
+	if o.MaxDevicesPerUser < 0 {
+		return badOption("max-devices-per-user", "must not be negative, got %d", o.MaxDevicesPerUser)
+	}
+	if o.DevicePolicy != "close-oldest" && o.DevicePolicy != "reject-newest" {
+		return badOption("device-policy", "%q must be close-oldest or reject-newest", o.DevicePolicy)
+	}
+	if o.MaxClientMsgsPerSec > 0 && o.MaxClientMsgsBurst < 1 {
+		return badOption("max-client-msgs-burst", "must be at least 1, got %d", o.MaxClientMsgsBurst)
+	}
 	if o.Pollers > 1024 || o.Dispatchers > 1024 || o.AuthWorkers > 1024 {
 		return fmt.Errorf("%w: --pollers, --dispatchers and --auth-workers must be at most 1024", ErrBadOption)
 	}
@@ -280,4 +345,14 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// defaultMaxConnections is the open-file limit less a reserve for
+// everything else the process opens.
+func defaultMaxConnections() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<31 {
+		return 1 << 20
+	}
+	return max(int(lim.Cur)-256, 1)
 }

@@ -48,12 +48,15 @@ func newRegistry(s *Server) *registry {
 
 func (r *registry) hash(tok string) uint64 { return maphash.String(r.seed, tok) }
 
-// add registers c as a device of user id and returns the user.
-func (r *registry) add(c *conn, id, tok string) *user {
+// add registers c as a device of user id and returns the user. With
+// MaxDevicesPerUser set and reached, it either refuses c (ok false, policy
+// reject-newest) or returns the user's oldest connection to close (policy
+// close-oldest); the count and the choice are made under the shard lock.
+func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) {
 	h := r.hash(tok)
 	sh := &r.shards[h%regShards]
 	sh.mu.Lock()
-	u := sh.users[tok]
+	u = sh.users[tok]
 	first := u == nil
 	if first {
 		u = &user{id: id, token: tok, disp: int(h>>32) % len(r.s.disp.chans)}
@@ -62,6 +65,13 @@ func (r *registry) add(c *conn, id, tok string) *user {
 		sh.users[tok] = u
 	}
 	old := *u.conns.Load()
+	if limit := r.s.opts.MaxDevicesPerUser; limit > 0 && len(old) >= limit {
+		if r.s.opts.DevicePolicy == "reject-newest" {
+			sh.mu.Unlock()
+			return nil, nil, false
+		}
+		evict = old[len(old)-limit] // the oldest of those that stay over the limit
+	}
 	next := make([]*conn, len(old), len(old)+1)
 	copy(next, old)
 	next = append(next, c)
@@ -73,7 +83,7 @@ func (r *registry) add(c *conn, id, tok string) *user {
 		r.s.subs.subscribe(u)
 	}
 	r.s.m.authed.Inc()
-	return u
+	return u, evict, true
 }
 
 // remove unregisters c; the user goes when its last device does.

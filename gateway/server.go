@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
@@ -44,6 +45,10 @@ type Server struct {
 	nc       *nats.Conn
 	bsub     *nats.Subscription
 	admin    *adminServer
+
+	origins     []originPattern
+	connectRate *rate.Limiter // nil: no limit
+	nconns      atomic.Int64  // open sockets, in any state
 
 	connSeq   atomic.Uint64
 	runID     string
@@ -90,12 +95,25 @@ func New(opts Options) (*Server, error) {
 	}
 	shortest := min(opts.Heartbeat, opts.IdleTimeout, opts.AuthTimeout, opts.HandshakeTimeout, opts.CloseTimeout)
 	s.tick = min(max(shortest/20, time.Millisecond), 100*time.Millisecond)
+	for _, p := range opts.AllowedOrigins {
+		op, _ := parseOriginPattern(p) // checked by Validate
+		s.origins = append(s.origins, op)
+	}
+	if opts.MaxConnectRate > 0 {
+		s.connectRate = rate.NewLimiter(rate.Limit(opts.MaxConnectRate), max(int(opts.MaxConnectRate), 1))
+	}
 	s.m = newMetrics(s)
 	return s, nil
 }
 
 // nanotime is monotonic time since the server was created.
 func (s *Server) nanotime() int64 { return int64(time.Since(s.start)) }
+
+// micros is nanotime in µs, wrapping every 71 minutes (for latencies).
+func (s *Server) micros() uint32 { return uint32(s.nanotime() / 1e3) }
+
+// nowTicks is the loops' clock, readable from any goroutine.
+func (s *Server) nowTicks() uint32 { return uint32(time.Duration(s.nanotime()) / s.tick) }
 
 // ticks converts a duration to loop ticks, rounding up.
 func (s *Server) ticks(d time.Duration) uint32 { return uint32((d + s.tick - 1) / s.tick) }

@@ -48,6 +48,10 @@ const (
 	CloseUnauthorized CloseCode = 4401
 	// CloseAuthTimeout: no auth frame arrived within the auth timeout.
 	CloseAuthTimeout CloseCode = 4408
+	// CloseDeviceLimit: the user has more connections on the node than it
+	// allows; the reason says whether this one was replaced by a newer one
+	// or refused.
+	CloseDeviceLimit CloseCode = 4409
 	// CloseRateLimited: the client sent more than its message rate allows.
 	CloseRateLimited CloseCode = 4429
 
@@ -74,6 +78,7 @@ var closeCodeNames = map[CloseCode]string{
 	CloseBadRequest:       "bad request",
 	CloseUnauthorized:     "unauthorized",
 	CloseAuthTimeout:      "auth timeout",
+	CloseDeviceLimit:      "device limit",
 	CloseRateLimited:      "rate limited",
 	CloseSlowConsumer:     "slow consumer",
 	CloseHeartbeatTimeout: "heartbeat timeout",
@@ -105,7 +110,7 @@ func CloseCodes() []CloseCode {
 		CloseNormal, CloseGoingAway, CloseProtocolError, CloseUnsupportedData,
 		CloseInvalidPayload, ClosePolicyViolation, CloseMessageTooBig,
 		CloseInternalError, CloseServiceRestart, CloseTryAgainLater,
-		CloseBadRequest, CloseUnauthorized, CloseAuthTimeout, CloseRateLimited,
+		CloseBadRequest, CloseUnauthorized, CloseAuthTimeout, CloseDeviceLimit, CloseRateLimited,
 		CloseSlowConsumer, CloseHeartbeatTimeout,
 	}
 }

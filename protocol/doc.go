@@ -10,7 +10,8 @@
 //
 // Client to server:
 //
-//	{"type":"auth","token":"<JWT>"}        first-message authentication
+//	{"type":"auth","token":"<JWT>"}        first-message authentication; sent
+//	                                       again before exp, it refreshes the token
 //	{"type":"ping"}                        application ping; answered with pong
 //	{"type":"pong"}                        answer to a server ping
 //	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>
@@ -18,6 +19,7 @@
 // Server to client:
 //
 //	{"type":"welcome","user":"alice","conn_id":"…","node":"gw-1","heartbeat":30}
+//	{"type":"refreshed","exp":1767225600}  a refreshed token was accepted
 //	{"type":"message","id":"…","data":<JSON>}
 //	{"type":"ping"}                        sent every heartbeat; answer with pong
 //	{"type":"pong"}

@@ -8,13 +8,14 @@ import (
 
 // Frame types.
 const (
-	TypeAuth    = "auth"
-	TypePing    = "ping"
-	TypePong    = "pong"
-	TypePublish = "publish"
-	TypeWelcome = "welcome"
-	TypeMessage = "message"
-	TypeError   = "error"
+	TypeAuth      = "auth"
+	TypePing      = "ping"
+	TypePong      = "pong"
+	TypePublish   = "publish"
+	TypeWelcome   = "welcome"
+	TypeRefreshed = "refreshed"
+	TypeMessage   = "message"
+	TypeError     = "error"
 )
 
 // Codes of server error frames. An error frame never closes the connection
@@ -49,6 +50,14 @@ type Welcome struct {
 	ConnID    string `json:"conn_id"`
 	Node      string `json:"node"`
 	Heartbeat int    `json:"heartbeat"` // seconds between server pings
+}
+
+// Refreshed answers an auth frame sent on an open connection: the new token
+// is accepted and the connection now lives until its exp (unix seconds;
+// 0: no expiry). A refreshed token must name the same user.
+type Refreshed struct {
+	Type string `json:"type"`
+	Exp  int64  `json:"exp"`
 }
 
 // Message is a delivery. It is documented here for clients; the gateway
