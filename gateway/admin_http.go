@@ -27,6 +27,10 @@ func startAdmin(s *Server) (*adminServer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.loopFailed.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "failed", "node": s.opts.NodeID, "reasons": []string{"an event loop stopped"}})
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": s.opts.NodeID})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ var (
 	errBadIssuer        = &authError{"bad_issuer", "token issuer not accepted"}
 	errBadAudience      = &authError{"bad_audience", "token audience not accepted"}
 	errBadClaims        = &authError{"bad_claims", "token claims invalid"}
+	errNoExp            = &authError{"no_exp", "token has no exp claim"}
 )
 
 func badSub(err error) *authError {
@@ -60,20 +62,19 @@ type verifier struct {
 	file     string
 	fileKeys atomic.Pointer[jwk.Set]
 	fileMod  time.Time
-	url      string
-	cache    *jwk.Cache
+	remote   *jwksRemote // nil without --jwt-jwks-url
 	refresh  time.Duration
+	noExpOK  bool
 	opts     []jwt.ParseOption
 
-	lastForced atomic.Int64 // unix ns of the last refresh forced by an unknown kid
-	stop       context.CancelFunc
-	wg         sync.WaitGroup
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
 var hmacAlgs = []string{"HS256", "HS384", "HS512"}
 
 func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
-	v := &verifier{log: log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: o.JWTJWKSFile, url: o.JWTJWKSURL, refresh: o.JWTJWKSRefresh}
+	v := &verifier{log: log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: o.JWTJWKSFile, refresh: o.JWTJWKSRefresh, noExpOK: o.JWTAllowNoExp}
 	algs := o.JWTAlgorithms
 	if len(algs) == 0 {
 		if o.JWTHS256Secret != "" {
@@ -97,19 +98,14 @@ func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
 			return nil, fmt.Errorf("%w --jwt-jwks-file: %v", ErrBadOption, err)
 		}
 	}
-	if v.url != "" {
-		v.cache = jwk.NewCache(ctx, jwk.WithRefreshWindow(min(v.refresh/2, 15*time.Minute)))
-		if err := v.cache.Register(v.url, jwk.WithMinRefreshInterval(min(v.refresh, 15*time.Minute)), jwk.WithRefreshInterval(v.refresh)); err != nil {
+	if o.JWTJWKSURL != "" {
+		v.remote = newJWKSRemote(o.JWTJWKSURL, v.refresh, log)
+		if err := v.remote.fetch(ctx); err != nil {
 			cancel()
-			return nil, fmt.Errorf("%w --jwt-jwks-url: %v", ErrBadOption, err)
+			return nil, fmt.Errorf("%w --jwt-jwks-url: fetching %s: %v", ErrBadOption, o.JWTJWKSURL, err)
 		}
-		fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := v.cache.Refresh(fctx, v.url)
-		fcancel()
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("%w --jwt-jwks-url: fetching %s: %v", ErrBadOption, v.url, err)
-		}
+		v.wg.Add(1)
+		go func() { defer v.wg.Done(); v.remote.run(ctx) }()
 	}
 	v.opts = []jwt.ParseOption{
 		jwt.WithValidate(true),
@@ -196,24 +192,15 @@ func keyFits(alg jwa.SignatureAlgorithm, k jwk.Key) bool {
 	return false
 }
 
-// sets returns the key sets in use (file, URL).
-func (v *verifier) sets(ctx context.Context, forceRefresh bool) []jwk.Set {
+// sets returns the key sets in use (file, URL). It never waits.
+func (v *verifier) sets() []jwk.Set {
 	var out []jwk.Set
 	if p := v.fileKeys.Load(); p != nil {
 		out = append(out, *p)
 	}
-	if v.cache != nil {
-		var set jwk.Set
-		var err error
-		if forceRefresh {
-			set, err = v.cache.Refresh(ctx, v.url)
-		} else {
-			set, err = v.cache.Get(ctx, v.url)
-		}
-		if err == nil {
-			out = append(out, set)
-		} else {
-			v.log.Warn("JWKS fetch failed", zap.String("url", v.url), zap.Error(err))
+	if v.remote != nil {
+		if p := v.remote.keys.Load(); p != nil {
+			out = append(out, *p)
 		}
 	}
 	return out
@@ -221,7 +208,7 @@ func (v *verifier) sets(ctx context.Context, forceRefresh bool) []jwk.Set {
 
 // findKeys sends the keys that may verify a signature to sink and returns
 // the failure to report when there are none.
-func (v *verifier) findKeys(ctx context.Context, sink jws.KeySink, sig *jws.Signature) *authError {
+func (v *verifier) findKeys(sink jws.KeySink, sig *jws.Signature) *authError {
 	h := sig.ProtectedHeaders()
 	alg := h.Algorithm()
 	if !v.allowed[alg] || alg == jwa.NoSignature {
@@ -245,19 +232,14 @@ func (v *verifier) findKeys(ctx context.Context, sink jws.KeySink, sig *jws.Sign
 		}
 		return found
 	}
-	if send(v.sets(ctx, false)) {
+	if send(v.sets()) {
 		return nil
 	}
-	// An unknown kid may be a key rotated in since the last fetch: refresh
-	// the URL at most once every 10 seconds.
-	if v.cache != nil && kid != "" {
-		now := time.Now().UnixNano()
-		last := v.lastForced.Load()
-		if now-last > int64(10*time.Second) && v.lastForced.CompareAndSwap(last, now) {
-			if send(v.sets(ctx, true)) {
-				return nil
-			}
-		}
+	// An unknown kid may be a key rotated in since the last fetch. At most
+	// one token every 10 seconds waits (briefly) for a refresh; the others
+	// fail at once, so a slow or hostile IdP cannot hold the workers.
+	if v.remote != nil && kid != "" && v.remote.refreshNow(3*time.Second) && send(v.sets()) {
+		return nil
 	}
 	return errNoKey
 }
@@ -265,8 +247,8 @@ func (v *verifier) findKeys(ctx context.Context, sink jws.KeySink, sig *jws.Sign
 // verify checks a token and returns its claims, or an *authError.
 func (v *verifier) verify(token string) (claims, error) {
 	var keyErr *authError
-	provider := jws.KeyProviderFunc(func(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
-		if keyErr = v.findKeys(ctx, sink, sig); keyErr != nil {
+	provider := jws.KeyProviderFunc(func(_ context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
+		if keyErr = v.findKeys(sink, sig); keyErr != nil {
 			return keyErr
 		}
 		return nil
@@ -299,6 +281,92 @@ func (v *verifier) verify(token string) (claims, error) {
 	var exp int64
 	if t := tok.Expiration(); !t.IsZero() {
 		exp = t.Unix()
+	} else if !v.noExpOK {
+		return claims{}, errNoExp
 	}
 	return claims{sub: sub, exp: exp}, nil
+}
+
+// jwksRemote is the key set behind --jwt-jwks-url. A goroutine of its own
+// fetches it every refresh interval (and when asked); token checks only
+// read the last fetched set, never waiting on the network.
+type jwksRemote struct {
+	url     string
+	log     *zap.Logger
+	client  *http.Client
+	every   time.Duration
+	keys    atomic.Pointer[jwk.Set]
+	kick    chan struct{}
+	mu      sync.Mutex
+	fetched chan struct{} // closed when the fetch under way (or the next) ends
+	last    atomic.Int64  // unix ns of the last forced refresh
+}
+
+func newJWKSRemote(url string, every time.Duration, log *zap.Logger) *jwksRemote {
+	return &jwksRemote{
+		url: url, log: log, every: every,
+		client:  &http.Client{Timeout: 10 * time.Second},
+		kick:    make(chan struct{}, 1),
+		fetched: make(chan struct{}),
+	}
+}
+
+// fetch gets and parses the key set; on failure the previous set stays.
+func (r *jwksRemote) fetch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	set, err := jwk.Fetch(ctx, r.url, jwk.WithHTTPClient(r.client))
+	if err == nil && set.Len() == 0 {
+		err = errors.New("the key set is empty")
+	}
+	if err == nil {
+		r.keys.Store(&set)
+	}
+	r.mu.Lock()
+	close(r.fetched)
+	r.fetched = make(chan struct{})
+	r.mu.Unlock()
+	return err
+}
+
+func (r *jwksRemote) run(ctx context.Context) {
+	t := time.NewTimer(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.kick:
+			t.Stop()
+		}
+		if err := r.fetch(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("JWKS refresh failed; keeping the previous keys", zap.String("url", r.url), zap.Error(err))
+		}
+		t.Reset(r.every)
+	}
+}
+
+// refreshNow asks for a fetch and waits for it up to wait, unless another
+// forced refresh happened in the last 10 seconds. It reports whether a
+// fetch ended while it waited.
+func (r *jwksRemote) refreshNow(wait time.Duration) bool {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(10*time.Second) || !r.last.CompareAndSwap(last, now) {
+		return false
+	}
+	r.mu.Lock()
+	done := r.fetched
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(wait):
+		return false
+	}
 }

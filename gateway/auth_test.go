@@ -84,10 +84,11 @@ func attempt(t *testing.T, srv *gateway.Server, mode, tok string, want authOutco
 func TestAuthModes(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.AllowQueryToken = true })
 	noQuery := startGateway(t, nil)
+	allowNoExp := startGateway(t, func(o *gateway.Options) { o.JWTAllowNoExp = true })
 	good := token(t, "alice")
 	expired := mintToken(t, jwtmint.Claims{Subject: "alice", TTL: time.Second, Now: time.Now().Add(-time.Hour)})
 	notYet := func() string {
-		tok, err := jwt.NewBuilder().Subject("alice").NotBefore(time.Now().Add(time.Hour)).Build()
+		tok, err := jwt.NewBuilder().Subject("alice").NotBefore(time.Now().Add(time.Hour)).Expiration(time.Now().Add(2 * time.Hour)).Build()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,10 +100,11 @@ func TestAuthModes(t *testing.T) {
 	}()
 	wrongSecret, _ := jwtmint.Mint("HS256", []byte("another-secret-0123456789abcdef-xyz"), jwtmint.Claims{Subject: "alice", TTL: time.Hour})
 	noSub := mintToken(t, jwtmint.Claims{TTL: time.Hour})
+	noExp := mintToken(t, jwtmint.Claims{Subject: "alice"})
 	badSub := mintToken(t, jwtmint.Claims{Subject: "line\nbreak", TTL: time.Hour})
 	longSub := mintToken(t, jwtmint.Claims{Subject: strings.Repeat("x", 5000), TTL: time.Hour})
 	unsigned := func() string {
-		tok, _ := jwt.NewBuilder().Subject("alice").Build()
+		tok, _ := jwt.NewBuilder().Subject("alice").Expiration(time.Now().Add(time.Hour)).Build()
 		b, err := jwt.Sign(tok, jwt.WithInsecureNoSignature())
 		if err != nil {
 			t.Fatal(err)
@@ -132,6 +134,8 @@ func TestAuthModes(t *testing.T) {
 		{"no sub", srv, "frame", noSub, authOutcome{close: protocol.CloseUnauthorized, reason: "sub"}},
 		{"control character in sub", srv, "frame", badSub, authOutcome{close: protocol.CloseUnauthorized, reason: "sub"}},
 		{"5000-byte sub", srv, "frame", longSub, authOutcome{close: protocol.CloseUnauthorized, reason: "sub"}},
+		{"no exp", srv, "frame", noExp, authOutcome{close: protocol.CloseUnauthorized, reason: "no exp"}},
+		{"no exp allowed", allowNoExp, "frame", noExp, authOutcome{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { attempt(t, tc.srv, tc.mode, tc.tok, tc.want) })

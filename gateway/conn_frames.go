@@ -125,13 +125,26 @@ func (c *conn) checkHeader(h ws.Header) protocol.CloseCode {
 		if c.rd != nil && c.rd.buf != nil {
 			size += int64(len(*c.rd.buf))
 		}
-		if size > int64(c.l.s.opts.MaxMessageBytes) {
+		limit := int64(c.l.s.opts.MaxMessageBytes)
+		if c.state == stAuthWait {
+			limit = min(limit, maxAuthMessage) // before authentication, only an auth frame
+		}
+		if size > limit {
 			c.fail(protocol.CloseMessageTooBig, "message larger than the node accepts")
 			return protocol.CloseMessageTooBig
 		}
 	}
 	return 0
 }
+
+// maxAuthMessage bounds messages before authentication: an auth frame with
+// a large token fits, a client that has not authenticated cannot make the
+// node hold more.
+const maxAuthMessage = 16 << 10
+
+// rdChunk is the most a message buffer grows ahead of the bytes that
+// arrived: the declared length is the client's word, not memory to hand out.
+const rdChunk = 4 << 10
 
 // control handles a complete control frame (RFC 6455 §5.5).
 func (c *conn) control(op ws.OpCode, p []byte) {
@@ -187,11 +200,9 @@ func (c *conn) startFrame(h ws.Header) {
 		}
 		rd = rdPool.Get().(*rdState)
 		if c.state < stClosing {
-			rd.buf = bufpool.Get(int(h.Length))
+			rd.buf = bufpool.Get(int(min(h.Length, rdChunk)))
 		}
 		c.rd = rd
-	} else if rd.buf != nil {
-		rd.buf = bufpool.Grow(rd.buf, int(h.Length))
 	}
 	rd.left, rd.maskOff, rd.mask, rd.fin = h.Length, 0, h.Mask, h.Fin
 	if rd.left == 0 && rd.fin {
@@ -214,6 +225,7 @@ func (c *conn) payload(p []byte) {
 			c.fail(protocol.CloseInvalidPayload, "text message is not valid UTF-8")
 			return
 		}
+		rd.buf = bufpool.Grow(rd.buf, len(p))
 		*rd.buf = append(*rd.buf, p...)
 	}
 	if rd.left == 0 && rd.fin {

@@ -63,8 +63,10 @@ func (c *conn) writeSharedLocked(sh *bufpool.Shared) bool {
 // writeLocked writes or queues a frame held in b, copying what is queued.
 // mu must be held; wdone is the caller's to check.
 func (c *conn) writeLocked(b []byte) {
+	n := 0
 	if c.out == nil {
-		n, err := writeFull(int(c.fd), b)
+		var err error
+		n, err = writeFull(int(c.fd), b)
 		if n > 0 {
 			c.l.s.m.bytesOut.Add(float64(n))
 		}
@@ -75,8 +77,8 @@ func (c *conn) writeLocked(b []byte) {
 			c.writeFailedLocked()
 			return
 		}
-		b = b[n:]
 		c.newQueueLocked()
+		c.out.off = n // the queue starts inside this frame
 	} else if c.out.bytes+len(b) > c.l.s.opts.MaxPendingBytes {
 		c.overflowLocked("slow consumer: outbound queue exceeded max-pending-bytes")
 		return
@@ -84,7 +86,7 @@ func (c *conn) writeLocked(b []byte) {
 	sh := bufpool.GetShared(len(b))
 	sh.B = append(sh.B, b...)
 	c.out.items = append(c.out.items, sh)
-	c.out.bytes += len(b)
+	c.out.bytes += len(b) - n
 }
 
 // newQueueLocked starts the queue of a connection whose socket refused

@@ -32,13 +32,13 @@ const (
 
 // task is work for a loop goroutine, posted from other goroutines.
 type task struct {
-	c      *conn
-	sh     *bufpool.Shared
-	reason string // close reason, or auth failure text
-	sub    string // authenticated user id
-	tok    string // its user token
-	exp    int64
-	kind   taskKind
+	c       *conn
+	sh      *bufpool.Shared
+	reason  string // close reason, or auth failure text
+	sub     string // authenticated user id
+	tok     string // its user token
+	exp     int64
+	kind    taskKind
 	code    protocol.CloseCode
 	torn    bool
 	ok      bool
@@ -86,11 +86,17 @@ func newLoop(s *Server, idx int) (*loop, error) {
 	l.writeTicks = s.ticks(o.WriteTimeout)
 	l.wheel = newWheel(max(l.authTicks, l.hbTicks, l.handshakeTicks, l.closeTicks) + 1)
 	l.upgrader = l.newUpgrader()
+	l.accepting = true // Start adds the listener right after; set before the loop runs
 	p, err := poller.New(poller.Config[task]{
-		OnTask:  l.onTask,
-		Tick:    s.tick,
-		OnTick:  l.onTick,
-		OnError: func(err error) { s.log.Error("epoll_wait failed", zap.Int("loop", idx), zap.Error(err)) },
+		OnTask: l.onTask,
+		Tick:   s.tick,
+		OnTick: l.onTick,
+		OnError: func(err error) {
+			// easygo's wait loop ends after this: the loop's connections are
+			// dead. /healthz turns 503 so the node is restarted.
+			s.loopFailed.Store(true)
+			s.log.Error("epoll_wait failed; this event loop stopped", zap.Int("loop", idx), zap.Error(err))
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -102,15 +108,19 @@ func newLoop(s *Server, idx int) (*loop, error) {
 // startAccept registers the listening socket with this loop. Every loop
 // registers it with EPOLLEXCLUSIVE, so one loop is woken per burst and
 // the connections it accepts are its own: no hand-off between loops.
-//
-// accepting is set before the fd is added: the epoll lock orders that write
-// before the first callback, when Start calls this from its own goroutine.
+// Start calls it from its goroutine with accepting already set by newLoop
+// (so the loop never sees it change); after a pause the loop calls
+// resumeAccept.
 func (l *loop) startAccept() error {
-	l.accepting = true
-	if err := l.p.Add(l.s.lfd, poller.EventRead|poller.EventExclusive, l.onAccept); err != nil {
-		l.accepting = false
+	return l.p.Add(l.s.lfd, poller.EventRead|poller.EventExclusive, l.onAccept)
+}
+
+// resumeAccept registers the listener again after a pause, on the loop.
+func (l *loop) resumeAccept() error {
+	if err := l.startAccept(); err != nil {
 		return err
 	}
+	l.accepting = true
 	return nil
 }
 
@@ -380,7 +390,7 @@ func (l *loop) onTick() {
 	l.wheel.advance(l.now, l.fire)
 	if !l.accepting && l.acceptHold != 0 && int32(l.now-l.acceptHold) >= 0 {
 		l.acceptHold = 0
-		if err := l.startAccept(); err != nil {
+		if err := l.resumeAccept(); err != nil {
 			l.s.log.Error("resume accepting failed", zap.Error(err))
 		}
 	}
@@ -464,16 +474,16 @@ func (l *loop) drainStep() {
 	if left > 1 {
 		quota = (active + int(left) - 1) / int(left)
 	}
-	for i := 0; i < len(l.conns) && quota > 0; {
-		c := l.conns[i]
-		if c.state < stClosing {
+	// From the end: closing may remove a connection (swapping the last one
+	// into its place), which never moves one not yet visited.
+	for i := len(l.conns) - 1; i >= 0 && quota > 0; i-- {
+		if i >= len(l.conns) {
+			continue
+		}
+		if c := l.conns[i]; c.state < stClosing {
 			quota--
 			c.closeWith(protocol.CloseServiceRestart, "node draining, reconnect")
-			if l.conns[i] != c {
-				continue // c was removed and another took its place
-			}
 		}
-		i++
 	}
 	l.checkDrained()
 }

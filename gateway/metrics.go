@@ -117,14 +117,22 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-// closed counts a close frame sent with code.
+// closed counts a close frame sent with code. Codes the gateway does not
+// define itself (a client's code echoed back) share the label "other", so
+// clients cannot grow the series.
 func (m *metrics) closed(code protocol.CloseCode) {
 	if c, ok := m.closeCounters.Load(code); ok {
 		c.(prometheus.Counter).Inc()
 		return
 	}
-	c := m.closes.WithLabelValues(strconv.Itoa(int(code)))
-	m.closeCounters.Store(code, c)
+	label := "other"
+	if code.String() != strconv.Itoa(int(code)) {
+		label = strconv.Itoa(int(code))
+	}
+	c := m.closes.WithLabelValues(label)
+	if label != "other" {
+		m.closeCounters.Store(code, c)
+	}
 	c.Inc()
 }
 

@@ -66,6 +66,9 @@ type Options struct {
 	JWTAudience string
 	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s.
 	JWTLeeway time.Duration
+	// JWTAllowNoExp accepts tokens without an exp claim; their connections
+	// never expire. Default false: such tokens are refused with 4401.
+	JWTAllowNoExp bool
 	// AllowQueryToken accepts a token in the ?token= query parameter of the
 	// upgrade request (URLs end up in logs; prefer the auth frame). Default false.
 	AllowQueryToken bool

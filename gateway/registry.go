@@ -76,11 +76,15 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 	copy(next, old)
 	next = append(next, c)
 	u.conns.Store(&next)
+	if first {
+		// Queued under the shard lock: another device of the user, added
+		// on another loop right after, queues its welcome behind this.
+		r.s.subs.subscribe(u)
+	}
 	sh.mu.Unlock()
 	if first {
 		r.users.Add(1)
 		r.s.m.users.Inc()
-		r.s.subs.subscribe(u)
 	}
 	r.s.m.authed.Inc()
 	return u, evict, true
@@ -102,13 +106,13 @@ func (r *registry) remove(c *conn) {
 	last := len(next) == 0 && sh.users[u.token] == u
 	if last {
 		delete(sh.users, u.token)
+		r.s.subs.unsubscribe(u)
 	}
 	sh.mu.Unlock()
 	r.s.m.authed.Dec()
 	if last {
 		r.users.Add(-1)
 		r.s.m.users.Dec()
-		r.s.subs.unsubscribe(u)
 	}
 }
 

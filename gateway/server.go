@@ -58,6 +58,7 @@ type Server struct {
 	state          int  // 0 new, 1 running, 2 shutting down, 3 done
 	connsClosed    bool // every connection is closed (Shutdown or closeConns)
 	ready          atomic.Bool
+	loopFailed     atomic.Bool // an event loop's epoll_wait failed: the node is broken
 	draining       atomic.Bool
 	acceptStopped  sync.WaitGroup
 	loopDrained    sync.WaitGroup

@@ -58,6 +58,7 @@ func run(args []string) int {
 	fs.String(&o.JWTIssuer, "jwt-issuer", "", "required iss claim, when set")
 	fs.String(&o.JWTAudience, "jwt-audience", "", "required aud claim, when set")
 	fs.Duration(&o.JWTLeeway, "jwt-leeway", def.JWTLeeway, "clock skew allowed on exp, nbf and iat")
+	fs.Bool(&o.JWTAllowNoExp, "jwt-allow-no-exp", false, "accept tokens without an exp claim (their connections never expire)")
 	fs.Bool(&o.AllowQueryToken, "allow-query-token", false, "accept ?token= in the upgrade URL (URLs are logged by proxies; prefer the auth frame)")
 	fs.Duration(&o.AuthTimeout, "auth-timeout", def.AuthTimeout, "time from upgrade to authentication before close 4408")
 	fs.Int(&o.AuthWorkers, "auth-workers", def.AuthWorkers, "goroutines verifying JWT signatures")
