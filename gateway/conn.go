@@ -304,10 +304,12 @@ func (c *conn) closeWith(code protocol.CloseCode, reason string) {
 	c.mu.Lock()
 	if !c.wdone {
 		c.welcomed = false
-		c.writeLocked(frame)
-		c.wdone, c.closeQueued = true, true
-		if c.out == nil {
-			shutdownWrite(c.fd)
+		c.putLocked(frame)
+		if !c.wdone {
+			c.wdone, c.closeQueued = true, true
+			if c.out == nil {
+				shutdownWrite(c.fd)
+			}
 		}
 	}
 	c.mu.Unlock()

@@ -60,9 +60,20 @@ func (c *conn) writeSharedLocked(sh *bufpool.Shared) bool {
 	return true
 }
 
-// writeLocked writes or queues a frame held in b, copying what is queued.
+// writeLocked writes or queues a frame held in b, copying what is queued;
+// a queue that would pass MaxPendingBytes makes the client a slow consumer.
 // mu must be held; wdone is the caller's to check.
 func (c *conn) writeLocked(b []byte) {
+	if c.out != nil && c.out.bytes+len(b) > c.l.s.opts.MaxPendingBytes {
+		c.overflowLocked("slow consumer: outbound queue exceeded max-pending-bytes")
+		return
+	}
+	c.putLocked(b)
+}
+
+// putLocked writes b, or queues a copy of what the socket does not take,
+// whatever the queue holds (close frames are never refused). mu must be held.
+func (c *conn) putLocked(b []byte) {
 	n := 0
 	if c.out == nil {
 		var err error
@@ -79,9 +90,6 @@ func (c *conn) writeLocked(b []byte) {
 		}
 		c.newQueueLocked()
 		c.out.off = n // the queue starts inside this frame
-	} else if c.out.bytes+len(b) > c.l.s.opts.MaxPendingBytes {
-		c.overflowLocked("slow consumer: outbound queue exceeded max-pending-bytes")
-		return
 	}
 	sh := bufpool.GetShared(len(b))
 	sh.B = append(sh.B, b...)
@@ -209,17 +217,45 @@ func (c *conn) releaseOutLocked() {
 }
 
 // overflowLocked handles a slow consumer: a queue over MaxPendingBytes, or
-// one that made no progress for WriteTimeout. Queued frames are dropped and
-// the loop closes the connection with 4500.
+// one that made no progress for WriteTimeout. The frames still queued are
+// dropped (but one already partly on the wire, which must end whole), a
+// 4500 close frame is queued behind, and the loop closes the connection
+// once it is out or CloseTimeout passes. The queue is then at most one frame.
 func (c *conn) overflowLocked(reason string) {
 	if c.wdone {
 		return
 	}
-	c.wdone, c.welcomed = true, false
-	torn := c.out != nil && c.out.off > 0
-	c.releaseOutLocked()
+	c.welcomed = false
+	if q := c.out; q != nil {
+		keep := 0
+		if q.off > 0 {
+			keep = 1
+		}
+		for i := keep; i < len(q.items); i++ {
+			q.bytes -= len(q.items[i].B)
+			q.items[i].Release()
+			q.items[i] = nil
+		}
+		q.items = q.items[:keep]
+		if keep == 0 {
+			q.bytes = 0
+		}
+	}
+	var buf [2 + 2 + 125]byte
+	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(protocol.CloseSlowConsumer), reason)
+	if c.out != nil && len(c.out.items) == 0 {
+		c.releaseOutLocked() // nothing left: try the socket first
+	}
+	c.putLocked(frame)
+	if c.wdone {
+		return // the write failed: writeFailedLocked took over
+	}
+	c.wdone, c.closeQueued = true, true
+	if c.out == nil {
+		shutdownWrite(c.fd)
+	}
 	c.l.s.m.slowConsumers.Inc()
-	c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseSlowConsumer, torn: torn, reason: reason})
+	c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseSlowConsumer, reason: reason})
 }
 
 // writeFailedLocked handles a write error (the peer reset the connection).

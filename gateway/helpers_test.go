@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,3 +232,26 @@ func rawDial(t testing.TB, srv *gateway.Server) net.Conn {
 }
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
+
+func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// metricValue reads one unlabelled series from the node's /metrics.
+func metricValue(t testing.TB, srv *gateway.Server, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(adminURL(srv) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return -1
+}

@@ -209,17 +209,8 @@ func (l *loop) onTask(t task) {
 			c.finalClose()
 			return
 		}
-		if t.code == protocol.CloseSlowConsumer {
-			// The queue was dropped; try to tell the client why, once.
-			var buf [2 + 2 + 125]byte
-			frame := wsframe.AppendClose(buf[:0], ws.StatusCode(t.code), t.reason)
-			c.mu.Lock()
-			_, _ = writeFull(int(c.fd), frame)
-			c.mu.Unlock()
-			l.s.m.closed(t.code)
-			c.finalClose()
-			return
-		}
+		// For a slow consumer the close frame is already queued (wdone):
+		// closeWith only moves the connection to closing.
 		c.closeWith(t.code, t.reason)
 	case taskRead:
 		if t.c.state != stClosed {

@@ -1,0 +1,232 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// handshakeStatus sends a raw request and returns the status line, the
+// headers and the body of the reply.
+func handshakeStatus(t *testing.T, srv *gateway.Server, req string) (int, http.Header, string) {
+	t.Helper()
+	c := rawDial(t, srv)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufioReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the reply: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+func upgradeReq(extra string) string {
+	return "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + "\r\n"
+}
+
+func TestHandshakeErrors(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) {
+		o.MaxHeaderBytes = 2048
+		o.AllowedOrigins = []string{"https://app.example.com"}
+	})
+	cases := []struct {
+		name   string
+		req    string
+		status int
+		header string // a header the reply must carry, "Name: value"
+		code   string // the JSON error code
+	}{
+		{"post", strings.Replace(upgradeReq(""), "GET", "POST", 1), 405, "Allow: GET", "bad_handshake"},
+		{"no upgrade header", strings.Replace(upgradeReq(""), "Upgrade: websocket\r\n", "", 1), 400, "", "bad_handshake"},
+		{"no connection header", strings.Replace(upgradeReq(""), "Connection: Upgrade\r\n", "", 1), 400, "", "bad_handshake"},
+		{"no key", strings.Replace(upgradeReq(""), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "", 1), 400, "", "bad_handshake"},
+		{"key not base64 of 16 bytes", strings.Replace(upgradeReq(""), "dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!!!", 1), 400, "", "bad_handshake"},
+		{"version 8", strings.Replace(upgradeReq(""), "Version: 13", "Version: 8", 1), 426, "Sec-Websocket-Version: 13", "bad_handshake"},
+		{"http/1.0", strings.Replace(upgradeReq(""), "HTTP/1.1", "HTTP/1.0", 1), 505, "", "bad_handshake"},
+		{"headers too large", upgradeReq("X-Pad: " + strings.Repeat("a", 3000) + "\r\n"), 431, "", "request_too_large"},
+		{"foreign origin", upgradeReq("Origin: https://evil.example.com\r\n"), 403, "", "origin_not_allowed"},
+		{"plain GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "", "bad_handshake"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, h, body := handshakeStatus(t, srv, tc.req)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d (body %s)", status, tc.status, body)
+			}
+			var e struct{ Error, Reason string }
+			if h.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &e) != nil || e.Error != tc.code {
+				t.Fatalf("body %q (%s), want JSON with error %q", body, h.Get("Content-Type"), tc.code)
+			}
+			if tc.header != "" {
+				k, v, _ := strings.Cut(tc.header, ": ")
+				if h.Get(k) != v {
+					t.Fatalf("header %s = %q, want %q", k, h.Get(k), v)
+				}
+			}
+		})
+	}
+	// The allowed origin, and no Origin at all (not a browser), connect.
+	for _, h := range []http.Header{{"Origin": {"https://app.example.com"}}, nil} {
+		ws := dial(t, wsURL(srv), h)
+		send(t, ws, map[string]any{"type": "auth", "token": token(t, "o")})
+		readType(t, ws, protocol.TypeWelcome)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.MaxConnections = 3 })
+	for i := 0; i < 3; i++ {
+		connect(t, srv, fmt.Sprintf("m%d", i))
+	}
+	status, h, body := handshakeStatus(t, srv, upgradeReq(""))
+	if status != 503 || h.Get("Retry-After") == "" || !strings.Contains(body, "node_full") {
+		t.Fatalf("4th connection: %d Retry-After=%q %s, want 503 node_full with Retry-After", status, h.Get("Retry-After"), body)
+	}
+}
+
+func TestMaxConnectRate(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.MaxConnectRate = 5 })
+	refused := 0
+	for i := 0; i < 20; i++ {
+		status, h, body := handshakeStatus(t, srv, upgradeReq(""))
+		switch status {
+		case 101:
+		case 503:
+			if h.Get("Retry-After") != "1" || !strings.Contains(body, "connect_rate_limited") {
+				t.Fatalf("503 without Retry-After or code: %v %s", h, body)
+			}
+			refused++
+		default:
+			t.Fatalf("status %d", status)
+		}
+	}
+	// A burst of 5 is allowed, and about 5 more per second.
+	if refused < 10 {
+		t.Fatalf("%d of 20 rapid upgrades refused, want most of those past the burst of 5", refused)
+	}
+}
+
+func TestDeviceLimit(t *testing.T) {
+	t.Run("close oldest", func(t *testing.T) {
+		srv := startGateway(t, func(o *gateway.Options) { o.MaxDevicesPerUser = 2 })
+		a, _ := connect(t, srv, "phone")
+		b, _ := connect(t, srv, "phone")
+		c, _ := connect(t, srv, "phone")
+		expectClose(t, a, protocol.CloseDeviceLimit, "replaced")
+		nc := natsConn(t, srv)
+		publish(t, nc, "phone", "x1", `1`)
+		for _, ws := range []*websocket.Conn{b, c} {
+			if m := readType(t, ws, protocol.TypeMessage); m["id"] != "x1" {
+				t.Fatalf("remaining device got %v", m)
+			}
+		}
+	})
+	t.Run("reject newest", func(t *testing.T) {
+		srv := startGateway(t, func(o *gateway.Options) { o.MaxDevicesPerUser = 1; o.DevicePolicy = "reject-newest" })
+		a, _ := connect(t, srv, "tablet")
+		ws := dial(t, wsURL(srv), nil)
+		send(t, ws, map[string]any{"type": "auth", "token": token(t, "tablet")})
+		expectClose(t, ws, protocol.CloseDeviceLimit, "limit reached")
+		send(t, a, map[string]string{"type": "ping"})
+		readType(t, a, protocol.TypePong)
+	})
+}
+
+func TestClientRateLimit(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.MaxClientMsgsPerSec = 5; o.MaxClientMsgsBurst = 5 })
+	ws, _ := connect(t, srv, "chatty")
+	// The auth frame used one token: 4 pings pass, the 5th is refused.
+	for i := 0; i < 4; i++ {
+		send(t, ws, map[string]string{"type": "ping"})
+		readType(t, ws, protocol.TypePong)
+	}
+	send(t, ws, map[string]string{"type": "ping"})
+	if e := readType(t, ws, protocol.TypeError); e["code"] != protocol.ErrCodeRateLimited {
+		t.Fatalf("got %v, want a rate_limited error", e)
+	}
+	// Going on past another burst closes the connection.
+	for i := 0; i < 10; i++ {
+		ws.WriteJSON(map[string]string{"type": "ping"})
+	}
+	expectClose(t, ws, protocol.CloseRateLimited, "rate")
+}
+
+func TestTokenExpiryAndRefresh(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.JWTLeeway = 0 })
+	short := func(sub string, ttl time.Duration) string {
+		return mintToken(t, jwtmint.Claims{Subject: sub, TTL: ttl})
+	}
+	t.Run("closed at exp", func(t *testing.T) {
+		ws := dial(t, wsURL(srv), nil)
+		send(t, ws, map[string]any{"type": "auth", "token": short("exp1", 1500*time.Millisecond)})
+		readType(t, ws, protocol.TypeWelcome)
+		expectClose(t, ws, protocol.CloseUnauthorized, "token expired")
+	})
+	t.Run("refresh moves exp", func(t *testing.T) {
+		ws := dial(t, wsURL(srv), nil)
+		send(t, ws, map[string]any{"type": "auth", "token": short("exp2", 1500*time.Millisecond)})
+		readType(t, ws, protocol.TypeWelcome)
+		send(t, ws, map[string]any{"type": "auth", "token": short("exp2", time.Hour)})
+		r := readType(t, ws, protocol.TypeRefreshed)
+		if exp, _ := r["exp"].(float64); int64(exp) < time.Now().Add(50*time.Minute).Unix() {
+			t.Fatalf("refreshed %v", r)
+		}
+		// Past the first token's exp, still served.
+		time.Sleep(2 * time.Second)
+		send(t, ws, map[string]string{"type": "ping"})
+		readType(t, ws, protocol.TypePong)
+	})
+	t.Run("refresh for another user", func(t *testing.T) {
+		ws, _ := connect(t, srv, "exp3")
+		send(t, ws, map[string]any{"type": "auth", "token": token(t, "someone-else")})
+		expectClose(t, ws, protocol.CloseUnauthorized, "another user")
+	})
+	t.Run("invalid refresh", func(t *testing.T) {
+		ws, _ := connect(t, srv, "exp4")
+		send(t, ws, map[string]any{"type": "auth", "token": "garbage"})
+		expectClose(t, ws, protocol.CloseUnauthorized, "malformed")
+	})
+}
+
+func TestShutdownWithHalfOpenHandshake(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.DrainTimeout = 500 * time.Millisecond })
+	var clients []*websocket.Conn
+	for i := 0; i < 5; i++ {
+		ws, _ := connect(t, srv, fmt.Sprintf("d%d", i))
+		clients = append(clients, ws)
+	}
+	raw := rawDial(t, srv) // connected, never sends a byte: the last in its loop's list
+	checkFor(t, 5*time.Second, func() error {
+		if n := metricValue(t, srv, "wsfleet_gateway_connections"); n != 6 {
+			return errorf("%v connections", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, ws := range clients {
+		expectClose(t, ws, protocol.CloseServiceRestart, "draining")
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := raw.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the half-open socket is still open (read %d bytes)", n)
+	}
+}
