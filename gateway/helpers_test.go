@@ -255,3 +255,14 @@ func metricValue(t testing.TB, srv *gateway.Server, name string) float64 {
 	}
 	return -1
 }
+
+// get returns the status of a GET.
+func get(t testing.TB, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -112,6 +112,16 @@ func newMetrics(s *Server) *metrics {
 		}
 		return 0
 	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "dispatch_queue_messages", Help: "NATS messages waiting in the dispatch queues (each holds --dispatch-queue before NATS drops)."}, func() float64 {
+		n := 0
+		if d := s.disp; d != nil {
+			for _, ch := range d.chans {
+				n += len(ch)
+			}
+			n += len(d.bcast)
+		}
+		return float64(n)
+	}))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

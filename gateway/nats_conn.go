@@ -20,8 +20,13 @@ func (s *Server) startNATS() error {
 	opts := []nats.Option{
 		nats.Name("wsfleet-gateway " + s.opts.NodeID),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		// Back within a few hundred milliseconds of the server: deliveries
+		// resume well inside 2 s (subscriptions are resent on reconnect).
+		nats.ReconnectWait(100 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 500*time.Millisecond),
+		// No buffering while disconnected: a client publish then fails
+		// visibly (an error frame) instead of waiting in memory.
+		nats.ReconnectBufSize(-1),
 		nats.PingInterval(20 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.ErrorHandler(s.natsError),
