@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -71,6 +72,17 @@ func run(args []string) int {
 	fs.Int(&o.MaxMessageBytes, "max-message-bytes", def.MaxMessageBytes, "largest client frame or message (1009 above)")
 	fs.Int(&o.MaxPendingBytes, "max-pending-bytes", def.MaxPendingBytes, "outbound queue per connection before a slow-consumer close (4500)")
 	fs.Int(&o.MaxHeaderBytes, "max-header-bytes", def.MaxHeaderBytes, "largest upgrade request (431 above)")
+	fs.Duration(&o.WriteTimeout, "write-timeout", def.WriteTimeout, "close (4500) a client whose queued frames made no progress this long")
+	fs.List(&o.AllowedOrigins, "allowed-origins", nil, `browser Origins allowed to connect, comma-separated ("https://app.example.com", "https://*.example.com"); others get 403`)
+	fs.ShowDefault("allowed-origins", "any origin")
+	fs.Int(&o.MaxConnections, "max-connections", 0, "sockets the node holds; upgrades over it get 503 with Retry-After")
+	fs.ShowDefault("max-connections", "the open-file limit less 256 ("+strconv.Itoa(def.MaxConnections)+" here)")
+	fs.Float(&o.MaxConnectRate, "max-connect-rate", 0, "new upgrades per second on the node; over it 503 with Retry-After (0: no limit)")
+	fs.Int(&o.MaxDevicesPerUser, "max-devices-per-user", 0, "connections per user on the node (0: no limit); see --device-policy")
+	fs.String(&o.DevicePolicy, "device-policy", def.DevicePolicy, "over --max-devices-per-user: close-oldest or reject-newest (both close 4409)")
+	fs.Float(&o.MaxClientMsgsPerSec, "max-client-msgs-per-sec", def.MaxClientMsgsPerSec, "messages per second per connection; over it an error frame, then 4429 (negative: no limit)")
+	fs.Int(&o.MaxClientMsgsBurst, "max-client-msgs-burst", 0, "burst of the per-connection message rate")
+	fs.ShowDefault("max-client-msgs-burst", "2 × --max-client-msgs-per-sec")
 	fs.Int(&o.Pollers, "pollers", def.Pollers, "epoll event loops")
 	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")
 	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")

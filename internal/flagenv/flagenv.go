@@ -69,6 +69,12 @@ func (s *Set) Int(p *int, name string, def int, usage string) {
 	s.add(name)
 }
 
+// Float defines a floating-point flag.
+func (s *Set) Float(p *float64, name string, def float64, usage string) {
+	s.fs.Float64Var(p, name, def, usage)
+	s.add(name)
+}
+
 // Duration defines a duration flag ("30s", "5m").
 func (s *Set) Duration(p *time.Duration, name string, def time.Duration, usage string) {
 	s.fs.DurationVar(p, name, def, usage)
