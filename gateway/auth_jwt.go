@@ -65,7 +65,10 @@ type verifier struct {
 	remote   *jwksRemote // nil without --jwt-jwks-url
 	refresh  time.Duration
 	noExpOK  bool
-	opts     []jwt.ParseOption
+	// refreshWait bounds how long a token with an unknown kid waits for a
+	// JWKS refresh: well inside the auth timeout.
+	refreshWait time.Duration
+	opts        []jwt.ParseOption
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -74,7 +77,8 @@ type verifier struct {
 var hmacAlgs = []string{"HS256", "HS384", "HS512"}
 
 func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
-	v := &verifier{log: log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: o.JWTJWKSFile, refresh: o.JWTJWKSRefresh, noExpOK: o.JWTAllowNoExp}
+	v := &verifier{log: log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: o.JWTJWKSFile, refresh: o.JWTJWKSRefresh, noExpOK: o.JWTAllowNoExp,
+		refreshWait: min(2*time.Second, o.AuthTimeout/2)}
 	algs := o.JWTAlgorithms
 	if len(algs) == 0 {
 		if o.JWTHS256Secret != "" {
@@ -238,7 +242,7 @@ func (v *verifier) findKeys(sink jws.KeySink, sig *jws.Signature) *authError {
 	// An unknown kid may be a key rotated in since the last fetch. At most
 	// one token every 10 seconds waits (briefly) for a refresh; the others
 	// fail at once, so a slow or hostile IdP cannot hold the workers.
-	if v.remote != nil && kid != "" && v.remote.refreshNow(3*time.Second) && send(v.sets()) {
+	if v.remote != nil && kid != "" && v.remote.refreshNow(v.refreshWait) && send(v.sets()) {
 		return nil
 	}
 	return errNoKey

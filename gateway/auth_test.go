@@ -342,3 +342,52 @@ func TestAuthKeyTypeMustMatchAlg(t *testing.T) {
 	}
 	attempt(t, srv, "frame", string(b), authOutcome{close: protocol.CloseUnauthorized, reason: "no key"})
 }
+
+// A slow or hung IdP never holds token checks: keys already fetched keep
+// working, an unknown kid fails fast, and the node still stops promptly.
+func TestAuthSlowJWKSURL(t *testing.T) {
+	k1, k2 := newKey(t, "ec", "known"), newKey(t, "ec", "unknown")
+	var fetches atomic.Int32
+	hang := make(chan struct{})
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fetches.Add(1) > 1 {
+			select { // every fetch after the first hangs
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		w.Write(jwksJSON(t, k1))
+	}))
+	defer idp.Close()
+	defer close(hang)
+	srv, err := gateway.New(func() gateway.Options {
+		o := testOptions(t)
+		o.JWTHS256Secret = ""
+		o.JWTJWKSURL = idp.URL
+		o.AuthWorkers = 1
+		o.AuthTimeout = 2 * time.Second
+		return o
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The unknown kid triggers the (hanging) refresh; it waits at most a
+	// few seconds, then fails, and only it waits.
+	start := time.Now()
+	attempt(t, srv, "frame", signWith(t, "ES256", k2, "u"), authOutcome{close: protocol.CloseUnauthorized, reason: "no key"})
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("unknown kid took %s to fail", el)
+	}
+	// Meanwhile the refresh still hangs; a known key is checked at once.
+	attempt(t, srv, "frame", signWith(t, "ES256", k1, "u"), authOutcome{})
+	attempt(t, srv, "frame", signWith(t, "ES256", k2, "u"), authOutcome{close: protocol.CloseUnauthorized, reason: "no key"})
+	start = time.Now()
+	srv.Close()
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Close took %s with a hung IdP", el)
+	}
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -94,6 +95,61 @@ func FuzzFrameStream(f *testing.F) {
 		split, st2 := run(t, l, input, a, b)
 		if st1 != st2 || !bytes.Equal(whole, split) {
 			t.Fatalf("input %x\nwhole: state %d, wrote %x\nsplit at %d,%d: state %d, wrote %x", input, st1, whole, a, b, st2, split)
+		}
+	})
+}
+
+// runHandshake feeds bytes to a connection that has just been accepted,
+// in chunks cut at the given points.
+func runHandshake(t testing.TB, l *loop, input []byte, cuts ...int) ([]byte, connState) {
+	s := newStreamConn(t, l, stHandshake)
+	data := append([]byte(nil), input...)
+	prev := 0
+	for _, cut := range append(cuts, len(data)) {
+		cut = min(max(cut, prev), len(data))
+		if s.c.state == stClosed {
+			break
+		}
+		s.c.input(data[prev:cut])
+		prev = cut
+	}
+	return s.output(), s.c.state
+}
+
+// FuzzHandshake feeds arbitrary bytes as an upgrade request, whole and split
+// at two points: the answer (101 or an HTTP error, then whatever frames
+// follow) and the state reached do not depend on how the bytes arrive, and
+// nothing panics.
+func FuzzHandshake(f *testing.F) {
+	const good = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, s := range []string{
+		good + "\r\n",
+		good + "Authorization: Bearer abc.def.ghi\r\n\r\n",
+		good + "Origin: https://x.test\r\nSec-WebSocket-Protocol: wsfleet.v1, other\r\n\r\n",
+		good + "\r\n" + string(masked(`{"type":"ping"}`)),
+		strings.Replace(good, "GET /ws", "GET /ws?token=abc", 1) + "\r\n",
+		"GET / HTTP/1.1\r\n\r\n",
+		"POST /ws HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /ws HTTP/1.0\r\n\r\n",
+		"\r\n\r\n",
+		good + "X: " + strings.Repeat("a", 9000) + "\r\n\r\n",
+		good + "Bad header line\r\n\r\n",
+	} {
+		f.Add([]byte(s), uint16(5), uint16(40))
+	}
+	_, l := benchServer(f)
+	f.Fuzz(func(t *testing.T, input []byte, cut1, cut2 uint16) {
+		if len(input) > 1<<15 {
+			return
+		}
+		whole, st1 := runHandshake(t, l, input)
+		a, b := int(cut1)%(len(input)+1), int(cut2)%(len(input)+1)
+		if a > b {
+			a, b = b, a
+		}
+		split, st2 := runHandshake(t, l, input, a, b)
+		if st1 != st2 || !bytes.Equal(whole, split) {
+			t.Fatalf("input %q\nwhole: state %d, wrote %q\nsplit at %d,%d: state %d, wrote %q", input, st1, whole, a, b, st2, split)
 		}
 	})
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -266,3 +268,5 @@ func get(t testing.TB, url string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+func wsReadHeader(r io.Reader) (ws.Header, error) { return ws.ReadHeader(r) }

@@ -230,3 +230,29 @@ func TestShutdownWithHalfOpenHandshake(t *testing.T) {
 		t.Fatalf("the half-open socket is still open (read %d bytes)", n)
 	}
 }
+
+// Before authentication a client cannot make the node hold a large
+// message: a frame declaring more than an auth frame needs is refused from
+// its header.
+func TestPreAuthMessageBound(t *testing.T) {
+	srv := startGateway(t, nil)
+	c := rawDial(t, srv)
+	io.WriteString(c, upgradeReq(""))
+	br := bufioReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", err, resp)
+	}
+	// Header of a 60 KiB masked text frame; no payload follows.
+	c.Write([]byte{0x81, 0xfe, 0xf0, 0x00, 1, 2, 3, 4})
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h, err := wsReadHeader(br)
+	if err != nil {
+		t.Fatalf("no close frame: %v", err)
+	}
+	p := make([]byte, h.Length)
+	io.ReadFull(br, p)
+	if h.OpCode != 0x8 || len(p) < 2 || int(p[0])<<8|int(p[1]) != int(protocol.CloseMessageTooBig) {
+		t.Fatalf("got opcode %v payload %q, want close 1009", h.OpCode, p)
+	}
+}
