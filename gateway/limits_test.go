@@ -256,3 +256,29 @@ func TestPreAuthMessageBound(t *testing.T) {
 		t.Fatalf("got opcode %v payload %q, want close 1009", h.OpCode, p)
 	}
 }
+
+func TestSubprotocol(t *testing.T) {
+	srv := startGateway(t, nil)
+	cases := []struct {
+		name    string
+		offered []string
+		want    string
+	}{
+		{"offered", []string{"other", gateway.Subprotocol}, gateway.Subprotocol},
+		{"not offered", []string{"chat"}, ""},
+		{"none", nil, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := websocket.Dialer{Subprotocols: tc.offered}
+			ws, resp, err := d.Dial(wsURL(srv), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != tc.want {
+				t.Fatalf("selected %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
