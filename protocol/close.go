@@ -46,6 +46,10 @@ const (
 	// CloseUnauthorized: the token is missing, invalid or expired; the reason
 	// says which. Reconnect with a fresh token.
 	CloseUnauthorized CloseCode = 4401
+	// CloseKicked: a service closed every connection of the user (logout,
+	// ban) through the router. Reconnecting needs a token the service still
+	// honours.
+	CloseKicked CloseCode = 4403
 	// CloseAuthTimeout: no auth frame arrived within the auth timeout.
 	CloseAuthTimeout CloseCode = 4408
 	// CloseDeviceLimit: the user has more connections on the node than it
@@ -77,6 +81,7 @@ var closeCodeNames = map[CloseCode]string{
 	CloseTryAgainLater:    "try again later",
 	CloseBadRequest:       "bad request",
 	CloseUnauthorized:     "unauthorized",
+	CloseKicked:           "kicked",
 	CloseAuthTimeout:      "auth timeout",
 	CloseDeviceLimit:      "device limit",
 	CloseRateLimited:      "rate limited",
@@ -110,7 +115,7 @@ func CloseCodes() []CloseCode {
 		CloseNormal, CloseGoingAway, CloseProtocolError, CloseUnsupportedData,
 		CloseInvalidPayload, ClosePolicyViolation, CloseMessageTooBig,
 		CloseInternalError, CloseServiceRestart, CloseTryAgainLater,
-		CloseBadRequest, CloseUnauthorized, CloseAuthTimeout, CloseDeviceLimit, CloseRateLimited,
+		CloseBadRequest, CloseUnauthorized, CloseKicked, CloseAuthTimeout, CloseDeviceLimit, CloseRateLimited,
 		CloseSlowConsumer, CloseHeartbeatTimeout,
 	}
 }

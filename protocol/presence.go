@@ -1,0 +1,102 @@
+package protocol
+
+// Presence: what gateways tell the fleet about who is connected where.
+//
+// Each gateway node publishes, on <prefix>.presence.events, batches of the
+// changes in its users' device counts (coalesced over a short window, so a
+// connect storm is a few messages, not one per connection), and on
+// <prefix>.presence.heartbeat a heartbeat every few seconds. Both carry the
+// node's epoch (new at every start) and the sequence number of its last
+// batch, so a listener detects a missed batch or a restarted node and asks
+// that node for a snapshot on <prefix>.presence.snapshot. A node that stops
+// sending heartbeats is dead: listeners drop it with all its users.
+//
+// Listeners (routers, services) build the fleet's view from a snapshot of
+// every node plus the batches that follow it.
+
+// Presence subjects, relative to the prefix.
+const (
+	presenceEvents    = ".presence.events"
+	presenceHeartbeat = ".presence.heartbeat"
+	presenceSnapshot  = ".presence.snapshot"
+)
+
+// PresenceEvents returns the subject of presence batches.
+func (s Subjects) PresenceEvents() string { return s.prefix + presenceEvents }
+
+// PresenceHeartbeat returns the subject of node heartbeats.
+func (s Subjects) PresenceHeartbeat() string { return s.prefix + presenceHeartbeat }
+
+// PresenceSnapshot returns the subject snapshot requests go to. Every node
+// answers a request (or only the node it names) on the reply subject.
+func (s Subjects) PresenceSnapshot() string { return s.prefix + presenceSnapshot }
+
+// PresenceChange is one user's device count on a node after a change.
+// Devices 0 means the user's last device on the node left.
+type PresenceChange struct {
+	User    string `json:"user"`
+	Devices int    `json:"devices"`
+	// Online is true when the user's first device on the node connected in
+	// this batch, false when its last one left; absent for other changes.
+	Online *bool `json:"online,omitempty"`
+}
+
+// PresenceBatch is one message on <prefix>.presence.events.
+type PresenceBatch struct {
+	Node    string           `json:"node"`
+	Epoch   string           `json:"epoch"` // changes at every start of the node
+	Seq     uint64           `json:"seq"`   // 1, 2, 3… within an epoch
+	Changes []PresenceChange `json:"changes"`
+}
+
+// NodeHeartbeat is one message on <prefix>.presence.heartbeat.
+type NodeHeartbeat struct {
+	Node        string `json:"node"`
+	Epoch       string `json:"epoch"`
+	Seq         uint64 `json:"seq"` // of the node's last batch (0: none yet)
+	Connections int    `json:"connections"`
+	Users       int    `json:"users"`
+	IntervalMS  int    `json:"interval_ms"` // until the next heartbeat
+	Draining    bool   `json:"draining,omitempty"`
+}
+
+// SnapshotRequest asks for snapshots; Node empty means every node.
+type SnapshotRequest struct {
+	Node string `json:"node,omitempty"`
+}
+
+// SnapshotChunk is one reply to a snapshot request. A node's snapshot may
+// take several chunks (each under NATS's payload limit); Last marks its
+// final one. The snapshot is the node's state as of batch Seq: batches with
+// a higher Seq follow it.
+type SnapshotChunk struct {
+	Node  string        `json:"node"`
+	Epoch string        `json:"epoch"`
+	Seq   uint64        `json:"seq"`
+	Users []UserDevices `json:"users"`
+	Last  bool          `json:"last"`
+}
+
+// UserDevices is a user and its device count on a node.
+type UserDevices struct {
+	User    string `json:"user"`
+	Devices int    `json:"devices"`
+}
+
+// Control messages travel on a user's own subject (<prefix>.user.<token>),
+// so they reach exactly the nodes where the user is connected; the
+// HeaderControl header tells them from deliveries. A node answers on the
+// reply subject.
+const (
+	// HeaderControl names a control action on a user subject.
+	HeaderControl = "Wsfleet-Control"
+	// ControlKick closes every connection of the user on the node with
+	// CloseKicked; the node answers with a KickReply.
+	ControlKick = "kick"
+)
+
+// KickReply is a node's answer to ControlKick.
+type KickReply struct {
+	Node   string `json:"node"`
+	Closed int    `json:"closed"`
+}
