@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -62,12 +63,12 @@ func (a *authPool) check(j authJob) task {
 		t.tok, err = protocol.EncodeUserToken(cl.sub)
 	}
 	if err != nil {
-		var ae *authError
+		var ae *jwtverify.Error
 		if !errors.As(err, &ae) {
 			ae = badSub(err)
 		}
-		a.s.m.authFailure(ae.label)
-		t.reason = ae.text
+		a.s.m.authFailure(ae.Label)
+		t.reason = ae.Text
 		return t
 	}
 	t.ok, t.sub, t.exp = true, cl.sub, cl.exp
