@@ -40,6 +40,7 @@ func benchServer(tb testing.TB) (*Server, *loop) {
 	s.disp = newDispatcher(s)
 	s.subs = newSubManager(s)
 	s.reg = newRegistry(s)
+	s.pres = newPresence(s)                                   // not started: changes stay pending
 	s.pub = newPublisher(s)                                   // not started: publishes stay queued
 	s.auth = &authPool{s: s, jobs: make(chan authJob, 1<<16)} // no workers: tokens stay queued
 	l, err := newLoop(s, 0)

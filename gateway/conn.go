@@ -268,7 +268,11 @@ func (c *conn) onCloseFrame(p []byte) {
 		code, reason = protocol.CloseProtocolError, "close frame payload of 1 byte"
 	case len(p) >= 2:
 		sc, r := ws.ParseCloseFrameData(p)
-		if err := ws.CheckCloseFrameData(sc, r); err != nil {
+		err := ws.CheckCloseFrameData(sc, r)
+		if err == nil && sc >= 5000 {
+			err = ws.ErrProtocolStatusCodeUnknown // RFC 6455 §7.4.2 defines nothing past 4999
+		}
+		if err != nil {
 			code, reason = protocol.CloseProtocolError, err.Error()
 			if err == ws.ErrProtocolInvalidUTF8 {
 				code = protocol.CloseInvalidPayload

@@ -44,6 +44,7 @@ type metrics struct {
 	deviceLimit       prometheus.Counter
 	connLimit         prometheus.Counter
 	connectRate       prometheus.Counter
+	kicked            prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -99,6 +100,7 @@ func newMetrics(s *Server) *metrics {
 	m.rateLimited = counter("client_rate_limited_total", "Client messages refused by the per-connection rate limit.")
 	m.deviceLimit = counter("device_limit_closes_total", "Connections closed by the per-user device limit.")
 	m.connLimit = counter("connection_limit_rejections_total", "Upgrades refused with 503 because the node holds max-connections.")
+	m.kicked = counter("kicked_connections_total", "Connections closed by a kick (logout or ban) from a service.")
 	m.connectRate = counter("connect_rate_rejections_total", "Upgrades refused with 503 by the connect rate limit.")
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "nats_connected", Help: "1 while the node is connected to NATS."}, func() float64 {
 		if nc := s.nc; nc != nil && nc.IsConnected() {

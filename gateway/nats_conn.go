@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -40,10 +41,11 @@ func (s *Server) startNATS() error {
 		}),
 	}
 	if s.opts.NATSURL == "" {
-		ns, err := startEmbeddedNATS(s.opts.NATSEmbeddedListen, s.opts.NodeID, s.log)
+		ns, tmp, err := startEmbeddedNATS(s.opts.NATSEmbeddedListen, s.opts.NATSEmbeddedStoreDir, s.opts.NodeID, s.log)
 		if err != nil {
 			return err
 		}
+		s.natsTmpDir = tmp
 		s.ns = ns
 		s.log.Info("started embedded NATS server", zap.String("client_url", ns.ClientURL()))
 		opts = append(opts, nats.InProcessServer(ns))
@@ -88,11 +90,13 @@ func (s *Server) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 }
 
 // startEmbeddedNATS runs a nats-server in this process on listen
-// (host:port; port 0 or -1 picks a free one).
-func startEmbeddedNATS(listen, node string, log *zap.Logger) (*server.Server, error) {
+// (host:port; port 0 or -1 picks a free one), with JetStream in storeDir
+// ("" a temporary directory, "off" none). It returns the temporary
+// directory it made, for removal at shutdown.
+func startEmbeddedNATS(listen, storeDir, node string, log *zap.Logger) (_ *server.Server, tmp string, err error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
-		return nil, badOption("nats-embedded-listen", "%v", err)
+		return nil, "", badOption("nats-embedded-listen", "%v", err)
 	}
 	port, _ := strconv.Atoi(portStr)
 	if port <= 0 {
@@ -101,26 +105,41 @@ func startEmbeddedNATS(listen, node string, log *zap.Logger) (*server.Server, er
 		// Fail with the setting's name rather than after a timeout.
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
-			return nil, badOption("nats-embedded-listen", "%v (set --nats-url to use an existing NATS server)", err)
+			return nil, "", badOption("nats-embedded-listen", "%v (set --nats-url to use an existing NATS server)", err)
 		}
 		ln.Close()
 	}
-	ns, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: node + "-nats",
 		Host:       host,
 		Port:       port,
 		NoSigs:     true,
-	})
+	}
+	if storeDir != "off" {
+		if storeDir == "" {
+			if storeDir, err = os.MkdirTemp("", "wsfleet-nats-"); err != nil {
+				return nil, "", fmt.Errorf("embedded NATS: %w", err)
+			}
+			tmp = storeDir
+		}
+		opts.JetStream = true
+		opts.StoreDir = storeDir
+		opts.JetStreamMaxMemory = 64 << 20
+		opts.JetStreamMaxStore = 1 << 30
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: %w", err)
+		os.RemoveAll(tmp)
+		return nil, "", fmt.Errorf("embedded NATS: %w", err)
 	}
 	ns.SetLoggerV2(natsLogger{log.Named("nats").Sugar()}, false, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		return nil, badOption("nats-embedded-listen", "embedded NATS did not start on %s", listen)
+		os.RemoveAll(tmp)
+		return nil, "", badOption("nats-embedded-listen", "embedded NATS did not start on %s", listen)
 	}
-	return ns, nil
+	return ns, tmp, nil
 }
 
 // natsLogger routes nats-server's logs to zap.

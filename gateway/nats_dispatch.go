@@ -82,6 +82,10 @@ func (s *Server) deliver(m *nats.Msg) {
 		return
 	}
 	u := s.reg.lookup(tok)
+	if m.Header != nil && m.Header.Get(protocol.HeaderControl) != "" {
+		s.control(u, m)
+		return
+	}
 	if u == nil {
 		s.m.undeliverable.Inc()
 		return
@@ -101,6 +105,21 @@ func (s *Server) deliver(m *nats.Msg) {
 	}
 	sh.Release()
 	s.m.msgsOut.Add(float64(n))
+}
+
+// control handles a control message on a user's subject (never delivered).
+func (s *Server) control(u *user, m *nats.Msg) {
+	switch m.Header.Get(protocol.HeaderControl) {
+	case protocol.ControlKick:
+		if u == nil {
+			if m.Reply != "" {
+				b, _ := json.Marshal(protocol.KickReply{Node: s.opts.NodeID})
+				_ = m.Respond(b)
+			}
+			return
+		}
+		s.kickUser(u, m)
+	}
 }
 
 // encodeDelivery builds the text frame of a delivery: the WebSocket header,

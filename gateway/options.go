@@ -40,6 +40,10 @@ type Options struct {
 	// processes (router, services). Default "127.0.0.1:4222"; port 0 or -1
 	// picks a free port.
 	NATSEmbeddedListen string
+	// NATSEmbeddedStoreDir is the embedded server's JetStream directory
+	// (the router keeps its idempotency keys there). Default "": a
+	// temporary directory; "off" runs the embedded server without JetStream.
+	NATSEmbeddedStoreDir string
 	// NATSConnectTimeout bounds the first NATS connection at start.
 	// Default 10s.
 	NATSConnectTimeout time.Duration
@@ -151,6 +155,13 @@ type Options struct {
 	// client gets an "overloaded" error. Default 65536.
 	PublishQueue int
 
+	// PresenceInterval is the period of the node's presence heartbeat;
+	// listeners drop a node silent for a few of them. Default 5s.
+	PresenceInterval time.Duration
+	// PresenceBatchInterval is how long presence changes are coalesced
+	// before they are published. Default 100ms.
+	PresenceBatchInterval time.Duration
+
 	// Logger receives the node's logs. Default: zap production JSON logger.
 	Logger *zap.Logger
 }
@@ -198,6 +209,8 @@ func (o *Options) SetDefaults() {
 	defInt(&o.MaxPendingBytes, 1<<20)
 	defInt(&o.MaxHeaderBytes, 8<<10)
 	defDur(&o.WriteTimeout, 10*time.Second)
+	defDur(&o.PresenceInterval, 5*time.Second)
+	defDur(&o.PresenceBatchInterval, 100*time.Millisecond)
 	if o.MaxConnections == 0 {
 		o.MaxConnections = defaultMaxConnections()
 	}
@@ -267,6 +280,7 @@ func (o *Options) Validate() error {
 		{"auth-timeout", o.AuthTimeout}, {"heartbeat", o.Heartbeat}, {"idle-timeout", o.IdleTimeout},
 		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
 		{"close-timeout", o.CloseTimeout}, {"write-timeout", o.WriteTimeout},
+		{"presence-interval", o.PresenceInterval}, {"presence-batch-interval", o.PresenceBatchInterval},
 	} {
 		if d.v <= 0 {
 			return badOption(d.flag, "must be positive, got %s", d.v)

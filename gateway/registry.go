@@ -76,6 +76,7 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 	copy(next, old)
 	next = append(next, c)
 	u.conns.Store(&next)
+	r.s.pres.changed(id, len(old), len(next))
 	if first {
 		// Queued under the shard lock: another device of the user, added
 		// on another loop right after, queues its welcome behind this.
@@ -103,6 +104,7 @@ func (r *registry) remove(c *conn) {
 		}
 	}
 	u.conns.Store(&next)
+	r.s.pres.changed(u.id, len(old), len(next))
 	last := len(next) == 0 && sh.users[u.token] == u
 	if last {
 		delete(sh.users, u.token)
@@ -123,4 +125,17 @@ func (r *registry) lookup(tok string) *user {
 	u := sh.users[tok]
 	sh.mu.RUnlock()
 	return u
+}
+
+// each calls f for every user, shard by shard under the shard's read lock
+// (f must not call back into the registry).
+func (r *registry) each(f func(*user)) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, u := range sh.users {
+			f(u)
+		}
+		sh.mu.RUnlock()
+	}
 }

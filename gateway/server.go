@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,26 +26,28 @@ import (
 
 // Server is one gateway node.
 type Server struct {
-	opts     Options
-	log      *zap.Logger
-	subjects protocol.Subjects
-	start    time.Time
-	tick     time.Duration
-	m        *metrics
-	verifier *verifier
-	reg      *registry
-	auth     *authPool
-	disp     *dispatcher
-	subs     *subManager
-	subsStop chan struct{}
-	pub      *publisher
-	loops    []*loop
-	lfd      int
-	addr     *net.TCPAddr
-	ns       *server.Server
-	nc       *nats.Conn
-	bsub     *nats.Subscription
-	admin    *adminServer
+	opts       Options
+	log        *zap.Logger
+	subjects   protocol.Subjects
+	start      time.Time
+	tick       time.Duration
+	m          *metrics
+	verifier   *verifier
+	reg        *registry
+	auth       *authPool
+	disp       *dispatcher
+	subs       *subManager
+	pres       *presence
+	subsStop   chan struct{}
+	pub        *publisher
+	loops      []*loop
+	lfd        int
+	addr       *net.TCPAddr
+	ns         *server.Server
+	natsTmpDir string // the embedded server's temporary JetStream directory
+	nc         *nats.Conn
+	bsub       *nats.Subscription
+	admin      *adminServer
 
 	origins     []originPattern
 	connectRate *rate.Limiter // nil: no limit
@@ -150,6 +153,7 @@ func (s *Server) Start() (err error) {
 		return err
 	}
 	s.reg = newRegistry(s)
+	s.pres = newPresence(s)
 	s.disp = newDispatcher(s)
 	s.disp.start()
 	s.subs = newSubManager(s)
@@ -160,6 +164,9 @@ func (s *Server) Start() (err error) {
 	s.auth = newAuthPool(s)
 	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
+	}
+	if err = s.pres.start(); err != nil {
+		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.PresenceSnapshot(), err)
 	}
 	if err = s.nc.FlushTimeout(s.opts.NATSConnectTimeout); err != nil {
 		return fmt.Errorf("%w: %v", ErrNATSUnavailable, err)
@@ -332,6 +339,9 @@ func (s *Server) stopAll() {
 	for _, l := range s.loops {
 		_ = l.p.Close()
 	}
+	if s.pres != nil && s.pres.sub != nil {
+		s.pres.close() // the last batch: every user of the node offline
+	}
 	if s.nc != nil {
 		s.drainNATS()
 	}
@@ -351,6 +361,9 @@ func (s *Server) stopAll() {
 	if s.ns != nil {
 		s.ns.Shutdown()
 		s.ns.WaitForShutdown()
+	}
+	if s.natsTmpDir != "" {
+		os.RemoveAll(s.natsTmpDir)
 	}
 	if s.verifier != nil {
 		s.verifier.close()

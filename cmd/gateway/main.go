@@ -49,6 +49,8 @@ func run(args []string) int {
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject")
 	fs.String(&o.NATSURL, "nats-url", "", `NATS server URLs, comma-separated ("" starts an embedded NATS server)`)
 	fs.String(&o.NATSEmbeddedListen, "nats-embedded-listen", def.NATSEmbeddedListen, "where the embedded NATS server listens for other processes (port 0: any)")
+	fs.String(&o.NATSEmbeddedStoreDir, "nats-embedded-store-dir", "", `JetStream directory of the embedded NATS server ("off": no JetStream)`)
+	fs.ShowDefault("nats-embedded-store-dir", "a temporary directory")
 	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection")
 	fs.Secret(&o.JWTHS256Secret, "jwt-hs256-secret", "HMAC secret for HS256/384/512 tokens (at least 32 bytes; development)")
 	fs.String(&o.JWTJWKSFile, "jwt-jwks-file", "", "JSON Web Key Set file of public keys, re-read when it changes")
@@ -87,6 +89,8 @@ func run(args []string) int {
 	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")
 	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")
 	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
+	fs.Duration(&o.PresenceInterval, "presence-interval", def.PresenceInterval, "period of the node's presence heartbeat on NATS")
+	fs.Duration(&o.PresenceBatchInterval, "presence-batch-interval", def.PresenceBatchInterval, "how long presence changes are coalesced before they are published")
 	fs.String(&logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args, nil); err != nil {

@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// presence announces who is connected to this node (protocol/presence.go):
+// batches of device-count changes on <prefix>.presence.events, coalesced
+// over PresenceBatchInterval so a connect storm is a few messages; a
+// heartbeat every PresenceInterval; snapshots on request. One goroutine does
+// all of it; the registry records changes under its shard locks, so a
+// user's changes are recorded in the order they happened.
+type presence struct {
+	s        *Server
+	mu       sync.Mutex
+	pending  map[string]*pendingChange // user id -> change since the last batch
+	seq      uint64                    // of the last published batch; presence goroutine only
+	requests chan *nats.Msg            // snapshot requests (a channel subscription)
+	sub      *nats.Subscription
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type pendingChange struct {
+	devices   int
+	wasOnline bool // the user had devices here before this batch's first change
+}
+
+// maxBatchChanges flushes a batch early when this many users changed, to
+// keep each message well under NATS's payload limit.
+const maxBatchChanges = 2000
+
+// snapshotChunkUsers bounds the users in one snapshot reply.
+const snapshotChunkUsers = 10000
+
+func newPresence(s *Server) *presence {
+	return &presence{
+		s:        s,
+		pending:  map[string]*pendingChange{},
+		requests: make(chan *nats.Msg, 64),
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+}
+
+func (p *presence) start() error {
+	var err error
+	if p.sub, err = p.s.nc.ChanSubscribe(p.s.subjects.PresenceSnapshot(), p.requests); err != nil {
+		return err
+	}
+	go p.run()
+	return nil
+}
+
+// changed records that a user's device count on this node went from before
+// to after. The registry calls it under the user's shard lock.
+func (p *presence) changed(user string, before, after int) {
+	p.mu.Lock()
+	c := p.pending[user]
+	if c == nil {
+		c = &pendingChange{wasOnline: before > 0}
+		p.pending[user] = c
+	}
+	c.devices = after
+	full := len(p.pending) >= maxBatchChanges
+	p.mu.Unlock()
+	if full {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *presence) run() {
+	defer close(p.done)
+	batch := time.NewTicker(p.s.opts.PresenceBatchInterval)
+	defer batch.Stop()
+	beat := time.NewTicker(p.s.opts.PresenceInterval)
+	defer beat.Stop()
+	p.flush()
+	p.heartbeat()
+	for {
+		select {
+		case <-p.stop:
+			p.flush()
+			p.heartbeat()
+			return
+		case <-batch.C:
+			p.flush()
+		case <-p.kick:
+			p.flush()
+		case <-beat.C:
+			p.flush()
+			p.heartbeat()
+		case m := <-p.requests:
+			p.snapshot(m)
+		}
+	}
+}
+
+// flush publishes the changes since the last batch, if any became visible.
+func (p *presence) flush() {
+	p.mu.Lock()
+	if len(p.pending) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	pending := p.pending
+	p.pending = make(map[string]*pendingChange, len(pending))
+	p.mu.Unlock()
+	changes := make([]protocol.PresenceChange, 0, len(pending))
+	online, offline := true, false
+	for user, c := range pending {
+		ch := protocol.PresenceChange{User: user, Devices: c.devices}
+		switch {
+		case c.devices > 0 && !c.wasOnline:
+			ch.Online = &online
+		case c.devices == 0 && c.wasOnline:
+			ch.Online = &offline
+		case c.devices == 0:
+			continue // came and went within the batch: never visible
+		}
+		changes = append(changes, ch)
+	}
+	if len(changes) == 0 {
+		return
+	}
+	p.seq++
+	p.publish(p.s.subjects.PresenceEvents(), protocol.PresenceBatch{
+		Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq, Changes: changes,
+	})
+}
+
+func (p *presence) heartbeat() {
+	p.publish(p.s.subjects.PresenceHeartbeat(), protocol.NodeHeartbeat{
+		Node:        p.s.opts.NodeID,
+		Epoch:       p.s.runID,
+		Seq:         p.seq,
+		Connections: int(p.s.nconns.Load()),
+		Users:       int(p.s.reg.users.Load()),
+		IntervalMS:  int(p.s.opts.PresenceInterval / time.Millisecond),
+		Draining:    p.s.draining.Load(),
+	})
+}
+
+func (p *presence) publish(subject string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		p.s.log.Error("encoding presence", zap.Error(err))
+		return
+	}
+	if err := p.s.nc.Publish(subject, b); err != nil && p.s.nc.IsConnected() {
+		p.s.log.Warn("publishing presence", zap.String("subject", subject), zap.Error(err))
+	}
+}
+
+// snapshot answers a snapshot request with every user on this node, in
+// chunks. Pending changes are published first, so the snapshot is at least
+// as new as batch Seq; changes recorded meanwhile may be in it too, which
+// is harmless: batches carry device counts, not deltas.
+func (p *presence) snapshot(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	var req protocol.SnapshotRequest
+	if len(m.Data) > 0 {
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			return
+		}
+	}
+	if req.Node != "" && req.Node != p.s.opts.NodeID {
+		return
+	}
+	p.flush()
+	chunk := protocol.SnapshotChunk{Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq}
+	send := func(last bool) {
+		chunk.Last = last
+		p.publish(m.Reply, chunk)
+		chunk.Users = chunk.Users[:0]
+	}
+	p.s.reg.each(func(u *user) {
+		if n := len(*u.conns.Load()); n > 0 {
+			chunk.Users = append(chunk.Users, protocol.UserDevices{User: u.id, Devices: n})
+			if len(chunk.Users) == snapshotChunkUsers {
+				send(false)
+			}
+		}
+	})
+	send(true)
+}
+
+func (p *presence) close() {
+	close(p.stop)
+	<-p.done
+	if p.sub != nil {
+		_ = p.sub.Unsubscribe()
+	}
+}
+
+// kickUser closes every connection of a user on this node for a kick
+// control message and answers it with how many were closed.
+func (s *Server) kickUser(u *user, m *nats.Msg) {
+	conns := *u.conns.Load()
+	for _, c := range conns {
+		c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseKicked, reason: "connections closed by the service"})
+	}
+	s.m.kicked.Add(float64(len(conns)))
+	if m.Reply != "" {
+		b, _ := json.Marshal(protocol.KickReply{Node: s.opts.NodeID, Closed: len(conns)})
+		_ = m.Respond(b)
+	}
+}
