@@ -3,8 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,131 +19,254 @@ import (
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
-// Error codes of the API: the "error" member of every error body. They are
-// stable; the "message" member is for humans and may change.
+// route is one endpoint of the HTTP API. The OpenAPI file
+// (router/openapi.json, served at GET /v1/openapi.json) lists exactly these.
+type route struct {
+	method  string
+	pattern string // as in the OpenAPI file; also the metrics label
+	public  bool   // served without credentials
+	handle  func(s *Server, w http.ResponseWriter, r *http.Request, user, cred string) (opResult, *apiError)
+}
+
+// Patterns of the HTTP API.
 const (
-	CodeBadJSON          = "bad_json"
-	CodeBadUser          = "bad_user"
-	CodeUnauthorized     = "unauthorized"
-	CodeNotFound         = "not_found"
-	CodeMethodNotAllowed = "method_not_allowed"
-	CodeTooLarge         = "too_large"
-	CodeNATSUnavailable  = "nats_unavailable"
+	routeUser        = "/v1/users/{user}/messages"
+	routePresence    = "/v1/users/{user}/presence"
+	routeConnections = "/v1/users/{user}/connections"
+	routeBatch       = "/v1/messages"
+	routeBroadcast   = "/v1/broadcast"
+	routeQuery       = "/v1/presence/query"
+	routeStats       = "/v1/stats"
+	routeOpenAPI     = "/v1/openapi.json"
+	routeOther       = "other" // no route matched (404)
 )
 
-// errorBody is the JSON body of every error response.
-type errorBody struct {
-	Error   string `json:"error"`
-	Message string `json:"message"`
+var routes = []route{
+	{method: http.MethodPost, pattern: routeUser, handle: (*Server).httpPublish},
+	{method: http.MethodGet, pattern: routePresence, handle: (*Server).httpPresence},
+	{method: http.MethodDelete, pattern: routeConnections, handle: (*Server).httpKick},
+	{method: http.MethodPost, pattern: routeBatch, handle: (*Server).httpBatch},
+	{method: http.MethodPost, pattern: routeBroadcast, handle: (*Server).httpBroadcast},
+	{method: http.MethodPost, pattern: routeQuery, handle: (*Server).httpPresenceQuery},
+	{method: http.MethodGet, pattern: routeStats, handle: (*Server).httpStats},
+	{method: http.MethodGet, pattern: routeOpenAPI, public: true},
 }
 
-// acceptedBody is the JSON body of a 202 response.
-type acceptedBody struct {
-	ID string `json:"id"`
+// userRoutes maps the last segment of a /v1/users/{user}/... path to its
+// pattern.
+var userRoutes = map[string]string{
+	"messages":    routeUser,
+	"presence":    routePresence,
+	"connections": routeConnections,
 }
 
-// matchRoute maps the escaped request path to its route and, for the user
-// route, the still-escaped user segment. Matching is on the escaped path so
-// that an id holding '/' ("a%2Fb"), '.' or ".." is one segment and is never
-// cleaned or split.
-func matchRoute(escaped string) (route, userSeg string) {
-	if escaped == routeBroadcast {
-		return routeBroadcast, ""
+// matchRoute maps the escaped request path to its pattern and, for the
+// user routes, the still-escaped user segment. Matching is on the escaped
+// path so that an id holding '/' ("a%2Fb"), '.' or ".." is one segment and
+// is never cleaned or split.
+func matchRoute(escaped string) (pattern, userSeg string) {
+	switch escaped {
+	case routeBatch, routeBroadcast, routeQuery, routeStats, routeOpenAPI:
+		return escaped, ""
 	}
-	const pre, post = "/v1/users/", "/messages"
-	if rest, ok := strings.CutPrefix(escaped, pre); ok {
-		if seg, ok := strings.CutSuffix(rest, post); ok && !strings.Contains(seg, "/") {
-			return routeUser, seg
+	if rest, ok := strings.CutPrefix(escaped, "/v1/users/"); ok {
+		if i := strings.LastIndexByte(rest, '/'); i >= 0 && !strings.Contains(rest[:i], "/") {
+			if p, ok := userRoutes[rest[i+1:]]; ok {
+				return p, rest[:i]
+			}
 		}
 	}
 	return routeOther, ""
 }
 
 // serveAPI is the API listener's handler. Checks go from the cheapest to the
-// costliest: route, method, API key, user id, body, NATS.
+// costliest: route, method, credentials, rate limit, request, NATS.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	route, userSeg := matchRoute(r.URL.EscapedPath())
-	if route == routeOther {
-		s.fail(w, route, http.StatusNotFound, CodeNotFound, "no such endpoint: the API is POST /v1/users/{user}/messages and POST /v1/broadcast")
+	pattern, userSeg := matchRoute(r.URL.EscapedPath())
+	if pattern == routeOther {
+		s.fail(w, routeOther, &apiError{status: http.StatusNotFound, code: CodeNotFound,
+			msg: "no such endpoint: see GET /v1/openapi.json"})
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		s.fail(w, route, http.StatusMethodNotAllowed, CodeMethodNotAllowed, fmt.Sprintf("%s is not allowed here; use POST", r.Method))
-		return
-	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", "Bearer")
-		s.fail(w, route, http.StatusUnauthorized, CodeUnauthorized, "missing or unknown API key: send Authorization: Bearer <api key>")
-		return
-	}
-	var subject, target string
-	if route == routeUser {
-		user, err := url.PathUnescape(userSeg)
-		if err == nil {
-			err = protocol.ValidateUserID(user)
+	var rt *route
+	var allow []string
+	for i := range routes {
+		if routes[i].pattern == pattern {
+			allow = append(allow, routes[i].method)
+			if routes[i].method == r.Method {
+				rt = &routes[i]
+			}
 		}
-		if err == nil {
-			subject, err = s.subjects.UserID(user)
+	}
+	if rt == nil {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.fail(w, pattern, &apiError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
+			msg: fmt.Sprintf("%s is not allowed here; use %s", r.Method, strings.Join(allow, " or "))})
+		return
+	}
+	if rt.public {
+		s.m.request(pattern, http.StatusOK)
+		writeBody(w, http.StatusOK, openAPI)
+		return
+	}
+	cred, aerr := s.authenticate(r)
+	if aerr != nil {
+		if aerr.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", "Bearer")
 		}
-		if err != nil {
-			s.fail(w, route, http.StatusBadRequest, CodeBadUser, "bad user id in the path: "+err.Error())
+		s.fail(w, pattern, aerr)
+		return
+	}
+	if ok, wait := s.limits.allow(cred, time.Now()); !ok {
+		s.fail(w, pattern, &apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, retryAfter: retryAfterSeconds(wait),
+			msg: fmt.Sprintf("over the rate limit of %g requests per second for this credential (--rate-limit)", s.opts.RateLimit)})
+		return
+	}
+	var user string
+	if strings.Contains(pattern, "{user}") {
+		var err error
+		if user, err = url.PathUnescape(userSeg); err != nil {
+			s.fail(w, pattern, badUser(err))
 			return
 		}
-		target = targetUser
-	} else {
-		subject, target = s.subjects.Broadcast(), targetBroadcast
 	}
-	body, ok := s.readBody(w, r, route)
-	if !ok {
+	res, aerr := rt.handle(s, w, r, user, cred)
+	if aerr != nil {
+		s.fail(w, pattern, aerr)
 		return
 	}
-	id, err := s.publish(r.Context(), target, subject, body)
+	if res.replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	s.m.request(pattern, res.status)
+	writeBody(w, res.status, res.body)
+}
+
+func (s *Server) httpPublish(w http.ResponseWriter, r *http.Request, user, cred string) (opResult, *apiError) {
+	if _, aerr := s.checkUser(user); aerr != nil {
+		return opResult{}, aerr
+	}
+	req := publishRequest{User: user}
+	var aerr *apiError
+	if req.RequireOnline, aerr = boolParam(r, "require_online"); aerr != nil {
+		return opResult{}, aerr
+	}
+	if req.IdempotencyKey, aerr = idempotencyHeader(r); aerr != nil {
+		return opResult{}, aerr
+	}
+	if req.Data, aerr = s.readBody(w, r); aerr != nil {
+		return opResult{}, aerr
+	}
+	return s.opPublish(r.Context(), cred, &req)
+}
+
+func (s *Server) httpBatch(w http.ResponseWriter, r *http.Request, _, cred string) (opResult, *apiError) {
+	var body struct {
+		Users []string        `json:"users"`
+		Data  json.RawMessage `json:"data"`
+	}
+	req := batchRequest{}
+	var aerr *apiError
+	if req.RequireOnline, aerr = boolParam(r, "require_online"); aerr != nil {
+		return opResult{}, aerr
+	}
+	if req.IdempotencyKey, aerr = idempotencyHeader(r); aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := s.readJSON(w, r, &body); aerr != nil {
+		return opResult{}, aerr
+	}
+	req.Users, req.Data = body.Users, body.Data
+	return s.opBatch(r.Context(), cred, &req)
+}
+
+func (s *Server) httpBroadcast(w http.ResponseWriter, r *http.Request, _, cred string) (opResult, *apiError) {
+	var req broadcastRequest
+	var aerr *apiError
+	if req.IdempotencyKey, aerr = idempotencyHeader(r); aerr != nil {
+		return opResult{}, aerr
+	}
+	if req.Data, aerr = s.readBody(w, r); aerr != nil {
+		return opResult{}, aerr
+	}
+	return s.opBroadcast(r.Context(), cred, &req)
+}
+
+func (s *Server) httpPresence(_ http.ResponseWriter, _ *http.Request, user, _ string) (opResult, *apiError) {
+	return s.opPresence(&userRequest{User: user})
+}
+
+func (s *Server) httpPresenceQuery(w http.ResponseWriter, r *http.Request, _, _ string) (opResult, *apiError) {
+	var req usersRequest
+	if aerr := s.readJSON(w, r, &req); aerr != nil {
+		return opResult{}, aerr
+	}
+	return s.opPresenceQuery(&req)
+}
+
+func (s *Server) httpStats(_ http.ResponseWriter, _ *http.Request, _, _ string) (opResult, *apiError) {
+	return s.opStats()
+}
+
+func (s *Server) httpKick(_ http.ResponseWriter, r *http.Request, user, _ string) (opResult, *apiError) {
+	return s.opKick(r.Context(), &userRequest{User: user})
+}
+
+// boolParam reads a boolean query parameter ("true", "false", "1", "0").
+func boolParam(r *http.Request, name string) (bool, *apiError) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
 	if err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
-			s.fail(w, route, http.StatusRequestEntityTooLarge, CodeTooLarge, "the message is larger than the NATS server's max_payload")
-			return
-		}
-		msg := "NATS is disconnected; nothing was published, retry later"
-		if !errors.Is(err, errDisconnected) {
-			// The server may have received the message before the failure.
-			msg = "publishing to NATS failed, retry later (the message may have gone out): " + err.Error()
-		}
-		w.Header().Set("Retry-After", "1")
-		s.fail(w, route, http.StatusServiceUnavailable, CodeNATSUnavailable, msg)
-		return
+		return false, &apiError{status: http.StatusBadRequest, code: CodeBadRequest, msg: fmt.Sprintf("?%s= must be true or false", name)}
 	}
-	s.reply(w, route, http.StatusAccepted, acceptedBody{ID: id})
+	return b, nil
 }
 
-// authorized reports whether the request carries one of the API keys as a
-// bearer token. The token's SHA-256 is compared with every key's in
-// constant time, so neither the match nor the key lengths show in timing.
-func (s *Server) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+// idempotencyHeader reads the Idempotency-Key header: absent, or one
+// non-empty value.
+func idempotencyHeader(r *http.Request) (string, *apiError) {
+	vals := r.Header.Values("Idempotency-Key")
+	switch {
+	case len(vals) == 0:
+		return "", nil
+	case len(vals) > 1 || vals[0] == "":
+		return "", &apiError{status: http.StatusBadRequest, code: CodeBadIdempotencyKey, msg: "send one non-empty Idempotency-Key header"}
 	}
-	tok = strings.TrimSpace(tok)
-	if tok == "" {
-		return false
-	}
-	sum := sha256.Sum256([]byte(tok))
-	match := 0
-	for i := range s.keys {
-		match |= subtle.ConstantTimeCompare(sum[:], s.keys[i][:])
-	}
-	return match == 1
+	return vals[0], checkIdempotencyKey(vals[0])
 }
 
-// readBody reads the message data: at most MaxBodyBytes of one JSON value
-// in UTF-8 (what a gateway delivers unchanged). It answers the request
-// itself and returns false when the body is refused.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) ([]byte, bool) {
+// readJSON reads a JSON object request body into v; unknown members are
+// refused (a misspelt "users" must not pass silently).
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any) *apiError {
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		return aerr
+	}
+	return decodeStrict(body, v)
+}
+
+func decodeStrict(body []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not the JSON object expected: " + err.Error()}
+	}
+	if dec.More() {
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body holds more than one JSON value"}
+	}
+	return nil
+}
+
+// readBody reads a request body: at most MaxBodyBytes of one JSON value in
+// UTF-8 (for a message, what a gateway delivers unchanged).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	limit := int64(s.opts.MaxBodyBytes)
+	tooLarge := &apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge, msg: tooLargeMsg(limit)}
 	if r.ContentLength > limit {
-		s.fail(w, route, http.StatusRequestEntityTooLarge, CodeTooLarge, tooLargeMsg(limit))
-		return nil, false
+		return nil, tooLarge
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
@@ -154,64 +275,58 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, route string) 
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
-			s.fail(w, route, http.StatusRequestEntityTooLarge, CodeTooLarge, tooLargeMsg(limit))
-			return nil, false
+			return nil, tooLarge
 		}
-		s.fail(w, route, http.StatusBadRequest, CodeBadJSON, "reading the body: "+err.Error())
-		return nil, false
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "reading the body: " + err.Error()}
 	}
 	body := buf.Bytes()
 	switch {
 	case len(body) == 0:
-		s.fail(w, route, http.StatusBadRequest, CodeBadJSON, "the body is empty; send the message data as one JSON value")
-		return nil, false
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is empty; send one JSON value"}
 	case !protocol.PayloadIsJSON(body):
-		s.fail(w, route, http.StatusBadRequest, CodeBadJSON, "the body is not one JSON value in UTF-8")
-		return nil, false
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not one JSON value in UTF-8"}
 	}
-	return body, true
+	return body, nil
 }
 
 func tooLargeMsg(limit int64) string {
 	return "the body is larger than " + strconv.FormatInt(limit, 10) + " bytes (--max-body-bytes)"
 }
 
-// publish sends body to subject with a new message id and waits until the
-// NATS server has it (a flush round trip), so a 202 means NATS took the
-// message, and a failure means the caller may retry.
-func (s *Server) publish(ctx context.Context, target, subject string, body []byte) (string, error) {
-	nc := s.nc.Load()
-	if !nc.IsConnected() {
-		s.m.publishErrors.WithLabelValues("disconnected").Inc()
-		return "", errDisconnected
-	}
+// pub publishes body to subject with a new message id, without waiting.
+func (s *Server) pub(nc *nats.Conn, target, subject string, body []byte) (string, error) {
 	id := newMsgID()
 	msg := nats.NewMsg(subject)
 	msg.Header.Set(protocol.HeaderMsgID, id)
 	msg.Data = body
-	start := time.Now()
 	if err := nc.PublishMsg(msg); err != nil {
 		reason := "publish"
 		if errors.Is(err, nats.ErrMaxPayload) {
 			reason = "too_large"
 		}
 		s.m.publishErrors.WithLabelValues(reason).Inc()
-		s.logRateLimited("NATS publish failed", zap.String("subject", subject), zap.Error(err))
+		s.logRateLimited("NATS publish failed", zap.String("target", target), zap.Error(err))
 		return "", err
 	}
+	s.m.bodyBytes.Observe(float64(len(body)))
+	if ce := s.log.Check(zap.DebugLevel, "published"); ce != nil {
+		ce.Write(zap.String("target", target), zap.String("id", id), zap.Int("bytes", len(body)))
+	}
+	return id, nil
+}
+
+// flush waits until the NATS server has every message published so far (a
+// round trip), so a 202 means NATS took them, and a failure means the
+// caller may retry.
+func (s *Server) flush(ctx context.Context, nc *nats.Conn) error {
 	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if err := nc.FlushWithContext(fctx); err != nil {
 		s.m.publishErrors.WithLabelValues("flush").Inc()
-		s.logRateLimited("NATS did not confirm a publish", zap.String("subject", subject), zap.Error(err))
-		return "", fmt.Errorf("NATS did not confirm the publish: %w", err)
+		s.logRateLimited("NATS did not confirm a publish", zap.Error(err))
+		return fmt.Errorf("NATS did not confirm the publish: %w", err)
 	}
-	s.m.publish.WithLabelValues(target).Observe(time.Since(start).Seconds())
-	s.m.bodyBytes.Observe(float64(len(body)))
-	if ce := s.log.Check(zap.DebugLevel, "published"); ce != nil {
-		ce.Write(zap.String("subject", subject), zap.String("id", id), zap.Int("bytes", len(body)))
-	}
-	return id, nil
+	return nil
 }
 
 // newMsgID returns a new message id: a NUID, which protocol.ValidMsgID
@@ -226,33 +341,39 @@ func newMsgID() string {
 }
 
 // fail answers with an error body.
-func (s *Server) fail(w http.ResponseWriter, route string, status int, code, msg string) {
-	s.reply(w, route, status, errorBody{Error: code, Message: msg})
-}
-
-// reply writes v as the JSON body and counts the request.
-func (s *Server) reply(w http.ResponseWriter, route string, status int, v any) {
-	writeJSON(w, status, v)
-	s.m.request(route, status)
+func (s *Server) fail(w http.ResponseWriter, route string, e *apiError) {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	s.m.request(route, e.status)
+	writeJSON(w, e.status, errorBody{Error: e.code, Message: e.msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeBody(w, status, encodeJSON(v))
+}
+
+// encodeJSON encodes v without HTML escaping: messages are for humans
+// reading JSON, "<api key>" stays as is.
+func encodeJSON(v any) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	// Messages are for humans reading JSON, not HTML: "<api key>" stays as is.
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		// Only plain structs and maps of strings are written; this is not reached.
-		buf.Reset()
-		buf.WriteString(`{"error":"internal","message":"encoding the response failed"}` + "\n")
-		status = http.StatusInternalServerError
+		return []byte(`{"error":"internal","message":"encoding the response failed"}`)
 	}
-	b := buf.Bytes()
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// writeBody writes a JSON body and a newline.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	_, _ = w.Write(body)
+	_, _ = w.Write([]byte("\n"))
 }

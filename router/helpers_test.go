@@ -216,13 +216,19 @@ func watch(t testing.TB, ns *server.Server) *nats.Subscription {
 	return sub
 }
 
+// nextMsg returns the next delivery on sub: presence traffic (the
+// router's snapshot requests) is skipped.
 func nextMsg(t testing.TB, sub *nats.Subscription) *nats.Msg {
 	t.Helper()
-	m, err := sub.NextMsg(5 * time.Second)
-	if err != nil {
-		t.Fatalf("no NATS message: %v", err)
+	for {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no NATS message: %v", err)
+		}
+		if !strings.HasPrefix(m.Subject, protocol.DefaultSubjectPrefix+".presence.") {
+			return m
+		}
 	}
-	return m
 }
 
 // expectDelivered checks that the next message on sub is body on subject

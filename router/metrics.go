@@ -7,16 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Route labels of wsfleet_router_http_requests_total.
-const (
-	routeUser      = "/v1/users/{user}/messages"
-	routeBroadcast = "/v1/broadcast"
-	routeOther     = "other" // no route matched (404)
-)
-
 // Target labels of the publish series.
 const (
 	targetUser      = "user"
+	targetBatch     = "batch"
 	targetBroadcast = "broadcast"
 )
 
@@ -30,6 +24,15 @@ type metrics struct {
 	publish       *prometheus.HistogramVec
 	publishErrors *prometheus.CounterVec
 	bodyBytes     prometheus.Histogram
+
+	natsRequests     *prometheus.CounterVec
+	authFailures     *prometheus.CounterVec
+	idempotency      *prometheus.CounterVec
+	kicks            prometheus.Counter
+	presenceMsgs     *prometheus.CounterVec
+	presenceGaps     prometheus.Counter
+	snapshotRequests *prometheus.CounterVec
+	nodesExpired     prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -39,13 +42,51 @@ func newMetrics(s *Server) *metrics {
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 		Help: "API requests answered, by route and HTTP status code."}, []string{"route", "code"})
 	m.publish = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
-		Help:    "Time to publish a message to NATS and have the server confirm it (flush), by target (user or broadcast).",
+		Help:    "Time to publish a message (a batch: all its messages) to NATS and have the server confirm it (flush), by target (user, batch, broadcast).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"target"})
 	m.publishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "publish_errors_total",
 		Help: "Messages that could not be published, by reason (disconnected, publish, flush, too_large)."}, []string{"reason"})
 	m.bodyBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "message_bytes",
 		Help: "Sizes of the messages published.", Buckets: prometheus.ExponentialBuckets(16, 4, 10)})
-	reg.MustRegister(m.requests, m.publish, m.publishErrors, m.bodyBytes)
+	m.natsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "nats_requests_total",
+		Help: "NATS request API requests answered, by operation and HTTP-equivalent status code."}, []string{"op", "code"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jwt_failures_total",
+		Help: "Bearer JWTs refused, by reason."}, []string{"reason"})
+	m.idempotency = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "idempotency_total",
+		Help: "Requests with an idempotency key, by outcome (claimed, replayed, in_progress, reused, error)."}, []string{"outcome"})
+	m.kicks = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "kicks_total",
+		Help: "Kick requests (every connection of a user closed)."})
+	m.presenceMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_messages_total",
+		Help: "Presence messages received from gateway nodes, by kind (batch, heartbeat, snapshot_chunk, invalid)."}, []string{"kind"})
+	m.presenceGaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "presence_gaps_total",
+		Help: "Missed presence batches noticed (a Seq skipped in a batch or a heartbeat), each answered with a snapshot request."})
+	m.snapshotRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_snapshots_total",
+		Help: "Presence snapshot requests sent, failed to send (error), timed out, and node snapshots applied (node_complete)."}, []string{"result"})
+	m.nodesExpired = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "presence_nodes_expired_total",
+		Help: "Gateway nodes dropped, with their users, after --node-ttl without a heartbeat."})
+	reg.MustRegister(m.requests, m.publish, m.publishErrors, m.bodyBytes, m.natsRequests, m.authFailures, m.idempotency,
+		m.kicks, m.presenceMsgs, m.presenceGaps, m.snapshotRequests, m.nodesExpired)
+	viewGauge := func(name, help string, f func(v *view) int) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
+			if s.t == nil {
+				return 0
+			}
+			s.t.v.mu.RLock()
+			defer s.t.v.mu.RUnlock()
+			return float64(f(s.t.v))
+		}))
+	}
+	viewGauge("presence_users", "Users online fleet-wide in the presence view.", func(v *view) int { return len(v.users) })
+	viewGauge("presence_nodes", "Gateway nodes in the presence view.", func(v *view) int { return len(v.byID) })
+	viewGauge("presence_nodes_unsynced", "Gateway nodes whose state awaits a snapshot.", func(v *view) int {
+		n := 0
+		for _, x := range v.nodes {
+			if x != nil && !x.synced {
+				n++
+			}
+		}
+		return n
+	})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "nats_connected",
 		Help: "1 while the router is connected to NATS."}, func() float64 {
 		if s.natsConnected() {
@@ -56,7 +97,7 @@ func newMetrics(s *Server) *metrics {
 	reg.MustRegister(collectors.NewGoCollector())
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series known in advance start at zero rather than appearing on first use.
-	for _, t := range []string{targetUser, targetBroadcast} {
+	for _, t := range []string{targetUser, targetBatch, targetBroadcast} {
 		m.publish.WithLabelValues(t)
 	}
 	for _, r := range []string{"disconnected", "publish", "flush", "too_large"} {

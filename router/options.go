@@ -2,13 +2,16 @@ package router
 
 import (
 	"fmt"
+	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -19,6 +22,8 @@ const (
 	// MaxBodyLimit is the largest MaxBodyBytes accepted: nats-server's own
 	// ceiling on max_payload (64 MiB).
 	MaxBodyLimit = 64 << 20
+	// MaxBatchUsersLimit is the largest MaxBatchUsers accepted.
+	MaxBatchUsersLimit = 100000
 )
 
 // Options configures a router. Every field documents its default; the
@@ -41,11 +46,79 @@ type Options struct {
 	// Default "wsfleet".
 	SubjectPrefix string
 
-	// APIKeys are the bearer tokens callers authenticate with; any one of
+	// APIKeys are bearer tokens callers authenticate with; any one of
 	// them is accepted, so a key can be rotated by adding the new one,
 	// moving the callers over, then removing the old one. Each is at least
-	// MinAPIKeyBytes bytes of printable ASCII. Required: no default.
+	// MinAPIKeyBytes bytes of printable ASCII. Default none; at least one
+	// key or a JWT key source (JWTHS256Secret, JWTJWKSFile, JWTJWKSURL) is
+	// required.
 	APIKeys []string
+
+	// JWTHS256Secret is an HMAC secret (at least 32 bytes) that verifies
+	// HS256, HS384 and HS512 bearer JWTs. Default "" (none).
+	JWTHS256Secret string
+	// JWTJWKSFile is a JSON Web Key Set file of public keys, re-read when
+	// it changes. Default "" (none).
+	JWTJWKSFile string
+	// JWTJWKSURL is a JWKS endpoint, refreshed every JWTJWKSRefresh and on
+	// an unknown key id. Default "" (none).
+	JWTJWKSURL string
+	// JWTJWKSRefresh is how often the JWKS file and URL are re-read.
+	// Default 5m.
+	JWTJWKSRefresh time.Duration
+	// JWTAlgorithms is the algorithm allowlist. Default: those of the
+	// configured keys. "none" is never accepted.
+	JWTAlgorithms []string
+	// JWTIssuer, when set, must equal the token's iss. Default "".
+	JWTIssuer string
+	// JWTAudience, when set, must be among the token's aud. Default "".
+	JWTAudience string
+	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s.
+	JWTLeeway time.Duration
+	// JWTAllowNoExp accepts tokens without an exp claim. Default false.
+	JWTAllowNoExp bool
+	// JWTScope is the scope a JWT must grant ("scope" or "scp" claim);
+	// a valid token without it gets 403 forbidden. Default "publish".
+	JWTScope string
+
+	// RateLimit is each credential's (API key's or JWT sub's) request rate
+	// per second, a token bucket; over it the reply is 429 with
+	// Retry-After. Default 1000; negative: no limit.
+	RateLimit float64
+	// RateLimitBurst is the bucket's size. Default 2×RateLimit.
+	RateLimitBurst int
+
+	// MaxBatchUsers bounds the users of one batch publish or presence
+	// query; over it the reply is 400 too_many_users. Default 1000.
+	MaxBatchUsers int
+
+	// IdempotencyWindow is how long an Idempotency-Key is remembered: a
+	// retry within it is not published again and gets the first answer.
+	// Default 1h.
+	IdempotencyWindow time.Duration
+	// IdempotencyStore is where keys are kept: "jetstream" (a NATS KV
+	// bucket shared by every router replica; Start fails without
+	// JetStream), "memory" (this replica only, bounded by
+	// IdempotencyMaxKeys) or "auto" (JetStream when the NATS server has
+	// it, else memory with a warning). Default "auto".
+	IdempotencyStore string
+	// IdempotencyBucket is the JetStream KV bucket. Default
+	// "wsfleet_idempotency".
+	IdempotencyBucket string
+	// IdempotencyMaxKeys bounds the in-memory store; the oldest keys go
+	// first. Default 100000.
+	IdempotencyMaxKeys int
+
+	// NodeTTL drops a gateway node, with all its users, when no heartbeat
+	// (or batch) came from it for this long. Default 15s.
+	NodeTTL time.Duration
+	// SnapshotTimeout bounds a presence snapshot request; a node that has
+	// not sent its last chunk by then is asked again later. Default 2s.
+	SnapshotTimeout time.Duration
+	// KickTimeout bounds the wait for gateway nodes' answers to a kick;
+	// it ends earlier once every node the presence view lists for the
+	// user has answered. Default 2s.
+	KickTimeout time.Duration
 
 	// MaxBodyBytes bounds a request body (the message data); over it the
 	// reply is 413. It must leave room for the message id header within the
@@ -74,7 +147,42 @@ func (o *Options) SetDefaults() {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 256 << 10
 	}
+	defDur := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defInt := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	defDur(&o.JWTJWKSRefresh, 5*time.Minute)
+	defDur(&o.JWTLeeway, 5*time.Second)
+	def(&o.JWTScope, "publish")
+	if o.RateLimit == 0 {
+		o.RateLimit = 1000
+	}
+	if o.RateLimitBurst == 0 && o.RateLimit > 0 {
+		o.RateLimitBurst = int(math.Ceil(2 * o.RateLimit))
+	}
+	defInt(&o.MaxBatchUsers, 1000)
+	defDur(&o.IdempotencyWindow, time.Hour)
+	def(&o.IdempotencyStore, "auto")
+	def(&o.IdempotencyBucket, "wsfleet_idempotency")
+	defInt(&o.IdempotencyMaxKeys, 100000)
+	defDur(&o.NodeTTL, 15*time.Second)
+	defDur(&o.SnapshotTimeout, 2*time.Second)
+	defDur(&o.KickTimeout, 2*time.Second)
 }
+
+// jwtConfigured reports whether a JWT key source is set.
+func (o *Options) jwtConfigured() bool {
+	return o.JWTHS256Secret != "" || o.JWTJWKSFile != "" || o.JWTJWKSURL != ""
+}
+
+// allAlgorithms are the JWT algorithms the router can verify.
+var allAlgorithms = append(append([]string(nil), jwtverify.AsymmetricAlgorithms...), jwtverify.HMACAlgorithms...)
 
 func badOption(flag string, format string, args ...any) error {
 	return fmt.Errorf("%w --%s: %s", ErrBadOption, flag, fmt.Sprintf(format, args...))
@@ -100,7 +208,7 @@ func (o *Options) Validate() error {
 	if err := protocol.ValidatePrefix(o.SubjectPrefix); err != nil {
 		return badOption("subject-prefix", "%q: %v", o.SubjectPrefix, err)
 	}
-	if len(o.APIKeys) == 0 {
+	if len(o.APIKeys) == 0 && !o.jwtConfigured() {
 		return fmt.Errorf("%w: %w", ErrBadOption, ErrNoAPIKey)
 	}
 	for i, k := range o.APIKeys {
@@ -116,7 +224,64 @@ func (o *Options) Validate() error {
 	if o.MaxBodyBytes < 1 || o.MaxBodyBytes > MaxBodyLimit {
 		return badOption("max-body-bytes", "must be between 1 and %d, got %d", MaxBodyLimit, o.MaxBodyBytes)
 	}
+	if o.JWTHS256Secret != "" && len(o.JWTHS256Secret) < 32 {
+		return badOption("jwt-hs256-secret", "must be at least 32 bytes (RFC 7518 §3.2), got %d", len(o.JWTHS256Secret))
+	}
+	if o.JWTJWKSURL != "" && !strings.HasPrefix(o.JWTJWKSURL, "https://") && !strings.HasPrefix(o.JWTJWKSURL, "http://") {
+		return badOption("jwt-jwks-url", "%q must be an http(s) URL", o.JWTJWKSURL)
+	}
+	for _, a := range o.JWTAlgorithms {
+		if !slices.Contains(allAlgorithms, a) {
+			return badOption("jwt-algorithms", "%q is not one of %s", a, strings.Join(allAlgorithms, ","))
+		}
+	}
+	if o.JWTLeeway < 0 || o.JWTLeeway > 5*time.Minute {
+		return badOption("jwt-leeway", "must be between 0 and 5m, got %s", o.JWTLeeway)
+	}
+	if strings.TrimSpace(o.JWTScope) != o.JWTScope || strings.ContainsAny(o.JWTScope, " \t\r\n") {
+		return badOption("jwt-scope", "%q must be one scope, without spaces", o.JWTScope)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"jwt-jwks-refresh", o.JWTJWKSRefresh}, {"idempotency-window", o.IdempotencyWindow},
+		{"node-ttl", o.NodeTTL}, {"snapshot-timeout", o.SnapshotTimeout}, {"kick-timeout", o.KickTimeout},
+	} {
+		if d.v < time.Millisecond {
+			return badOption(d.flag, "must be at least 1ms, got %s", d.v)
+		}
+	}
+	if o.RateLimit > 0 && o.RateLimitBurst < 1 {
+		return badOption("rate-limit-burst", "must be at least 1, got %d", o.RateLimitBurst)
+	}
+	if o.MaxBatchUsers < 1 || o.MaxBatchUsers > MaxBatchUsersLimit {
+		return badOption("max-batch-users", "must be between 1 and %d, got %d", MaxBatchUsersLimit, o.MaxBatchUsers)
+	}
+	switch o.IdempotencyStore {
+	case "auto", "jetstream", "memory":
+	default:
+		return badOption("idempotency-store", "%q is not auto, jetstream or memory", o.IdempotencyStore)
+	}
+	if !validBucket(o.IdempotencyBucket) {
+		return badOption("idempotency-bucket", "%q must be 1-64 bytes of [A-Za-z0-9_-]", o.IdempotencyBucket)
+	}
+	if o.IdempotencyMaxKeys < 1 {
+		return badOption("idempotency-max-keys", "must be at least 1, got %d", o.IdempotencyMaxKeys)
+	}
 	return nil
+}
+
+func validBucket(b string) bool {
+	if b == "" || len(b) > 64 {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if c := b[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkHostPort(flag, addr string) error {

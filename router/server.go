@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -36,15 +36,22 @@ const (
 // headers against max_payload.
 const headerOverhead = len("NATS/1.0\r\n") + len(protocol.HeaderMsgID) + len(": ") + protocol.MaxMsgIDBytes + len("\r\n\r\n")
 
-// Server is one router: the HTTP publishing API in front of NATS.
+// Server is one router: the HTTP and NATS APIs in front of the fleet, and
+// its presence view.
 type Server struct {
-	opts     Options
-	log      *zap.Logger
-	subjects protocol.Subjects
-	keys     [][sha256.Size]byte // SHA-256 of each API key
-	m        *metrics
+	opts      Options
+	log       *zap.Logger
+	subjects  protocol.Subjects
+	keys      []apiKey
+	jwtSecret string
+	m         *metrics
+	limits    *limiters
+	t         *tracker
 
 	nc    atomic.Pointer[nats.Conn]
+	jwt   *jwtverify.Verifier // nil without a JWT key source
+	idem  idemStore
+	napi  *natsAPI
 	ln    net.Listener
 	http  *http.Server
 	admin *adminServer
@@ -52,6 +59,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	state      int // 0 new, 1 running, 2 shutting down, 3 done
+	trackerOn  bool
 	ready      atomic.Bool
 	lastErrLog atomic.Int64
 }
@@ -80,16 +88,22 @@ func New(opts Options) (*Server, error) {
 		subjects: subjects,
 	}
 	for _, k := range opts.APIKeys {
-		s.keys = append(s.keys, sha256.Sum256([]byte(k)))
+		s.keys = append(s.keys, newAPIKey(k))
 	}
-	s.opts.APIKeys = nil // only the digests are kept
+	s.opts.APIKeys = nil                                         // only the digests are kept
+	s.jwtSecret, s.opts.JWTHS256Secret = opts.JWTHS256Secret, "" // not in the options a caller may print
+	s.limits = newLimiters(opts.RateLimit, opts.RateLimitBurst)
+	s.t = newTracker(s)
 	s.m = newMetrics(s)
 	return s, nil
 }
 
-// Start connects to NATS (retrying for NATSConnectTimeout), checks
-// MaxBodyBytes against the server's max_payload, and starts the API and
-// admin listeners. On error everything started is stopped again.
+// Start loads the JWT keys, connects to NATS (retrying for
+// NATSConnectTimeout), checks MaxBodyBytes against the server's
+// max_payload, opens the idempotency store, starts the presence tracker
+// (which asks every gateway node for a snapshot), the NATS request API and
+// the HTTP API and admin listeners. On error everything started is stopped
+// again.
 func (s *Server) Start() (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -103,12 +117,28 @@ func (s *Server) Start() (err error) {
 			s.state = 3
 		}
 	}()
+	o := s.opts
+	o.JWTHS256Secret = s.jwtSecret
+	if s.jwt, err = newJWTVerifier(&o); err != nil {
+		return err
+	}
 	if err = s.connectNATS(); err != nil {
 		return err
 	}
-	if max := s.nc.Load().MaxPayload(); int64(s.opts.MaxBodyBytes+headerOverhead) > max {
+	nc := s.nc.Load()
+	if max := nc.MaxPayload(); int64(s.opts.MaxBodyBytes+headerOverhead) > max {
 		return badOption("max-body-bytes", "%d plus %d bytes of message id header exceeds the NATS server's max_payload of %d bytes; lower it to at most %d or raise max_payload",
 			s.opts.MaxBodyBytes, headerOverhead, max, max-int64(headerOverhead))
+	}
+	if s.idem, err = s.openIdempotency(nc); err != nil {
+		return err
+	}
+	if err = s.t.start(nc); err != nil {
+		return fmt.Errorf("%w: subscribing to presence: %v", ErrNATSUnavailable, err)
+	}
+	s.trackerOn = true
+	if s.napi, err = startNATSAPI(s, nc); err != nil {
+		return fmt.Errorf("%w: subscribing the NATS request API: %v", ErrNATSUnavailable, err)
 	}
 	if s.ln, err = net.Listen("tcp", s.opts.Listen); err != nil {
 		return badOption("listen", "%v", err)
@@ -145,6 +175,8 @@ func (s *Server) Start() (err error) {
 		zap.String("nats_url", s.nc.Load().ConnectedUrlRedacted()),
 		zap.String("subject_prefix", s.opts.SubjectPrefix),
 		zap.Int("api_keys", len(s.keys)),
+		zap.Bool("jwt", s.jwt != nil),
+		zap.String("idempotency_store", s.idem.kind()),
 		zap.Int("max_body_bytes", s.opts.MaxBodyBytes))
 	return nil
 }
@@ -173,6 +205,7 @@ func (s *Server) connectNATS() error {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+			s.t.natsReconnected()
 		}),
 	}
 	deadline := time.Now().Add(s.opts.NATSConnectTimeout)
@@ -251,6 +284,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.admin != nil {
 		s.admin.close()
 	}
+	s.stopBackground()
 	s.drainNATS(ctx)
 	s.state = 3
 	s.log.Info("router stopped")
@@ -283,10 +317,28 @@ func (s *Server) closeAll() {
 	if s.admin != nil {
 		s.admin.close()
 	}
+	s.stopBackground()
 	if nc := s.nc.Load(); nc != nil {
 		nc.Close()
 	}
 	_ = s.log.Sync()
+}
+
+// stopBackground stops the NATS request API (waiting for requests in
+// flight), the presence tracker and the JWT key refreshes.
+func (s *Server) stopBackground() {
+	if s.napi != nil {
+		s.napi.stop()
+		s.napi = nil
+	}
+	if s.trackerOn {
+		s.t.close()
+		s.trackerOn = false
+	}
+	if s.jwt != nil {
+		s.jwt.Close()
+		s.jwt = nil
+	}
 }
 
 // drainNATS drains the NATS connection (buffered publishes are sent) and

@@ -22,15 +22,24 @@ import (
 
 const usage = `Usage: router [flags]
 
-Runs the wsfleet router, an HTTP API that publishes messages over NATS to
-the users connected to the gateways:
+Runs the wsfleet router: an HTTP API (and the same operations as NATS
+request/reply on <prefix>.router.*) that publishes messages to the users
+connected to the gateways, tracks their presence and closes their
+connections:
 
-  POST /v1/users/{user}/messages   body: any JSON value; {user} percent-encoded
-  POST /v1/broadcast               body: any JSON value
+  POST   /v1/users/{user}/messages      body: any JSON value; {user} percent-encoded
+  POST   /v1/messages                   {"users":[...],"data":...}
+  POST   /v1/broadcast                  body: any JSON value
+  GET    /v1/users/{user}/presence
+  POST   /v1/presence/query             {"users":[...]}
+  GET    /v1/stats
+  DELETE /v1/users/{user}/connections   closes every device with 4403
+  GET    /v1/openapi.json               the OpenAPI 3 description
 
-Requests carry "Authorization: Bearer <api key>"; the answer is
-202 {"id":"<message id>"}. Set the keys with WSFLEET_API_KEY rather than
---api-key, which other users of the host can see in the process list.`
+Requests carry "Authorization: Bearer <api key or JWT>". Set API keys and
+the JWT secret with WSFLEET_API_KEY and WSFLEET_JWT_HS256_SECRET rather
+than flags, which other users of the host can see in the process list.
+docs/router.md describes the API.`
 
 // shutdownTimeout bounds the graceful shutdown after SIGTERM or SIGINT; a
 // second signal ends it at once.
@@ -63,6 +72,27 @@ func newFlags(c *config) *flagenv.Set {
 	fs.List(&o.APIKeys, "api-key", nil, fmt.Sprintf("API keys callers authenticate with, comma-separated or repeated; any one is accepted, so keys can be rotated (each at least %d bytes; required)", router.MinAPIKeyBytes))
 	fs.ShowDefault("api-key", "none")
 	fs.Int(&o.MaxBodyBytes, "max-body-bytes", def.MaxBodyBytes, "largest request body, the message data (413 above); must fit the NATS server's max_payload")
+	fs.Secret(&o.JWTHS256Secret, "jwt-hs256-secret", "HMAC secret for HS256/384/512 bearer JWTs (at least 32 bytes)")
+	fs.String(&o.JWTJWKSFile, "jwt-jwks-file", "", "JSON Web Key Set file of public keys for bearer JWTs, re-read when it changes")
+	fs.String(&o.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL for bearer JWTs, refreshed every --jwt-jwks-refresh and on an unknown kid")
+	fs.Duration(&o.JWTJWKSRefresh, "jwt-jwks-refresh", def.JWTJWKSRefresh, "JWKS refresh interval")
+	fs.List(&o.JWTAlgorithms, "jwt-algorithms", nil, "allowed JWT algorithms, comma-separated (default: those of the configured keys; never none)")
+	fs.String(&o.JWTIssuer, "jwt-issuer", "", "required iss claim, when set")
+	fs.String(&o.JWTAudience, "jwt-audience", "", "required aud claim, when set")
+	fs.Duration(&o.JWTLeeway, "jwt-leeway", def.JWTLeeway, "clock skew allowed on exp, nbf and iat")
+	fs.Bool(&o.JWTAllowNoExp, "jwt-allow-no-exp", false, "accept JWTs without an exp claim")
+	fs.String(&o.JWTScope, "jwt-scope", def.JWTScope, "scope a JWT must grant (scope or scp claim); 403 without it")
+	fs.Float(&o.RateLimit, "rate-limit", def.RateLimit, "requests per second per credential (API key or JWT sub); 429 above (negative: no limit)")
+	fs.Int(&o.RateLimitBurst, "rate-limit-burst", 0, "burst of the per-credential rate limit")
+	fs.ShowDefault("rate-limit-burst", "2x --rate-limit")
+	fs.Int(&o.MaxBatchUsers, "max-batch-users", def.MaxBatchUsers, "users in one batch publish or presence query (400 too_many_users above)")
+	fs.Duration(&o.IdempotencyWindow, "idempotency-window", def.IdempotencyWindow, "how long an Idempotency-Key is remembered")
+	fs.String(&o.IdempotencyStore, "idempotency-store", def.IdempotencyStore, "auto (JetStream KV when available, else memory), jetstream (shared by the replicas) or memory (per replica)")
+	fs.String(&o.IdempotencyBucket, "idempotency-bucket", def.IdempotencyBucket, "JetStream KV bucket of the idempotency keys")
+	fs.Int(&o.IdempotencyMaxKeys, "idempotency-max-keys", def.IdempotencyMaxKeys, "keys the in-memory idempotency store holds (oldest dropped first)")
+	fs.Duration(&o.NodeTTL, "node-ttl", def.NodeTTL, "drop a gateway node and its users after this long without a heartbeat")
+	fs.Duration(&o.SnapshotTimeout, "snapshot-timeout", def.SnapshotTimeout, "bound on a presence snapshot request")
+	fs.Duration(&o.KickTimeout, "kick-timeout", def.KickTimeout, "longest wait for the nodes' answers to a kick")
 	fs.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return fs

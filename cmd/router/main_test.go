@@ -183,7 +183,7 @@ func TestRunPublishesAndStopsOnSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sub, err := nc.SubscribeSync("acme.>")
+	sub, err := nc.SubscribeSync("acme.user.>")
 	if err != nil {
 		t.Fatal(err)
 	}

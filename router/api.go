@@ -1,0 +1,477 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// The API's operations, shared by the HTTP API (handlers_http.go) and the
+// NATS request API (handlers_nats.go): each takes a decoded request and
+// returns the answer's status and JSON body, or an *apiError.
+
+// Error codes of the API: the "error" member of every error body. They are
+// stable; the "message" member is for humans and may change.
+const (
+	CodeBadJSON                = "bad_json"
+	CodeBadRequest             = "bad_request"
+	CodeBadUser                = "bad_user"
+	CodeBadIdempotencyKey      = "bad_idempotency_key"
+	CodeUnauthorized           = "unauthorized"
+	CodeForbidden              = "forbidden"
+	CodeNotFound               = "not_found"
+	CodeUserOffline            = "user_offline"
+	CodeMethodNotAllowed       = "method_not_allowed"
+	CodeIdempotencyInProgress  = "idempotency_in_progress"
+	CodeTooLarge               = "too_large"
+	CodeIdempotencyKeyReused   = "idempotency_key_reused"
+	CodeTooManyUsers           = "too_many_users"
+	CodeRateLimited            = "rate_limited"
+	CodeNATSUnavailable        = "nats_unavailable"
+	CodeIdempotencyUnavailable = "idempotency_unavailable"
+	CodeInternal               = "internal"
+)
+
+// apiError is a refused request.
+type apiError struct {
+	status     int
+	code       string
+	msg        string
+	retryAfter int // seconds; 0: no Retry-After
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.msg }
+
+// opResult is a successful answer: the status and the JSON body.
+type opResult struct {
+	status   int
+	body     []byte
+	replayed bool // the stored answer of an earlier request with the same idempotency key
+}
+
+// errorBody is the JSON body of every HTTP error response; over NATS the
+// status is added.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Status  int    `json:"status,omitempty"`
+}
+
+// Request bodies. Over HTTP the user is in the path and options are query
+// parameters or headers; over NATS everything is in the JSON.
+type publishRequest struct {
+	User           string          `json:"user"`
+	Data           json.RawMessage `json:"data"`
+	RequireOnline  bool            `json:"require_online,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+type batchRequest struct {
+	Users          []string        `json:"users"`
+	Data           json.RawMessage `json:"data"`
+	RequireOnline  bool            `json:"require_online,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+type broadcastRequest struct {
+	Data           json.RawMessage `json:"data"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+type userRequest struct {
+	User string `json:"user"`
+}
+
+type usersRequest struct {
+	Users []string `json:"users"`
+}
+
+// Answers.
+type publishAnswer struct {
+	ID      string `json:"id"`
+	Online  bool   `json:"online"`
+	Devices int    `json:"devices"`
+}
+
+type broadcastAnswer struct {
+	ID string `json:"id"`
+}
+
+// userResult is one user's entry in a batch or presence-query answer:
+// either the outcome or an error code.
+type userResult struct {
+	User    string `json:"user"`
+	ID      string `json:"id,omitempty"`
+	Online  *bool  `json:"online,omitempty"`
+	Devices *int   `json:"devices,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+type resultsAnswer struct {
+	Results []userResult `json:"results"`
+}
+
+type presenceAnswer struct {
+	User    string        `json:"user"`
+	Online  bool          `json:"online"`
+	Devices int           `json:"devices"`
+	Nodes   []nodeDevices `json:"nodes"`
+}
+
+type statsAnswer struct {
+	Nodes       int         `json:"nodes"`
+	Connections int         `json:"connections"`
+	Users       int         `json:"users"`
+	NodeList    []nodeStats `json:"node_list"`
+}
+
+type nodeStats struct {
+	Node               string `json:"node"`
+	Connections        int    `json:"connections"`
+	Users              int    `json:"users"`
+	LastHeartbeatMSAgo int64  `json:"last_heartbeat_ms_ago"`
+	Draining           bool   `json:"draining"`
+	Synced             bool   `json:"synced"`
+}
+
+type kickAnswer struct {
+	Closed int `json:"closed"`
+	Nodes  int `json:"nodes"`
+}
+
+func result(status int, v any) (opResult, *apiError) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return opResult{}, &apiError{status: http.StatusInternalServerError, code: CodeInternal, msg: "encoding the answer failed"}
+	}
+	return opResult{status: status, body: b}, nil
+}
+
+func badUser(err error) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: CodeBadUser, msg: "bad user id: " + err.Error()}
+}
+
+// checkUser validates a user id and returns its subject.
+func (s *Server) checkUser(user string) (string, *apiError) {
+	if err := protocol.ValidateUserID(user); err != nil {
+		return "", badUser(err)
+	}
+	subj, err := s.subjects.UserID(user)
+	if err != nil {
+		return "", badUser(err)
+	}
+	return subj, nil
+}
+
+// checkData validates message data: one JSON value in UTF-8.
+func checkData(data []byte) *apiError {
+	if len(data) == 0 {
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the message data is missing; send it as one JSON value"}
+	}
+	if !protocol.PayloadIsJSON(data) {
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the message data is not one JSON value in UTF-8"}
+	}
+	return nil
+}
+
+// checkUsers de-duplicates a user list (first occurrence kept) and checks
+// its size.
+func (s *Server) checkUsers(users []string) ([]string, *apiError) {
+	if len(users) == 0 {
+		return nil, &apiError{status: http.StatusBadRequest, code: CodeBadRequest, msg: `"users" must list at least one user id`}
+	}
+	seen := make(map[string]struct{}, len(users))
+	out := make([]string, 0, len(users))
+	for _, u := range users {
+		if _, dup := seen[u]; dup {
+			continue
+		}
+		seen[u] = struct{}{}
+		out = append(out, u)
+		if len(out) > s.opts.MaxBatchUsers {
+			return nil, &apiError{status: http.StatusBadRequest, code: CodeTooManyUsers,
+				msg: fmt.Sprintf("more than %d distinct users (--max-batch-users); split the request", s.opts.MaxBatchUsers)}
+		}
+	}
+	return out, nil
+}
+
+// opPublish publishes to one user.
+func (s *Server) opPublish(ctx context.Context, scope string, req *publishRequest) (opResult, *apiError) {
+	subj, aerr := s.checkUser(req.User)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := checkData(req.Data); aerr != nil {
+		return opResult{}, aerr
+	}
+	fp := fingerprint([]byte("publish"), []byte(req.User), req.Data, boolBytes(req.RequireOnline))
+	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+		s.t.v.mu.RLock()
+		devices, _ := s.t.v.lookup(req.User, false)
+		s.t.v.mu.RUnlock()
+		if req.RequireOnline && devices == 0 {
+			return opResult{}, &apiError{status: http.StatusNotFound, code: CodeUserOffline,
+				msg: "the user has no device connected (require_online); nothing was published"}
+		}
+		nc, aerr := s.connected()
+		if aerr != nil {
+			return opResult{}, aerr
+		}
+		start := time.Now()
+		id, err := s.pub(nc, targetUser, subj, req.Data)
+		if err == nil {
+			err = s.flush(ctx, nc)
+		}
+		if err != nil {
+			return opResult{}, publishError(err)
+		}
+		s.m.publish.WithLabelValues(targetUser).Observe(time.Since(start).Seconds())
+		return result(http.StatusAccepted, publishAnswer{ID: id, Online: devices > 0, Devices: devices})
+	})
+}
+
+// opBatch publishes the same data to several users, then flushes once.
+func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (opResult, *apiError) {
+	users, aerr := s.checkUsers(req.Users)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := checkData(req.Data); aerr != nil {
+		return opResult{}, aerr
+	}
+	fp := fingerprint([]byte("batch"), []byte(strings.Join(users, "\x00")), req.Data, boolBytes(req.RequireOnline))
+	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+		nc, aerr := s.connected()
+		if aerr != nil {
+			return opResult{}, aerr
+		}
+		results := make([]userResult, len(users))
+		subjects := make([]string, len(users))
+		s.t.v.mu.RLock()
+		for i, u := range users {
+			results[i].User = u
+			subj, aerr := s.checkUser(u)
+			if aerr != nil {
+				results[i].Error = aerr.code
+				continue
+			}
+			devices, _ := s.t.v.lookup(u, false)
+			if req.RequireOnline && devices == 0 {
+				results[i].Error = CodeUserOffline
+				continue
+			}
+			online := devices > 0
+			results[i].Online, results[i].Devices = &online, &devices
+			subjects[i] = subj
+		}
+		s.t.v.mu.RUnlock()
+		start := time.Now()
+		for i := range results {
+			if subjects[i] == "" {
+				continue
+			}
+			id, err := s.pub(nc, targetUser, subjects[i], req.Data)
+			if err != nil {
+				return opResult{}, publishError(err)
+			}
+			results[i].ID = id
+		}
+		if err := s.flush(ctx, nc); err != nil {
+			return opResult{}, publishError(err)
+		}
+		s.m.publish.WithLabelValues(targetBatch).Observe(time.Since(start).Seconds())
+		return result(http.StatusAccepted, resultsAnswer{Results: results})
+	})
+}
+
+// opBroadcast publishes to every connection of the fleet.
+func (s *Server) opBroadcast(ctx context.Context, scope string, req *broadcastRequest) (opResult, *apiError) {
+	if aerr := checkData(req.Data); aerr != nil {
+		return opResult{}, aerr
+	}
+	fp := fingerprint([]byte("broadcast"), req.Data)
+	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+		nc, aerr := s.connected()
+		if aerr != nil {
+			return opResult{}, aerr
+		}
+		start := time.Now()
+		id, err := s.pub(nc, targetBroadcast, s.subjects.Broadcast(), req.Data)
+		if err == nil {
+			err = s.flush(ctx, nc)
+		}
+		if err != nil {
+			return opResult{}, publishError(err)
+		}
+		s.m.publish.WithLabelValues(targetBroadcast).Observe(time.Since(start).Seconds())
+		return result(http.StatusAccepted, broadcastAnswer{ID: id})
+	})
+}
+
+// opPresence answers where a user is connected.
+func (s *Server) opPresence(req *userRequest) (opResult, *apiError) {
+	if _, aerr := s.checkUser(req.User); aerr != nil {
+		return opResult{}, aerr
+	}
+	s.t.v.mu.RLock()
+	devices, nodes := s.t.v.lookup(req.User, true)
+	s.t.v.mu.RUnlock()
+	if nodes == nil {
+		nodes = []nodeDevices{}
+	}
+	return result(http.StatusOK, presenceAnswer{User: req.User, Online: devices > 0, Devices: devices, Nodes: nodes})
+}
+
+// opPresenceQuery answers whether each of several users is online.
+func (s *Server) opPresenceQuery(req *usersRequest) (opResult, *apiError) {
+	users, aerr := s.checkUsers(req.Users)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	results := make([]userResult, len(users))
+	s.t.v.mu.RLock()
+	for i, u := range users {
+		results[i].User = u
+		if err := protocol.ValidateUserID(u); err != nil {
+			results[i].Error = CodeBadUser
+			continue
+		}
+		devices, _ := s.t.v.lookup(u, false)
+		online := devices > 0
+		results[i].Online, results[i].Devices = &online, &devices
+	}
+	s.t.v.mu.RUnlock()
+	return result(http.StatusOK, resultsAnswer{Results: results})
+}
+
+// opStats answers the fleet's figures: nodes, connections and users per
+// node from their heartbeats, distinct users fleet-wide from the view.
+func (s *Server) opStats() (opResult, *apiError) {
+	now := time.Now()
+	v := s.t.v
+	v.mu.RLock()
+	a := statsAnswer{Users: len(v.users), NodeList: []nodeStats{}}
+	for _, n := range v.nodes {
+		if n == nil {
+			continue
+		}
+		last := n.lastHeartbeat
+		if last.IsZero() {
+			last = n.lastSeen
+		}
+		a.Nodes++
+		a.Connections += n.hbConnections
+		a.NodeList = append(a.NodeList, nodeStats{Node: n.id, Connections: n.hbConnections, Users: n.hbUsers,
+			LastHeartbeatMSAgo: now.Sub(last).Milliseconds(), Draining: n.draining, Synced: n.synced})
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(a.NodeList, func(x, y nodeStats) int { return strings.Compare(x.Node, y.Node) })
+	return result(http.StatusOK, a)
+}
+
+// opKick closes every connection of a user on every node: a kick control
+// message on the user's subject, answered by each node holding the user.
+// It waits until every node the view lists for the user has answered (or
+// NATS reports no responders), else for KickTimeout.
+func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiError) {
+	subj, aerr := s.checkUser(req.User)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	nc, aerr := s.connected()
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	s.t.v.mu.RLock()
+	expected := s.t.v.userNodes(req.User)
+	s.t.v.mu.RUnlock()
+	waiting := make(map[string]bool, len(expected))
+	for _, n := range expected {
+		waiting[n] = true
+	}
+	inbox := nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return opResult{}, publishError(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	msg := nats.NewMsg(subj)
+	msg.Header.Set(protocol.HeaderControl, protocol.ControlKick)
+	msg.Reply = inbox
+	if err := nc.PublishMsg(msg); err != nil {
+		return opResult{}, publishError(err)
+	}
+	timer := time.NewTimer(s.opts.KickTimeout)
+	defer timer.Stop()
+	var a kickAnswer
+	answered := map[string]bool{}
+wait:
+	for {
+		select {
+		case m := <-replies:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				break wait // no node holds the user
+			}
+			var r protocol.KickReply
+			if json.Unmarshal(m.Data, &r) != nil || answered[r.Node] {
+				continue
+			}
+			answered[r.Node] = true
+			a.Closed += max(r.Closed, 0)
+			a.Nodes++
+			delete(waiting, r.Node)
+			if len(expected) > 0 && len(waiting) == 0 {
+				break wait
+			}
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	s.m.kicks.Inc()
+	s.log.Info("user kicked", zap.Int("closed", a.Closed), zap.Int("nodes", a.Nodes))
+	return result(http.StatusOK, a)
+}
+
+// connected returns the NATS connection, or 503 when it is down.
+func (s *Server) connected() (*nats.Conn, *apiError) {
+	nc := s.nc.Load()
+	if !nc.IsConnected() {
+		s.m.publishErrors.WithLabelValues("disconnected").Inc()
+		return nil, publishError(errDisconnected)
+	}
+	return nc, nil
+}
+
+// publishError turns a NATS failure into the API's answer.
+func publishError(err error) *apiError {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return &apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge, msg: "the message is larger than the NATS server's max_payload"}
+	}
+	msg := "NATS is disconnected; nothing was published, retry later"
+	if !errors.Is(err, errDisconnected) {
+		// The server may have received the message before the failure.
+		msg = "publishing to NATS failed, retry later (the message may have gone out): " + err.Error()
+	}
+	return &apiError{status: http.StatusServiceUnavailable, code: CodeNATSUnavailable, msg: msg, retryAfter: 1}
+}
+
+func boolBytes(b bool) []byte {
+	if b {
+		return []byte{1}
+	}
+	return []byte{0}
+}
