@@ -269,7 +269,10 @@ func (c *conn) onCloseFrame(p []byte) {
 	case len(p) >= 2:
 		sc, r := ws.ParseCloseFrameData(p)
 		err := ws.CheckCloseFrameData(sc, r)
-		if err == nil && sc >= 5000 {
+		switch {
+		case err == ws.ErrProtocolStatusCodeUnknown && sc >= 1012 && sc <= 1014:
+			err = nil // registered with IANA after RFC 6455 (restart, try again later, bad gateway)
+		case err == nil && sc >= 5000:
 			err = ws.ErrProtocolStatusCodeUnknown // RFC 6455 §7.4.2 defines nothing past 4999
 		}
 		if err != nil {

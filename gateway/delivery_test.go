@@ -250,7 +250,11 @@ func TestBinaryFramesRefused(t *testing.T) {
 
 func TestClientCloseIsEchoed(t *testing.T) {
 	srv := startGateway(t, nil)
-	ws, _ := connect(t, srv, "hank")
-	ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"))
-	expectClose(t, ws, 4000, "")
+	for _, code := range []int{1000, 1001, 1012, 1013, 1014, 3000, 4000, 4999} {
+		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			ws, _ := connect(t, srv, "hank")
+			ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, "bye"))
+			expectClose(t, ws, protocol.CloseCode(code), "")
+		})
+	}
 }
