@@ -84,7 +84,10 @@ var natsOps = []natsOp{
 		}
 		return s.opPresenceQuery(&req)
 	}},
-	{"stats", func(s *Server, _ context.Context, _ []byte) (opResult, *apiError) {
+	{"stats", func(s *Server, _ context.Context, data []byte) (opResult, *apiError) {
+		if aerr := decodeStrict(data, &struct{}{}); aerr != nil {
+			return opResult{}, aerr
+		}
 		return s.opStats()
 	}},
 	{"kick", func(s *Server, ctx context.Context, data []byte) (opResult, *apiError) {

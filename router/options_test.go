@@ -42,6 +42,23 @@ func TestDefaults(t *testing.T) {
 		o.MaxBodyBytes != want.MaxBodyBytes || o.APIKeys != nil {
 		t.Fatalf("defaults %+v, want %+v", o, want)
 	}
+	if o.NodeTTL != 15*time.Second || o.SnapshotTimeout != 2*time.Second || o.KickTimeout != 2*time.Second ||
+		o.MaxBatchUsers != 1000 || o.IdempotencyWindow != time.Hour || o.IdempotencyStore != "auto" ||
+		o.IdempotencyBucket != "wsfleet_idempotency" || o.IdempotencyMaxKeys != 100000 ||
+		o.RateLimit != 1000 || o.RateLimitBurst != 2000 || o.JWTScope != "publish" ||
+		o.JWTLeeway != 5*time.Second || o.JWTJWKSRefresh != 5*time.Minute {
+		t.Fatalf("defaults %+v", o)
+	}
+	o = router.Options{RateLimit: 2.5}
+	o.SetDefaults()
+	if o.RateLimitBurst != 5 {
+		t.Fatalf("burst %d for a rate of 2.5, want 5", o.RateLimitBurst)
+	}
+	o = router.Options{RateLimit: -1}
+	o.SetDefaults()
+	if o.RateLimitBurst != 0 {
+		t.Fatalf("burst %d without a limit, want 0", o.RateLimitBurst)
+	}
 }
 
 func TestValidate(t *testing.T) {
@@ -72,6 +89,24 @@ func TestValidate(t *testing.T) {
 		{name: "prefix empty token", mod: func(o *router.Options) { o.SubjectPrefix = "a..b" }, flag: "--subject-prefix"},
 		{name: "body negative", mod: func(o *router.Options) { o.MaxBodyBytes = -1 }, flag: "--max-body-bytes"},
 		{name: "body huge", mod: func(o *router.Options) { o.MaxBodyBytes = router.MaxBodyLimit + 1 }, flag: "--max-body-bytes"},
+		{name: "JWT only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWTHS256Secret = testJWTSecret }},
+		{name: "JWKS file only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWTJWKSFile = "/etc/keys.json" }},
+		{name: "short JWT secret", mod: func(o *router.Options) { o.JWTHS256Secret = "short" }, flag: "--jwt-hs256-secret"},
+		{name: "JWKS URL not http", mod: func(o *router.Options) { o.JWTJWKSURL = "ftp://keys" }, flag: "--jwt-jwks-url"},
+		{name: "algorithm none", mod: func(o *router.Options) { o.JWTAlgorithms = []string{"none"} }, flag: "--jwt-algorithms"},
+		{name: "leeway huge", mod: func(o *router.Options) { o.JWTLeeway = time.Hour }, flag: "--jwt-leeway"},
+		{name: "scope with space", mod: func(o *router.Options) { o.JWTScope = "a b" }, flag: "--jwt-scope"},
+		{name: "no rate limit", mod: func(o *router.Options) { o.RateLimit = -1; o.RateLimitBurst = 0 }},
+		{name: "burst negative", mod: func(o *router.Options) { o.RateLimitBurst = -1 }, flag: "--rate-limit-burst"},
+		{name: "batch zero", mod: func(o *router.Options) { o.MaxBatchUsers = -1 }, flag: "--max-batch-users"},
+		{name: "batch huge", mod: func(o *router.Options) { o.MaxBatchUsers = router.MaxBatchUsersLimit + 1 }, flag: "--max-batch-users"},
+		{name: "window negative", mod: func(o *router.Options) { o.IdempotencyWindow = -time.Second }, flag: "--idempotency-window"},
+		{name: "store unknown", mod: func(o *router.Options) { o.IdempotencyStore = "redis" }, flag: "--idempotency-store"},
+		{name: "bucket dotted", mod: func(o *router.Options) { o.IdempotencyBucket = "a.b" }, flag: "--idempotency-bucket"},
+		{name: "max keys negative", mod: func(o *router.Options) { o.IdempotencyMaxKeys = -1 }, flag: "--idempotency-max-keys"},
+		{name: "node ttl negative", mod: func(o *router.Options) { o.NodeTTL = -time.Second }, flag: "--node-ttl"},
+		{name: "snapshot timeout tiny", mod: func(o *router.Options) { o.SnapshotTimeout = time.Nanosecond }, flag: "--snapshot-timeout"},
+		{name: "kick timeout negative", mod: func(o *router.Options) { o.KickTimeout = -1 }, flag: "--kick-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,6 +43,15 @@ func TestMatchRoute(t *testing.T) {
 		{"double slash", "//v1/broadcast", routeOther, ""},
 		{"root", "/", routeOther, ""},
 		{"users prefix only", "/v1/users/messages", routeOther, ""},
+		{"presence", "/v1/users/bob/presence", routePresence, "bob"},
+		{"connections", "/v1/users/a%2Fb/connections", routeConnections, "a%2Fb"},
+		{"user named messages", "/v1/users/messages/presence", routePresence, "messages"},
+		{"unknown user route", "/v1/users/bob/devices", routeOther, ""},
+		{"batch", "/v1/messages", routeBatch, ""},
+		{"query", "/v1/presence/query", routeQuery, ""},
+		{"stats", "/v1/stats", routeStats, ""},
+		{"openapi", "/v1/openapi.json", routeOpenAPI, ""},
+		{"stats slash", "/v1/stats/", routeOther, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

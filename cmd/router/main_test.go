@@ -79,6 +79,29 @@ func TestParseEnv(t *testing.T) {
 				t.Fatalf("from the environment: %+v", c)
 			}
 		}},
+		{name: "API v1 variables", env: map[string]string{
+			"WSFLEET_JWT_HS256_SECRET":     "0123456789abcdef0123456789abcdef",
+			"WSFLEET_JWT_ISSUER":           "idp",
+			"WSFLEET_JWT_AUDIENCE":         "router",
+			"WSFLEET_JWT_SCOPE":            "notify",
+			"WSFLEET_RATE_LIMIT":           "50",
+			"WSFLEET_RATE_LIMIT_BURST":     "70",
+			"WSFLEET_MAX_BATCH_USERS":      "10",
+			"WSFLEET_IDEMPOTENCY_WINDOW":   "10m",
+			"WSFLEET_IDEMPOTENCY_STORE":    "memory",
+			"WSFLEET_IDEMPOTENCY_MAX_KEYS": "5",
+			"WSFLEET_NODE_TTL":             "20s",
+			"WSFLEET_SNAPSHOT_TIMEOUT":     "3s",
+			"WSFLEET_KICK_TIMEOUT":         "1s",
+		}, check: func(t *testing.T, c config) {
+			o := c.opts
+			if o.JWTHS256Secret != "0123456789abcdef0123456789abcdef" || o.JWTIssuer != "idp" || o.JWTAudience != "router" ||
+				o.JWTScope != "notify" || o.RateLimit != 50 || o.RateLimitBurst != 70 || o.MaxBatchUsers != 10 ||
+				o.IdempotencyWindow != 10*time.Minute || o.IdempotencyStore != "memory" || o.IdempotencyMaxKeys != 5 ||
+				o.NodeTTL != 20*time.Second || o.SnapshotTimeout != 3*time.Second || o.KickTimeout != time.Second {
+				t.Fatalf("from the environment: %+v", o)
+			}
+		}},
 		{name: "flags win", env: full, args: []string{"--api-key", key2, "--max-body-bytes=2000", "--listen", ":1"}, check: func(t *testing.T, c config) {
 			if strings.Join(c.opts.APIKeys, " ") != key2 || c.opts.MaxBodyBytes != 2000 || c.opts.Listen != ":1" {
 				t.Fatalf("flags did not replace the environment: %+v", c.opts)
@@ -123,6 +146,12 @@ func TestHelpHidesKeys(t *testing.T) {
 	}
 	if strings.Contains(out, key1) {
 		t.Fatal("help shows the API key")
+	}
+	for _, flag := range []string{"--jwt-hs256-secret", "--jwt-scope", "--rate-limit", "--max-batch-users",
+		"--idempotency-window", "--node-ttl", "--kick-timeout", "default 2x --rate-limit"} {
+		if !strings.Contains(out, flag) {
+			t.Errorf("help lacks %s", flag)
+		}
 	}
 }
 
