@@ -1,0 +1,30 @@
+// Package loadtest is wsfleet's bundled load tester (cmd/loadtest): it opens
+// many WebSocket connections to a gateway fleet, authenticates them with
+// JWTs it mints itself, publishes to them through the router or NATS, and
+// reports how many connections the fleet held, how fast they connected, how
+// long a message took end to end and whether any was lost, duplicated or
+// reordered.
+//
+// # Engine
+//
+// The client side follows the gateway's engine rules: raw non-blocking
+// sockets from socket(2)/connect(2) (one fd per connection, never a
+// net.Conn), registered edge-triggered with easygo's epoll through
+// internal/poller, read until EAGAIN and parsed incrementally with
+// internal/wsframe; client frames are masked with ws.Cipher, written
+// straight to the socket and queued only on EAGAIN. There is no goroutine
+// per connection: each poller owns its connections and a timing wheel that
+// drives connect timeouts, reconnect back-off, token refresh and close
+// timeouts.
+//
+// One process holds what its open-file limit allows (about 19,000 sockets
+// here); past that the parent re-executes its own binary as worker
+// processes and merges what they report (JSON lines on a pipe, histograms
+// as exported snapshots).
+//
+// # Accounting
+//
+// The publisher numbers each user's messages 1, 2, 3…; every device (a
+// connection slot, across its reconnects) checks what it receives. See
+// tracker.go and docs/loadtest.md for what counts as lost.
+package loadtest

@@ -1,0 +1,210 @@
+package loadtest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultConnsPerWorker is the most connections one process holds: under
+// the 20,000 open files a process may have here, with room for the
+// process's own files.
+const DefaultConnsPerWorker = 19000
+
+// fdReserve is what a process keeps for itself besides its sockets
+// (epoll, eventfd and timerfd per loop, NATS, HTTP, stdio, the binary).
+const fdReserve = 200
+
+// Limits are what the machine allows, found before a run, and the plan
+// made from them.
+type Limits struct {
+	FDSoft         uint64   `json:"fd_soft"`
+	FDHard         uint64   `json:"fd_hard"`
+	PortLow        int      `json:"port_low"`
+	PortHigh       int      `json:"port_high"`
+	SourceIPs      []string `json:"source_ips,omitempty"`
+	Targets        []string `json:"targets"`
+	Workers        int      `json:"workers"`
+	Processes      int      `json:"processes"` // worker processes started (0: the run is in this process)
+	ConnsPerWorker int      `json:"conns_per_worker"`
+	CPUs           int      `json:"cpus"`
+	Advice         []string `json:"advice,omitempty"`
+}
+
+// raiseNoFile raises the soft open-file limit to the hard limit and
+// returns both.
+func raiseNoFile() (soft, hard uint64) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &rl)
+		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
+	}
+	return rl.Cur, rl.Max
+}
+
+// portRange reads net.ipv4.ip_local_port_range.
+func portRange() (int, int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768, 60999 // the kernel's default
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768, 60999
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || hi < lo {
+		return 32768, 60999
+	}
+	return lo, hi
+}
+
+// parseSourceIPs reads "127.0.0.2-127.0.0.60", "10.0.0.1,10.0.0.2" or a mix.
+func parseSourceIPs(spec string) ([]string, error) {
+	var out []string
+	seen := map[netip.Addr]bool{}
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		from, to, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(strings.TrimSpace(from))
+		if err != nil {
+			return nil, fmt.Errorf("--source-ips: %q is not an address", from)
+		}
+		b := a
+		if isRange {
+			if b, err = netip.ParseAddr(strings.TrimSpace(to)); err != nil {
+				return nil, fmt.Errorf("--source-ips: %q is not an address", to)
+			}
+			if a.Is4() != b.Is4() || b.Less(a) {
+				return nil, fmt.Errorf("--source-ips: %q is not an ascending range of one family", part)
+			}
+		}
+		for ip := a; ; ip = ip.Next() {
+			if !seen[ip] {
+				seen[ip] = true
+				out = append(out, ip.String())
+				if len(out) > 65536 {
+					return nil, errors.New("--source-ips: more than 65,536 addresses")
+				}
+			}
+			if ip == b {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// checkBindable binds a socket to each source address: an address the
+// machine does not have fails here, not in the middle of the ramp.
+func checkBindable(ips []string) error {
+	for _, s := range ips {
+		a := netip.MustParseAddr(s)
+		fam := unix.AF_INET
+		if !a.Is4() {
+			fam = unix.AF_INET6
+		}
+		fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Bind(fd, sockaddr(a, 0))
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("--source-ips: cannot bind %s: %v (on loopback any 127.x.y.z works; elsewhere add the addresses to an interface)", s, err)
+		}
+	}
+	return nil
+}
+
+// planWorkers works out the processes a run needs and says what the
+// machine cannot give. conns is the number of connections; workers is
+// "auto" or a number; perWorker the most connections one process holds.
+func planWorkers(lim *Limits, conns int, workers string, perWorker int, pairs int) error {
+	capacity := int(lim.FDHard) - fdReserve
+	if lim.FDHard == unix.RLIM_INFINITY || capacity > 1<<24 {
+		capacity = 1 << 24
+	}
+	if perWorker <= 0 {
+		perWorker = DefaultConnsPerWorker
+	}
+	perWorker = min(perWorker, capacity)
+	if perWorker < 1 {
+		return fmt.Errorf("the open-file limit (%d) leaves no room for connections", lim.FDHard)
+	}
+	lim.ConnsPerWorker = perWorker
+	need := (conns + perWorker - 1) / perWorker
+	switch workers {
+	case "", "auto":
+		lim.Workers = max(need, 1)
+		if lim.Workers > 1 {
+			lim.Processes = lim.Workers
+		}
+	default:
+		n, err := strconv.Atoi(workers)
+		if err != nil || n < 1 || n > 4096 {
+			return fmt.Errorf("--workers %q: want auto or a number from 1 to 4096", workers)
+		}
+		lim.Workers = n
+		if n > 1 {
+			lim.Processes = n
+		}
+		if n < need {
+			lim.Advice = append(lim.Advice, fmt.Sprintf("N=%s needs %d workers for fds (%s connections per process); --workers %d is too few: use --workers auto",
+				thousands(int64(conns)), need, thousands(int64(perWorker)), n))
+		}
+	}
+	ports := lim.PortHigh - lim.PortLow + 1
+	srcs := max(len(lim.SourceIPs), 1)
+	pairs = max(pairs, 1)
+	if capPorts := srcs * pairs * ports; conns > capPorts*95/100 {
+		needSrc := (conns*100/95 + pairs*ports - 1) / (pairs * ports)
+		lim.Advice = append(lim.Advice, fmt.Sprintf("N=%s needs %d source IPs for ports (%s ephemeral ports %d-%d per source address and target; %d source address(es) × %d target(s) give %s): add --source-ips 127.0.0.2-127.0.0.%d or widen net.ipv4.ip_local_port_range",
+			thousands(int64(conns)), needSrc, thousands(int64(ports)), lim.PortLow, lim.PortHigh, srcs, pairs, thousands(int64(capPorts)), min(needSrc+1, 254)))
+	}
+	if len(lim.Advice) > 0 {
+		return errors.New(strings.Join(lim.Advice, "\n"))
+	}
+	return nil
+}
+
+// thousands formats n with commas.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func sockaddr(a netip.Addr, port int) unix.Sockaddr {
+	a = a.Unmap()
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: port, Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: port, Addr: a.As16()}
+}

@@ -1,0 +1,175 @@
+package loadtest
+
+// Sequence accounting.
+//
+// A stream is what one publisher numbers: the messages to one user, or the
+// broadcasts. Its publish log holds, for sequence number s (1, 2, 3…), the
+// time the publish started (CLOCK_MONOTONIC ns, stamped before the request
+// left) and whether the fleet acknowledged it (router 202, or NATS publish
+// followed by a successful flush).
+//
+// A device is one connection slot of a user, across its reconnects: each
+// connection is a session, which starts when its welcome frame arrives (the
+// user's subscription is live from then on) and ends when the socket closes.
+// For each stream the device keeps the set of sequence numbers any of its
+// sessions received.
+//
+// At the end of the drain window each acknowledged message published after
+// the device's first welcome is, for that device, exactly one of:
+//
+//   - delivered: some session of the device received it;
+//   - lost: not received, although the device's last session was welcomed
+//     before the publish started and was still open at the end of the drain
+//     window: the fleet promised it and did not deliver it;
+//   - missed: not received, and no session was open through both the
+//     publish and the end of the window (the device was disconnected,
+//     reconnecting, or closed meanwhile): expected during a storm or churn.
+//
+// A message published before the device's first welcome counts nowhere
+// (if it arrives anyway it is "early"). Duplicates (a number the device
+// already had) and out-of-order receipts (a number below the highest the
+// current session has seen) are counted as they arrive. Unacknowledged
+// publishes are never expected; one that arrives anyway is "unconfirmed".
+
+// pubState is a publish's outcome.
+type pubState uint8
+
+const (
+	pubPending pubState = iota
+	pubAcked
+	pubFailed
+)
+
+// pubRec is one publish: entry i of a log is sequence number i+1.
+type pubRec struct {
+	t     int64 // mono ns when the publish started
+	state pubState
+}
+
+// bitset is a growable set of small integers.
+type bitset []uint64
+
+func (b *bitset) add(i uint32) (had bool) {
+	w := int(i >> 6)
+	if w >= len(*b) {
+		n := max(w+1, 2*len(*b))
+		nb := make(bitset, n)
+		copy(nb, *b)
+		*b = nb
+	}
+	m := uint64(1) << (i & 63)
+	had = (*b)[w]&m != 0
+	(*b)[w] |= m
+	return had
+}
+
+func (b bitset) has(i uint32) bool {
+	w := int(i >> 6)
+	return w < len(b) && b[w]&(uint64(1)<<(i&63)) != 0
+}
+
+// devTrack is one device's view of one stream. It is owned by the device's
+// event loop; account runs once the stream's log is final.
+type devTrack struct {
+	seen   bitset
+	firstW int64  // first welcome (0: never welcomed)
+	w      int64  // welcome of the current or last session
+	open   bool   // a session is open
+	maxSeq uint32 // highest number the current session received
+	dup    int64
+	ooo    int64
+	recv   int64 // receipts, duplicates included
+}
+
+// welcome starts a session at t.
+func (d *devTrack) welcome(t int64) {
+	if d.firstW == 0 {
+		d.firstW = t
+	}
+	d.w, d.open, d.maxSeq = t, true, 0
+}
+
+// closed ends the current session.
+func (d *devTrack) closed() { d.open = false }
+
+// receive records a receipt of seq (≥ 1) and reports whether it was a
+// duplicate or out of order.
+func (d *devTrack) receive(seq uint32) (dup, ooo bool) {
+	d.recv++
+	if d.seen.add(seq) {
+		d.dup++
+		return true, false
+	}
+	if seq < d.maxSeq {
+		d.ooo++
+		return false, true
+	}
+	d.maxSeq = seq
+	return false, false
+}
+
+// SeqCounts are the outcome of sequence accounting, summed over devices.
+// For every device Expected = Delivered + Lost + Missed.
+type SeqCounts struct {
+	Expected    int64 `json:"expected"`     // acknowledged messages published after the device's first welcome
+	Delivered   int64 `json:"delivered"`    // of those, received
+	Lost        int64 `json:"lost"`         // of those, not received by a session open from before the publish to the end
+	Missed      int64 `json:"missed"`       // of those, not received while the device was away
+	Early       int64 `json:"early"`        // received, published before the device's first welcome
+	Unconfirmed int64 `json:"unconfirmed"`  // received, but the publish was not acknowledged
+	Unknown     int64 `json:"unknown"`      // received numbers the publisher never issued
+	Duplicated  int64 `json:"duplicated"`   // receipts of a number the device already had
+	OutOfOrder  int64 `json:"out_of_order"` // receipts below the session's highest number
+	Receipts    int64 `json:"receipts"`     // every receipt, duplicates included
+}
+
+func (c *SeqCounts) add(o SeqCounts) {
+	c.Expected += o.Expected
+	c.Delivered += o.Delivered
+	c.Lost += o.Lost
+	c.Missed += o.Missed
+	c.Early += o.Early
+	c.Unconfirmed += o.Unconfirmed
+	c.Unknown += o.Unknown
+	c.Duplicated += o.Duplicated
+	c.OutOfOrder += o.OutOfOrder
+	c.Receipts += o.Receipts
+}
+
+// account classifies every message of log for this device; openAtEnd says
+// whether its last session was open at the end of the drain window.
+func (d *devTrack) account(log []pubRec, openAtEnd bool) SeqCounts {
+	c := SeqCounts{Duplicated: d.dup, OutOfOrder: d.ooo, Receipts: d.recv}
+	for i, r := range log {
+		seq := uint32(i + 1)
+		seen := d.seen.has(seq)
+		switch {
+		case r.state != pubAcked:
+			if seen {
+				c.Unconfirmed++
+			}
+		case d.firstW == 0 || r.t <= d.firstW:
+			if seen {
+				c.Early++
+			}
+		case seen:
+			c.Expected++
+			c.Delivered++
+		case openAtEnd && d.w < r.t:
+			c.Expected++
+			c.Lost++
+		default:
+			c.Expected++
+			c.Missed++
+		}
+	}
+	// numbers past the log
+	for w := len(log) >> 6; w < len(d.seen); w++ {
+		for b := 0; b < 64; b++ {
+			if seq := uint32(w<<6 + b); seq > uint32(len(log)) && d.seen[w]&(1<<b) != 0 {
+				c.Unknown++
+			}
+		}
+	}
+	return c
+}
