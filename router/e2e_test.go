@@ -1,0 +1,361 @@
+package router_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/protocol"
+	"github.com/wsfleet/wsfleet/router"
+)
+
+// End-to-end tests: real gateway nodes (in-process, or a separate process
+// killed with SIGKILL) sharing one nats-server with real routers.
+
+const gatewaySecret = "gateway-test-secret-0123456789abcdef"
+
+// startGatewayNode runs an in-process gateway node on ns.
+func startGatewayNode(t testing.TB, ns *server.Server, id string) *gateway.Server {
+	t.Helper()
+	gw, err := gateway.New(gateway.Options{
+		NATSURL:               ns.ClientURL(),
+		Listen:                "127.0.0.1:0",
+		AdminListen:           "127.0.0.1:0",
+		JWTHS256Secret:        gatewaySecret,
+		NodeID:                id,
+		PresenceInterval:      100 * time.Millisecond,
+		PresenceBatchInterval: 10 * time.Millisecond,
+		Pollers:               1,
+		Logger:                zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Close() })
+	return gw
+}
+
+// fleetOpts are router options for the end-to-end tests.
+func fleetOpts(o *router.Options) {
+	o.NodeTTL = time.Second
+	o.SnapshotTimeout = 500 * time.Millisecond
+	o.KickTimeout = 5 * time.Second
+}
+
+// wsClient is a WebSocket client of a gateway; one goroutine reads.
+type wsClient struct {
+	ws     *websocket.Conn
+	frames chan map[string]any
+	closed chan int // the close code (1006 when the connection just dropped)
+}
+
+// connect opens a connection to addr as user and waits for its welcome.
+func connect(t testing.TB, addr, user string) *wsClient {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	tok, err := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.WriteJSON(map[string]string{"type": protocol.TypeAuth, "token": tok}); err != nil {
+		t.Fatal(err)
+	}
+	c := &wsClient{ws: ws, frames: make(chan map[string]any, 64), closed: make(chan int, 1)}
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				code := websocket.CloseAbnormalClosure
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					code = ce.Code
+				}
+				c.closed <- code
+				close(c.frames)
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(b, &m) == nil {
+				c.frames <- m
+			}
+		}
+	}()
+	if m := c.next(t, protocol.TypeWelcome); m["user"] != user {
+		t.Fatalf("welcome %v", m)
+	}
+	return c
+}
+
+// next returns the next frame of type typ (pings are skipped).
+func (c *wsClient) next(t testing.TB, typ string) map[string]any {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case m, ok := <-c.frames:
+			if !ok {
+				t.Fatalf("connection closed waiting for a %q frame", typ)
+			}
+			if m["type"] == typ {
+				return m
+			}
+			if m["type"] != protocol.TypePing {
+				t.Fatalf("got %v, want a %q frame", m, typ)
+			}
+		case <-timeout:
+			t.Fatalf("no %q frame", typ)
+		}
+	}
+}
+
+// closeCode waits for the connection to be closed and returns the code.
+func (c *wsClient) closeCode(t testing.TB) int {
+	t.Helper()
+	for {
+		select {
+		case code := <-c.closed:
+			return code
+		case _, ok := <-c.frames:
+			if !ok {
+				continue
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the connection was not closed")
+		}
+	}
+}
+
+func gwAddr(gw *gateway.Server) string { return gw.Addr().String() }
+
+// TestFleetPresence: presence follows connects and disconnects on two
+// in-process gateway nodes.
+func TestFleetPresence(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g1, g2 := startGatewayNode(t, ns, "gw-1"), startGatewayNode(t, ns, "gw-2")
+	srv := startRouter(t, ns, fleetOpts)
+	a1 := connect(t, gwAddr(g1), "alice")
+	a2 := connect(t, gwAddr(g1), "alice")
+	a3 := connect(t, gwAddr(g2), "alice")
+	b1 := connect(t, gwAddr(g2), "bob.smith")
+	waitWhere(t, srv, "alice", "gw-1=2,gw-2=1")
+	waitWhere(t, srv, "bob.smith", "gw-2=1")
+	checkFor(t, 5*time.Second, func() error {
+		s := statsOf(t, srv)
+		if s.Nodes != 2 || s.Users != 2 || s.Connections != 4 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	a1.ws.Close()
+	waitWhere(t, srv, "alice", "gw-1=1,gw-2=1")
+	a3.ws.Close()
+	waitWhere(t, srv, "alice", "gw-1=1")
+	a2.ws.Close()
+	b1.ws.Close()
+	waitWhere(t, srv, "alice", "")
+	waitWhere(t, srv, "bob.smith", "")
+	checkFor(t, 5*time.Second, func() error {
+		if s := statsOf(t, srv); s.Users != 0 || s.Connections != 0 || s.Nodes != 2 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+}
+
+// TestFleetDeliveryAndKick: a batch reaches every device on both nodes
+// with the ids of the answer; a kick closes every device of the user on
+// both nodes with 4403 and counts them.
+func TestFleetDeliveryAndKick(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g1, g2 := startGatewayNode(t, ns, "gw-1"), startGatewayNode(t, ns, "gw-2")
+	srv := startRouter(t, ns, fleetOpts)
+	alice := []*wsClient{connect(t, gwAddr(g1), "alice"), connect(t, gwAddr(g1), "alice"), connect(t, gwAddr(g2), "alice")}
+	bob := connect(t, gwAddr(g2), "bob")
+	waitWhere(t, srv, "alice", "gw-1=2,gw-2=1")
+	waitWhere(t, srv, "bob", "gw-2=1")
+
+	rs := resultsOf(t, do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey,
+		`{"users":["alice","bob","carol"],"data":{"text":"shipped"}}`), http.StatusAccepted)
+	if got, want := summary(rs), "alice:online=true:devices=3:id bob:online=true:devices=1:id carol:online=false:devices=0:id"; got != want {
+		t.Fatalf("results %q, want %q", got, want)
+	}
+	for _, c := range alice {
+		if m := c.next(t, protocol.TypeMessage); m["id"] != rs[0].ID || fmt.Sprint(m["data"]) != "map[text:shipped]" {
+			t.Fatalf("alice got %v, want id %s", m, rs[0].ID)
+		}
+	}
+	if m := bob.next(t, protocol.TypeMessage); m["id"] != rs[1].ID {
+		t.Fatalf("bob got %v", m)
+	}
+
+	start := time.Now()
+	r := do(t, http.MethodDelete, apiURL(srv)+"/v1/users/alice/connections", testKey, nil)
+	if r.status != http.StatusOK || string(r.body) != `{"closed":3,"nodes":2}`+"\n" {
+		t.Fatalf("kick: %d %s", r.status, r.body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("kick took %s; it should end when both nodes answered", d)
+	}
+	for i, c := range alice {
+		if code := c.closeCode(t); code != int(protocol.CloseKicked) {
+			t.Fatalf("alice device %d closed with %d, want 4403", i, code)
+		}
+	}
+	waitWhere(t, srv, "alice", "")
+	// bob is untouched.
+	id := post(t, srv, "bob", `"still here"`).accepted(t)
+	if m := bob.next(t, protocol.TypeMessage); m["id"] != id {
+		t.Fatalf("bob got %v", m)
+	}
+}
+
+// TestFleetRouterRestart: clients connect while no router runs; a new
+// router converges through snapshots, and a restarted gateway node is
+// resynced.
+func TestFleetRouterRestart(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g1, g2 := startGatewayNode(t, ns, "gw-1"), startGatewayNode(t, ns, "gw-2")
+	first := startRouter(t, ns, fleetOpts)
+	connect(t, gwAddr(g1), "alice")
+	waitWhere(t, first, "alice", "gw-1=1")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		connect(t, gwAddr(g2), fmt.Sprintf("user-%d", i))
+	}
+	connect(t, gwAddr(g2), "alice")
+	second := startRouter(t, ns, fleetOpts)
+	waitWhere(t, second, "alice", "gw-1=1,gw-2=1")
+	for i := 0; i < 5; i++ {
+		waitWhere(t, second, fmt.Sprintf("user-%d", i), "gw-2=1")
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if s := statsOf(t, second); s.Users != 6 || s.Connections != 7 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	// gw-1 restarts (a new process, a new epoch): its alice is gone.
+	if err := g1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	startGatewayNode(t, ns, "gw-1")
+	waitWhere(t, second, "alice", "gw-2=1")
+}
+
+var (
+	gatewayBinOnce sync.Once
+	gatewayBin     string
+	gatewayBinErr  error
+)
+
+// buildGateway builds ./cmd/gateway once per test run.
+func buildGateway(t *testing.T) string {
+	t.Helper()
+	gatewayBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wsfleet-gateway-bin")
+		if err != nil {
+			gatewayBinErr = err
+			return
+		}
+		gatewayBin = filepath.Join(dir, "gateway")
+		_, file, _, _ := runtime.Caller(0)
+		cmd := exec.Command("go", "build", "-o", gatewayBin, "./cmd/gateway")
+		cmd.Dir = filepath.Join(filepath.Dir(file), "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			gatewayBinErr = fmt.Errorf("go build ./cmd/gateway: %v\n%s", err, out)
+		}
+	})
+	if gatewayBinErr != nil {
+		t.Fatal(gatewayBinErr)
+	}
+	return gatewayBin
+}
+
+// TestFleetGatewayKilled: a gateway process killed with SIGKILL sends no
+// goodbye; the router drops it and its users after --node-ttl, while the
+// other node's users stay.
+func TestFleetGatewayKilled(t *testing.T) {
+	t.Parallel()
+	bin := buildGateway(t)
+	ns := startNATS(t, -1, nil)
+	g2 := startGatewayNode(t, ns, "gw-2")
+	srv := startRouter(t, ns, fleetOpts)
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-url", ns.ClientURL(),
+		"--node-id", "gw-proc", "--presence-interval", "100ms", "--presence-batch-interval", "10ms", "--pollers", "1")
+	cmd.Env = append(os.Environ(), "WSFLEET_JWT_HS256_SECRET="+gatewaySecret)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	listen := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "gateway started" {
+				l, _ := m["listen"].(string)
+				listen <- l
+			}
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-listen:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway process did not start")
+	}
+	connect(t, addr, "alice")
+	connect(t, addr, "alice")
+	connect(t, addr, "bob")
+	connect(t, gwAddr(g2), "alice")
+	waitWhere(t, srv, "alice", "gw-2=1,gw-proc=2")
+	waitWhere(t, srv, "bob", "gw-proc=1")
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	_ = cmd.Wait()
+	waitWhere(t, srv, "bob", "")
+	if d := time.Since(killed); d < 800*time.Millisecond {
+		t.Fatalf("dropped %s after the kill, before --node-ttl (1s)", d)
+	}
+	waitWhere(t, srv, "alice", "gw-2=1")
+	s := statsOf(t, srv)
+	if s.Nodes != 1 || s.NodeList[0].Node != "gw-2" || s.Users != 1 {
+		t.Fatalf("stats after the kill: %+v", s)
+	}
+	if !strings.Contains(metricsText(t, srv), "wsfleet_router_presence_nodes_expired_total 1") {
+		t.Fatal("the expiry is not counted")
+	}
+}
