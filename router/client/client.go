@@ -1,0 +1,221 @@
+// Package client is the Go SDK of the wsfleet router, for services that
+// publish to the users connected to a gateway fleet: to one user, to a
+// batch of users or to everyone, query presence and the fleet's figures,
+// and close a user's connections everywhere.
+//
+// One interface, [Client], has two transports: the router's HTTP API
+// ([NewHTTP], with an API key or a JWT) and its NATS request API
+// ([NewNATS], for services already on the fleet's NATS). Both honour the
+// context's deadline and cancellation and return an *[Error] for every
+// refusal, which errors.Is matches against the sentinels ([ErrUserOffline],
+// [ErrRateLimited], [ErrUnauthorized], ...) by its code.
+//
+//	c := client.NewHTTP("http://router:8090", os.Getenv("ROUTER_API_KEY"))
+//	res, err := c.Publish(ctx, "alice", map[string]string{"text": "your order shipped"},
+//		client.RequireOnline(), client.WithIdempotencyKey("order-1234-shipped"))
+//	if errors.Is(err, client.ErrUserOffline) {
+//		// send a push notification instead
+//	}
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Client is the router's API, over HTTP or NATS.
+type Client interface {
+	// Publish sends data (any JSON value: a json.RawMessage or []byte is
+	// sent as is, anything else is marshalled) to every device of user.
+	Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error)
+	// PublishBatch sends data to each of users (duplicates once); the
+	// results are per distinct user, in order. A user that got nothing has
+	// Error set ("bad_user", or "user_offline" with RequireOnline).
+	PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error)
+	// Broadcast sends data to every connection of the fleet.
+	Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error)
+	// Presence tells where user is connected.
+	Presence(ctx context.Context, user string) (*Presence, error)
+	// QueryPresence tells whether each of users is online.
+	QueryPresence(ctx context.Context, users []string) ([]UserResult, error)
+	// Stats returns the fleet's nodes, connections and users.
+	Stats(ctx context.Context) (*Stats, error)
+	// Kick closes every connection of user, on every node, with close
+	// code 4403.
+	Kick(ctx context.Context, user string) (*KickResult, error)
+}
+
+// PublishOption changes a publish.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct {
+	idempotencyKey string
+	requireOnline  bool
+}
+
+// WithIdempotencyKey makes a publish idempotent: a retry with the same key
+// (1-255 bytes of printable ASCII) and the same request within the
+// router's --idempotency-window is not delivered again and returns the
+// first result (same message ids, Replayed set).
+func WithIdempotencyKey(key string) PublishOption {
+	return func(o *publishOptions) { o.idempotencyKey = key }
+}
+
+// RequireOnline publishes only to users with a device connected: Publish
+// fails with ErrUserOffline, PublishBatch marks such users "user_offline".
+// Broadcast ignores it.
+func RequireOnline() PublishOption {
+	return func(o *publishOptions) { o.requireOnline = true }
+}
+
+func applyOptions(opts []PublishOption) publishOptions {
+	var o publishOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// PublishResult is the answer to Publish.
+type PublishResult struct {
+	ID      string `json:"id"`      // the message id clients see
+	Online  bool   `json:"online"`  // the user had a device connected
+	Devices int    `json:"devices"` // fleet-wide
+	// Replayed is true when this is the stored result of an earlier
+	// publish with the same idempotency key: nothing was sent this time.
+	Replayed bool `json:"-"`
+}
+
+// BroadcastResult is the answer to Broadcast.
+type BroadcastResult struct {
+	ID       string `json:"id"`
+	Replayed bool   `json:"-"`
+}
+
+// UserResult is one user's entry in the answer to PublishBatch or
+// QueryPresence.
+type UserResult struct {
+	User    string `json:"user"`
+	ID      string `json:"id,omitempty"` // PublishBatch: the message id
+	Online  bool   `json:"online"`
+	Devices int    `json:"devices"`
+	Error   string `json:"error,omitempty"` // the user got nothing: bad_user, user_offline
+}
+
+// Presence is the answer to Presence.
+type Presence struct {
+	User    string        `json:"user"`
+	Online  bool          `json:"online"`
+	Devices int           `json:"devices"`
+	Nodes   []NodeDevices `json:"nodes"`
+}
+
+// NodeDevices is a user's device count on one gateway node.
+type NodeDevices struct {
+	Node    string `json:"node"`
+	Devices int    `json:"devices"`
+}
+
+// Stats is the answer to Stats.
+type Stats struct {
+	Nodes       int         `json:"nodes"`
+	Connections int         `json:"connections"`
+	Users       int         `json:"users"` // distinct users online fleet-wide
+	NodeList    []NodeStats `json:"node_list"`
+}
+
+// NodeStats is one gateway node in Stats.
+type NodeStats struct {
+	Node               string `json:"node"`
+	Connections        int    `json:"connections"`
+	Users              int    `json:"users"`
+	LastHeartbeatMSAgo int64  `json:"last_heartbeat_ms_ago"`
+	Draining           bool   `json:"draining"`
+	Synced             bool   `json:"synced"`
+}
+
+// KickResult is the answer to Kick.
+type KickResult struct {
+	Closed int `json:"closed"` // connections closed
+	Nodes  int `json:"nodes"`  // nodes that answered
+}
+
+// Error is a request the router refused (or could not be reached for):
+// Status is the HTTP status (over NATS too), Code the router's stable
+// error code, Message text for humans.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration // from Retry-After, when the router sent one
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("router: %s (%d): %s", e.Code, e.Status, e.Message)
+}
+
+// Is matches an *Error with the same Code, so errors.Is(err,
+// client.ErrUserOffline) holds for any user_offline refusal.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code != "" && t.Code == e.Code
+}
+
+// Sentinels for errors.Is, by error code (docs/router.md lists them all).
+var (
+	ErrBadRequest             = &Error{Code: "bad_request"}
+	ErrBadJSON                = &Error{Code: "bad_json"}
+	ErrBadUser                = &Error{Code: "bad_user"}
+	ErrBadIdempotencyKey      = &Error{Code: "bad_idempotency_key"}
+	ErrUnauthorized           = &Error{Code: "unauthorized"}
+	ErrForbidden              = &Error{Code: "forbidden"}
+	ErrUserOffline            = &Error{Code: "user_offline"}
+	ErrIdempotencyInProgress  = &Error{Code: "idempotency_in_progress"}
+	ErrIdempotencyKeyReused   = &Error{Code: "idempotency_key_reused"}
+	ErrTooLarge               = &Error{Code: "too_large"}
+	ErrTooManyUsers           = &Error{Code: "too_many_users"}
+	ErrRateLimited            = &Error{Code: "rate_limited"}
+	ErrNATSUnavailable        = &Error{Code: "nats_unavailable"}
+	ErrIdempotencyUnavailable = &Error{Code: "idempotency_unavailable"}
+	// ErrRouterUnavailable: no router answered (NATS: no responders on the
+	// subject) or the HTTP answer was not the router's (a proxy's error).
+	ErrRouterUnavailable = &Error{Code: "router_unavailable"}
+)
+
+// errorBody is the router's error answer.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Status  int    `json:"status"`
+}
+
+// marshalData encodes message data.
+func marshalData(data any) (json.RawMessage, error) {
+	switch d := data.(type) {
+	case json.RawMessage:
+		return d, nil
+	case []byte:
+		return d, nil
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("router client: encoding the message data: %w", err)
+	}
+	return b, nil
+}
+
+// retryAfter parses a Retry-After header in seconds.
+func retryAfter(v string) time.Duration {
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	return 0
+}
+
+// unavailable is the error for an answer that is not the router's.
+func unavailable(status int, msg string) *Error {
+	return &Error{Status: status, Code: ErrRouterUnavailable.Code, Message: msg}
+}

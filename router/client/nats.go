@@ -1,0 +1,172 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// NATSClient talks to the router's NATS request API on
+// <prefix>.router.<operation>.
+type NATSClient struct {
+	nc     *nats.Conn
+	prefix string
+}
+
+var _ Client = (*NATSClient)(nil)
+
+// DefaultTimeout bounds a NATS request whose context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// NewNATS returns a client of the routers reachable on nc, with the
+// fleet's subject prefix ("" for "wsfleet").
+func NewNATS(nc *nats.Conn, prefix string) *NATSClient {
+	if prefix == "" {
+		prefix = "wsfleet"
+	}
+	return &NATSClient{nc: nc, prefix: prefix}
+}
+
+// request sends req to <prefix>.router.<op> and decodes the answer into
+// out; it returns whether the answer was replayed (idempotency).
+func (c *NATSClient) request(ctx context.Context, op string, req, out any) (bool, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return false, fmt.Errorf("router client: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	subj := c.prefix + ".router." + op
+	m, err := c.nc.RequestWithContext(ctx, subj, b)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return false, unavailable(503, "no router answers on "+subj)
+		}
+		return false, fmt.Errorf("router client: %s: %w", subj, err)
+	}
+	var eb errorBody
+	if json.Unmarshal(m.Data, &eb) == nil && eb.Error != "" {
+		e := &Error{Status: eb.Status, Code: eb.Error, Message: eb.Message}
+		if m.Header != nil {
+			e.RetryAfter = retryAfter(m.Header.Get("Retry-After"))
+		}
+		return false, e
+	}
+	if err := json.Unmarshal(m.Data, out); err != nil {
+		return false, fmt.Errorf("router client: decoding the answer: %w", err)
+	}
+	return m.Header != nil && m.Header.Get("Idempotent-Replayed") == "true", nil
+}
+
+type natsPublish struct {
+	User           string          `json:"user,omitempty"`
+	Users          []string        `json:"users,omitempty"`
+	Data           json.RawMessage `json:"data"`
+	RequireOnline  bool            `json:"require_online,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+// Publish implements Client.
+func (c *NATSClient) Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error) {
+	o := applyOptions(opts)
+	d, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	var r PublishResult
+	r.Replayed, err = c.request(ctx, "publish", natsPublish{User: user, Data: d, RequireOnline: o.requireOnline, IdempotencyKey: o.idempotencyKey}, &r)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// PublishBatch implements Client.
+func (c *NATSClient) PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error) {
+	o := applyOptions(opts)
+	d, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	if users == nil {
+		users = []string{}
+	}
+	req := struct {
+		Users          []string        `json:"users"`
+		Data           json.RawMessage `json:"data"`
+		RequireOnline  bool            `json:"require_online,omitempty"`
+		IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	}{users, d, o.requireOnline, o.idempotencyKey}
+	var r struct{ Results []UserResult }
+	if _, err := c.request(ctx, "batch", req, &r); err != nil {
+		return nil, err
+	}
+	return r.Results, nil
+}
+
+// Broadcast implements Client.
+func (c *NATSClient) Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error) {
+	o := applyOptions(opts)
+	d, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	var r BroadcastResult
+	r.Replayed, err = c.request(ctx, "broadcast", natsPublish{Data: d, IdempotencyKey: o.idempotencyKey}, &r)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+type natsUser struct {
+	User string `json:"user"`
+}
+
+// Presence implements Client.
+func (c *NATSClient) Presence(ctx context.Context, user string) (*Presence, error) {
+	var r Presence
+	if _, err := c.request(ctx, "presence", natsUser{user}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// QueryPresence implements Client.
+func (c *NATSClient) QueryPresence(ctx context.Context, users []string) ([]UserResult, error) {
+	if users == nil {
+		users = []string{}
+	}
+	var r struct{ Results []UserResult }
+	if _, err := c.request(ctx, "presence.query", struct {
+		Users []string `json:"users"`
+	}{users}, &r); err != nil {
+		return nil, err
+	}
+	return r.Results, nil
+}
+
+// Stats implements Client.
+func (c *NATSClient) Stats(ctx context.Context) (*Stats, error) {
+	var r Stats
+	if _, err := c.request(ctx, "stats", struct{}{}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Kick implements Client.
+func (c *NATSClient) Kick(ctx context.Context, user string) (*KickResult, error) {
+	var r KickResult
+	if _, err := c.request(ctx, "kick", natsUser{user}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
