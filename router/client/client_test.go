@@ -1,0 +1,315 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/protocol"
+	"github.com/wsfleet/wsfleet/router"
+	"github.com/wsfleet/wsfleet/router/client"
+)
+
+const (
+	apiKey        = "client-test-key-0123456789"
+	gatewaySecret = "client-test-secret-0123456789abcdef"
+)
+
+func checkFor(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fleet is a nats-server with JetStream, one gateway node and a router.
+type fleet struct {
+	ns *server.Server
+	gw *gateway.Server
+	r  *router.Server
+	nc *nats.Conn
+}
+
+func startFleet(t *testing.T, mod func(*router.Options)) *fleet {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	gw, err := gateway.New(gateway.Options{NATSURL: ns.ClientURL(), Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		JWTHS256Secret: gatewaySecret, NodeID: "gw-1", PresenceInterval: 100 * time.Millisecond,
+		PresenceBatchInterval: 10 * time.Millisecond, Pollers: 1, Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Close() })
+	o := router.Options{Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: ns.ClientURL(), APIKeys: []string{apiKey},
+		IdempotencyStore: "jetstream", Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))}
+	if mod != nil {
+		mod(&o)
+	}
+	r, err := router.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &fleet{ns: ns, gw: gw, r: r, nc: nc}
+}
+
+func (f *fleet) clients() map[string]client.Client {
+	return map[string]client.Client{
+		"http": client.NewHTTP("http://"+f.r.Addr().String(), apiKey),
+		"nats": client.NewNATS(f.nc, ""),
+	}
+}
+
+// device is a WebSocket connection of user to the fleet's gateway; its
+// frames arrive on a channel read by one goroutine.
+type device struct {
+	frames chan map[string]any
+	closed chan int
+}
+
+func (f *fleet) connect(t *testing.T, user string) *device {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+f.gw.Addr().String()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	tok, _ := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour})
+	if err := ws.WriteJSON(map[string]string{"type": "auth", "token": tok}); err != nil {
+		t.Fatal(err)
+	}
+	d := &device{frames: make(chan map[string]any, 16), closed: make(chan int, 1)}
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				var ce *websocket.CloseError
+				code := 1006
+				if errors.As(err, &ce) {
+					code = ce.Code
+				}
+				d.closed <- code
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(b, &m) == nil && m["type"] != protocol.TypePing {
+				d.frames <- m
+			}
+		}
+	}()
+	if m := d.next(t); m["type"] != protocol.TypeWelcome {
+		t.Fatalf("got %v, want welcome", m)
+	}
+	return d
+}
+
+func (d *device) next(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case m := <-d.frames:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no frame")
+		return nil
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// TestClient runs every operation over both transports against a real
+// gateway node and router.
+func TestClient(t *testing.T) {
+	f := startFleet(t, nil)
+	for name, c := range f.clients() {
+		t.Run(name, func(t *testing.T) {
+			user := "alice-" + name
+			dev := f.connect(t, user)
+			checkFor(t, 5*time.Second, func() error {
+				p, err := c.Presence(ctx(t), user)
+				if err != nil || !p.Online || p.Devices != 1 || len(p.Nodes) != 1 || p.Nodes[0].Node != "gw-1" {
+					return fmt.Errorf("presence %+v, %v", p, err)
+				}
+				return nil
+			})
+
+			res, err := c.Publish(ctx(t), user, map[string]string{"text": "shipped"}, client.RequireOnline())
+			if err != nil || !res.Online || res.Devices != 1 || res.Replayed {
+				t.Fatalf("Publish: %+v, %v", res, err)
+			}
+			if m := dev.next(t); m["id"] != res.ID || fmt.Sprint(m["data"]) != "map[text:shipped]" {
+				t.Fatalf("delivered %v, want id %s", m, res.ID)
+			}
+			// Raw JSON is sent as is.
+			res, err = c.Publish(ctx(t), user, json.RawMessage(`{"raw": [1, 2]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := dev.next(t); m["id"] != res.ID || fmt.Sprint(m["data"]) != "map[raw:[1 2]]" {
+				t.Fatalf("delivered %v", m)
+			}
+
+			// Idempotency: the retry is not delivered and has the same id.
+			key := client.WithIdempotencyKey("order-7-" + name)
+			first, err := c.Publish(ctx(t), user, "once", key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := dev.next(t); m["id"] != first.ID {
+				t.Fatalf("delivered %v", m)
+			}
+			again, err := c.Publish(ctx(t), user, "once", key)
+			if err != nil || again.ID != first.ID || !again.Replayed {
+				t.Fatalf("retry: %+v, %v (first %+v)", again, err, first)
+			}
+			if _, err := c.Publish(ctx(t), user, "twice", key); !errors.Is(err, client.ErrIdempotencyKeyReused) {
+				t.Fatalf("key reused for another message: %v", err)
+			}
+
+			_, err = c.Publish(ctx(t), "nobody", 1, client.RequireOnline())
+			var ce *client.Error
+			if !errors.Is(err, client.ErrUserOffline) || !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+				t.Fatalf("offline user: %v", err)
+			}
+
+			rs, err := c.PublishBatch(ctx(t), []string{user, "nobody", user, ""}, 7)
+			if err != nil || len(rs) != 3 || rs[0].User != user || !rs[0].Online || rs[0].ID == "" ||
+				rs[1].Online || rs[1].ID == "" || rs[2].Error != "bad_user" {
+				t.Fatalf("PublishBatch: %+v, %v", rs, err)
+			}
+			// The next frame is the batch's: the retries were not delivered.
+			if m := dev.next(t); m["id"] != rs[0].ID || m["data"] != float64(7) {
+				t.Fatalf("batch delivered %v", m)
+			}
+			rs, err = c.PublishBatch(ctx(t), []string{"nobody"}, 7, client.RequireOnline())
+			if err != nil || len(rs) != 1 || rs[0].Error != "user_offline" {
+				t.Fatalf("PublishBatch require online: %+v, %v", rs, err)
+			}
+
+			b, err := c.Broadcast(ctx(t), "hello all")
+			if err != nil || b.ID == "" {
+				t.Fatalf("Broadcast: %+v, %v", b, err)
+			}
+			if m := dev.next(t); m["id"] != b.ID || m["data"] != "hello all" {
+				t.Fatalf("broadcast delivered %v", m)
+			}
+
+			q, err := c.QueryPresence(ctx(t), []string{user, "nobody"})
+			if err != nil || len(q) != 2 || !q[0].Online || q[0].Devices != 1 || q[1].Online {
+				t.Fatalf("QueryPresence: %+v, %v", q, err)
+			}
+			if _, err := c.QueryPresence(ctx(t), nil); !errors.Is(err, client.ErrBadRequest) {
+				t.Fatalf("QueryPresence without users: %v", err)
+			}
+			st, err := c.Stats(ctx(t))
+			if err != nil || st.Nodes != 1 || st.Users < 1 || st.NodeList[0].Node != "gw-1" {
+				t.Fatalf("Stats: %+v, %v", st, err)
+			}
+			if _, err := c.Presence(ctx(t), "a\nb"); !errors.Is(err, client.ErrBadUser) {
+				t.Fatalf("bad user: %v", err)
+			}
+
+			k, err := c.Kick(ctx(t), user)
+			if err != nil || k.Closed != 1 || k.Nodes != 1 {
+				t.Fatalf("Kick: %+v, %v", k, err)
+			}
+			select {
+			case code := <-dev.closed:
+				if code != int(protocol.CloseKicked) {
+					t.Fatalf("closed with %d, want 4403", code)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the device was not closed")
+			}
+
+			// The context's deadline is honoured.
+			expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			defer cancel()
+			if _, err := c.Stats(expired); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("expired context: %v", err)
+			}
+		})
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	f := startFleet(t, func(o *router.Options) { o.RateLimit = 0.5; o.RateLimitBurst = 1; o.MaxBatchUsers = 2 })
+	h := client.NewHTTP("http://"+f.r.Addr().String()+"/", apiKey)
+	if _, err := h.Stats(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.Stats(ctx(t))
+	var ce *client.Error
+	if !errors.Is(err, client.ErrRateLimited) || !errors.As(err, &ce) || ce.Status != 429 || ce.RetryAfter < time.Second {
+		t.Fatalf("over the rate limit: %v (%+v)", err, ce)
+	}
+	bad := client.NewHTTP("http://"+f.r.Addr().String(), "wrong-key-0123456789")
+	if _, err := bad.Stats(ctx(t)); !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("bad key: %v", err)
+	}
+	n := client.NewNATS(f.nc, "wsfleet")
+	if _, err := n.PublishBatch(ctx(t), []string{"a", "b", "c"}, 1); !errors.Is(err, client.ErrTooManyUsers) {
+		t.Fatalf("too many users: %v", err)
+	}
+	if _, err := n.Publish(ctx(t), "a", func() {}); err == nil || !strings.Contains(err.Error(), "encoding") {
+		t.Fatalf("unencodable data: %v", err)
+	}
+	// Nobody answers on another prefix, or at another address.
+	if _, err := client.NewNATS(f.nc, "elsewhere").Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) {
+		t.Fatalf("no router on NATS: %v", err)
+	}
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "bad gateway", http.StatusBadGateway)
+	}))
+	defer proxy.Close()
+	if _, err := client.NewHTTP(proxy.URL, apiKey).Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) || !errors.As(err, &ce) || ce.Status != 502 {
+		t.Fatalf("a proxy's error: %v", err)
+	}
+	if errors.Is(client.ErrUserOffline, client.ErrRateLimited) {
+		t.Fatal("different codes match")
+	}
+}
