@@ -1,0 +1,186 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wsfleet/wsfleet/internal/flagenv"
+)
+
+const usage = `Usage: loadtest SCENARIO [flags]
+
+Load tests a wsfleet gateway fleet: opens N WebSocket connections, mints
+their JWTs, publishes to them through the router or NATS, and reports
+connect rate, handshake and end-to-end latency percentiles, and exactly how
+many messages were lost, duplicated or reordered.
+
+Scenarios:
+  connect     ramp to --conns at --connect-rate, hold for --duration
+  deliver     with the connections up, publish --msg-rate messages/s to random
+              users for --duration; every device checks its sequence numbers
+  broadcast   publish --broadcasts messages to everyone; time until the last
+              connection has each
+  storm       drop --drop-share of the connections at once (TCP reset) after
+              --drop-after, reconnect with jittered exponential back-off;
+              time to full recovery, messages missed meanwhile
+  churn       close --churn-rate connections/s (each back after --churn-down)
+              while delivering
+
+Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
+
+Exit status: 0 ok; 1 the run could not be made; 2 bad flags; 3 messages were
+lost, duplicated or out of order, or the counts do not add up; 130 interrupted.
+`
+
+// Main is the loadtest command: Main(os.Args[1:]).
+func Main(args []string) int {
+	if IsWorker() {
+		return RunWorker()
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Print(usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cfg, err := ParseArgs(args[0], args[1:], nil)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		return 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "\nloadtest: stopping (Ctrl-C again to quit at once)")
+		cancel()
+		<-sig
+		os.Exit(130) // workers die with us (Pdeathsig)
+	}()
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		return 1
+	}
+	switch {
+	case res.Interrupted:
+		return 130
+	case failed(res):
+		return 3
+	}
+	return 0
+}
+
+// failed reports whether the run found a delivery problem.
+func failed(res *Result) bool {
+	if !res.Accounting.OK {
+		return true
+	}
+	for _, c := range []*SeqCounts{msgCounts(res), bcastCounts(res)} {
+		if c != nil && (c.Lost > 0 || c.Duplicated > 0 || c.OutOfOrder > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+func msgCounts(r *Result) *SeqCounts {
+	if r.Messages == nil {
+		return nil
+	}
+	return &r.Messages.Counts
+}
+
+func bcastCounts(r *Result) *SeqCounts {
+	if r.Broadcasts == nil {
+		return nil
+	}
+	return &r.Broadcasts.Counts
+}
+
+// ParseArgs reads a scenario's flags (and LOADTEST_* environment variables).
+func ParseArgs(scenario string, args []string, environ func(string) (string, bool)) (Config, error) {
+	c := Config{Scenario: scenario}
+	switch scenario {
+	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn:
+	default:
+		return c, fmt.Errorf("unknown scenario %q (connect, deliver, broadcast, storm, churn; see --help)", scenario)
+	}
+	fs := flagenv.New("loadtest "+scenario, "LOADTEST_", fmt.Sprintf("Usage: loadtest %s [flags]\n\nSee loadtest --help for the scenarios and docs/loadtest.md for the guide.", scenario))
+	fs.List(&c.URLs, "url", []string{"ws://127.0.0.1:8080/ws"}, "gateway WebSocket URL; repeat (or comma-separate) to spread connections over several gateways")
+	fs.Int(&c.Conns, "conns", 1000, "connections to open (N)")
+	fs.Float(&c.ConnectRate, "connect-rate", 1000, "new connections per second during the ramp")
+	fs.Duration(&c.Duration, "duration", 30*time.Second, "the measured phase after the ramp: hold (connect), publishing (deliver, storm, churn)")
+	fs.Int(&c.MaxConns, "max-conns", 100000, "hard cap: --conns above it is refused")
+	fs.Int(&c.Devices, "devices-per-user", 1, "connections per user: users are <user-prefix>0, 1, …; every device of a user must receive each of its messages")
+	fs.String(&c.UserPrefix, "user-prefix", "lt-", "user ids (JWT sub) are this followed by a number")
+	fs.Secret(&c.Auth.HS256Secret, "jwt-hs256-secret", "HMAC secret the gateways verify tokens with (the gateway's --jwt-hs256-secret)")
+	fs.String(&c.PrivateKeyFile, "jwt-private-key", "", "PEM private key file (RSA, EC or Ed25519) to sign tokens with instead of an HMAC secret")
+	fs.String(&c.Auth.Alg, "jwt-alg", "", "signing algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512, EdDSA); default HS256 or from the key type")
+	fs.String(&c.Auth.Kid, "jwt-kid", "", "key id put in the token header (for a gateway with a JWKS)")
+	fs.String(&c.Auth.Issuer, "jwt-issuer", "", "iss claim")
+	fs.String(&c.Auth.Audience, "jwt-audience", "", "aud claim")
+	fs.Duration(&c.Auth.TTL, "token-ttl", time.Hour, "token lifetime (exp = now + ttl); short ones exercise expiry (close 4401) and reconnects")
+	fs.Bool(&c.Auth.Refresh, "token-refresh", false, "send a fresh auth frame at 80% of the token's lifetime instead of letting it expire")
+	fs.String(&c.Workers, "workers", "auto", `worker processes: "auto" (enough for --conns-per-worker each; none below it) or a number`)
+	fs.Int(&c.ConnsPerWorker, "conns-per-worker", DefaultConnsPerWorker, "most connections per process (capped by the open-file limit)")
+	fs.String(&c.SourceIPs, "source-ips", "", "source addresses to spread connections over, past the ephemeral ports of one: 127.0.0.2-127.0.0.60 or a comma list")
+	fs.Int(&c.Pollers, "pollers", 0, "epoll loops per process (default GOMAXPROCS)")
+	fs.Duration(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "TCP connect + upgrade + welcome must finish within it, else the attempt fails and is retried")
+	fs.Duration(&c.BackoffMin, "backoff-min", 250*time.Millisecond, "first reconnect delay bound (doubles per failed attempt; half fixed, half random)")
+	fs.Duration(&c.BackoffMax, "backoff-max", 10*time.Second, "largest reconnect delay bound")
+	fs.Duration(&c.CloseTimeout, "close-timeout", 2*time.Second, "wait for the gateway's close echo before closing the socket")
+	fs.String(&c.JSONFile, "json", "", "write the whole result as JSON to this file")
+	fs.String(&c.HTMLFile, "html", "", "write a self-contained HTML page with the report and charts to this file")
+	fs.List(&c.MetricsURLs, "metrics-url", nil, "a gateway admin /metrics URL to scrape at start, peak and end (repeatable)")
+	fs.String(&c.Progress, "progress", "auto", "auto (bars on a terminal, lines otherwise), bars, lines or off")
+	fs.Duration(&c.ProgressInterval, "progress-interval", time.Second, "how often progress lines are printed")
+	var seed int
+	fs.Int(&seed, "seed", 0, "random seed (0: random)")
+	if scenario != ScenarioConnect {
+		fs.String(&c.Publish.Via, "via", "router", "publish through the router's HTTP API (router) or directly on NATS (nats)")
+		fs.String(&c.Publish.RouterURL, "router-url", "http://127.0.0.1:8090", "router base URL")
+		fs.Secret(&c.Publish.APIKey, "api-key", "router API key (the router's WSFLEET_API_KEY)")
+		fs.String(&c.Publish.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server for --via nats")
+		fs.String(&c.Publish.SubjectPrefix, "subject-prefix", "wsfleet", "the fleet's subject prefix (--via nats)")
+		fs.Int(&c.Publish.MsgBytes, "msg-bytes", 128, "size of each message's data JSON (padded)")
+		fs.Int(&c.Publish.Concurrency, "publish-concurrency", 32, "router requests in flight per process")
+		fs.Duration(&c.Publish.Timeout, "publish-timeout", 10*time.Second, "router request or NATS flush timeout")
+		fs.Duration(&c.Drain, "drain", 10*time.Second, "after the last publish, wait at most this long for deliveries")
+		fs.Duration(&c.DrainQuiet, "drain-quiet", 2*time.Second, "end the drain early after this long without a delivery")
+	}
+	switch scenario {
+	case ScenarioDeliver, ScenarioStorm, ScenarioChurn:
+		def := 100.0
+		fs.Float(&c.MsgRate, "msg-rate", def, "messages per second to random users (storm, churn: 0 for none)")
+	}
+	switch scenario {
+	case ScenarioBroadcast:
+		fs.Int(&c.Broadcasts, "broadcasts", 1, "broadcasts to publish")
+		fs.Duration(&c.BroadcastInterval, "broadcast-interval", time.Second, "time between broadcasts")
+	case ScenarioStorm:
+		fs.Float(&c.DropShare, "drop-share", 0.5, "share of the open connections dropped at once (0-1]")
+		fs.Duration(&c.DropAfter, "drop-after", 5*time.Second, "when, after the ramp, the drop happens (within --duration)")
+	case ScenarioChurn:
+		fs.Float(&c.ChurnRate, "churn-rate", 10, "connections closed per second (close 1000)")
+		fs.Duration(&c.ChurnDown, "churn-down", time.Second, "how long a closed connection stays away (±50%)")
+	}
+	if err := fs.Parse(args, environ); err != nil {
+		return c, err
+	}
+	c.Seed = uint64(seed)
+	return c, nil
+}

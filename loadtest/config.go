@@ -1,0 +1,282 @@
+package loadtest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Scenarios.
+const (
+	ScenarioConnect   = "connect"
+	ScenarioDeliver   = "deliver"
+	ScenarioBroadcast = "broadcast"
+	ScenarioStorm     = "storm"
+	ScenarioChurn     = "churn"
+)
+
+// Config is one run. Zero fields take the defaults of SetDefaults.
+type Config struct {
+	Scenario string
+
+	URLs        []string      // gateway WebSocket URLs; connections are spread over them
+	Conns       int           // N
+	ConnectRate float64       // connects per second during the ramp
+	Duration    time.Duration // the measured phase after the ramp
+	MaxConns    int           // hard cap on Conns
+	Devices     int           // connections per user
+	UserPrefix  string
+
+	Auth           AuthConfig
+	PrivateKeyFile string
+
+	Publish PublishConfig
+	MsgRate float64 // deliver, storm, churn: messages per second to random users (0: none)
+
+	Broadcasts        int
+	BroadcastInterval time.Duration
+
+	DropShare float64       // storm
+	DropAfter time.Duration // storm: after the ramp
+	ChurnRate float64       // churn: disconnects per second
+	ChurnDown time.Duration // churn: how long a churned connection stays away
+
+	Workers        string // "auto" or a number
+	ConnsPerWorker int
+	SourceIPs      string
+	Pollers        int
+
+	ConnectTimeout time.Duration
+	BackoffMin     time.Duration
+	BackoffMax     time.Duration
+	CloseTimeout   time.Duration
+	Drain          time.Duration // longest wait for deliveries after the last publish
+	DrainQuiet     time.Duration // end the drain after this long without a delivery
+
+	JSONFile    string
+	HTMLFile    string
+	MetricsURLs []string
+
+	Progress         string // auto, bars, lines, off
+	ProgressInterval time.Duration
+	Seed             uint64
+
+	Stdout, Stderr io.Writer
+	// WorkerExe and WorkerArgs start worker processes (default: this
+	// executable, re-executed with WorkerEnv set).
+	WorkerExe string
+	WorkerEnv []string
+}
+
+// SetDefaults fills the zero fields.
+func (c *Config) SetDefaults() {
+	if len(c.URLs) == 0 {
+		c.URLs = []string{"ws://127.0.0.1:8080/ws"}
+	}
+	def := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.Conns == 0 {
+		c.Conns = 1000
+	}
+	if c.ConnectRate == 0 {
+		c.ConnectRate = 1000
+	}
+	def(&c.Duration, 30*time.Second)
+	if c.MaxConns == 0 {
+		c.MaxConns = 100000
+	}
+	if c.Devices == 0 {
+		c.Devices = 1
+	}
+	if c.UserPrefix == "" {
+		c.UserPrefix = "lt-"
+	}
+	def(&c.Auth.TTL, time.Hour)
+	if c.Publish.Via == "" {
+		c.Publish.Via = "router"
+	}
+	if c.Publish.RouterURL == "" {
+		c.Publish.RouterURL = "http://127.0.0.1:8090"
+	}
+	if c.Publish.NATSURL == "" {
+		c.Publish.NATSURL = "nats://127.0.0.1:4222"
+	}
+	if c.Publish.SubjectPrefix == "" {
+		c.Publish.SubjectPrefix = "wsfleet"
+	}
+	if c.Publish.MsgBytes == 0 {
+		c.Publish.MsgBytes = 128
+	}
+	if c.Publish.Concurrency == 0 {
+		c.Publish.Concurrency = 32
+	}
+	def(&c.Publish.Timeout, 10*time.Second)
+	if c.Broadcasts == 0 {
+		c.Broadcasts = 1
+	}
+	def(&c.BroadcastInterval, time.Second)
+	if c.DropShare == 0 {
+		c.DropShare = 0.5
+	}
+	def(&c.DropAfter, 5*time.Second)
+	if c.ChurnRate == 0 {
+		c.ChurnRate = 10
+	}
+	def(&c.ChurnDown, time.Second)
+	if c.Workers == "" {
+		c.Workers = "auto"
+	}
+	if c.ConnsPerWorker == 0 {
+		c.ConnsPerWorker = DefaultConnsPerWorker
+	}
+	def(&c.ConnectTimeout, 10*time.Second)
+	def(&c.BackoffMin, 250*time.Millisecond)
+	def(&c.BackoffMax, 10*time.Second)
+	def(&c.CloseTimeout, 2*time.Second)
+	def(&c.Drain, 10*time.Second)
+	def(&c.DrainQuiet, 2*time.Second)
+	if c.Progress == "" {
+		c.Progress = "auto"
+	}
+	def(&c.ProgressInterval, time.Second)
+}
+
+// publishes reports whether the scenario publishes to users.
+func (c *Config) publishes() bool {
+	switch c.Scenario {
+	case ScenarioDeliver, ScenarioChurn:
+		return c.MsgRate > 0
+	case ScenarioStorm:
+		return c.MsgRate > 0
+	}
+	return false
+}
+
+// Validate checks the settings; errors name the flag.
+func (c *Config) Validate() error {
+	switch c.Scenario {
+	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn:
+	default:
+		return fmt.Errorf("unknown scenario %q: connect, deliver, broadcast, storm or churn", c.Scenario)
+	}
+	switch {
+	case c.Conns < 1:
+		return errors.New("--conns must be at least 1")
+	case c.Conns > c.MaxConns:
+		return fmt.Errorf("--conns %d is over --max-conns %d (the hard cap; raise it deliberately)", c.Conns, c.MaxConns)
+	case c.ConnectRate <= 0:
+		return errors.New("--connect-rate must be positive")
+	case c.Duration <= 0 || c.Duration > 24*time.Hour:
+		return errors.New("--duration must be between 1ns and 24h")
+	case c.Devices < 1 || c.Devices > 1000:
+		return errors.New("--devices-per-user must be between 1 and 1000")
+	case c.Scenario == ScenarioDeliver && c.MsgRate <= 0:
+		return errors.New("deliver needs --msg-rate above 0")
+	case c.MsgRate < 0 || c.MsgRate > 1e6:
+		return errors.New("--msg-rate must be between 0 and 1,000,000")
+	case c.Publish.MsgBytes < 0 || c.Publish.MsgBytes > 1<<20:
+		return errors.New("--msg-bytes must be between 0 and 1 MiB")
+	case c.Publish.Concurrency < 1 || c.Publish.Concurrency > 4096:
+		return errors.New("--publish-concurrency must be between 1 and 4096")
+	case c.Broadcasts < 1 || c.Broadcasts > 100000:
+		return errors.New("--broadcasts must be between 1 and 100,000")
+	case c.DropShare <= 0 || c.DropShare > 1:
+		return errors.New("--drop-share must be in (0, 1]")
+	case c.ChurnRate < 0:
+		return errors.New("--churn-rate must not be negative")
+	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
+		return errors.New("--backoff-min must be positive and at most --backoff-max")
+	case c.Auth.TTL < 0:
+		return errors.New("--token-ttl must not be negative")
+	}
+	switch c.Progress {
+	case "auto", "bars", "lines", "off":
+	default:
+		return fmt.Errorf("--progress %q: auto, bars, lines or off", c.Progress)
+	}
+	if c.Auth.HS256Secret == "" && c.PrivateKeyFile == "" && c.Auth.PrivateKeyPEM == "" {
+		return errors.New("no signing key: set --jwt-hs256-secret (or LOADTEST_JWT_HS256_SECRET) or --jwt-private-key")
+	}
+	if c.Scenario == ScenarioBroadcast || c.publishes() {
+		switch c.Publish.Via {
+		case "router":
+			if c.Publish.APIKey == "" {
+				return errors.New("--via router needs --api-key (or LOADTEST_API_KEY)")
+			}
+			if _, err := url.Parse(c.Publish.RouterURL); err != nil {
+				return fmt.Errorf("--router-url: %v", err)
+			}
+		case "nats":
+		default:
+			return fmt.Errorf("--via %q: router or nats", c.Publish.Via)
+		}
+	}
+	for _, u := range c.MetricsURLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("--metrics-url %q is not an http(s) URL", u)
+		}
+	}
+	return nil
+}
+
+// resolveTargets parses the gateway URLs and resolves their hosts.
+func resolveTargets(urls []string) ([]Target, error) {
+	var out []Target
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("--url %q: %v", raw, err)
+		}
+		switch u.Scheme {
+		case "ws":
+		case "wss":
+			return nil, fmt.Errorf("--url %q: wss is not supported (the client engine speaks plain TCP); point it at the gateways behind the TLS terminator", raw)
+		default:
+			return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+		}
+		host, port := u.Hostname(), u.Port()
+		if port == "" {
+			port = "80"
+		}
+		path := u.RequestURI()
+		if path == "" {
+			path = "/"
+		}
+		var addr netip.Addr
+		if a, err := netip.ParseAddr(host); err == nil {
+			addr = a
+		} else {
+			ips, err := net.LookupIP(host)
+			if err != nil || len(ips) == 0 {
+				return nil, fmt.Errorf("--url %q: cannot resolve %s: %v", raw, host, err)
+			}
+			addr, _ = netip.AddrFromSlice(ips[0])
+			for _, ip := range ips {
+				if ip4 := ip.To4(); ip4 != nil {
+					addr, _ = netip.AddrFromSlice(ip4)
+					break
+				}
+			}
+		}
+		ap, err := netip.ParseAddrPort(net.JoinHostPort(addr.Unmap().String(), port))
+		if err != nil {
+			return nil, fmt.Errorf("--url %q: %v", raw, err)
+		}
+		out = append(out, Target{URL: raw, Host: u.Host, Path: path, Addr: ap.String()})
+	}
+	fam := func(a string) bool { return netip.MustParseAddrPort(a).Addr().Is4() }
+	for _, t := range out[1:] {
+		if fam(t.Addr) != fam(out[0].Addr) {
+			return nil, errors.New("--url: mix of IPv4 and IPv6 gateways")
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,153 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// isTerminal reports whether w is a terminal (TCGETS succeeds on it).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func termWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && ws.Col > 20 {
+			return int(ws.Col)
+		}
+	}
+	return 100
+}
+
+// display shows progress while a run goes: bars redrawn in place on a
+// terminal, plain lines otherwise (CI, logs).
+type display struct {
+	r     *runner
+	w     io.Writer
+	bars  bool
+	every time.Duration
+	stopc chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	lines int // lines drawn last time (bars)
+	prev  Progress
+	prevT time.Time
+}
+
+func newDisplay(r *runner) *display {
+	d := &display{r: r, w: r.log, every: r.cfg.ProgressInterval, stopc: make(chan struct{}), done: make(chan struct{})}
+	switch r.cfg.Progress {
+	case "off":
+		d.every = 0
+	case "bars":
+		d.bars = true
+	case "lines":
+	default:
+		d.bars = isTerminal(r.log)
+	}
+	if d.bars {
+		d.every = min(d.every, 250*time.Millisecond)
+	}
+	return d
+}
+
+func (d *display) start() {
+	if d.every <= 0 {
+		close(d.done)
+		return
+	}
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(d.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-d.stopc:
+				if d.bars {
+					d.draw() // the last state stays on screen
+				}
+				return
+			case <-t.C:
+				d.draw()
+			}
+		}
+	}()
+}
+
+func (d *display) stop() {
+	d.once.Do(func() { close(d.stopc) })
+	<-d.done
+}
+
+func (d *display) draw() {
+	p, _ := d.r.progress()
+	now := time.Now()
+	el := float64(mono()-d.r.t0) / 1e9
+	dt := now.Sub(d.prevT).Seconds()
+	if d.prevT.IsZero() || dt <= 0 {
+		dt = el
+	}
+	rate := func(a, b int64) float64 { return float64(a-b) / dt }
+	recvRate := rate(p.Receipts+p.BReceipts, d.prev.Receipts+d.prev.BReceipts)
+	connRate := rate(p.Welcomes, d.prev.Welcomes)
+	d.prev, d.prevT = p, now
+	errs := p.Fails + p.PubFailed + p.Dups + p.OOO
+	phase := d.r.getPhase()
+	target := int64(d.r.cfg.Conns)
+	if !d.bars {
+		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting)  published %s  received %s (%s/s)  errors %s\n",
+			el, phase, thousands(p.Live), thousands(target), thousands(int64(connRate)), thousands(p.Connecting),
+			thousands(p.Acked), thousands(p.Receipts+p.BReceipts), thousands(int64(recvRate)), thousands(errs))
+		return
+	}
+	width := termWidth(d.w)
+	barW := max(10, min(40, width-60))
+	bar := func(v, max int64) string {
+		if max <= 0 {
+			max = 1
+		}
+		n := int(float64(barW) * float64(min(v, max)) / float64(max))
+		return "[" + strings.Repeat("█", n) + strings.Repeat("░", barW-n) + "]"
+	}
+	var b strings.Builder
+	if d.lines > 0 {
+		fmt.Fprintf(&b, "\x1b[%dA", d.lines)
+	}
+	line := func(format string, args ...any) {
+		b.WriteString("\x1b[2K")
+		fmt.Fprintf(&b, format, args...)
+		b.WriteByte('\n')
+	}
+	line("%s  %.1fs  %s", d.r.cfg.Scenario, el, phase)
+	line("conns    %s %s/%s  +%s/s  %s connecting", bar(p.Live, target), thousands(p.Live), thousands(target), thousands(int64(connRate)), thousands(p.Connecting))
+	if d.r.cfg.publishes() || d.r.cfg.Scenario == ScenarioBroadcast {
+		rateTarget := int64(d.r.cfg.MsgRate)
+		if d.r.cfg.Scenario == ScenarioBroadcast {
+			rateTarget = max(int64(recvRate), 1)
+		}
+		line("msgs/s   %s %s/s received  %s published  %s outstanding", bar(int64(recvRate), max(rateTarget, int64(recvRate))), thousands(int64(recvRate)), thousands(p.Acked), thousands(p.Outstanding))
+	}
+	line("errors   %s connect failures  %s publish failures  %s duplicates  %s out of order", thousands(p.Fails), thousands(p.PubFailed), thousands(p.Dups), thousands(p.OOO))
+	if p.Dropped > 0 {
+		line("storm    %s %s/%s back", bar(p.Recovered, p.Dropped), thousands(p.Recovered), thousands(p.Dropped))
+	}
+	n := strings.Count(b.String(), "\n")
+	// clear lines left over from a taller frame
+	for i := n; i < d.lines; i++ {
+		b.WriteString("\x1b[2K\n")
+		n++
+	}
+	d.lines = n
+	io.WriteString(d.w, b.String())
+}

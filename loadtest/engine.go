@@ -1,0 +1,564 @@
+package loadtest
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+)
+
+// Target is one gateway WebSocket endpoint.
+type Target struct {
+	URL  string `json:"url"`
+	Host string `json:"host"` // Host header
+	Path string `json:"path"` // request URI
+	Addr string `json:"addr"` // resolved ip:port
+}
+
+// workerPlan is what one process (the only one, or a worker) runs: its
+// share of the slots, whole users, and everything it needs to reach the
+// fleet. The parent sends it to a worker as JSON.
+type workerPlan struct {
+	Index          int           `json:"index"`
+	Workers        int           `json:"workers"`
+	RunID          string        `json:"run_id"`
+	T0             int64         `json:"t0"` // mono ns of the run's start, shared by every process
+	Targets        []Target      `json:"targets"`
+	SourceIPs      []string      `json:"source_ips,omitempty"`
+	SlotFrom       int           `json:"slot_from"` // global slots [SlotFrom, SlotTo)
+	SlotTo         int           `json:"slot_to"`
+	Devices        int           `json:"devices_per_user"`
+	UserPrefix     string        `json:"user_prefix"`
+	Auth           AuthConfig    `json:"auth"`
+	Publish        PublishConfig `json:"publish"`
+	NeedPublisher  bool          `json:"need_publisher"`
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+	BackoffMin     time.Duration `json:"backoff_min"`
+	BackoffMax     time.Duration `json:"backoff_max"`
+	CloseTimeout   time.Duration `json:"close_timeout"`
+	Pollers        int           `json:"pollers"`
+	Seed           uint64        `json:"seed"`
+}
+
+// userName is the JWT sub of user n.
+func userName(prefix string, n int) string { return prefix + strconv.Itoa(n) }
+
+const tick = 10 * time.Millisecond
+
+// engine holds one process's connections: its loops, slots and users.
+type engine struct {
+	plan    *workerPlan
+	loops   []*loop
+	slots   []*slot
+	names   []string // local users' names
+	nums    []int    // local users' numbers
+	tokens  *tokenSource
+	sink    *sink
+	pub     *publisher
+	running atomic.Bool // connections that drop are reconnected
+	prefix  []byte      // `{"lt":"<run>"` that starts every data payload of this run
+
+	// userMu guards userLive; a welcome, a close and a publish's stamp take
+	// it, so "welcomed before the publish" and "counted as open at the
+	// publish" are the same thing.
+	userMu   [64]sync.Mutex
+	userLive []int32
+
+	// deliveries owed (acknowledged messages × sessions open at their
+	// publish) and received by such sessions; equal when nothing is
+	// outstanding.
+	eligible, eligGot atomic.Int64
+	bElig, bGot       atomic.Int64
+
+	bMu  sync.Mutex
+	bLog []pubRec // broadcasts as announced by the parent
+
+	rampWelcomed atomic.Int64
+	rampStart    atomic.Int64
+	rampDone     atomic.Int64
+	firstDrop    atomic.Int64
+	lastRecovery atomic.Int64
+
+	series seriesCollector
+	done   chan struct{} // closed when every slot is down after finish
+}
+
+func newEngine(plan *workerPlan) (*engine, error) {
+	if plan.SlotTo < plan.SlotFrom || plan.Devices < 1 || len(plan.Targets) == 0 {
+		return nil, errors.New("bad worker plan")
+	}
+	e := &engine{plan: plan, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
+	e.series.init()
+	dev := plan.Devices
+	userFrom := plan.SlotFrom / dev
+	nUsers := (plan.SlotTo - plan.SlotFrom + dev - 1) / dev
+	for i := 0; i < nUsers; i++ {
+		e.nums = append(e.nums, userFrom+i)
+		e.names = append(e.names, userName(plan.UserPrefix, userFrom+i))
+	}
+	e.userLive = make([]int32, nUsers)
+	var err error
+	if e.tokens, err = newTokenSource(plan.Auth, nUsers); err != nil {
+		return nil, err
+	}
+	if err := e.tokens.premint(e.names); err != nil {
+		return nil, fmt.Errorf("minting tokens: %v", err)
+	}
+	if plan.NeedPublisher {
+		if e.sink, err = newSink(plan.Publish); err != nil {
+			return nil, err
+		}
+		e.pub = newPublisher(e.sink, plan.RunID, e.nums, e.names, e.stamp, &e.eligible)
+	}
+	targets := make([]netip.AddrPort, len(plan.Targets))
+	for i, t := range plan.Targets {
+		if targets[i], err = netip.ParseAddrPort(t.Addr); err != nil {
+			return nil, fmt.Errorf("target %s: %v", t.URL, err)
+		}
+	}
+	var srcs []netip.Addr
+	for _, s := range plan.SourceIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--source-ips: %v", err)
+		}
+		srcs = append(srcs, a)
+	}
+	np := plan.Pollers
+	if np <= 0 {
+		np = runtime.GOMAXPROCS(0)
+	}
+	e.running.Store(true)
+	for i := 0; i < np; i++ {
+		l, err := newLoop(e, i, targets, srcs)
+		if err != nil {
+			e.closeLoops()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	for i := plan.SlotFrom; i < plan.SlotTo; i++ {
+		li := len(e.slots) % np
+		s := &slot{
+			l:    e.loops[li],
+			idx:  int32(len(e.slots)),
+			gidx: int32(i),
+			user: int32(len(e.slots) / dev),
+			fd:   -1,
+		}
+		s.tgt = int16(i % len(targets))
+		if len(srcs) > 0 {
+			s.src = int16((i / len(targets)) % len(srcs))
+		}
+		e.slots = append(e.slots, s)
+		e.loops[li].slots = append(e.loops[li].slots, s)
+	}
+	return e, nil
+}
+
+func (e *engine) closeLoops() {
+	for _, l := range e.loops {
+		if l.p != nil {
+			l.p.Close()
+		}
+	}
+}
+
+// stamp takes the publish time of a message to local user u and the number
+// of the user's sessions open then.
+func (e *engine) stamp(u int) (int64, int32) {
+	mu := &e.userMu[u%len(e.userMu)]
+	mu.Lock()
+	t := mono()
+	n := e.userLive[u]
+	mu.Unlock()
+	return t, n
+}
+
+// sessionOpened and sessionClosed keep userLive; opened returns the welcome time.
+func (e *engine) sessionOpened(u int32) int64 {
+	mu := &e.userMu[int(u)%len(e.userMu)]
+	mu.Lock()
+	t := mono()
+	e.userLive[u]++
+	mu.Unlock()
+	return t
+}
+
+func (e *engine) sessionClosed(u int32) {
+	mu := &e.userMu[int(u)%len(e.userMu)]
+	mu.Lock()
+	e.userLive[u]--
+	mu.Unlock()
+}
+
+// onLoops runs f on every loop's goroutine and waits for all of them.
+func (e *engine) onLoops(f func(l *loop)) {
+	var wg sync.WaitGroup
+	for _, l := range e.loops {
+		wg.Add(1)
+		l.p.Post(func() { defer wg.Done(); f(l) })
+	}
+	wg.Wait()
+}
+
+// connect starts the ramp: every slot that is down is connected, rate per
+// second across this process.
+func (e *engine) connect(rate float64) {
+	e.rampStart.CompareAndSwap(0, mono())
+	per := rate / float64(len(e.loops))
+	e.onLoops(func(l *loop) {
+		l.rampRate = per
+		l.ramp = l.ramp[:0]
+		for _, s := range l.slots {
+			if s.state == stDown && !s.want {
+				l.ramp = append(l.ramp, s)
+			}
+		}
+		l.rampNext = 0
+	})
+	if len(e.slots) == 0 {
+		e.rampDone.CompareAndSwap(0, mono())
+	}
+}
+
+// drop closes share of the open connections at once, without a close
+// frame (a TCP reset), and lets them reconnect with back-off.
+func (e *engine) drop(share float64) {
+	e.onLoops(func(l *loop) { l.drop(share) })
+}
+
+// churn closes rate connections a second (close 1000) across this process;
+// each comes back after down (±50% jitter).
+func (e *engine) churn(rate float64, down time.Duration) {
+	per := rate / float64(len(e.loops))
+	e.onLoops(func(l *loop) { l.churnRate, l.churnDown, l.churnBudget = per, down, 0 })
+}
+
+// announce records a broadcast the parent published.
+func (e *engine) announce(seq int, t int64, ok bool) {
+	e.bMu.Lock()
+	for len(e.bLog) < seq {
+		e.bLog = append(e.bLog, pubRec{state: pubFailed})
+	}
+	st := pubFailed
+	if ok {
+		st = pubAcked
+	}
+	e.bLog[seq-1] = pubRec{t: t, state: st}
+	e.bMu.Unlock()
+	if !ok {
+		return
+	}
+	e.onLoops(func(l *loop) {
+		var n int64
+		for _, s := range l.slots {
+			if s.bc.open && s.bc.w < t {
+				n++
+			}
+		}
+		e.bElig.Add(n)
+	})
+}
+
+// Progress is a process's running totals, sent every second.
+type Progress struct {
+	Worker       int   `json:"worker"`
+	Slots        int64 `json:"slots"`
+	Live         int64 `json:"live"`
+	Connecting   int64 `json:"connecting"`
+	Attempts     int64 `json:"attempts"`
+	Welcomes     int64 `json:"welcomes"`
+	Fails        int64 `json:"fails"`
+	Closes       int64 `json:"closes"`
+	Published    int64 `json:"published"`
+	Acked        int64 `json:"acked"`
+	PubFailed    int64 `json:"pub_failed"`
+	Receipts     int64 `json:"receipts"`
+	BReceipts    int64 `json:"broadcast_receipts"`
+	Dups         int64 `json:"dups"`
+	OOO          int64 `json:"ooo"`
+	Outstanding  int64 `json:"outstanding"`
+	LastRecv     int64 `json:"last_recv"`
+	Dropped      int64 `json:"dropped"`
+	Recovered    int64 `json:"recovered"`
+	RampStart    int64 `json:"ramp_start"`
+	RampDone     int64 `json:"ramp_done"`
+	FirstDrop    int64 `json:"first_drop"`
+	LastRecovery int64 `json:"last_recovery"`
+}
+
+func (e *engine) progress() Progress {
+	p := Progress{Worker: e.plan.Index, Slots: int64(len(e.slots))}
+	for _, l := range e.loops {
+		st := &l.st
+		p.Live += st.live.Load()
+		p.Connecting += st.connecting.Load()
+		p.Attempts += st.attempts.Load()
+		p.Welcomes += st.welcomes.Load()
+		p.Fails += st.fails.Load()
+		p.Closes += st.closes.Load()
+		p.Receipts += st.receipts.Load()
+		p.BReceipts += st.breceipts.Load()
+		p.Dups += st.dups.Load()
+		p.OOO += st.ooo.Load()
+		p.Dropped += st.dropped.Load()
+		p.Recovered += st.recovered.Load()
+		p.LastRecv = max(p.LastRecv, st.lastRecv.Load())
+	}
+	if e.pub != nil {
+		p.Published = e.pub.published.Load()
+		p.Acked = e.pub.acked.Load()
+		p.PubFailed = e.pub.failed.Load()
+	}
+	p.Outstanding = e.eligible.Load() - e.eligGot.Load() + e.bElig.Load() - e.bGot.Load()
+	p.RampStart = e.rampStart.Load()
+	p.RampDone = e.rampDone.Load()
+	p.FirstDrop = e.firstDrop.Load()
+	p.LastRecovery = e.lastRecovery.Load()
+	return p
+}
+
+// BroadcastStat is one broadcast as one process saw it.
+type BroadcastStat struct {
+	Seq       int   `json:"seq"`
+	Receivers int64 `json:"receivers"`
+	First     int64 `json:"first"` // mono ns of the first and last receipt
+	Last      int64 `json:"last"`
+}
+
+// workerResult is what a process reports at the end.
+type workerResult struct {
+	Index      int                 `json:"index"`
+	Final      Progress            `json:"final"`
+	Msgs       SeqCounts           `json:"msgs"`
+	Bcast      SeqCounts           `json:"bcast"`
+	Hists      map[string]HistWire `json:"hists"`
+	Broadcasts []BroadcastStat     `json:"broadcasts,omitempty"`
+	Closes     map[string]int64    `json:"closes"`
+	Errors     map[string]int64    `json:"errors"`
+	PubErrors  map[string]int64    `json:"pub_errors"`
+	Foreign    int64               `json:"foreign"`
+	Misrouted  int64               `json:"misrouted"`
+	Refreshed  int64               `json:"refreshed"`
+	Churned    int64               `json:"churned"`
+	Behind     int64               `json:"behind"`
+	OpenAtEnd  int64               `json:"open_at_end"`
+	Mints      int64               `json:"token_mints"`
+	CPUUser    float64             `json:"cpu_user_s"`
+	CPUSys     float64             `json:"cpu_sys_s"`
+	Series     []seriesWire        `json:"series,omitempty"`
+}
+
+// finish stops publishing, stops reconnecting, takes the accounting cut
+// (the end of the drain window), closes every connection (close 1000,
+// waiting CloseTimeout for the echo) and returns the process's result.
+func (e *engine) finish() *workerResult {
+	if e.pub != nil {
+		e.pub.stopAndWait()
+	}
+	e.running.Store(false)
+	var logs [][]pubRec
+	if e.pub != nil {
+		for _, u := range e.pub.users {
+			logs = append(logs, u.log)
+		}
+	}
+	e.bMu.Lock()
+	blog := append([]pubRec(nil), e.bLog...)
+	e.bMu.Unlock()
+
+	r := &workerResult{Index: e.plan.Index, Hists: map[string]HistWire{}, Closes: map[string]int64{}, Errors: map[string]int64{}}
+	var mu sync.Mutex
+	e.onLoops(func(l *loop) {
+		l.rampRate, l.churnRate = 0, 0
+		var msgs, bc SeqCounts
+		var open int64
+		for _, s := range l.slots {
+			if logs != nil {
+				msgs.add(s.msgs.account(logs[s.user], s.msgs.open))
+			}
+			bc.add(s.bc.account(blog, s.bc.open))
+			if s.msgs.open || s.bc.open {
+				open++
+			}
+		}
+		mu.Lock()
+		r.Msgs.add(msgs)
+		r.Bcast.add(bc)
+		r.OpenAtEnd += open
+		mu.Unlock()
+		l.finishing = true
+		for _, s := range l.slots {
+			s.want = false
+			switch s.state {
+			case stDown:
+				l.w.unlink(s)
+			case stLive:
+				s.closeGracefully(1000)
+			case stClosing:
+			default:
+				s.finalClose("", 0)
+			}
+		}
+		l.checkFinished()
+	})
+	// Wait for the close handshakes (bounded by the close timeout on the wheel).
+	for _, l := range e.loops {
+		select {
+		case <-l.finished:
+		case <-time.After(e.plan.CloseTimeout + 5*time.Second):
+		}
+	}
+	r.Final = e.progress()
+	e.series.flushAll()
+	e.closeLoops()
+	if e.sink != nil {
+		e.sink.close()
+	}
+
+	hs := map[string]*hdrhistogram.Histogram{}
+	merge := func(name string, h *hdrhistogram.Histogram) {
+		if hs[name] == nil {
+			hs[name] = newHist()
+		}
+		hs[name].Merge(h)
+	}
+	bstats := map[int]*BroadcastStat{}
+	for _, l := range e.loops {
+		merge("upgrade", l.hUpgrade)
+		merge("welcome", l.hWelcome)
+		merge("e2e", l.hE2E)
+		merge("broadcast", l.hBcast)
+		merge("reconnect", l.hReconnect)
+		for k, v := range l.closes {
+			r.Closes[k] += v
+		}
+		for k, v := range l.errs {
+			r.Errors[k] += v
+		}
+		r.Foreign += l.st.foreign.Load()
+		r.Misrouted += l.st.misrouted.Load()
+		r.Refreshed += l.st.refreshed.Load()
+		r.Churned += l.st.churned.Load()
+		for i, b := range l.bstats {
+			if b.Receivers == 0 {
+				continue
+			}
+			t := bstats[i+1]
+			if t == nil {
+				t = &BroadcastStat{Seq: i + 1, First: b.First, Last: b.Last}
+				bstats[i+1] = t
+			}
+			t.Receivers += b.Receivers
+			t.First = min(t.First, b.First)
+			t.Last = max(t.Last, b.Last)
+		}
+	}
+	for i := range blog {
+		if t := bstats[i+1]; t != nil {
+			r.Broadcasts = append(r.Broadcasts, *t)
+		} else {
+			r.Broadcasts = append(r.Broadcasts, BroadcastStat{Seq: i + 1})
+		}
+	}
+	for k, h := range hs {
+		r.Hists[k] = exportHist(h)
+	}
+	if e.pub != nil {
+		r.PubErrors = e.pub.errors()
+		r.Behind = e.pub.behind.Load()
+	}
+	r.Mints = e.tokens.mints
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		r.CPUUser = float64(ru.Utime.Nano()) / 1e9
+		r.CPUSys = float64(ru.Stime.Nano()) / 1e9
+	}
+	r.Series = e.series.takeAll()
+	return r
+}
+
+// seriesWire is one second of a process's time series: cumulative counters
+// sampled at second I of the run, and the end-to-end latencies recorded
+// during the second before it.
+type seriesWire struct {
+	I         int      `json:"i"`
+	Live      int64    `json:"live"`
+	Welcomes  int64    `json:"welcomes"`
+	Fails     int64    `json:"fails"`
+	Closes    int64    `json:"closes"`
+	Receipts  int64    `json:"receipts"`
+	BReceipts int64    `json:"broadcast_receipts"`
+	Acked     int64    `json:"acked"`
+	Lat       HistWire `json:"lat"`
+}
+
+// seriesCollector gathers the loops' per-second latency histograms and the
+// reporter's samples.
+type seriesCollector struct {
+	mu     sync.Mutex
+	hists  map[int]*hdrhistogram.Histogram
+	points []seriesWire
+}
+
+func (c *seriesCollector) init() { c.hists = map[int]*hdrhistogram.Histogram{} }
+
+// addHist merges a loop's histogram of second i (the loop keeps h).
+func (c *seriesCollector) addHist(i int, h *hdrhistogram.Histogram) {
+	c.mu.Lock()
+	if c.hists[i] == nil {
+		c.hists[i] = newSeriesHist()
+	}
+	c.hists[i].Merge(h)
+	c.mu.Unlock()
+}
+
+// sample records the counters at second i, with the latencies of second i-1.
+func (c *seriesCollector) sample(i int, p Progress) {
+	w := seriesWire{I: i, Live: p.Live, Welcomes: p.Welcomes, Fails: p.Fails, Closes: p.Closes, Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked}
+	c.mu.Lock()
+	if h := c.hists[i-1]; h != nil {
+		w.Lat = exportHist(h)
+		delete(c.hists, i-1)
+	}
+	c.points = append(c.points, w)
+	c.mu.Unlock()
+}
+
+// take returns the points sampled since the last take.
+func (c *seriesCollector) take() []seriesWire {
+	c.mu.Lock()
+	p := c.points
+	c.points = nil
+	c.mu.Unlock()
+	return p
+}
+
+func (c *seriesCollector) flushAll() {}
+
+func (c *seriesCollector) takeAll() []seriesWire { return c.take() }
+
+// backoff returns the delay before reconnect attempt a (0, 1, 2…): the
+// exponential bound min(max, base·2^a), half of it fixed and half random
+// ("equal jitter"), so a storm of reconnects spreads out but never retries
+// at once.
+func backoff(rng *rand.Rand, base, maxd time.Duration, a int) time.Duration {
+	d := base
+	for i := 0; i < a && d < maxd; i++ {
+		d *= 2
+	}
+	d = min(d, maxd)
+	if d <= 1 {
+		return d
+	}
+	return d/2 + time.Duration(rng.Int64N(int64(d/2)+1))
+}

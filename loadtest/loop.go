@@ -1,0 +1,238 @@
+package loadtest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/internal/poller"
+)
+
+// loopStats are a loop's counters, read by the reporter goroutine.
+type loopStats struct {
+	live, connecting, attempts, welcomes, fails, closes atomic.Int64
+	receipts, breceipts, dups, ooo, foreign, misrouted  atomic.Int64
+	refreshed, dropped, recovered, churned, lastRecv    atomic.Int64
+}
+
+// loop is one epoll poller and the slots it owns; everything in it but st
+// is touched only by its goroutine.
+type loop struct {
+	e     *engine
+	idx   int
+	p     *poller.Poller[func()]
+	slots []*slot
+	w     wheel
+	now   uint32 // ticks of the run clock
+	rbuf  []byte // read scratch: input is parsed here, copied only when incomplete
+	fbuf  []byte // frame scratch
+	rng   *rand.Rand
+	dsts  []unix.Sockaddr // per target (a Sockaddr is not safe to share across goroutines)
+	srcs  []unix.Sockaddr
+	fam   int
+	reqs  [][]byte // upgrade request up to the key, per target
+
+	ramp        []*slot
+	rampNext    int
+	rampRate    float64 // connects per second
+	rampBudget  float64
+	churnRate   float64
+	churnDown   time.Duration
+	lastTick    int64
+	finishing   bool
+	finished    chan struct{}
+	churnBudget float64
+
+	hUpgrade, hWelcome, hE2E, hBcast, hReconnect *hdrhistogram.Histogram
+	ivE2E                                        *hdrhistogram.Histogram
+	ivIdx                                        int
+
+	closes map[string]int64
+	errs   map[string]int64
+	bstats []BroadcastStat // by seq-1
+
+	st loopStats
+}
+
+func newLoop(e *engine, idx int, targets []netip.AddrPort, srcs []netip.Addr) (*loop, error) {
+	l := &loop{
+		e: e, idx: idx,
+		rbuf:       make([]byte, 64<<10),
+		rng:        rand.New(rand.NewPCG(e.plan.Seed, uint64(e.plan.Index)<<16|uint64(idx))),
+		w:          newWheel(1024),
+		finished:   make(chan struct{}),
+		hUpgrade:   newHist(),
+		hWelcome:   newHist(),
+		hE2E:       newHist(),
+		hBcast:     newHist(),
+		hReconnect: newHist(),
+		ivE2E:      newSeriesHist(),
+		closes:     map[string]int64{},
+		errs:       map[string]int64{},
+	}
+	l.fam = unix.AF_INET
+	if targets[0].Addr().Is6() && !targets[0].Addr().Is4In6() {
+		l.fam = unix.AF_INET6
+	}
+	for i, t := range targets {
+		l.dsts = append(l.dsts, sockaddr(t.Addr(), int(t.Port())))
+		tg := e.plan.Targets[i]
+		l.reqs = append(l.reqs, []byte("GET "+tg.Path+" HTTP/1.1\r\nHost: "+tg.Host+
+			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wsfleet.v1\r\nSec-WebSocket-Key: "))
+	}
+	for _, a := range srcs {
+		l.srcs = append(l.srcs, sockaddr(a, 0))
+	}
+	l.now = l.ticks(mono())
+	l.w.cur = l.now
+	l.lastTick = mono()
+	l.ivIdx = int((mono() - e.plan.T0) / int64(time.Second))
+	p, err := poller.New(poller.Config[func()]{
+		OnTask: func(f func()) { f() },
+		Tick:   tick,
+		OnTick: l.onTick,
+		OnError: func(err error) {
+			l.errs["epoll_wait: "+err.Error()]++
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.p = p
+	return l, nil
+}
+
+// ticks converts a mono time to ticks of the run clock.
+func (l *loop) ticks(t int64) uint32 {
+	return uint32((t - l.e.plan.T0) / int64(tick))
+}
+
+func (l *loop) ticksOf(d time.Duration) uint32 { return uint32((d + tick - 1) / tick) }
+
+func (l *loop) onTick() {
+	now := mono()
+	l.now = l.ticks(now)
+	l.w.advance(l.now, l.fire)
+	dt := float64(now-l.lastTick) / 1e9
+	l.lastTick = now
+	if l.rampRate > 0 && l.rampNext < len(l.ramp) && l.e.running.Load() {
+		l.rampBudget = min(l.rampBudget+l.rampRate*dt, max(l.rampRate*0.1, 1)+1)
+		for l.rampBudget >= 1 && l.rampNext < len(l.ramp) {
+			s := l.ramp[l.rampNext]
+			l.ramp[l.rampNext] = nil
+			l.rampNext++
+			if s.state == stDown && !s.want {
+				s.want = true
+				l.rampBudget--
+				s.connect()
+			}
+		}
+	}
+	if l.churnRate > 0 && l.e.running.Load() {
+		l.churnBudget += l.churnRate * dt
+		for ; l.churnBudget >= 1; l.churnBudget-- {
+			if s := l.randomLive(); s != nil {
+				s.churned = true
+				l.st.churned.Add(1)
+				s.closeGracefully(1000)
+			}
+		}
+	}
+	if iv := int((now - l.e.plan.T0) / int64(time.Second)); iv != l.ivIdx {
+		if l.ivE2E.TotalCount() > 0 {
+			l.e.series.addHist(l.ivIdx, l.ivE2E)
+			l.ivE2E.Reset()
+		}
+		l.ivIdx = iv
+	}
+}
+
+// randomLive returns a random open connection of this loop, or nil.
+func (l *loop) randomLive() *slot {
+	if len(l.slots) == 0 {
+		return nil
+	}
+	for i := 0; i < 16; i++ {
+		if s := l.slots[l.rng.IntN(len(l.slots))]; s.state == stLive && !s.churned {
+			return s
+		}
+	}
+	return nil
+}
+
+// drop closes share of this loop's open connections without a close frame.
+func (l *loop) drop(share float64) {
+	var live []*slot
+	for _, s := range l.slots {
+		if s.state == stLive {
+			live = append(live, s)
+		}
+	}
+	n := int(share*float64(len(live)) + 0.5)
+	l.rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+	now := mono()
+	l.e.firstDrop.CompareAndSwap(0, now)
+	for _, s := range live[:n] {
+		s.dropped, s.tDrop = true, now
+		s.attempts = 0
+		l.st.dropped.Add(1)
+		_ = unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		s.finalClose("", 0)
+	}
+}
+
+// fire handles a slot whose deadline passed.
+func (l *loop) fire(s *slot) {
+	switch s.state {
+	case stDown:
+		if s.want && l.e.running.Load() {
+			s.connect()
+		}
+	case stConnecting:
+		s.fail("timeout_connect")
+	case stUpgrading:
+		s.fail("timeout_upgrade")
+	case stAuthing:
+		s.fail("timeout_welcome")
+	case stLive:
+		s.refresh()
+	case stClosing:
+		s.finalClose("", 0)
+	}
+}
+
+// checkFinished signals finish once every slot is down.
+func (l *loop) checkFinished() {
+	if !l.finishing {
+		return
+	}
+	for _, s := range l.slots {
+		if s.state != stDown {
+			return
+		}
+	}
+	select {
+	case <-l.finished:
+	default:
+		close(l.finished)
+	}
+}
+
+func (l *loop) errorf(reason string) { l.errs[reason]++ }
+
+func (l *loop) closeCode(code int) { l.closes[strconv.Itoa(code)]++ }
+
+func errName(err error) string {
+	if en, ok := err.(unix.Errno); ok {
+		if n := unix.ErrnoName(en); n != "" {
+			return n
+		}
+	}
+	return fmt.Sprint(err)
+}

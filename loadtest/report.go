@@ -1,0 +1,572 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+)
+
+// Result is everything a run measured: what --json writes and the report
+// and HTML page are made of.
+type Result struct {
+	Tool        string    `json:"tool"`
+	Scenario    string    `json:"scenario"`
+	RunID       string    `json:"run_id"`
+	Started     time.Time `json:"started"`
+	Elapsed     float64   `json:"elapsed_s"`
+	Interrupted bool      `json:"interrupted,omitempty"`
+	Settings    Settings  `json:"settings"`
+	Limits      Limits    `json:"limits"`
+
+	Connections ConnResult          `json:"connections"`
+	Messages    *MsgResult          `json:"messages,omitempty"`
+	Broadcasts  *BcastResult        `json:"broadcasts,omitempty"`
+	Storm       *StormResult        `json:"storm,omitempty"`
+	Churn       *ChurnResult        `json:"churn,omitempty"`
+	Closes      map[string]int64    `json:"closes_by_code"`
+	CPU         CPUResult           `json:"client_cpu"`
+	Gateways    []GatewayFigures    `json:"gateways,omitempty"`
+	Series      []Point             `json:"series"`
+	Hists       map[string]HistWire `json:"histograms"`
+	Accounting  Accounting          `json:"accounting"`
+	Problems    []string            `json:"problems,omitempty"`
+}
+
+// Settings are the run's parameters (no secrets).
+type Settings struct {
+	URLs           []string `json:"urls"`
+	Conns          int      `json:"conns"`
+	ConnectRate    float64  `json:"connect_rate"`
+	Duration       string   `json:"duration"`
+	DevicesPerUser int      `json:"devices_per_user"`
+	UserPrefix     string   `json:"user_prefix"`
+	JWTAlg         string   `json:"jwt_alg"`
+	TokenTTL       string   `json:"token_ttl"`
+	TokenRefresh   bool     `json:"token_refresh,omitempty"`
+	Via            string   `json:"via,omitempty"`
+	MsgRate        float64  `json:"msg_rate,omitempty"`
+	MsgBytes       int      `json:"msg_bytes,omitempty"`
+	Broadcasts     int      `json:"broadcasts,omitempty"`
+	DropShare      float64  `json:"drop_share,omitempty"`
+	ChurnRate      float64  `json:"churn_rate,omitempty"`
+	Drain          string   `json:"drain"`
+}
+
+// ConnResult is about connections.
+type ConnResult struct {
+	Target      int              `json:"target"`
+	Peak        int64            `json:"peak"`
+	OpenAtEnd   int64            `json:"open_at_end"`
+	Attempts    int64            `json:"attempts"`
+	Welcomes    int64            `json:"welcomes"`
+	Failures    int64            `json:"failures"`
+	RampDone    bool             `json:"ramp_done"`
+	RampSeconds float64          `json:"ramp_s"`
+	RateTarget  float64          `json:"connect_rate_target"`
+	Rate        float64          `json:"connect_rate"`      // connections welcomed per second during the ramp
+	Upgrade     LatencyStats     `json:"upgrade_latency"`   // connect() → 101
+	Handshake   LatencyStats     `json:"handshake_latency"` // connect() → welcome
+	Errors      map[string]int64 `json:"errors,omitempty"`
+	Refreshed   int64            `json:"tokens_refreshed,omitempty"`
+	TokenMints  int64            `json:"tokens_minted"`
+}
+
+// MsgResult is about messages to users.
+type MsgResult struct {
+	Via        string           `json:"via"`
+	RateTarget float64          `json:"rate_target"`
+	Rate       float64          `json:"rate"` // acknowledged per second of publishing
+	Published  int64            `json:"published"`
+	Acked      int64            `json:"acked"`
+	Failed     int64            `json:"failed"`
+	Skipped    int64            `json:"skipped_behind"` // not sent: the publisher fell behind its rate
+	Errors     map[string]int64 `json:"publish_errors,omitempty"`
+	Counts     SeqCounts        `json:"counts"`
+	Foreign    int64            `json:"foreign"`
+	Misrouted  int64            `json:"misrouted"`
+	Latency    LatencyStats     `json:"latency"`
+	Histogram  []HistBucket     `json:"histogram,omitempty"`
+	DrainEnd   string           `json:"drain_end"`
+}
+
+// BcastResult is about broadcasts.
+type BcastResult struct {
+	Via       string       `json:"via"`
+	Counts    SeqCounts    `json:"counts"`
+	Latency   LatencyStats `json:"latency"`
+	Histogram []HistBucket `json:"histogram,omitempty"`
+	Each      []BcastEach  `json:"each"`
+	DrainEnd  string       `json:"drain_end"`
+}
+
+// BcastEach is one broadcast: receivers and the time from the publish to
+// the first and the last receipt.
+type BcastEach struct {
+	Seq       int     `json:"seq"`
+	Acked     bool    `json:"acked"`
+	Error     string  `json:"error,omitempty"`
+	Receivers int64   `json:"receivers"`
+	FirstMs   float64 `json:"first_ms"`
+	LastMs    float64 `json:"last_ms"`
+}
+
+// StormResult is about a storm.
+type StormResult struct {
+	Share           float64      `json:"share"`
+	Dropped         int64        `json:"dropped"`
+	Recovered       int64        `json:"recovered"`
+	RecoverySeconds float64      `json:"recovery_s"` // drop → last dropped connection welcomed again; -1: not all came back
+	Reconnect       LatencyStats `json:"reconnect_latency"`
+	Missed          int64        `json:"missed"`
+}
+
+// ChurnResult is about churn.
+type ChurnResult struct {
+	RateTarget float64 `json:"rate_target"`
+	Closed     int64   `json:"closed"`
+	Rate       float64 `json:"rate"`
+	Missed     int64   `json:"missed"`
+}
+
+// CPUResult is the client's CPU time (every process of the run).
+type CPUResult struct {
+	UserSeconds float64 `json:"user_s"`
+	SysSeconds  float64 `json:"sys_s"`
+	Cores       float64 `json:"cores"` // (user+sys) / elapsed
+	Processes   int     `json:"processes"`
+}
+
+// Point is one second of the time series.
+type Point struct {
+	T         float64 `json:"t"` // seconds since the start
+	Live      int64   `json:"live"`
+	Connects  int64   `json:"connects"`  // welcomes during the second
+	Closes    int64   `json:"closes"`    // sessions ended during the second
+	Delivered int64   `json:"delivered"` // message receipts during the second
+	Acked     int64   `json:"acked"`
+	LatCount  int64   `json:"lat_count"`
+	LatP50    float64 `json:"lat_p50_ms"`
+	LatP99    float64 `json:"lat_p99_ms"`
+	LatMax    float64 `json:"lat_max_ms"`
+}
+
+// Accounting says whether the counts add up.
+type Accounting struct {
+	OK     bool     `json:"ok"`
+	Checks []string `json:"checks"`
+}
+
+// result merges the workers' results.
+func (r *runner) result(end int64) *Result {
+	c := &r.cfg
+	alg, _, _ := c.Auth.signingKey()
+	res := &Result{
+		Tool: "wsfleet-loadtest", Scenario: c.Scenario, RunID: r.runID, Started: r.started,
+		Elapsed: float64(end-r.t0) / 1e9, Interrupted: r.interrupted, Limits: r.lim,
+		Settings: Settings{URLs: c.URLs, Conns: c.Conns, ConnectRate: c.ConnectRate, Duration: c.Duration.String(),
+			DevicesPerUser: c.Devices, UserPrefix: c.UserPrefix, JWTAlg: alg, TokenTTL: c.Auth.TTL.String(),
+			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String()},
+		Closes: map[string]int64{}, Hists: map[string]HistWire{},
+	}
+	r.mu.Lock()
+	results := append([]*workerResult(nil), r.results...)
+	res.Problems = append(res.Problems, r.workerErrs...)
+	peak := r.peakLive
+	r.mu.Unlock()
+	sum, _ := r.progress()
+
+	hs := map[string]*hdrhistogram.Histogram{}
+	var msgs, bc SeqCounts
+	errs, perrs := map[string]int64{}, map[string]int64{}
+	bstats := map[int]*BroadcastStat{}
+	var foreign, misrouted, refreshed, churned, behind, open, mints int64
+	for _, w := range results {
+		msgs.add(w.Msgs)
+		bc.add(w.Bcast)
+		for k, v := range w.Hists {
+			h, err := mergeWire(hs[k], v)
+			if err != nil {
+				res.Problems = append(res.Problems, fmt.Sprintf("worker %d histogram %s: %v", w.Index, k, err))
+				continue
+			}
+			hs[k] = h
+		}
+		for k, v := range w.Closes {
+			res.Closes[k] += v
+		}
+		for k, v := range w.Errors {
+			errs[k] += v
+		}
+		for k, v := range w.PubErrors {
+			perrs[k] += v
+		}
+		for _, b := range w.Broadcasts {
+			t := bstats[b.Seq]
+			if t == nil {
+				bb := b
+				bstats[b.Seq] = &bb
+				continue
+			}
+			t.Receivers += b.Receivers
+			if b.Receivers > 0 {
+				if t.First == 0 || b.First < t.First {
+					t.First = b.First
+				}
+				t.Last = max(t.Last, b.Last)
+			}
+		}
+		foreign += w.Foreign
+		misrouted += w.Misrouted
+		refreshed += w.Refreshed
+		churned += w.Churned
+		behind += w.Behind
+		open += w.OpenAtEnd
+		mints += w.Mints
+		res.CPU.UserSeconds += w.CPUUser
+		res.CPU.SysSeconds += w.CPUSys
+	}
+	if r.lim.Processes > 0 {
+		var ru unix.Rusage
+		if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+			res.CPU.UserSeconds += float64(ru.Utime.Nano()) / 1e9
+			res.CPU.SysSeconds += float64(ru.Stime.Nano()) / 1e9
+		}
+		res.CPU.Processes = r.lim.Processes + 1
+	} else {
+		res.CPU.Processes = 1
+	}
+	if res.Elapsed > 0 {
+		res.CPU.Cores = (res.CPU.UserSeconds + res.CPU.SysSeconds) / res.Elapsed
+	}
+	for k, h := range hs {
+		res.Hists[k] = exportHist(h)
+	}
+
+	cr := &res.Connections
+	cr.Target, cr.Peak, cr.OpenAtEnd = c.Conns, max(peak, sum.Live), open
+	cr.Attempts, cr.Welcomes, cr.Failures = sum.Attempts, sum.Welcomes, sum.Fails
+	cr.RateTarget = c.ConnectRate
+	cr.Upgrade, cr.Handshake = statsOf(hs["upgrade"]), statsOf(hs["welcome"])
+	cr.Errors, cr.Refreshed, cr.TokenMints = errs, refreshed, mints
+	_, all := r.progress()
+	cr.RampDone = len(all) > 0
+	var rampStart, rampDone int64
+	for _, p := range all {
+		if p.RampDone == 0 {
+			cr.RampDone = false
+		}
+		if p.RampStart != 0 && (rampStart == 0 || p.RampStart < rampStart) {
+			rampStart = p.RampStart
+		}
+		rampDone = max(rampDone, p.RampDone)
+	}
+	if cr.RampDone && rampDone > rampStart {
+		cr.RampSeconds = float64(rampDone-rampStart) / 1e9
+		cr.Rate = float64(c.Conns) / cr.RampSeconds
+	}
+
+	if c.publishes() {
+		m := &MsgResult{Via: c.Publish.Via, RateTarget: c.MsgRate, Published: sum.Published, Acked: sum.Acked,
+			Failed: sum.PubFailed, Skipped: behind, Errors: perrs, Counts: msgs, Foreign: foreign, Misrouted: misrouted,
+			Latency: statsOf(hs["e2e"]), Histogram: logBuckets(hs["e2e"]), DrainEnd: r.drainEnd}
+		pubSecs := c.Duration.Seconds()
+		if pubSecs > 0 {
+			m.Rate = float64(m.Acked) / pubSecs
+		}
+		res.Messages = m
+		res.Settings.Via, res.Settings.MsgRate, res.Settings.MsgBytes = c.Publish.Via, c.MsgRate, c.Publish.MsgBytes
+	}
+	if c.Scenario == ScenarioBroadcast {
+		b := &BcastResult{Via: c.Publish.Via, Counts: bc, Latency: statsOf(hs["broadcast"]), Histogram: logBuckets(hs["broadcast"]), DrainEnd: r.drainEnd}
+		for _, p := range r.bcasts {
+			e := BcastEach{Seq: p.seq, Acked: p.ok, Error: p.reason}
+			if s := bstats[p.seq]; s != nil && s.Receivers > 0 {
+				e.Receivers = s.Receivers
+				e.FirstMs = float64(s.First-p.t) / 1e6
+				e.LastMs = float64(s.Last-p.t) / 1e6
+			}
+			b.Each = append(b.Each, e)
+		}
+		res.Broadcasts = b
+		res.Settings.Via, res.Settings.Broadcasts = c.Publish.Via, c.Broadcasts
+	}
+	if c.Scenario == ScenarioStorm {
+		s := &StormResult{Share: c.DropShare, Dropped: sum.Dropped, Recovered: sum.Recovered, RecoverySeconds: -1,
+			Reconnect: statsOf(hs["reconnect"]), Missed: msgs.Missed}
+		if s.Dropped > 0 && s.Recovered >= s.Dropped && sum.LastRecovery > sum.FirstDrop {
+			s.RecoverySeconds = float64(sum.LastRecovery-sum.FirstDrop) / 1e9
+		}
+		res.Storm = s
+		res.Settings.DropShare = c.DropShare
+	}
+	if c.Scenario == ScenarioChurn {
+		ch := &ChurnResult{RateTarget: c.ChurnRate, Closed: churned, Missed: msgs.Missed}
+		ch.Rate = float64(churned) / c.Duration.Seconds()
+		res.Churn = ch
+		res.Settings.ChurnRate = c.ChurnRate
+	}
+	res.Series = r.mergedSeries()
+	res.Gateways = r.gatewayFigures()
+	res.Accounting = checkAccounting(res, msgs, bc)
+	return res
+}
+
+// mergedSeries sums the workers' per-second points (carrying a worker's
+// last point over a second it skipped) and takes each second's latency
+// percentiles from the merged histogram of that second.
+func (r *runner) mergedSeries() []Point {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	maxI := -1
+	for _, m := range r.series {
+		for i := range m {
+			maxI = max(maxI, i)
+		}
+	}
+	if maxI < 0 {
+		return nil
+	}
+	last := make([]seriesWire, len(r.series))
+	var prev seriesWire
+	var out []Point
+	for i := 0; i <= maxI; i++ {
+		var s seriesWire
+		for w, m := range r.series {
+			if p, ok := m[i]; ok {
+				last[w] = p
+			}
+			s.Live += last[w].Live
+			s.Welcomes += last[w].Welcomes
+			s.Closes += last[w].Closes
+			s.Receipts += last[w].Receipts + last[w].BReceipts
+			s.Acked += last[w].Acked
+		}
+		p := Point{T: float64(i), Live: s.Live, Connects: s.Welcomes - prev.Welcomes, Closes: s.Closes - prev.Closes,
+			Delivered: s.Receipts - prev.Receipts, Acked: s.Acked - prev.Acked}
+		if h := r.seriesLat[i-1]; h != nil && h.TotalCount() > 0 {
+			v := h.ValueAtPercentilesSlice([]float64{50, 99})
+			p.LatCount, p.LatP50, p.LatP99, p.LatMax = h.TotalCount(), ms(v[0]), ms(v[1]), ms(h.Max())
+		}
+		out = append(out, p)
+		prev = s
+	}
+	return out
+}
+
+// checkAccounting verifies that the counts add up.
+func checkAccounting(res *Result, msgs, bc SeqCounts) Accounting {
+	a := Accounting{OK: true}
+	check := func(ok bool, format string, args ...any) {
+		s := fmt.Sprintf(format, args...)
+		if !ok {
+			a.OK = false
+			s = "FAILED: " + s
+		}
+		a.Checks = append(a.Checks, s)
+	}
+	for name, c := range map[string]SeqCounts{"messages": msgs, "broadcasts": bc} {
+		if c == (SeqCounts{}) {
+			continue
+		}
+		check(c.Expected == c.Delivered+c.Lost+c.Missed, "%s: expected %d = delivered %d + lost %d + missed %d", name, c.Expected, c.Delivered, c.Lost, c.Missed)
+		check(c.Receipts == c.Delivered+c.Early+c.Unconfirmed+c.Unknown+c.Duplicated, "%s: receipts %d = delivered %d + early %d + unconfirmed %d + unknown %d + duplicates %d",
+			name, c.Receipts, c.Delivered, c.Early, c.Unconfirmed, c.Unknown, c.Duplicated)
+	}
+	if m := res.Messages; m != nil {
+		check(m.Published == m.Acked+m.Failed, "publishes %d = acknowledged %d + failed %d", m.Published, m.Acked, m.Failed)
+		check(m.Latency.Count == m.Counts.Receipts-m.Counts.Duplicated, "latency samples %d = receipts %d - duplicates %d", m.Latency.Count, m.Counts.Receipts, m.Counts.Duplicated)
+	}
+	sort.Strings(a.Checks)
+	return a
+}
+
+func (r *runner) writeOutputs(res *Result) error {
+	if r.cfg.JSONFile != "" {
+		if err := writeJSON(r.cfg.JSONFile, res); err != nil {
+			return err
+		}
+	}
+	if r.cfg.HTMLFile != "" {
+		f, err := os.Create(r.cfg.HTMLFile)
+		if err != nil {
+			return fmt.Errorf("--html: %v", err)
+		}
+		if err := WriteHTML(f, res); err != nil {
+			f.Close()
+			return fmt.Errorf("--html: %v", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--html: %v", err)
+		}
+	}
+	WriteReport(r.out, res)
+	return nil
+}
+
+func writeJSON(path string, res *Result) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--json: %v", err)
+	}
+	return nil
+}
+
+// ReadResult reads a --json file.
+func ReadResult(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var res Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+
+func latRow(w io.Writer, name string, s LatencyStats) {
+	if s.Count == 0 {
+		fmt.Fprintf(w, "  %s\t–\n", name)
+		return
+	}
+	fmt.Fprintf(w, "  %s\tp50 %s ms\tp90 %s ms\tp99 %s ms\tp99.9 %s ms\tmax %s ms\t(%s samples)\n", name,
+		fmtMs(s.P50), fmtMs(s.P90), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), thousands(s.Count))
+}
+
+func fmtMs(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// WriteReport writes the final report table.
+func WriteReport(out io.Writer, res *Result) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	title := fmt.Sprintf("wsfleet loadtest %s: run %s, %s, %.1f s", res.Scenario, res.RunID, res.Started.Format(time.RFC3339), res.Elapsed)
+	if res.Interrupted {
+		title += " (INTERRUPTED: partial)"
+	}
+	fmt.Fprintln(w, "\n"+title)
+	fmt.Fprintln(w, strings.Repeat("─", len([]rune(title))))
+	c := res.Connections
+	fmt.Fprintln(w, "connections")
+	fmt.Fprintf(w, "  target\t%s\tpeak %s\topen at end %s\n", thousands(int64(c.Target)), thousands(c.Peak), thousands(c.OpenAtEnd))
+	ramp := "not complete"
+	if c.RampDone {
+		ramp = fmt.Sprintf("%s/s achieved in %.2f s (target %s/s)", thousands(int64(c.Rate+0.5)), c.RampSeconds, thousands(int64(c.RateTarget)))
+	}
+	fmt.Fprintf(w, "  connect rate\t%s\n", ramp)
+	fmt.Fprintf(w, "  attempts\t%s\twelcomed %s\tfailed %s\n", thousands(c.Attempts), thousands(c.Welcomes), thousands(c.Failures))
+	latRow(w, "handshake (connect → welcome)", c.Handshake)
+	latRow(w, "upgrade (connect → 101)", c.Upgrade)
+	for _, k := range sortedKeys(c.Errors) {
+		fmt.Fprintf(w, "  error %s\t%s\n", k, thousands(c.Errors[k]))
+	}
+	if c.Refreshed > 0 {
+		fmt.Fprintf(w, "  tokens refreshed\t%s\n", thousands(c.Refreshed))
+	}
+	if m := res.Messages; m != nil {
+		fmt.Fprintf(w, "messages (via %s, target %s/s)\n", m.Via, thousands(int64(m.RateTarget)))
+		fmt.Fprintf(w, "  published\t%s\tacknowledged %s\tfailed %s\tskipped (behind) %s\n", thousands(m.Published), thousands(m.Acked), thousands(m.Failed), thousands(m.Skipped))
+		for _, k := range sortedKeys(m.Errors) {
+			fmt.Fprintf(w, "  publish error %s\t%s\n", k, thousands(m.Errors[k]))
+		}
+		seqRows(w, m.Counts)
+		if m.Foreign+m.Misrouted > 0 {
+			fmt.Fprintf(w, "  foreign\t%s\tmisrouted %s\n", thousands(m.Foreign), thousands(m.Misrouted))
+		}
+		latRow(w, "end-to-end latency", m.Latency)
+		fmt.Fprintf(w, "  drain ended\t%s\n", m.DrainEnd)
+	}
+	if b := res.Broadcasts; b != nil {
+		fmt.Fprintf(w, "broadcasts (via %s)\n", b.Via)
+		for _, e := range b.Each {
+			if !e.Acked {
+				fmt.Fprintf(w, "  #%d\tNOT ACKNOWLEDGED: %s\n", e.Seq, e.Error)
+				continue
+			}
+			fmt.Fprintf(w, "  #%d\t%s receivers\tfirst %s ms\tlast %s ms\n", e.Seq, thousands(e.Receivers), fmtMs(e.FirstMs), fmtMs(e.LastMs))
+		}
+		seqRows(w, b.Counts)
+		latRow(w, "publish → receipt", b.Latency)
+		fmt.Fprintf(w, "  drain ended\t%s\n", b.DrainEnd)
+	}
+	if s := res.Storm; s != nil {
+		fmt.Fprintf(w, "storm (drop %.0f%%)\n", s.Share*100)
+		rec := "NOT ALL BACK"
+		if s.RecoverySeconds >= 0 {
+			rec = fmt.Sprintf("%.2f s", s.RecoverySeconds)
+		}
+		fmt.Fprintf(w, "  dropped\t%s\trecovered %s\tfull recovery %s\tmessages missed meanwhile %s\n", thousands(s.Dropped), thousands(s.Recovered), rec, thousands(s.Missed))
+		latRow(w, "drop → welcome again", s.Reconnect)
+	}
+	if ch := res.Churn; ch != nil {
+		fmt.Fprintln(w, "churn")
+		fmt.Fprintf(w, "  closed\t%s\t%.1f/s (target %.1f/s)\tmessages missed while away %s\n", thousands(ch.Closed), ch.Rate, ch.RateTarget, thousands(ch.Missed))
+	}
+	if len(res.Closes) > 0 {
+		var parts []string
+		for _, k := range sortedKeys(res.Closes) {
+			parts = append(parts, fmt.Sprintf("%s×%s", k, thousands(res.Closes[k])))
+		}
+		fmt.Fprintf(w, "closes by the gateway\t%s\n", strings.Join(parts, "  "))
+	}
+	fmt.Fprintf(w, "client CPU\tuser %.2f s\tsys %.2f s\t%.2f cores (%d process(es))\n", res.CPU.UserSeconds, res.CPU.SysSeconds, res.CPU.Cores, res.CPU.Processes)
+	for _, g := range res.Gateways {
+		fmt.Fprintf(w, "gateway %s\n", g.URL)
+		for _, p := range []struct {
+			n string
+			s *Scrape
+		}{{"start", g.Start}, {"peak", g.Peak}, {"end", g.End}} {
+			switch {
+			case p.s == nil:
+			case p.s.Error != "":
+				fmt.Fprintf(w, "  %s\tscrape failed: %s\n", p.n, p.s.Error)
+			default:
+				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, thousands(int64(p.s.Connections)))
+			}
+		}
+		if g.BytesPerConn > 0 {
+			fmt.Fprintf(w, "  memory per connection\t%.1f KiB (RSS delta / connections delta, start → peak)\n", g.BytesPerConn/1024)
+		}
+	}
+	verdict := "counts add up"
+	if !res.Accounting.OK {
+		verdict = "COUNTS DO NOT ADD UP"
+	}
+	fmt.Fprintf(w, "accounting\t%s\n", verdict)
+	for _, ch := range res.Accounting.Checks {
+		if strings.HasPrefix(ch, "FAILED") {
+			fmt.Fprintf(w, "  %s\n", ch)
+		}
+	}
+	for _, p := range res.Problems {
+		fmt.Fprintf(w, "problem\t%s\n", p)
+	}
+	w.Flush()
+}
+
+func seqRows(w io.Writer, c SeqCounts) {
+	fmt.Fprintf(w, "  delivered\t%s of %s expected\tlost %s\tduplicated %s\tout of order %s\n",
+		thousands(c.Delivered), thousands(c.Expected), thousands(c.Lost), thousands(c.Duplicated), thousands(c.OutOfOrder))
+	if c.Missed+c.Early+c.Unconfirmed+c.Unknown > 0 {
+		fmt.Fprintf(w, "  missed while away\t%s\tearly %s\tunconfirmed %s\tunknown %s\n", thousands(c.Missed), thousands(c.Early), thousands(c.Unconfirmed), thousands(c.Unknown))
+	}
+}

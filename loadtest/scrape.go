@@ -1,0 +1,151 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Scrape is what one gateway's /metrics said at one moment.
+type Scrape struct {
+	At          time.Time `json:"at"`
+	RSSBytes    float64   `json:"rss_bytes"`
+	Goroutines  float64   `json:"goroutines"`
+	Connections float64   `json:"connections"`
+	OpenFDs     float64   `json:"open_fds"`
+	Error       string    `json:"error,omitempty"`
+}
+
+// GatewayFigures are one gateway's scrapes at the start (before the ramp),
+// the peak (the ramp done) and the end (connections closed), and the memory
+// each connection took: RSS delta over connections delta, start to peak.
+type GatewayFigures struct {
+	URL          string  `json:"url"`
+	Start        *Scrape `json:"start,omitempty"`
+	Peak         *Scrape `json:"peak,omitempty"`
+	End          *Scrape `json:"end,omitempty"`
+	BytesPerConn float64 `json:"bytes_per_conn,omitempty"`
+}
+
+// metricNames are the series read, summed over their labels.
+var metricNames = map[string]func(*Scrape, float64){
+	"process_resident_memory_bytes": func(s *Scrape, v float64) { s.RSSBytes += v },
+	"go_goroutines":                 func(s *Scrape, v float64) { s.Goroutines += v },
+	"wsfleet_gateway_connections":   func(s *Scrape, v float64) { s.Connections += v },
+	"process_open_fds":              func(s *Scrape, v float64) { s.OpenFDs += v },
+}
+
+// parseMetrics reads the Prometheus text format for metricNames.
+func parseMetrics(r io.Reader) (*Scrape, error) {
+	s := &Scrape{At: time.Now()}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	found := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		f, ok := metricNames[name]
+		if !ok {
+			continue
+		}
+		rest := line[len(name):]
+		if strings.HasPrefix(rest, "{") {
+			j := strings.LastIndexByte(rest, '}')
+			if j < 0 {
+				continue
+			}
+			rest = rest[j+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		f(s, v)
+		found = true
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("none of the expected series (process_resident_memory_bytes, wsfleet_gateway_connections…)")
+	}
+	return s, nil
+}
+
+func scrapeOne(ctx context.Context, url string) *Scrape {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return &Scrape{At: time.Now(), Error: err.Error()}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return &Scrape{At: time.Now(), Error: err.Error()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &Scrape{At: time.Now(), Error: resp.Status}
+	}
+	s, err := parseMetrics(resp.Body)
+	if err != nil {
+		return &Scrape{At: time.Now(), Error: err.Error()}
+	}
+	return s
+}
+
+// scrape reads every --metrics-url at point 0 (start), 1 (peak) or 2 (end).
+func (r *runner) scrape(ctx context.Context, point int) {
+	if len(r.cfg.MetricsURLs) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, u := range r.cfg.MetricsURLs {
+		wg.Add(1)
+		go func(u string) {
+			defer wg.Done()
+			s := scrapeOne(ctx, u)
+			mu.Lock()
+			if r.scrapes[u] == nil {
+				r.scrapes[u] = make([]*Scrape, 3)
+			}
+			r.scrapes[u][point] = s
+			mu.Unlock()
+		}(u)
+	}
+	wg.Wait()
+}
+
+// gatewayFigures assembles the scrapes.
+func (r *runner) gatewayFigures() []GatewayFigures {
+	var out []GatewayFigures
+	for _, u := range r.cfg.MetricsURLs {
+		s := r.scrapes[u]
+		if s == nil {
+			continue
+		}
+		g := GatewayFigures{URL: u, Start: s[0], Peak: s[1], End: s[2]}
+		if a, b := g.Start, g.Peak; a != nil && b != nil && a.Error == "" && b.Error == "" && b.Connections > a.Connections {
+			g.BytesPerConn = (b.RSSBytes - a.RSSBytes) / (b.Connections - a.Connections)
+		}
+		out = append(out, g)
+	}
+	return out
+}

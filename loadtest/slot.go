@@ -1,0 +1,772 @@
+package loadtest
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/mailru/easygo/netpoll"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsfleet/wsfleet/internal/bufpool"
+	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/wsframe"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// Slot states.
+const (
+	stDown       uint8 = iota // no socket; may wait in the wheel for a reconnect
+	stConnecting              // connect(2) in progress
+	stUpgrading               // upgrade request sent, waiting for 101
+	stAuthing                 // auth frame sent, waiting for welcome
+	stLive                    // welcomed
+	stClosing                 // our close frame sent, waiting for the echo
+)
+
+const (
+	maxFrame      = 16 << 20 // largest server frame accepted
+	maxPendingOut = 1 << 20  // queued output before the connection is failed
+	maxResponse   = 16 << 10 // upgrade response headers
+)
+
+// slot is one device: a connection slot of a user, across its reconnects.
+// It belongs to one loop.
+type slot struct {
+	l          *loop
+	idx        int32 // local index
+	gidx       int32 // global index
+	user       int32 // local user index
+	tgt        int16
+	src        int16
+	fd         int
+	gen        uint32 // bumped at every close: events of an old socket are ignored
+	state      uint8
+	want       bool // should be connected
+	dropped    bool // dropped by a storm, not yet back
+	churned    bool // closed by churn: comes back after the churn delay
+	refreshing bool // a refreshed token is being checked
+
+	attempts   int
+	retryAfter int // seconds, from a 503
+	t0         int64
+	tUpgrade   int64
+	tDrop      int64
+	key        [24]byte
+
+	in, out, frag *[]byte
+
+	tprev, tnext *slot
+	due          uint32
+	inWheel      bool
+
+	msgs devTrack // the user's messages
+	bc   devTrack // broadcasts
+}
+
+func (s *slot) connect() {
+	l := s.l
+	e := l.e
+	s.retryAfter = 0
+	l.st.attempts.Add(1)
+	fd, err := unix.Socket(l.fam, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.retry("socket_" + errName(err))
+		return
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if len(l.srcs) > 0 {
+		// Leave the port to connect(2), which only needs the 4-tuple to be
+		// unique: each source address then has the whole ephemeral range
+		// for every destination.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, l.srcs[s.src]); err != nil {
+			unix.Close(fd)
+			s.retry("bind_" + errName(err))
+			return
+		}
+	}
+	err = unix.Connect(fd, l.dsts[s.tgt])
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		s.retry("connect_" + errName(err))
+		return
+	}
+	s.gen++
+	gen := s.gen
+	s.fd = fd
+	s.state = stConnecting
+	s.t0 = mono()
+	l.st.connecting.Add(1)
+	if err := l.p.Add(fd, poller.EventRead|poller.EventWrite|poller.EventRdHup|poller.EventEdge, func(ev netpoll.EpollEvent) {
+		if s.gen == gen {
+			s.onEvent(ev)
+		}
+	}); err != nil {
+		unix.Close(fd)
+		s.fd = -1
+		s.state = stDown
+		l.st.connecting.Add(-1)
+		s.retry("epoll_add")
+		return
+	}
+	l.w.schedule(s, l.now+l.ticksOf(e.plan.ConnectTimeout))
+}
+
+// retry counts a failed attempt and schedules the next one.
+func (s *slot) retry(reason string) {
+	l := s.l
+	l.errorf(reason)
+	l.st.fails.Add(1)
+	s.scheduleReconnect()
+}
+
+func (s *slot) scheduleReconnect() {
+	l := s.l
+	if !s.want || !l.e.running.Load() || l.finishing {
+		l.w.unlink(s)
+		return
+	}
+	p := l.e.plan
+	d := backoff(l.rng, p.BackoffMin, p.BackoffMax, s.attempts)
+	if s.churned {
+		d = l.churnDown/2 + time.Duration(l.rng.Int64N(int64(l.churnDown)+1))
+	}
+	if ra := s.retryAfter; ra > 0 {
+		d = max(d, time.Duration(ra)*time.Second)
+	}
+	s.attempts++
+	l.w.schedule(s, l.now+l.ticksOf(d))
+}
+
+func (s *slot) onEvent(ev netpoll.EpollEvent) {
+	if ev&poller.EventClosed != 0 {
+		return
+	}
+	if s.state == stConnecting {
+		errno, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && errno != 0 {
+			s.fail("connect_" + errName(unix.Errno(errno)))
+			return
+		}
+		if ev&poller.EventWrite == 0 {
+			if ev&(poller.EventHup|poller.EventErr) != 0 {
+				s.fail("connect_hup")
+			}
+			return
+		}
+		if _, err := unix.Getpeername(s.fd); err != nil {
+			return // not connected yet (a stale event)
+		}
+		s.state = stUpgrading
+		s.l.st.connecting.Add(-1)
+		s.sendUpgrade()
+		if s.state == stDown {
+			return
+		}
+	}
+	if ev&(poller.EventRead|poller.EventRdHup|poller.EventHup|poller.EventErr) != 0 {
+		s.readAll()
+		if s.state == stDown {
+			return
+		}
+	}
+	if ev&poller.EventWrite != 0 && s.out != nil {
+		s.flush()
+	}
+}
+
+func (s *slot) sendUpgrade() {
+	l := s.l
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], l.rng.Uint64())
+	binary.LittleEndian.PutUint64(raw[8:], l.rng.Uint64())
+	base64.StdEncoding.Encode(s.key[:], raw[:])
+	b := append(l.fbuf[:0], l.reqs[s.tgt]...)
+	b = append(b, s.key[:]...)
+	b = append(b, "\r\n\r\n"...)
+	l.fbuf = b
+	s.write(b)
+}
+
+var wsGUID = []byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+
+func (s *slot) readAll() {
+	l := s.l
+	for {
+		n, err := unix.Read(s.fd, l.rbuf)
+		if n > 0 {
+			s.feed(l.rbuf[:n])
+			if s.state == stDown {
+				return
+			}
+			continue
+		}
+		switch err {
+		case unix.EAGAIN:
+			return
+		case unix.EINTR:
+			continue
+		case nil: // EOF
+			s.eof("eof")
+		default:
+			s.eof("read_" + errName(err))
+		}
+		return
+	}
+}
+
+// eof handles the end of the stream without a close frame from the server.
+func (s *slot) eof(reason string) {
+	switch s.state {
+	case stUpgrading, stAuthing:
+		s.fail(reason + "_before_welcome")
+	case stClosing:
+		s.finalClose("", 0)
+	default:
+		s.l.closeCode(1006)
+		s.finalClose("", 0)
+	}
+}
+
+// feed parses newly read bytes, after any incomplete input kept from before.
+func (s *slot) feed(data []byte) {
+	b := data
+	if s.in != nil {
+		s.in = bufpool.Grow(s.in, len(data))
+		*s.in = append(*s.in, data...)
+		b = *s.in
+	}
+	n := s.parse(b)
+	if s.state == stDown {
+		return
+	}
+	rest := b[n:]
+	switch {
+	case len(rest) == 0:
+		if s.in != nil {
+			bufpool.Put(s.in)
+			s.in = nil
+		}
+	case s.in != nil:
+		m := copy(*s.in, rest)
+		*s.in = (*s.in)[:m]
+	default:
+		s.in = bufpool.Get(len(rest))
+		*s.in = append(*s.in, rest...)
+	}
+}
+
+// parse consumes what it can of b and returns the number of bytes consumed.
+func (s *slot) parse(b []byte) int {
+	off := 0
+	if s.state == stUpgrading {
+		i := bytes.Index(b, []byte("\r\n\r\n"))
+		if i < 0 {
+			if len(b) > maxResponse {
+				s.fail("upgrade_response_too_large")
+			}
+			return 0
+		}
+		if !s.upgraded(b[:i+4], b[i+4:]) {
+			return len(b)
+		}
+		off = i + 4
+	}
+	for off < len(b) {
+		h, n, err := wsframe.Parse(b[off:])
+		if err != nil {
+			s.protocolError("bad_frame_header")
+			return len(b)
+		}
+		if n == 0 {
+			break
+		}
+		if h.Length > maxFrame {
+			s.protocolError("frame_too_large")
+			return len(b)
+		}
+		end := off + n + int(h.Length)
+		if end > len(b) {
+			break
+		}
+		p := b[off+n : end]
+		if h.Masked {
+			ws.Cipher(p, h.Mask, 0)
+		}
+		off = end
+		s.frame(h, p)
+		if s.state == stDown {
+			return len(b)
+		}
+	}
+	return off
+}
+
+// upgraded checks the upgrade response; on 101 it sends the auth frame.
+func (s *slot) upgraded(head, rest []byte) bool {
+	l := s.l
+	status := 0
+	if len(head) > 12 && bytes.HasPrefix(head, []byte("HTTP/1.1 ")) {
+		status, _ = strconv.Atoi(string(head[9:12]))
+	}
+	if status != 101 {
+		reason := "http_" + strconv.Itoa(status)
+		if i := bytes.Index(rest, []byte(`"error":"`)); i >= 0 {
+			if j := bytes.IndexByte(rest[i+9:], '"'); j > 0 && j < 64 {
+				reason += "_" + string(rest[i+9:i+9+j])
+			}
+		}
+		if v := header(head, "retry-after"); v != "" {
+			s.retryAfter, _ = strconv.Atoi(v)
+		}
+		s.fail(reason)
+		return false
+	}
+	h := sha1.New()
+	h.Write(s.key[:])
+	h.Write(wsGUID)
+	var want [28]byte
+	base64.StdEncoding.Encode(want[:], h.Sum(nil))
+	if header(head, "sec-websocket-accept") != string(want[:]) {
+		s.fail("bad_accept")
+		return false
+	}
+	now := mono()
+	s.tUpgrade = now
+	recordMicros(l.hUpgrade, now-s.t0)
+	s.state = stAuthing
+	s.sendAuth(false)
+	return s.state != stDown
+}
+
+// header returns the value of a response header (lower-case name).
+func header(head []byte, name string) string {
+	for _, line := range bytes.Split(head, []byte("\r\n")) {
+		i := bytes.IndexByte(line, ':')
+		if i == len(name) && string(bytes.ToLower(line[:i])) == name {
+			return string(bytes.TrimSpace(line[i+1:]))
+		}
+	}
+	return ""
+}
+
+func (s *slot) sendAuth(force bool) {
+	e := s.l.e
+	tok, err := e.tokens.get(int(s.user), e.names[s.user], force)
+	if err != nil {
+		s.fail("token_mint")
+		return
+	}
+	b := append(make([]byte, 0, len(tok)+32), `{"type":"auth","token":"`...)
+	b = append(b, tok...)
+	b = append(b, `"}`...)
+	s.sendFrame(ws.OpText, b)
+}
+
+// refresh sends a fresh auth frame before the token expires.
+func (s *slot) refresh() {
+	s.refreshing = true
+	s.sendAuth(true)
+}
+
+func (s *slot) scheduleRefresh() {
+	a := s.l.e.plan.Auth
+	if !a.Refresh || a.TTL <= 0 {
+		s.l.w.unlink(s)
+		return
+	}
+	s.l.w.schedule(s, s.l.now+s.l.ticksOf(a.TTL*8/10))
+}
+
+// frame handles one complete frame.
+func (s *slot) frame(h ws.Header, p []byte) {
+	switch h.OpCode {
+	case ws.OpText, ws.OpBinary, ws.OpContinuation:
+		if h.OpCode != ws.OpContinuation && h.Fin && s.frag == nil {
+			s.message(p)
+			return
+		}
+		if h.OpCode != ws.OpContinuation {
+			if s.frag != nil {
+				bufpool.Put(s.frag)
+			}
+			s.frag = bufpool.Get(len(p))
+		} else if s.frag == nil {
+			s.protocolError("unexpected_continuation")
+			return
+		}
+		if len(*s.frag)+len(p) > maxFrame {
+			s.protocolError("message_too_large")
+			return
+		}
+		s.frag = bufpool.Grow(s.frag, len(p))
+		*s.frag = append(*s.frag, p...)
+		if h.Fin {
+			f := s.frag
+			s.frag = nil
+			s.message(*f)
+			bufpool.Put(f)
+		}
+	case ws.OpPing:
+		s.sendFrame(ws.OpPong, p)
+	case ws.OpPong:
+	case ws.OpClose:
+		code := 1005
+		if len(p) >= 2 {
+			code = int(binary.BigEndian.Uint16(p))
+		}
+		if s.state == stClosing {
+			s.finalClose("", 0)
+			return
+		}
+		s.l.closeCode(code)
+		wasAuthing := s.state == stAuthing
+		var echo [2]byte
+		binary.BigEndian.PutUint16(echo[:], uint16(min(code, 4999)))
+		if code == 1005 {
+			s.sendFrame(ws.OpClose, nil)
+		} else {
+			s.sendFrame(ws.OpClose, echo[:])
+		}
+		if wasAuthing {
+			s.fail("closed_" + strconv.Itoa(code) + "_before_welcome")
+			return
+		}
+		s.finalClose("", 0)
+	default:
+		s.protocolError("bad_opcode")
+	}
+}
+
+var (
+	typePrefix = []byte(`{"type":"`)
+	dataKey    = []byte(`"data":`)
+)
+
+// message handles one text message from the gateway.
+func (s *slot) message(p []byte) {
+	l := s.l
+	if !bytes.HasPrefix(p, typePrefix) {
+		l.errorf("frame_not_protocol")
+		return
+	}
+	q := p[len(typePrefix):]
+	i := bytes.IndexByte(q, '"')
+	if i < 0 {
+		l.errorf("frame_not_protocol")
+		return
+	}
+	switch string(q[:i]) {
+	case protocol.TypeMessage:
+		if l.finishing {
+			return // after the accounting cut
+		}
+		if s.state != stLive {
+			l.errorf("message_before_welcome")
+			return
+		}
+		s.delivery(p)
+	case protocol.TypePing:
+		s.sendFrame(ws.OpText, protocol.PongJSON)
+	case protocol.TypeWelcome:
+		if s.state == stAuthing {
+			s.welcomed()
+		}
+	case protocol.TypeRefreshed:
+		l.st.refreshed.Add(1)
+		s.refreshing = false
+		s.scheduleRefresh()
+	case protocol.TypeError:
+		code := "error_frame"
+		if j := bytes.Index(p, []byte(`"code":"`)); j >= 0 {
+			if k := bytes.IndexByte(p[j+8:], '"'); k > 0 && k < 64 {
+				code += "_" + string(p[j+8:j+8+k])
+			}
+		}
+		l.errorf(code)
+	}
+}
+
+func (s *slot) welcomed() {
+	l := s.l
+	e := l.e
+	w := e.sessionOpened(s.user)
+	s.state = stLive
+	s.attempts = 0
+	recordMicros(l.hWelcome, w-s.t0)
+	first := s.msgs.firstW == 0
+	s.msgs.welcome(w)
+	s.bc.welcome(w)
+	l.st.live.Add(1)
+	l.st.welcomes.Add(1)
+	if first {
+		if e.rampWelcomed.Add(1) == int64(len(e.slots)) {
+			e.rampDone.CompareAndSwap(0, w)
+		}
+	}
+	if s.dropped {
+		s.dropped = false
+		l.st.recovered.Add(1)
+		recordMicros(l.hReconnect, w-s.tDrop)
+		for {
+			old := e.lastRecovery.Load()
+			if w <= old || e.lastRecovery.CompareAndSwap(old, w) {
+				break
+			}
+		}
+	}
+	s.churned = false
+	s.scheduleRefresh()
+}
+
+// jsonUint reads the unsigned integer after key in b.
+func jsonUint(b []byte, key string) (uint64, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	b = b[i+len(key):]
+	var v uint64
+	n := 0
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' && n < 20 {
+		v = v*10 + uint64(b[n]-'0')
+		n++
+	}
+	return v, n > 0
+}
+
+// delivery accounts for one message frame.
+func (s *slot) delivery(p []byte) {
+	l := s.l
+	e := l.e
+	now := mono()
+	i := bytes.Index(p, dataKey)
+	if i < 0 {
+		l.st.foreign.Add(1)
+		return
+	}
+	d := p[i+len(dataKey):]
+	if !bytes.HasPrefix(d, e.prefix) {
+		l.st.foreign.Add(1)
+		return
+	}
+	d = d[len(e.prefix):]
+	t, ok := jsonUint(d, `"t":`)
+	if !ok {
+		l.st.foreign.Add(1)
+		return
+	}
+	l.st.lastRecv.Store(now)
+	if bseq, ok := jsonUint(d, `"b":`); ok && bytes.HasPrefix(d, []byte(`,"b":`)) {
+		if bseq == 0 || bseq > 1<<20 {
+			l.st.foreign.Add(1)
+			return
+		}
+		l.st.breceipts.Add(1)
+		dup, ooo := s.bc.receive(uint32(bseq))
+		if dup {
+			l.st.dups.Add(1)
+			return
+		}
+		if ooo {
+			l.st.ooo.Add(1)
+		}
+		if s.bc.w < int64(t) {
+			e.bGot.Add(1)
+		}
+		recordMicros(l.hBcast, now-int64(t))
+		for len(l.bstats) < int(bseq) {
+			l.bstats = append(l.bstats, BroadcastStat{Seq: len(l.bstats) + 1})
+		}
+		b := &l.bstats[bseq-1]
+		if b.Receivers == 0 || now < b.First {
+			b.First = now
+		}
+		b.Last = max(b.Last, now)
+		b.Receivers++
+		return
+	}
+	u, ok1 := jsonUint(d, `,"u":`)
+	seq, ok2 := jsonUint(d, `"s":`)
+	if !ok1 || !ok2 || seq == 0 || seq > 1<<31 {
+		l.st.foreign.Add(1)
+		return
+	}
+	if int(u) != e.nums[s.user] {
+		l.st.misrouted.Add(1)
+		return
+	}
+	l.st.receipts.Add(1)
+	dup, ooo := s.msgs.receive(uint32(seq))
+	if dup {
+		l.st.dups.Add(1)
+		return
+	}
+	if ooo {
+		l.st.ooo.Add(1)
+	}
+	if s.msgs.w < int64(t) {
+		e.eligGot.Add(1)
+	}
+	lat := now - int64(t)
+	recordMicros(l.hE2E, lat)
+	recordMicros(l.ivE2E, lat)
+}
+
+// sendFrame writes one masked client frame.
+func (s *slot) sendFrame(op ws.OpCode, p []byte) {
+	l := s.l
+	var mask [4]byte
+	binary.LittleEndian.PutUint32(mask[:], l.rng.Uint32())
+	b := wsframe.Append(l.fbuf[:0], ws.Header{Fin: true, OpCode: op, Masked: true, Mask: mask, Length: int64(len(p))})
+	off := len(b)
+	b = append(b, p...)
+	ws.Cipher(b[off:], mask, 0)
+	l.fbuf = b
+	s.write(b)
+}
+
+// write sends b now, queueing what the socket does not take.
+func (s *slot) write(b []byte) {
+	if s.fd < 0 {
+		return
+	}
+	if s.out != nil {
+		if len(*s.out)+len(b) > maxPendingOut {
+			s.fail("write_queue_full")
+			return
+		}
+		s.out = bufpool.Grow(s.out, len(b))
+		*s.out = append(*s.out, b...)
+		return
+	}
+	n, err := unix.Write(s.fd, b)
+	if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+		s.writeError(err)
+		return
+	}
+	n = max(n, 0)
+	if n < len(b) {
+		s.out = bufpool.Get(len(b) - n)
+		*s.out = append(*s.out, b[n:]...)
+	}
+}
+
+func (s *slot) flush() {
+	for s.out != nil {
+		n, err := unix.Write(s.fd, *s.out)
+		if err == unix.EAGAIN {
+			return
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			s.writeError(err)
+			return
+		}
+		if n == len(*s.out) {
+			bufpool.Put(s.out)
+			s.out = nil
+			return
+		}
+		m := copy(*s.out, (*s.out)[n:])
+		*s.out = (*s.out)[:m]
+	}
+}
+
+func (s *slot) writeError(err error) {
+	if s.state == stLive || s.state == stClosing {
+		if s.state == stLive {
+			s.l.closeCode(1006)
+		}
+		s.finalClose("", 0)
+		return
+	}
+	s.fail("write_" + errName(err))
+}
+
+// protocolError closes a connection whose server broke the framing rules.
+func (s *slot) protocolError(reason string) {
+	s.l.errorf("protocol_" + reason)
+	if s.state == stLive {
+		s.finalClose("", 0)
+		return
+	}
+	s.fail("protocol_" + reason)
+}
+
+// fail ends a connection attempt that never got its welcome.
+func (s *slot) fail(reason string) {
+	s.finalClose(reason, 0)
+}
+
+// closeGracefully sends a close frame and waits for the echo.
+func (s *slot) closeGracefully(code uint16) {
+	if s.state != stLive {
+		s.finalClose("", 0)
+		return
+	}
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], code)
+	s.sendFrame(ws.OpClose, b[:])
+	if s.state == stDown {
+		return
+	}
+	s.endSession()
+	s.state = stClosing
+	s.l.w.schedule(s, s.l.now+s.l.ticksOf(s.l.e.plan.CloseTimeout))
+}
+
+// endSession ends the open session (the device stops expecting messages).
+func (s *slot) endSession() {
+	if s.state != stLive {
+		return
+	}
+	s.l.e.sessionClosed(s.user)
+	s.msgs.closed()
+	s.bc.closed()
+	s.l.st.live.Add(-1)
+	s.l.st.closes.Add(1)
+}
+
+// finalClose closes the socket. A non-empty failReason counts a failed
+// attempt; then, or after an unexpected close, the slot reconnects with
+// back-off while it is wanted.
+func (s *slot) finalClose(failReason string, _ int) {
+	l := s.l
+	if s.state == stDown {
+		return
+	}
+	if s.state == stConnecting {
+		l.st.connecting.Add(-1)
+	}
+	s.endSession()
+	_ = l.p.Del(s.fd)
+	unix.Close(s.fd)
+	s.fd = -1
+	s.gen++
+	s.state = stDown
+	s.refreshing = false
+	for _, b := range []**[]byte{&s.in, &s.out, &s.frag} {
+		if *b != nil {
+			bufpool.Put(*b)
+			*b = nil
+		}
+	}
+	l.w.unlink(s)
+	if failReason != "" {
+		l.errorf(failReason)
+		l.st.fails.Add(1)
+	}
+	if l.finishing {
+		l.checkFinished()
+		return
+	}
+	s.scheduleReconnect()
+}
