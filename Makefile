@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 FUZZTIME ?= 60s
 
-CMDS := gateway router devfleet
+CMDS := gateway router devfleet loadtest
 
 .PHONY: all build run test vet fmt-check bench bench-rss fuzz clean
 
