@@ -29,8 +29,9 @@ type loc struct {
 // multiNode marks a user whose locs are in view.multi.
 const multiNode = math.MaxUint32
 
-// nodeInfo is one gateway node in the view. The fields below the line are
-// the tracker's own (its goroutine only, no lock).
+// nodeInfo is one gateway node in the view. The fields above the line are
+// written under view.mu; those below it are the tracker's own (its
+// goroutine only, no lock).
 type nodeInfo struct {
 	id      string
 	idx     uint32
@@ -42,11 +43,11 @@ type nodeInfo struct {
 	draining      bool
 	lastHeartbeat time.Time // zero before the first
 	lastSeen      time.Time // last heartbeat, batch or snapshot from it
+	synced        bool      // the state is a snapshot plus every batch after it
 
 	// ---- tracker only ----
 	epoch     string
 	seq       uint64 // last batch applied (or the snapshot's Seq)
-	synced    bool   // the state is a snapshot plus every batch after it
 	snapReq   uint64 // the snapshot request in flight covering it; 0: none
 	lastAsked time.Time
 	buffered  []bufferedBatch // batches since the view lost sync, for replay after a snapshot
@@ -153,41 +154,91 @@ func (v *view) set(n *nodeInfo, user string, devices uint32) {
 	}
 }
 
-// clearNode removes every user's devices on n (write lock held). It scans
-// the whole view, unless n holds nobody.
-func (v *view) clearNode(n *nodeInfo) {
-	if n.users == 0 {
-		n.devices = 0
+// Writer-side operations. The tracker is the view's only writer: it reads
+// the maps without a lock (concurrent reads are safe, and no write can
+// interleave) and takes the write lock in steps of at most writeStep
+// changes, so requests never wait behind a whole node's worth of users.
+
+// writeStep bounds the changes made under one hold of the write lock.
+const writeStep = 4096
+
+// apply applies changes to n's users (write lock not held).
+func (v *view) apply(n *nodeInfo, changes []change) {
+	for len(changes) > 0 {
+		k := min(len(changes), writeStep)
+		v.mu.Lock()
+		for _, c := range changes[:k] {
+			v.set(n, c.user, c.devices)
+		}
+		v.mu.Unlock()
+		changes = changes[k:]
+	}
+}
+
+// replaceNode makes users n's whole state (write lock not held): the
+// users in it are updated in place (nobody appears offline meanwhile),
+// then those it lacks are removed. Only that removal scans the view, and
+// only when n holds users the snapshot lacks.
+func (v *view) replaceNode(n *nodeInfo, users []change) {
+	if len(users) == 0 {
+		v.clearNode(n)
 		return
 	}
+	keep := make(map[string]struct{}, len(users))
+	for _, u := range users {
+		if u.devices > 0 {
+			keep[u.user] = struct{}{}
+		}
+	}
+	v.apply(n, users)
+	if n.users > len(keep) {
+		v.apply(n, v.usersOn(n, keep))
+	}
+}
+
+// clearNode removes every user's devices on n (write lock not held).
+func (v *view) clearNode(n *nodeInfo) {
+	if n.users == 0 {
+		return
+	}
+	v.mu.Lock()
+	if n.users == len(v.users) && len(v.multi) == 0 {
+		// Everyone is on n alone: a new map, at once.
+		v.users = map[string]loc{}
+		n.users, n.devices = 0, 0
+		v.mu.Unlock()
+		return
+	}
+	v.mu.Unlock()
+	v.apply(n, v.usersOn(n, nil))
+}
+
+// usersOn lists, as removals, the users with devices on n that are not in
+// keep. It scans the view without the lock (writer only).
+func (v *view) usersOn(n *nodeInfo, keep map[string]struct{}) []change {
+	out := make([]change, 0, n.users)
 	for u, l := range v.users {
-		switch l.node {
-		case n.idx:
-			delete(v.users, u)
-		case multiNode:
-			locs := v.multi[u]
-			i := slices.IndexFunc(locs, func(l loc) bool { return l.node == n.idx })
-			if i < 0 {
-				continue
-			}
-			locs = slices.Delete(locs, i, i+1)
-			if len(locs) == 1 {
-				delete(v.multi, u)
-				v.users[u] = locs[0]
-			} else {
-				v.multi[u] = locs
+		on := l.node == n.idx
+		if l.node == multiNode {
+			on = slices.ContainsFunc(v.multi[u], func(l loc) bool { return l.node == n.idx })
+		}
+		if on {
+			if _, ok := keep[u]; !ok {
+				out = append(out, change{user: u})
 			}
 		}
 	}
-	n.users, n.devices = 0, 0
+	return out
 }
 
-// removeNode clears n and frees its index (write lock held).
+// removeNode clears n and frees its index (write lock not held).
 func (v *view) removeNode(n *nodeInfo) {
 	v.clearNode(n)
+	v.mu.Lock()
 	v.nodes[n.idx] = nil
 	delete(v.byID, n.id)
 	v.free = append(v.free, n.idx)
+	v.mu.Unlock()
 }
 
 // nodeDevices is a user's device count on one node, by node id.

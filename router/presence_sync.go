@@ -53,7 +53,7 @@ type snapReq struct {
 }
 
 type partialSnap struct {
-	users []protocol.UserDevices
+	users []change
 }
 
 type tracker struct {
@@ -195,25 +195,31 @@ func (t *tracker) handle(m *nats.Msg, now time.Time) {
 }
 
 // nodeFor returns the node of a message, adding it, and handles an epoch
-// change: the node restarted, so the old epoch's devices are gone. It
-// reports whether the node needs a snapshot. The write lock is held.
+// change: the node restarted, so the old epoch's devices are gone.
 func (t *tracker) nodeFor(id, epoch string, now time.Time) *nodeInfo {
+	t.v.mu.Lock()
 	n, added := t.v.node(id, now)
 	n.lastSeen = now
+	old, restarted := n.epoch, n.epoch != epoch
+	if restarted {
+		n.epoch, n.seq, n.synced, n.buffered = epoch, 0, false, nil
+	}
+	t.v.mu.Unlock()
 	if added {
 		t.log.Info("gateway node appeared", zap.String("node", id))
 	}
-	if n.epoch != epoch {
-		if n.epoch != "" {
-			t.log.Info("gateway node restarted (new epoch); resyncing", zap.String("node", id))
-		}
+	if restarted && old != "" {
+		t.log.Info("gateway node restarted (new epoch); resyncing", zap.String("node", id))
 		t.v.clearNode(n)
-		n.epoch = epoch
-		n.seq = 0
-		n.synced = false
-		n.buffered = nil
 	}
 	return n
+}
+
+// setSynced records whether n's state is a snapshot plus every batch since.
+func (t *tracker) setSynced(n *nodeInfo, synced bool) {
+	t.v.mu.Lock()
+	n.synced = synced
+	t.v.mu.Unlock()
 }
 
 func (t *tracker) batch(b *protocol.PresenceBatch, now time.Time) {
@@ -223,52 +229,45 @@ func (t *tracker) batch(b *protocol.PresenceBatch, now time.Time) {
 			changes = append(changes, change{user: c.User, devices: clampDevices(c.Devices)})
 		}
 	}
-	t.v.mu.Lock()
 	n := t.nodeFor(b.Node, b.Epoch, now)
 	if n.synced {
 		if b.Seq <= n.seq {
-			t.v.mu.Unlock()
 			return // already applied
 		}
 		if b.Seq == n.seq+1 {
-			t.apply(n, changes)
+			t.v.apply(n, changes)
 			n.seq = b.Seq
-			t.v.mu.Unlock()
 			return
 		}
 		t.s.m.presenceGaps.Inc()
 		t.log.Info("presence batch missed; resyncing the node", zap.String("node", n.id),
 			zap.Uint64("applied", n.seq), zap.Uint64("received", b.Seq))
-		n.synced = false
+		t.setSynced(n, false)
 	}
 	// Not synced: apply now (counts are absolute) and keep for the replay.
-	t.apply(n, changes)
+	t.v.apply(n, changes)
 	if len(n.buffered) == maxBufferedBatches {
 		n.buffered = slices.Delete(n.buffered, 0, 1)
 	}
 	n.buffered = append(n.buffered, bufferedBatch{seq: b.Seq, changes: changes})
-	t.v.mu.Unlock()
 	t.ensureSnapshot(n, now)
 }
 
-func (t *tracker) apply(n *nodeInfo, changes []change) {
-	for _, c := range changes {
-		t.v.set(n, c.user, c.devices)
-	}
-}
-
 func (t *tracker) heartbeat(h *protocol.NodeHeartbeat, now time.Time) {
-	t.v.mu.Lock()
 	n := t.nodeFor(h.Node, h.Epoch, now)
+	t.v.mu.Lock()
 	n.hbConnections, n.hbUsers, n.draining = h.Connections, h.Users, h.Draining
 	n.lastHeartbeat = now
-	if n.synced && h.Seq > n.seq {
-		t.s.m.presenceGaps.Inc()
-		t.log.Info("heartbeat is ahead of the batches applied; resyncing the node", zap.String("node", n.id),
-			zap.Uint64("applied", n.seq), zap.Uint64("heartbeat_seq", h.Seq))
+	ahead := n.synced && h.Seq > n.seq
+	if ahead {
 		n.synced = false
 	}
 	t.v.mu.Unlock()
+	if ahead {
+		t.s.m.presenceGaps.Inc()
+		t.log.Info("heartbeat is ahead of the batches applied; resyncing the node", zap.String("node", n.id),
+			zap.Uint64("applied", n.seq), zap.Uint64("heartbeat_seq", h.Seq))
+	}
 	if !n.synced {
 		t.ensureSnapshot(n, now)
 	}
@@ -343,42 +342,37 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 		p = &partialSnap{}
 		r.partial[c.Node] = p
 	}
-	p.users = append(p.users, c.Users...)
+	for _, u := range c.Users {
+		if u.User != "" {
+			p.users = append(p.users, change{user: u.User, devices: clampDevices(u.Devices)})
+		}
+	}
 	if !c.Last {
 		return
 	}
 	delete(r.partial, c.Node)
-	users := p.users
-	t.v.mu.Lock()
 	n := t.nodeFor(c.Node, c.Epoch, now)
 	if n.snapReq == id {
 		n.snapReq = 0
 	}
 	if n.synced && c.Seq < n.seq {
-		t.v.mu.Unlock()
 		return // older than what the view already has
 	}
-	t.v.clearNode(n)
-	for _, u := range users {
-		if u.User != "" {
-			t.v.set(n, u.User, clampDevices(u.Devices))
-		}
-	}
+	t.v.replaceNode(n, p.users)
 	n.seq = c.Seq
-	n.synced = true
+	synced := true
 	for _, b := range n.buffered {
 		switch {
 		case b.seq <= c.Seq:
 			continue
 		case b.seq != n.seq+1:
-			n.synced = false // a batch is missing after the snapshot too
+			synced = false // a batch is missing after the snapshot too
 		}
-		t.apply(n, b.changes)
+		t.v.apply(n, b.changes)
 		n.seq = b.seq
 	}
 	n.buffered = nil
-	synced := n.synced
-	t.v.mu.Unlock()
+	t.setSynced(n, synced)
 	t.s.m.snapshotRequests.WithLabelValues("node_complete").Inc()
 	if r.node != "" {
 		t.finish(r)
@@ -440,17 +434,12 @@ func (t *tracker) sweep(now time.Time) {
 	for _, n := range unsynced {
 		t.ensureSnapshot(n, now)
 	}
-	if len(dead) == 0 {
-		return
-	}
-	t.v.mu.Lock()
 	for _, n := range dead {
 		t.log.Warn("gateway node silent for --node-ttl; dropping it and its users",
 			zap.String("node", n.id), zap.Int("users", n.users), zap.Duration("node_ttl", t.s.opts.NodeTTL))
 		t.v.removeNode(n)
 		t.s.m.nodesExpired.Inc()
 	}
-	t.v.mu.Unlock()
 }
 
 func clampDevices(d int) uint32 {
