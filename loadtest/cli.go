@@ -134,7 +134,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.String(&c.Auth.Issuer, "jwt-issuer", "", "iss claim")
 	fs.String(&c.Auth.Audience, "jwt-audience", "", "aud claim")
 	fs.Duration(&c.Auth.TTL, "token-ttl", time.Hour, "token lifetime (exp = now + ttl); short ones exercise expiry (close 4401) and reconnects")
-	fs.Bool(&c.Auth.Refresh, "token-refresh", false, "send a fresh auth frame at 80% of the token's lifetime instead of letting it expire")
+	fs.Bool(&c.Auth.Refresh, "token-refresh", false, "send a fresh auth frame when a fifth of the token's lifetime is left instead of letting it expire")
 	fs.String(&c.Workers, "workers", "auto", `worker processes: "auto" (enough for --conns-per-worker each; none below it) or a number`)
 	fs.Int(&c.ConnsPerWorker, "conns-per-worker", DefaultConnsPerWorker, "most connections per process (capped by the open-file limit)")
 	fs.String(&c.SourceIPs, "source-ips", "", "source addresses to spread connections over, past the ephemeral ports of one: 127.0.0.2-127.0.0.60 or a comma list")

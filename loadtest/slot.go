@@ -56,6 +56,7 @@ type slot struct {
 	t0         int64
 	tUpgrade   int64
 	tDrop      int64
+	tokenExp   int64 // unix ns of the exp of the token last sent (0: none)
 	key        [24]byte
 
 	in, out, frag *[]byte
@@ -357,11 +358,12 @@ func header(head []byte, name string) string {
 
 func (s *slot) sendAuth(force bool) {
 	e := s.l.e
-	tok, err := e.tokens.get(int(s.user), e.names[s.user], force)
+	tok, exp, err := e.tokens.get(int(s.user), e.names[s.user], force)
 	if err != nil {
 		s.fail("token_mint")
 		return
 	}
+	s.tokenExp = exp
 	b := append(make([]byte, 0, len(tok)+32), `{"type":"auth","token":"`...)
 	b = append(b, tok...)
 	b = append(b, `"}`...)
@@ -374,13 +376,16 @@ func (s *slot) refresh() {
 	s.sendAuth(true)
 }
 
+// scheduleRefresh sets the refresh for when a fifth of the token's
+// lifetime is left.
 func (s *slot) scheduleRefresh() {
 	a := s.l.e.plan.Auth
-	if !a.Refresh || a.TTL <= 0 {
+	if !a.Refresh || a.TTL <= 0 || s.tokenExp == 0 {
 		s.l.w.unlink(s)
 		return
 	}
-	s.l.w.schedule(s, s.l.now+s.l.ticksOf(a.TTL*8/10))
+	d := time.Duration(s.tokenExp-time.Now().UnixNano()) - a.TTL/5
+	s.l.w.schedule(s, s.l.now+s.l.ticksOf(max(d, 0)))
 }
 
 // frame handles one complete frame.

@@ -178,7 +178,7 @@ func (ts *tokenSource) premint(names []string) error {
 				ts.mu.Lock()
 				ts.toks[i] = tok
 				if ts.cfg.TTL > 0 {
-					ts.exp[i] = now.Add(ts.cfg.TTL).UnixNano()
+					ts.exp[i] = expOf(now, ts.cfg.TTL)
 				}
 				ts.mu.Unlock()
 			}
@@ -189,23 +189,29 @@ func (ts *tokenSource) premint(names []string) error {
 	return errors.Join(errs...)
 }
 
-// get returns user i's token, minting a new one when fewer than half its
-// lifetime is left (or force).
-func (ts *tokenSource) get(i int, name string, force bool) (string, error) {
+// expOf is the exp a token minted at now carries (whole seconds, as in
+// the JWT), in unix ns.
+func expOf(now time.Time, ttl time.Duration) int64 {
+	return now.Add(ttl).Truncate(time.Second).UnixNano()
+}
+
+// get returns user i's token and its exp (unix ns; 0: none), minting a
+// new one when fewer than half its lifetime is left (or force).
+func (ts *tokenSource) get(i int, name string, force bool) (string, int64, error) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	now := time.Now()
 	if !force && ts.toks[i] != "" && (ts.exp[i] == 0 || time.Duration(ts.exp[i]-now.UnixNano()) > ts.cfg.TTL/2) {
-		return ts.toks[i], nil
+		return ts.toks[i], ts.exp[i], nil
 	}
 	tok, err := ts.mint(name)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	ts.toks[i] = tok
 	if ts.cfg.TTL > 0 {
-		ts.exp[i] = now.Add(ts.cfg.TTL).UnixNano()
+		ts.exp[i] = expOf(now, ts.cfg.TTL)
 	}
 	ts.mints++
-	return tok, nil
+	return tok, ts.exp[i], nil
 }
