@@ -1,42 +1,42 @@
-// Package router is wsfleet's HTTP publishing service: it lets services that
-// speak HTTP, not NATS, deliver messages to the users connected to the
-// gateway fleet. It authenticates the caller with an API key, validates the
-// user id and the JSON body, publishes the body unchanged on the user's (or
-// the broadcast) NATS subject with a new message id header, and answers once
-// the NATS server has confirmed it.
+// Package router is wsfleet's service-facing API: it lets services publish
+// to the users connected to the gateway fleet (one user, a batch, or
+// everyone), tells them who is online, and closes a user's connections
+// everywhere. docs/router.md is the full description; router/openapi.json
+// (served at GET /v1/openapi.json) the HTTP contract.
 //
-// # API v1 (JSON everywhere)
+// # HTTP API v1 (JSON everywhere)
 //
-//	POST /v1/users/{user}/messages   body: the message data, any JSON value
-//	POST /v1/broadcast               body: the message data, any JSON value
+//	POST   /v1/users/{user}/messages     body: the message data     → 202 {"id","online","devices"}
+//	POST   /v1/messages                  {"users":[...],"data":...} → 202 {"results":[...]}
+//	POST   /v1/broadcast                 body: the message data     → 202 {"id"}
+//	GET    /v1/users/{user}/presence                                → 200 {"user","online","devices","nodes"}
+//	POST   /v1/presence/query            {"users":[...]}            → 200 {"results":[...]}
+//	GET    /v1/stats                                                → 200 {"nodes","connections","users","node_list"}
+//	DELETE /v1/users/{user}/connections                             → 200 {"closed","nodes"}
+//	GET    /v1/openapi.json
 //
-// Both need "Authorization: Bearer <api key>" and answer
+// Callers authenticate with "Authorization: Bearer <api key or JWT>" (a
+// JWT must grant JWTScope); each credential has its own rate limit.
+// Publishes honour an Idempotency-Key header (idempotency.go). Errors are
+// {"error":"<code>","message":"<text>"} with a stable code (api.go).
 //
-//	202 {"id":"<message id>"}
+// The same operations are served as NATS request/reply on
+// <prefix>.router.<op> (handlers_nats.go), for services on NATS.
 //
-// {user} is the user id (the JWT sub a gateway authenticated), percent-
-// encoded as one path segment: "a%2Fb" is the id "a/b". The message is
-// published on <prefix>.user.<userToken> or <prefix>.broadcast with the
-// Wsfleet-Msg-Id header holding the id; gateways deliver it as
-// {"type":"message","id":"<id>","data":<body>}.
+// # Presence
 //
-// Errors are {"error":"<code>","message":"<text>"} with a stable code:
-//
-//	400 bad_json            the body is empty or not one JSON value in UTF-8
-//	400 bad_user            the user id fails protocol.ValidateUserID
-//	401 unauthorized        no or unknown API key (WWW-Authenticate: Bearer)
-//	404 not_found           no such endpoint
-//	405 method_not_allowed  not POST (Allow: POST)
-//	413 too_large           the body is over MaxBodyBytes
-//	503 nats_unavailable    NATS is disconnected or did not confirm the
-//	                        publish; nothing is buffered (Retry-After: 1)
+// The router keeps the fleet's presence view (presence.go) from the
+// gateways' batches, heartbeats and snapshots (protocol/presence.go); the
+// tracker (presence_sync.go) keeps it converged and drops nodes that stop
+// sending heartbeats.
 //
 // The admin listener serves /healthz, /readyz, /metrics
 // (wsfleet_router_* series) and /debug/pprof/.
 //
 // # What lives elsewhere
 //
-// Subjects, the user token encoding, header names and message ids are in
-// package protocol; delivering to WebSocket clients is package gateway;
-// flags, environment variables, signals and the process are cmd/router.
+// Subjects, the user token encoding, header names, message ids and the
+// presence messages are in package protocol; delivering to WebSocket
+// clients is package gateway; the Go SDK is router/client; flags,
+// environment variables, signals and the process are cmd/router.
 package router
