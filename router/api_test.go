@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -508,5 +510,52 @@ func TestNATSParity(t *testing.T) {
 	}
 	if m, err := nc.Request("wsfleet.router.presence", []byte("{"), 5*time.Second); err != nil || !strings.Contains(string(m.Data), `"status":400`) {
 		t.Fatalf("garbage: %v %v", m, err)
+	}
+}
+
+// TestIdempotencyStoreUnavailable: when the KV bucket does not answer, a
+// publish with a key is refused (503, nothing published) rather than risk a
+// duplicate; one without a key goes out.
+func TestIdempotencyStoreUnavailable(t *testing.T) {
+	ns := jetStreamNATS(t)
+	srv := startRouter(t, ns, func(o *router.Options) { o.IdempotencyStore = "jetstream" })
+	sub := watch(t, ns)
+	js, err := jetstream.New(natsConnect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), "wsfleet_idempotency"); err != nil {
+		t.Fatal(err)
+	}
+	r := request(t, http.MethodPost, apiURL(srv)+"/v1/users/bob/messages", testKey, `1`, "Idempotency-Key", "k")
+	r.refused(t, http.StatusServiceUnavailable, "idempotency_unavailable")
+	if r.header.Get("Retry-After") != "1" {
+		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+	}
+	expectNothingPublished(t, srv, sub)
+	expectDelivered(t, sub, "wsfleet.user.bob", `2`, post(t, srv, "bob", `2`).accepted(t))
+}
+
+// TestNATSQueueGroup: with two routers, each NATS request is answered by
+// one of them.
+func TestNATSQueueGroup(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	r1, r2 := startRouter(t, ns, nil), startRouter(t, ns, nil)
+	nc := natsConnect(t, ns)
+	const n = 20
+	for i := 0; i < n; i++ {
+		natsReq(t, nc, "stats", map[string]any{})
+	}
+	total := 0
+	for _, srv := range []*router.Server{r1, r2} {
+		for _, line := range strings.Split(metricsText(t, srv), "\n") {
+			if strings.HasPrefix(line, `wsfleet_router_nats_requests_total{code="200",op="stats"} `) {
+				v, _ := strconv.Atoi(strings.Fields(line)[1])
+				total += v
+			}
+		}
+	}
+	if total != n {
+		t.Fatalf("%d answers counted by the routers for %d requests", total, n)
 	}
 }
