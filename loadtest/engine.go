@@ -271,6 +271,7 @@ func (e *engine) announce(seq int, t int64, ok bool) {
 
 // Progress is a process's running totals, sent every second.
 type Progress struct {
+	At           int64 `json:"at"` // mono ns when it was taken
 	Worker       int   `json:"worker"`
 	Slots        int64 `json:"slots"`
 	Live         int64 `json:"live"`
@@ -297,7 +298,7 @@ type Progress struct {
 }
 
 func (e *engine) progress() Progress {
-	p := Progress{Worker: e.plan.Index, Slots: int64(len(e.slots))}
+	p := Progress{At: mono(), Worker: e.plan.Index, Slots: int64(len(e.slots))}
 	for _, l := range e.loops {
 		st := &l.st
 		p.Live += st.live.Load()

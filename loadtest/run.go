@@ -196,6 +196,9 @@ func (r *runner) printLimits() {
 	for _, a := range l.Advice {
 		fmt.Fprintln(r.log, "advice:", a)
 	}
+	for _, n := range l.Notes {
+		fmt.Fprintln(r.log, "note:", n)
+	}
 }
 
 func (r *runner) setPhase(p string) {
@@ -413,9 +416,13 @@ func (r *runner) drain(ctx context.Context) {
 	start := mono()
 	quiet := int64(r.cfg.DrainQuiet)
 	r.drainEnd = "timeout"
-	r.waitUntil(ctx, r.cfg.Drain, func(p Progress, _ []Progress) bool {
+	r.waitUntil(ctx, r.cfg.Drain, func(p Progress, all []Progress) bool {
 		now := mono()
-		if p.Outstanding == 0 {
+		fresh := true // every worker's figures were taken after the drain began
+		for _, q := range all {
+			fresh = fresh && q.At > start
+		}
+		if fresh && p.Outstanding == 0 {
 			r.drainEnd = "complete"
 			return true
 		}
@@ -485,7 +492,10 @@ func (r *runner) waitReplies(ctx context.Context, kind string, d time.Duration) 
 func (r *runner) collect(i int, h workerHandle) {
 	for ev := range h.events() {
 		r.mu.Lock()
-		if ev.Progress != nil && ev.Ev == "progress" {
+		// Events carrying progress (progress, and the replies to stop,
+		// announce and drop) can arrive out of the order they were taken
+		// in: keep the newest.
+		if ev.Progress != nil && ev.Progress.At >= r.prog[i].At {
 			r.prog[i] = *ev.Progress
 		}
 		for _, s := range ev.Series {
@@ -504,7 +514,9 @@ func (r *runner) collect(i int, h workerHandle) {
 		case "result":
 			ev.Result.Index = i
 			r.results = append(r.results, ev.Result)
-			r.prog[i] = ev.Result.Final
+			if ev.Result.Final.At >= r.prog[i].At {
+				r.prog[i] = ev.Result.Final
+			}
 			for _, s := range ev.Result.Series {
 				r.series[i][s.I] = s
 				if len(s.Lat.Counts) > 0 {
