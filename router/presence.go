@@ -51,6 +51,7 @@ type nodeInfo struct {
 	snapReq   uint64 // the snapshot request in flight covering it; 0: none
 	lastAsked time.Time
 	buffered  []bufferedBatch // batches since the view lost sync, for replay after a snapshot
+	warnedTTL bool            // logged that its heartbeat interval is too long for NodeTTL
 }
 
 // bufferedBatch is a batch kept while a node's snapshot is awaited.

@@ -263,6 +263,11 @@ func (t *tracker) heartbeat(h *protocol.NodeHeartbeat, now time.Time) {
 		n.synced = false
 	}
 	t.v.mu.Unlock()
+	if every := time.Duration(h.IntervalMS) * time.Millisecond; !n.warnedTTL && 2*every > t.s.opts.NodeTTL {
+		n.warnedTTL = true
+		t.log.Warn("a gateway's heartbeat interval is more than half of --node-ttl: one late heartbeat drops its users",
+			zap.String("node", n.id), zap.Duration("heartbeat_interval", every), zap.Duration("node_ttl", t.s.opts.NodeTTL))
+	}
 	if ahead {
 		t.s.m.presenceGaps.Inc()
 		t.log.Info("heartbeat is ahead of the batches applied; resyncing the node", zap.String("node", n.id),
