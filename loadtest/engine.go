@@ -357,6 +357,7 @@ type workerResult struct {
 	CPUUser    float64             `json:"cpu_user_s"`
 	CPUSys     float64             `json:"cpu_sys_s"`
 	Series     []seriesWire        `json:"series,omitempty"`
+	Lats       []secHist           `json:"lats,omitempty"`
 }
 
 // finish stops publishing, stops reconnecting, takes the accounting cut
@@ -398,6 +399,10 @@ func (e *engine) finish() *workerResult {
 		r.OpenAtEnd += open
 		mu.Unlock()
 		l.finishing = true
+		if l.ivE2E.TotalCount() > 0 {
+			e.series.addHist(l.ivIdx, l.ivE2E)
+			l.ivE2E.Reset()
+		}
 		for _, s := range l.slots {
 			s.want = false
 			switch s.state {
@@ -420,7 +425,7 @@ func (e *engine) finish() *workerResult {
 		}
 	}
 	r.Final = e.progress()
-	e.series.flushAll()
+	e.series.sampleUpTo(int((mono()-e.plan.T0)/int64(time.Second)), r.Final)
 	e.closeLoops()
 	if e.sink != nil {
 		e.sink.close()
@@ -484,23 +489,29 @@ func (e *engine) finish() *workerResult {
 		r.CPUUser = float64(ru.Utime.Nano()) / 1e9
 		r.CPUSys = float64(ru.Stime.Nano()) / 1e9
 	}
-	r.Series = e.series.takeAll()
+	r.Series, r.Lats = e.series.take(1 << 30)
 	return r
 }
 
-// seriesWire is one second of a process's time series: cumulative counters
-// sampled at second I of the run, and the end-to-end latencies recorded
-// during the second before it.
+// seriesWire is a process's cumulative counters sampled at second I of
+// the run.
 type seriesWire struct {
-	I         int      `json:"i"`
-	Live      int64    `json:"live"`
-	Welcomes  int64    `json:"welcomes"`
-	Fails     int64    `json:"fails"`
-	Closes    int64    `json:"closes"`
-	Receipts  int64    `json:"receipts"`
-	BReceipts int64    `json:"broadcast_receipts"`
-	Acked     int64    `json:"acked"`
-	Lat       HistWire `json:"lat"`
+	I         int   `json:"i"`
+	Live      int64 `json:"live"`
+	Welcomes  int64 `json:"welcomes"`
+	Fails     int64 `json:"fails"`
+	Closes    int64 `json:"closes"`
+	Receipts  int64 `json:"receipts"`
+	BReceipts int64 `json:"broadcast_receipts"`
+	Acked     int64 `json:"acked"`
+}
+
+// secHist is the end-to-end latencies recorded during second Sec of the
+// run (by some of a process's loops: a loop that stalled past the sample
+// sends its part later, and the parent merges both).
+type secHist struct {
+	Sec int      `json:"sec"`
+	H   HistWire `json:"h"`
 }
 
 // seriesCollector gathers the loops' per-second latency histograms and the
@@ -509,9 +520,10 @@ type seriesCollector struct {
 	mu     sync.Mutex
 	hists  map[int]*hdrhistogram.Histogram
 	points []seriesWire
+	last   int // last second sampled
 }
 
-func (c *seriesCollector) init() { c.hists = map[int]*hdrhistogram.Histogram{} }
+func (c *seriesCollector) init() { c.hists, c.last = map[int]*hdrhistogram.Histogram{}, -1 }
 
 // addHist merges a loop's histogram of second i (the loop keeps h).
 func (c *seriesCollector) addHist(i int, h *hdrhistogram.Histogram) {
@@ -523,30 +535,34 @@ func (c *seriesCollector) addHist(i int, h *hdrhistogram.Histogram) {
 	c.mu.Unlock()
 }
 
-// sample records the counters at second i, with the latencies of second i-1.
-func (c *seriesCollector) sample(i int, p Progress) {
-	w := seriesWire{I: i, Live: p.Live, Welcomes: p.Welcomes, Fails: p.Fails, Closes: p.Closes, Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked}
+// sampleUpTo records the counters at every second after the last sampled
+// up to sec (a late reporter fills the seconds it slept through).
+func (c *seriesCollector) sampleUpTo(sec int, p Progress) {
 	c.mu.Lock()
-	if h := c.hists[i-1]; h != nil {
-		w.Lat = exportHist(h)
-		delete(c.hists, i-1)
+	for i := c.last + 1; i <= sec; i++ {
+		c.points = append(c.points, seriesWire{I: i, Live: p.Live, Welcomes: p.Welcomes, Fails: p.Fails, Closes: p.Closes,
+			Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked})
 	}
-	c.points = append(c.points, w)
+	c.last = max(c.last, sec)
 	c.mu.Unlock()
 }
 
-// take returns the points sampled since the last take.
-func (c *seriesCollector) take() []seriesWire {
+// take returns the points sampled since the last take and the histograms
+// of the seconds before sec.
+func (c *seriesCollector) take(sec int) ([]seriesWire, []secHist) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	p := c.points
 	c.points = nil
-	c.mu.Unlock()
-	return p
+	var hs []secHist
+	for i, h := range c.hists {
+		if i < sec {
+			hs = append(hs, secHist{Sec: i, H: exportHist(h)})
+			delete(c.hists, i)
+		}
+	}
+	return p, hs
 }
-
-func (c *seriesCollector) flushAll() {}
-
-func (c *seriesCollector) takeAll() []seriesWire { return c.take() }
 
 // backoff returns the delay before reconnect attempt a (0, 1, 2…): the
 // exponential bound min(max, base·2^a), half of it fixed and half random

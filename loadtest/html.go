@@ -117,6 +117,14 @@ func fmtAxis(v float64) string {
 	return fmt.Sprintf("%g", math.Round(v*1000)/1000)
 }
 
+// fmtMsAxis labels a latency in ms: "0.1 ms", "10 ms", "1 s".
+func fmtMsAxis(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%g s", v/1000)
+	}
+	return fmt.Sprintf("%g ms", math.Round(v*1000)/1000)
+}
+
 // lineChart draws series over xs; logY uses a logarithmic y axis.
 func lineChart(id, title, xlabel, unit string, xs []float64, ss []series, logY bool) template.HTML {
 	var b strings.Builder
@@ -198,8 +206,12 @@ func axes(b *strings.Builder, ticks []float64, ymap func(float64) float64, xmax 
 	fmt.Fprintf(b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#a0aec0"/>`, padL, padT, plotW, plotH)
 	for _, t := range ticks {
 		y := ymap(t)
-		fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#edf2f7"/><text x="%d" y="%.1f" text-anchor="end">%s%s</text>`,
-			padL, padL+plotW, y, y, padL-6, y+4, fmtAxis(t), unit)
+		label := fmtAxis(t)
+		if unit == "ms" {
+			label = fmtMsAxis(t)
+		}
+		fmt.Fprintf(b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#edf2f7"/><text x="%d" y="%.1f" text-anchor="end">%s</text>`,
+			padL, padL+plotW, y, y, padL-6, y+4, label)
 	}
 	xtop := niceMax(xmax)
 	for i := 0; i <= 5; i++ {

@@ -498,18 +498,7 @@ func (r *runner) collect(i int, h workerHandle) {
 		if ev.Progress != nil && ev.Progress.At >= r.prog[i].At {
 			r.prog[i] = *ev.Progress
 		}
-		for _, s := range ev.Series {
-			r.series[i][s.I] = s
-			if len(s.Lat.Counts) > 0 {
-				h, err := mergeWire(r.seriesLat[s.I], s.Lat)
-				if err == nil {
-					r.seriesLat[s.I] = h
-				}
-			}
-			if s.Live > r.peakLive {
-				r.peakLive = max(r.peakLive, s.Live)
-			}
-		}
+		r.addSeries(i, ev.Series, ev.Lats)
 		switch ev.Ev {
 		case "result":
 			ev.Result.Index = i
@@ -517,14 +506,7 @@ func (r *runner) collect(i int, h workerHandle) {
 			if ev.Result.Final.At >= r.prog[i].At {
 				r.prog[i] = ev.Result.Final
 			}
-			for _, s := range ev.Result.Series {
-				r.series[i][s.I] = s
-				if len(s.Lat.Counts) > 0 {
-					if h, err := mergeWire(r.seriesLat[s.I], s.Lat); err == nil {
-						r.seriesLat[s.I] = h
-					}
-				}
-			}
+			r.addSeries(i, ev.Result.Series, ev.Result.Lats)
 			r.nresults++
 			if r.nresults == len(r.handles) {
 				close(r.resultsDone)
@@ -540,6 +522,20 @@ func (r *runner) collect(i int, h workerHandle) {
 			case r.replies <- ev:
 			default:
 			}
+		}
+	}
+}
+
+// addSeries files worker i's points and per-second histograms (r.mu held).
+func (r *runner) addSeries(i int, pts []seriesWire, lats []secHist) {
+	for _, s := range pts {
+		r.series[i][s.I] = s
+	}
+	for _, l := range lats {
+		if h, err := mergeWire(r.seriesLat[l.Sec], l.H); err == nil {
+			r.seriesLat[l.Sec] = h
+		} else {
+			r.workerErrs = append(r.workerErrs, fmt.Sprintf("worker %d: latency histogram of second %d: %v", i, l.Sec, err))
 		}
 	}
 }

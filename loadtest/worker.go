@@ -39,6 +39,7 @@ type event struct {
 	Worker   int           `json:"worker"`
 	Progress *Progress     `json:"progress,omitempty"`
 	Series   []seriesWire  `json:"series,omitempty"`
+	Lats     []secHist     `json:"lats,omitempty"`
 	Result   *workerResult `json:"result,omitempty"`
 	Err      string        `json:"err,omitempty"`
 }
@@ -114,7 +115,6 @@ const progressEvery = 250 * time.Millisecond
 func report(e *engine, emit func(event), stop <-chan struct{}) {
 	t := time.NewTicker(progressEvery)
 	defer t.Stop()
-	lastSec := -1
 	for {
 		select {
 		case <-stop:
@@ -123,13 +123,12 @@ func report(e *engine, emit func(event), stop <-chan struct{}) {
 		}
 		p := e.progress()
 		ev := event{Ev: "progress", Worker: e.plan.Index, Progress: &p}
-		// sample once per second, 50 ms after it starts (the loops hand
-		// over the previous second's histogram on their next 10 ms tick)
-		if sec := int((mono() - e.plan.T0 - int64(50*time.Millisecond)) / int64(time.Second)); sec > lastSec {
-			lastSec = sec
-			e.series.sample(sec, p)
-			ev.Series = e.series.take()
-		}
+		// Counters at each whole second; the loops hand over a second's
+		// latencies on their first 10 ms tick after it, so those of the
+		// seconds before the current one are (nearly always) complete.
+		sec := int((p.At - e.plan.T0) / int64(time.Second))
+		e.series.sampleUpTo(sec, p)
+		ev.Series, ev.Lats = e.series.take(sec)
 		emit(ev)
 	}
 }
