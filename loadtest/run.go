@@ -366,6 +366,16 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	if ctx.Err() != nil {
 		r.interrupted = true
 		fmt.Fprintln(r.log, "\ninterrupted: stopping the workers for a partial report")
+		// Messages in flight are not lost: stop publishing and give them
+		// --drain-quiet (at most --drain) to arrive.
+		if c.publishes() || c.Scenario == ScenarioBroadcast {
+			r.sendAll(command{Cmd: "churn", Rate: 0})
+			r.stopPublishing(context.Background())
+			saved := c.Drain
+			c.Drain = min(c.Drain, c.DrainQuiet)
+			r.drain(context.Background())
+			c.Drain = saved
+		}
 	}
 
 	// finish
