@@ -1,0 +1,366 @@
+package chartcheck
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// The gateway and router binaries start with the environment the chart
+// gives their pods (only the listen addresses, the NATS server and the
+// JWKS locations are swapped for local ones), answer the probes on the
+// paths and ports the chart names, and deliver a message published through
+// the router to a client authenticated with the chart's keys. The gateway
+// runs its embedded NATS server here, standing in for the cluster.
+func TestBinariesRunRenderedConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the binaries")
+	}
+	b := getBinaries(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks := jwksOf(&key.PublicKey)
+	for _, f := range ciValuesFiles(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			o := rendered(t, f)
+			dir := t.TempDir()
+			jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(jwks)
+			}))
+			defer jwksSrv.Close()
+
+			// Secrets the chart does not render (existingSecret) hold test keys.
+			external := map[string]string{}
+			secretFor := func(name, key string) string {
+				if v, ok := external[name+"/"+key]; ok {
+					return v
+				}
+				v := "smoke-" + name + "-" + key + "-0123456789abcdefghijklmnopqrstuvwxyz"
+				external[name+"/"+key] = v
+				return v
+			}
+			natsPort := freePort(t)
+			local := func(spec *corev1.PodSpec, c string, env map[string]string) (admin string) {
+				adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				env["WSFLEET_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				env["WSFLEET_ADMIN_LISTEN"] = adminAddr
+				if env["WSFLEET_JWT_JWKS_URL"] != "" {
+					env["WSFLEET_JWT_JWKS_URL"] = jwksSrv.URL
+				}
+				if p := env["WSFLEET_JWT_JWKS_FILE"]; p != "" {
+					env["WSFLEET_JWT_JWKS_FILE"] = writeMounted(t, o, spec, c, p, dir, jwks)
+				}
+				return adminAddr
+			}
+
+			gwDep := o.deployments[name("gateway")]
+			gwSpec := &gwDep.Spec.Template.Spec
+			gwEnv := o.env(t, gwSpec, "gateway", name("gateway")+"-7d9c6b5f4-x2x9q", secretFor)
+			gwAdmin := local(gwSpec, "gateway", gwEnv)
+			delete(gwEnv, "WSFLEET_NATS_URL")
+			gwEnv["WSFLEET_NATS_EMBEDDED_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", natsPort)
+			gw := start(t, b.path("gateway"), gwEnv)
+			waitProbes(t, gw, container(gwSpec, "gateway"), gwAdmin)
+
+			resp, err := http.Get("http://" + gwEnv["WSFLEET_LISTEN"] + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUpgradeRequired {
+				t.Errorf("a plain GET on the WebSocket port got %d, want the gateway's 400 bad_handshake", resp.StatusCode)
+			}
+
+			rtDep := o.deployments[name("router")]
+			rtSpec := &rtDep.Spec.Template.Spec
+			rtEnv := o.env(t, rtSpec, "router", name("router")+"-5f7d8c9b6-q8w7e", secretFor)
+			rtAdmin := local(rtSpec, "router", rtEnv)
+			if rtEnv["WSFLEET_NATS_URL"] == "" {
+				t.Fatal("router without --nats-url")
+			}
+			rtEnv["WSFLEET_NATS_URL"] = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+			rt := start(t, b.path("router"), rtEnv)
+			waitProbes(t, rt, container(rtSpec, "router"), rtAdmin)
+
+			// A token the gateway accepts: HS256 from the chart's secret, or
+			// RS256 with the key behind the JWKS.
+			var token string
+			if gwEnv["WSFLEET_JWT_HS256_SECRET"] != "" {
+				cmd := exec.Command(b.path("gateway"), "token", "--sub", "alice", "--ttl", "5m")
+				cmd.Env = envList(gwEnv)
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("gateway token: %v", err)
+				}
+				token = strings.TrimSpace(string(out))
+			} else {
+				token = signRS256(t, key, gwEnv["WSFLEET_JWT_ISSUER"], gwEnv["WSFLEET_JWT_AUDIENCE"], "alice")
+			}
+			ws, _, err := websocket.DefaultDialer.Dial("ws://"+gwEnv["WSFLEET_LISTEN"]+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if err := ws.WriteJSON(map[string]string{"type": "auth", "token": token}); err != nil {
+				t.Fatal(err)
+			}
+			var welcome map[string]any
+			if err := ws.ReadJSON(&welcome); err != nil || welcome["type"] != "welcome" || welcome["node"] != gwEnv["WSFLEET_NODE_ID"] {
+				t.Fatalf("welcome: %v %v (gateway output:\n%s)", welcome, err, gw.out.String())
+			}
+			apiKey := strings.Split(rtEnv["WSFLEET_API_KEY"], ",")[0]
+			req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("router answered %d %s", resp.StatusCode, body)
+			}
+			var msg struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}
+			if err := ws.ReadJSON(&msg); err != nil || msg.Type != "message" || !bytes.Contains(msg.Data, []byte("through the chart's config")) {
+				t.Fatalf("delivery: %+v %v", msg, err)
+			}
+			_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+
+			// The helm test hook, as its pod runs it, for 2s.
+			if pod, c := testPod(t, o); pod != nil && b.flags["loadtest"] != nil {
+				args := append([]string(nil), c.Args...)
+				for i := 1; i < len(args); i++ {
+					switch args[i-1] {
+					case "--url":
+						args[i] = "ws://" + gwEnv["WSFLEET_LISTEN"] + "/"
+					case "--router-url":
+						args[i] = "http://" + rtEnv["WSFLEET_LISTEN"]
+					case "--duration":
+						args[i] = "2s"
+					}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+				cmd := exec.CommandContext(ctx, b.path("loadtest"), args...)
+				cmd.Env = envList(o.env(t, &pod.Spec, "loadtest", pod.Name, secretFor))
+				out, err := cmd.CombinedOutput()
+				cancel()
+				if err != nil {
+					t.Errorf("the helm test hook's loadtest %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+			}
+
+			// SIGTERM: both exit 0 well within their grace periods.
+			for _, p := range []struct {
+				proc  *proc
+				grace *int64
+			}{{rt, rtSpec.TerminationGracePeriodSeconds}, {gw, gwSpec.TerminationGracePeriodSeconds}} {
+				if code := p.proc.stop(t, time.Duration(*p.grace)*time.Second); code != 0 {
+					t.Errorf("%s exited %d after SIGTERM:\n%s", filepath.Base(p.proc.cmd.Path), code, p.proc.out.String())
+				}
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func envList(env map[string]string) []string {
+	out := []string{"PATH=" + os.Getenv("PATH"), "TMPDIR=" + os.TempDir()}
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// writeMounted writes the file a container reads at path: the rendered
+// Secret's entry it mounts, or (for a Secret the chart does not render)
+// the test JWKS.
+func writeMounted(t *testing.T, o *objects, spec *corev1.PodSpec, c, path, dir string, fallback []byte) string {
+	t.Helper()
+	for _, m := range container(spec, c).VolumeMounts {
+		if !strings.HasPrefix(path, m.MountPath+"/") {
+			continue
+		}
+		rel := strings.TrimPrefix(path, m.MountPath+"/")
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			data := fallback
+			if s := o.secrets[v.Secret.SecretName]; s != nil {
+				for _, it := range v.Secret.Items {
+					if it.Path == rel {
+						data = s.Data[it.Key]
+					}
+				}
+			}
+			if s := o.secrets[v.Secret.SecretName]; s != nil && string(data) == string(fallback) {
+				t.Fatalf("%s: the mounted Secret %s has no entry for %s", c, s.Name, rel)
+			}
+			out := filepath.Join(dir, c+"-"+filepath.Base(rel))
+			if err := os.WriteFile(out, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+	}
+	t.Fatalf("%s reads %s, but no Secret volume is mounted there", c, path)
+	return ""
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	code int
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func start(t *testing.T, bin string, env map[string]string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Env = envList(env)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); ok {
+			p.code = ee.ExitCode()
+		} else if err != nil {
+			p.code = -1
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) stop(t *testing.T, within time.Duration) int {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(within):
+		t.Errorf("%s still running %s after SIGTERM", filepath.Base(p.cmd.Path), within)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return -1
+	}
+}
+
+// waitProbes polls the container's startup, liveness and readiness probes
+// (their paths, on the admin address) until each answers 200.
+func waitProbes(t *testing.T, p *proc, c *corev1.Container, admin string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, pr := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+		url := "http://" + admin + pr.HTTPGet.Path
+		for {
+			resp, err := http.Get(url)
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-p.done:
+				t.Fatalf("%s exited %d before %s answered:\n%s", filepath.Base(p.cmd.Path), p.code, url, p.out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s never answered 200 (%v):\n%s", filepath.Base(p.cmd.Path), url, err, p.out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func jwksOf(k *rsa.PublicKey) []byte {
+	b, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "RSA", "kid": "smoke", "alg": "RS256", "use": "sig",
+		"n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes()),
+	}}})
+	return b
+}
+
+func signRS256(t *testing.T, key *rsa.PrivateKey, iss, aud, sub string) string {
+	t.Helper()
+	head, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": "smoke"})
+	claims := map[string]any{"sub": sub, "iat": time.Now().Unix(), "exp": time.Now().Add(5 * time.Minute).Unix()}
+	if iss != "" {
+		claims["iss"] = iss
+	}
+	if aud != "" {
+		claims["aud"] = aud
+	}
+	body, _ := json.Marshal(claims)
+	signing := b64(head) + "." + b64(body)
+	sum := sha256.Sum256([]byte(signing))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + b64(sig)
+}
