@@ -152,9 +152,7 @@ func (c *Config) SetDefaults() {
 // publishes reports whether the scenario publishes to users.
 func (c *Config) publishes() bool {
 	switch c.Scenario {
-	case ScenarioDeliver, ScenarioChurn:
-		return c.MsgRate > 0
-	case ScenarioStorm:
+	case ScenarioDeliver, ScenarioStorm, ScenarioChurn:
 		return c.MsgRate > 0
 	}
 	return false

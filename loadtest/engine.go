@@ -412,7 +412,7 @@ func (e *engine) finish() *workerResult {
 				s.closeGracefully(1000)
 			case stClosing:
 			default:
-				s.finalClose("", 0)
+				s.finalClose("")
 			}
 		}
 		l.checkFinished()

@@ -183,7 +183,7 @@ func (l *loop) drop(share float64) {
 		s.attempts = 0
 		l.st.dropped.Add(1)
 		_ = unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-		s.finalClose("", 0)
+		s.finalClose("")
 	}
 }
 
@@ -203,7 +203,7 @@ func (l *loop) fire(s *slot) {
 	case stLive:
 		s.refresh()
 	case stClosing:
-		s.finalClose("", 0)
+		s.finalClose("")
 	}
 }
 

@@ -227,10 +227,10 @@ func (s *slot) eof(reason string) {
 	case stUpgrading, stAuthing:
 		s.fail(reason + "_before_welcome")
 	case stClosing:
-		s.finalClose("", 0)
+		s.finalClose("")
 	default:
 		s.l.closeCode(1006)
-		s.finalClose("", 0)
+		s.finalClose("")
 	}
 }
 
@@ -426,7 +426,7 @@ func (s *slot) frame(h ws.Header, p []byte) {
 			code = int(binary.BigEndian.Uint16(p))
 		}
 		if s.state == stClosing {
-			s.finalClose("", 0)
+			s.finalClose("")
 			return
 		}
 		s.l.closeCode(code)
@@ -442,7 +442,7 @@ func (s *slot) frame(h ws.Header, p []byte) {
 			s.fail("closed_" + strconv.Itoa(code) + "_before_welcome")
 			return
 		}
-		s.finalClose("", 0)
+		s.finalClose("")
 	default:
 		s.protocolError("bad_opcode")
 	}
@@ -690,7 +690,7 @@ func (s *slot) writeError(err error) {
 		if s.state == stLive {
 			s.l.closeCode(1006)
 		}
-		s.finalClose("", 0)
+		s.finalClose("")
 		return
 	}
 	s.fail("write_" + errName(err))
@@ -700,7 +700,7 @@ func (s *slot) writeError(err error) {
 func (s *slot) protocolError(reason string) {
 	s.l.errorf("protocol_" + reason)
 	if s.state == stLive {
-		s.finalClose("", 0)
+		s.finalClose("")
 		return
 	}
 	s.fail("protocol_" + reason)
@@ -708,13 +708,13 @@ func (s *slot) protocolError(reason string) {
 
 // fail ends a connection attempt that never got its welcome.
 func (s *slot) fail(reason string) {
-	s.finalClose(reason, 0)
+	s.finalClose(reason)
 }
 
 // closeGracefully sends a close frame and waits for the echo.
 func (s *slot) closeGracefully(code uint16) {
 	if s.state != stLive {
-		s.finalClose("", 0)
+		s.finalClose("")
 		return
 	}
 	var b [2]byte
@@ -743,7 +743,7 @@ func (s *slot) endSession() {
 // finalClose closes the socket. A non-empty failReason counts a failed
 // attempt; then, or after an unexpected close, the slot reconnects with
 // back-off while it is wanted.
-func (s *slot) finalClose(failReason string, _ int) {
+func (s *slot) finalClose(failReason string) {
 	l := s.l
 	if s.state == stDown {
 		return
