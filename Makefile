@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 
 CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss fuzz clean
+.PHONY: all build run test vet fmt-check bench bench-rss fuzz clean helm-test helm-template
 
 all: build
 
@@ -19,12 +19,25 @@ run: build
 
 # vet, formatting, every test under the race detector, then the allocation
 # tests again without it (the race detector makes sync.Pool drop items).
-test: vet fmt-check
+test: vet fmt-check helm-test
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run 'TestAllocs' ./...
 
 vet:
 	$(GO) vet ./...
+
+# The Helm chart (helm/wsfleet), tested by a Go module of its own (helm/,
+# Helm's and Kubernetes' packages stay out of go.mod): helm lint --strict and
+# helm template for every helm/wsfleet/ci/*-values.yaml, each object decoded
+# strictly into the Kubernetes API types, invariants checked against the
+# gateway, router and loadtest binaries built from this tree, which then run
+# on the rendered configuration. No helm binary needed.
+helm-test:
+	cd helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+
+# The chart rendered like `helm template` (VALUES=helm/wsfleet/ci/....yaml, HELM_LINT=1 to lint).
+helm-template:
+	@cd helm && $(GO) run ./cmd/wsfleet-template $(if $(VALUES),-f $(abspath $(VALUES))) $(if $(HELM_LINT),--lint) wsfleet
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
