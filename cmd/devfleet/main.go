@@ -83,7 +83,8 @@ Ctrl-C.`)
 		fmt.Fprintln(os.Stderr, "devfleet: the gateway did not become ready (see its log above)")
 		return 1
 	}
-	rt := start(filepath.Join(dir, "router"), exited, []string{"WSFLEET_API_KEY=" + apiKey},
+	// No per-key rate limit on a development fleet: bin/loadtest may push it.
+	rt := start(filepath.Join(dir, "router"), exited, []string{"WSFLEET_API_KEY=" + apiKey, "WSFLEET_RATE_LIMIT=-1"},
 		"--listen", s.rtListen, "--admin-listen", s.rtAdmin, "--nats-url", "nats://"+s.natsListen, "--log-format", "console")
 	if rt == nil {
 		return 1
@@ -116,11 +117,17 @@ wsfleet is running: a gateway (embedded NATS on %[6]s) and a router.
     -H 'Authorization: Bearer %[4]s' -H 'Content-Type: application/json' \
     -d '{"text":"hello from curl"}'
 
+3. Load test it (bin/loadtest mints its own tokens with the fleet's secret):
+
+  bin/loadtest deliver --url %[1]s --router-url http://%[5]s \
+    --api-key %[4]s --jwt-hs256-secret %[8]s \
+    --conns 1000 --msg-rate 200 --duration 10s --metrics-url http://%[7]s/metrics
+
 Any WebSocket client works: connect to the URL and send {"type":"auth","token":"<token>"}.
 Services on NATS publish to wsfleet.user.<user> (nats://%[6]s).
-Gateway metrics: http://%[7]s/metrics   Ctrl-C stops the fleet.
+Router API: docs/router.md. Gateway metrics: http://%[7]s/metrics. Ctrl-C stops the fleet.
 
-`, url, s.user, tok, apiKey, s.rtListen, s.natsListen, s.gwAdmin)
+`, url, s.user, tok, apiKey, s.rtListen, s.natsListen, s.gwAdmin, secret)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(os.Stderr, "devfleet: stopping")
