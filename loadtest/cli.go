@@ -145,7 +145,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Duration(&c.CloseTimeout, "close-timeout", 2*time.Second, "wait for the gateway's close echo before closing the socket")
 	fs.String(&c.JSONFile, "json", "", "write the whole result as JSON to this file")
 	fs.String(&c.HTMLFile, "html", "", "write a self-contained HTML page with the report and charts to this file")
-	fs.List(&c.MetricsURLs, "metrics-url", nil, "a gateway admin /metrics URL to scrape at start, peak and end (repeatable)")
+	fs.List(&c.MetricsURLs, "metrics-url", nil, "a gateway admin /metrics URL to scrape at start, peak, before close and end (repeatable)")
 	fs.String(&c.Progress, "progress", "auto", "auto (bars on a terminal, lines otherwise), bars, lines or off")
 	fs.Duration(&c.ProgressInterval, "progress-interval", time.Second, "how often progress lines are printed")
 	var seed int

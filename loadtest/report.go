@@ -534,13 +534,13 @@ func WriteReport(out io.Writer, res *Result) {
 		for _, p := range []struct {
 			n string
 			s *Scrape
-		}{{"start", g.Start}, {"peak", g.Peak}, {"end", g.End}} {
+		}{{"start", g.Start}, {"peak", g.Peak}, {"before close", g.BeforeClose}, {"end", g.End}} {
 			switch {
 			case p.s == nil:
 			case p.s.Error != "":
 				fmt.Fprintf(w, "  %s\tscrape failed: %s\n", p.n, p.s.Error)
 			default:
-				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, thousands(int64(p.s.Connections)))
+				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\tCPU %.2f s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, thousands(int64(p.s.Connections)), p.s.CPUSeconds)
 			}
 		}
 		if g.BytesPerConn > 0 {

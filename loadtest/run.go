@@ -49,7 +49,7 @@ type runner struct {
 	phaseMu     sync.Mutex
 	interrupted bool
 	bcasts      []bcastPub
-	scrapes     map[string][]*Scrape // url -> start, peak, end
+	scrapes     map[string][]*Scrape // url -> start, peak, end, before close
 	drainEnd    string
 	rampStart   int64
 	peakLive    int64
@@ -278,7 +278,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		}
 		defer bsink.close()
 	}
-	r.scrape(ctx, 0)
+	r.scrape(ctx, scrapeStart)
 
 	// ramp
 	r.setPhase("ramp")
@@ -297,7 +297,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		return true
 	})
 	r.notePeak()
-	r.scrape(ctx, 1)
+	r.scrape(ctx, scrapePeak)
 
 	// the scenario
 	switch c.Scenario {
@@ -379,6 +379,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	}
 
 	// finish
+	r.scrape(context.Background(), scrapeBeforeClose)
 	r.setPhase("closing")
 	r.sendAll(command{Cmd: "finish"})
 	select {
@@ -391,7 +392,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	end := mono()
 	r.stopAll()
 	disp.stop()
-	r.scrape(context.Background(), 2)
+	r.scrape(context.Background(), scrapeEnd)
 	res := r.result(end)
 	if err := r.writeOutputs(res); err != nil {
 		return res, err

@@ -19,19 +19,33 @@ type Scrape struct {
 	Goroutines  float64   `json:"goroutines"`
 	Connections float64   `json:"connections"`
 	OpenFDs     float64   `json:"open_fds"`
+	CPUSeconds  float64   `json:"cpu_seconds"` // process_cpu_seconds_total: user + system
 	Error       string    `json:"error,omitempty"`
 }
 
 // GatewayFigures are one gateway's scrapes at the start (before the ramp),
-// the peak (the ramp done) and the end (connections closed), and the memory
-// each connection took: RSS delta over connections delta, start to peak.
+// the peak (the ramp done), just before the connections are closed (the
+// scenario and its drain done) and the end (connections closed), and the
+// memory each connection took: RSS delta over connections delta, start to
+// peak. The CPU deltas peak → before close are what the scenario cost the
+// gateway (bench-fleet's deliveries per CPU-second).
 type GatewayFigures struct {
 	URL          string  `json:"url"`
 	Start        *Scrape `json:"start,omitempty"`
 	Peak         *Scrape `json:"peak,omitempty"`
+	BeforeClose  *Scrape `json:"before_close,omitempty"`
 	End          *Scrape `json:"end,omitempty"`
 	BytesPerConn float64 `json:"bytes_per_conn,omitempty"`
 }
+
+// Scrape points.
+const (
+	scrapeStart = iota
+	scrapePeak
+	scrapeEnd
+	scrapeBeforeClose
+	scrapePoints
+)
 
 // metricNames are the series read, summed over their labels.
 var metricNames = map[string]func(*Scrape, float64){
@@ -39,6 +53,7 @@ var metricNames = map[string]func(*Scrape, float64){
 	"go_goroutines":                 func(s *Scrape, v float64) { s.Goroutines += v },
 	"wsfleet_gateway_connections":   func(s *Scrape, v float64) { s.Connections += v },
 	"process_open_fds":              func(s *Scrape, v float64) { s.OpenFDs += v },
+	"process_cpu_seconds_total":     func(s *Scrape, v float64) { s.CPUSeconds += v },
 }
 
 // parseMetrics reads the Prometheus text format for metricNames.
@@ -110,7 +125,8 @@ func scrapeOne(ctx context.Context, url string) *Scrape {
 	return s
 }
 
-// scrape reads every --metrics-url at point 0 (start), 1 (peak) or 2 (end).
+// scrape reads every --metrics-url at a point (scrapeStart, scrapePeak,
+// scrapeBeforeClose or scrapeEnd).
 func (r *runner) scrape(ctx context.Context, point int) {
 	if len(r.cfg.MetricsURLs) == 0 {
 		return
@@ -124,7 +140,7 @@ func (r *runner) scrape(ctx context.Context, point int) {
 			s := scrapeOne(ctx, u)
 			mu.Lock()
 			if r.scrapes[u] == nil {
-				r.scrapes[u] = make([]*Scrape, 3)
+				r.scrapes[u] = make([]*Scrape, scrapePoints)
 			}
 			r.scrapes[u][point] = s
 			mu.Unlock()
@@ -141,7 +157,7 @@ func (r *runner) gatewayFigures() []GatewayFigures {
 		if s == nil {
 			continue
 		}
-		g := GatewayFigures{URL: u, Start: s[0], Peak: s[1], End: s[2]}
+		g := GatewayFigures{URL: u, Start: s[scrapeStart], Peak: s[scrapePeak], BeforeClose: s[scrapeBeforeClose], End: s[scrapeEnd]}
 		if a, b := g.Start, g.Peak; a != nil && b != nil && a.Error == "" && b.Error == "" && b.Connections > a.Connections {
 			g.BytesPerConn = (b.RSSBytes - a.RSSBytes) / (b.Connections - a.Connections)
 		}
