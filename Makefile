@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 FUZZTIME ?= 60s
 
-CMDS := gateway router devfleet loadtest
+CMDS := gateway router devfleet loadtest baseline-gateway
 
 .PHONY: all build run test vet fmt-check bench bench-rss fuzz clean helm-test helm-template
 

@@ -11,13 +11,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -25,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -40,6 +44,7 @@ type Options struct {
 	Heartbeat   time.Duration // default 30s
 	IdleTimeout time.Duration // default 90s
 	NodeID      string
+	ReusePort   bool // SO_REUSEPORT on Listen: several processes share the port
 }
 
 // Server is the baseline gateway.
@@ -105,7 +110,11 @@ func New(o Options) (*Server, error) {
 // Start listens and serves in background goroutines.
 func (s *Server) Start() error {
 	var err error
-	if s.ln, err = net.Listen("tcp", s.o.Listen); err != nil {
+	var lc net.ListenConfig
+	if s.o.ReusePort {
+		lc.Control = reusePort
+	}
+	if s.ln, err = lc.Listen(context.Background(), "tcp", s.o.Listen); err != nil {
 		return err
 	}
 	if s.bsub, err = s.nc.Subscribe(s.subjects.Broadcast(), s.broadcast); err != nil {
@@ -123,12 +132,30 @@ func (s *Server) Start() error {
 		am.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		am.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
 		am.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) })
+		// Like the gateway's admin port, so bench-fleet forces a GC
+		// (/debug/pprof/heap?gc=1) the same way before reading RSS.
+		am.HandleFunc("/debug/pprof/", pprof.Index)
+		am.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		am.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		am.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		am.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		if s.adm, err = net.Listen("tcp", s.o.AdminListen); err != nil {
 			return err
 		}
 		go http.Serve(s.adm, am)
 	}
 	return s.nc.Flush()
+}
+
+// reusePort sets SO_REUSEPORT on a listening socket before bind.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // Addr is the WebSocket address.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
@@ -65,5 +66,56 @@ func TestBaselineSpeaksTheProtocol(t *testing.T) {
 	b, _ := json.Marshal(got["data"])
 	if got["type"] != "message" || got["id"] != "m1" || string(b) != `{"x":1}` {
 		t.Fatalf("message %v", got)
+	}
+}
+
+// bench-fleet runs K baseline processes on one port and forces their GC
+// through the admin port, as it does with the gateway.
+func TestBaselineReusePortAndPprof(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats")
+	}
+	defer ns.Shutdown()
+	o := Options{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Secret: "baseline-secret-0123456789abcdef-01", ReusePort: true}
+	a, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	o.Listen = a.Addr().String()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatalf("second process on %s with ReusePort: %v", o.Listen, err)
+	}
+	defer b.Close()
+	o.ReusePort = false
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err == nil {
+		c.Close()
+		t.Fatal("a listener without ReusePort shared the port")
+	}
+	c.nc.Close()
+	c.verifier.Close()
+	resp, err := http.Get("http://" + a.AdminAddr().String() + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/debug/pprof/heap?gc=1: %s", resp.Status)
 	}
 }

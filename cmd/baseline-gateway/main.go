@@ -30,6 +30,7 @@ use.`)
 	fs.String(&o.NodeID, "node-id", "baseline", "node id")
 	fs.Duration(&o.Heartbeat, "heartbeat", 30*time.Second, "ping interval")
 	fs.Duration(&o.IdleTimeout, "idle-timeout", 90*time.Second, "idle timeout")
+	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several processes share --listen")
 	if err := fs.Parse(os.Args[1:], nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
