@@ -720,6 +720,7 @@ func TestRenderFailures(t *testing.T) {
 		{[]string{"nats.terminationGracePeriodSeconds=35"}, "lameDuckDuration + lameDuckGracePeriod"},
 		{[]string{"gateway.autoscaling.enabled=true", "gateway.autoscaling.cpu.enabled=false"}, "cpu.enabled or connections.enabled"},
 		{[]string{"gateway.sysctls.ipLocalPortRange=1024-65535"}, "ipLocalPortRange"},
+		{[]string{"gateway.drain.preStopSleepSeconds=0"}, "preStopSleepSeconds"},
 	} {
 		vals, err := ReadValues(nil, tc.sets)
 		if err != nil {
