@@ -81,17 +81,14 @@ func (s *Server) deliver(m *nats.Msg) {
 	if !ok {
 		return
 	}
-	u := s.reg.lookup(tok)
+	var buf [8]*conn
+	u, conns := s.reg.devices(tok, buf[:0])
 	if m.Header != nil && m.Header.Get(protocol.HeaderControl) != "" {
-		s.control(u, m)
+		s.control(u, conns, m)
 		return
 	}
-	if u == nil {
-		s.m.undeliverable.Inc()
-		return
-	}
-	conns := *u.conns.Load()
 	if len(conns) == 0 {
+		s.m.undeliverable.Inc()
 		return
 	}
 	sh := encodeDelivery(m)
@@ -108,17 +105,10 @@ func (s *Server) deliver(m *nats.Msg) {
 }
 
 // control handles a control message on a user's subject (never delivered).
-func (s *Server) control(u *user, m *nats.Msg) {
+func (s *Server) control(u *user, conns []*conn, m *nats.Msg) {
 	switch m.Header.Get(protocol.HeaderControl) {
 	case protocol.ControlKick:
-		if u == nil {
-			if m.Reply != "" {
-				b, _ := json.Marshal(protocol.KickReply{Node: s.opts.NodeID})
-				_ = m.Respond(b)
-			}
-			return
-		}
-		s.kickUser(u, m)
+		s.kickUser(conns, m)
 	}
 }
 
@@ -212,9 +202,10 @@ func (m *subManager) batch() {
 		switch op.kind {
 		case opSubscribe:
 			subject := m.s.subjects.User(u.token)
-			u.sub, u.subErr = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
-			if u.subErr != nil {
-				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(u.subErr))
+			var err error
+			u.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
+			if u.subFailed = err != nil; u.subFailed {
+				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
 				m.s.m.subscribeErrors.Inc()
 			}
 			subscribed = true
@@ -243,7 +234,7 @@ func (m *subManager) batch() {
 
 // sendWelcome hands c back to its loop, which writes the welcome.
 func (m *subManager) sendWelcome(c *conn) {
-	c.l.p.Post(task{kind: taskWelcome, c: c, ok: c.user.subErr == nil})
+	c.l.p.Post(task{kind: taskWelcome, c: c, ok: !c.user.subFailed})
 }
 
 // publisher forwards client publish frames to NATS on one goroutine, so a

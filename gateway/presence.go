@@ -189,7 +189,7 @@ func (p *presence) snapshot(m *nats.Msg) {
 		chunk.Users = chunk.Users[:0]
 	}
 	p.s.reg.each(func(u *user) {
-		if n := len(*u.conns.Load()); n > 0 {
+		if n := len(u.conns); n > 0 {
 			chunk.Users = append(chunk.Users, protocol.UserDevices{User: u.id, Devices: n})
 			if len(chunk.Users) == snapshotChunkUsers {
 				send(false)
@@ -207,10 +207,9 @@ func (p *presence) close() {
 	}
 }
 
-// kickUser closes every connection of a user on this node for a kick
-// control message and answers it with how many were closed.
-func (s *Server) kickUser(u *user, m *nats.Msg) {
-	conns := *u.conns.Load()
+// kickUser closes a user's connections on this node for a kick control
+// message and answers it with how many were closed.
+func (s *Server) kickUser(conns []*conn, m *nats.Msg) {
 	for _, c := range conns {
 		c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseKicked, reason: "connections closed by the service"})
 	}

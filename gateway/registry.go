@@ -8,15 +8,16 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// user is one authenticated user on this node and its devices. Its
-// connection list is copy-on-write, so dispatchers read it without locks.
+// user is one authenticated user on this node and its devices, oldest
+// first. conns is guarded by the user's registry shard lock; dispatchers
+// copy it out under the read lock (registry.devices).
 type user struct {
-	id     string // JWT sub
-	token  string // subject-safe encoding of id (the same string when id is token-safe)
-	conns  atomic.Pointer[[]*conn]
-	disp   int                // dispatcher whose channel carries its messages
-	sub    *nats.Subscription // owned by the subscription manager goroutine
-	subErr error              // owned by the subscription manager goroutine
+	id        string             // JWT sub
+	token     string             // subject-safe encoding of id (the same string when id is token-safe)
+	conns     []*conn            // shard lock
+	sub       *nats.Subscription // owned by the subscription manager goroutine
+	disp      int32              // dispatcher whose channel carries its messages
+	subFailed bool               // owned by the subscription manager goroutine
 }
 
 const regShards = 64
@@ -59,24 +60,18 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 	u = sh.users[tok]
 	first := u == nil
 	if first {
-		u = &user{id: id, token: tok, disp: int(h>>32) % len(r.s.disp.chans)}
-		empty := []*conn{}
-		u.conns.Store(&empty)
+		u = &user{id: id, token: tok, disp: int32((h >> 32) % uint64(len(r.s.disp.chans)))}
 		sh.users[tok] = u
 	}
-	old := *u.conns.Load()
-	if limit := r.s.opts.MaxDevicesPerUser; limit > 0 && len(old) >= limit {
+	if limit := r.s.opts.MaxDevicesPerUser; limit > 0 && len(u.conns) >= limit {
 		if r.s.opts.DevicePolicy == "reject-newest" {
 			sh.mu.Unlock()
 			return nil, nil, false
 		}
-		evict = old[len(old)-limit] // the oldest of those that stay over the limit
+		evict = u.conns[len(u.conns)-limit] // the oldest of those that stay over the limit
 	}
-	next := make([]*conn, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, c)
-	u.conns.Store(&next)
-	r.s.pres.changed(id, len(old), len(next))
+	u.conns = append(u.conns, c)
+	r.s.pres.changed(id, len(u.conns)-1, len(u.conns))
 	if first {
 		// Queued under the shard lock: another device of the user, added
 		// on another loop right after, queues its welcome behind this.
@@ -96,16 +91,19 @@ func (r *registry) remove(c *conn) {
 	u := c.user
 	sh := &r.shards[r.hash(u.token)%regShards]
 	sh.mu.Lock()
-	old := *u.conns.Load()
-	next := make([]*conn, 0, len(old))
-	for _, o := range old {
-		if o != c {
-			next = append(next, o)
+	before := len(u.conns)
+	for i, o := range u.conns {
+		if o == c {
+			u.conns = append(u.conns[:i], u.conns[i+1:]...) // keeps the order: oldest first
+			u.conns[len(u.conns):before][0] = nil
+			break
 		}
 	}
-	u.conns.Store(&next)
-	r.s.pres.changed(u.id, len(old), len(next))
-	last := len(next) == 0 && sh.users[u.token] == u
+	if len(u.conns) == 0 {
+		u.conns = nil
+	}
+	r.s.pres.changed(u.id, before, len(u.conns))
+	last := len(u.conns) == 0 && sh.users[u.token] == u
 	if last {
 		delete(sh.users, u.token)
 		r.s.subs.unsubscribe(u)
@@ -118,13 +116,18 @@ func (r *registry) remove(c *conn) {
 	}
 }
 
-// lookup returns the user of a token, or nil.
-func (r *registry) lookup(tok string) *user {
+// devices returns the user of a token (nil if none) and its connections,
+// appended to buf: a copy taken under the shard's read lock, so the caller
+// writes to them without holding it.
+func (r *registry) devices(tok string, buf []*conn) (*user, []*conn) {
 	sh := &r.shards[r.hash(tok)%regShards]
 	sh.mu.RLock()
 	u := sh.users[tok]
+	if u != nil {
+		buf = append(buf, u.conns...)
+	}
 	sh.mu.RUnlock()
-	return u
+	return u, buf
 }
 
 // each calls f for every user, shard by shard under the shard's read lock
