@@ -9,7 +9,7 @@ export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 
 CMDS := gateway router devfleet loadtest baseline-gateway
 
-.PHONY: all build run test vet fmt-check bench bench-rss fuzz clean helm-test helm-template
+.PHONY: all build run test vet fmt-check bench bench-rss bench-fleet fuzz clean helm-test helm-template
 
 all: build
 
@@ -53,6 +53,17 @@ bench:
 # Gateway RSS per idle authenticated connection (docs/benchmarks.md).
 bench-rss: build
 	$(GO) test -tags benchrss -run TestIdleRSS -count=1 -v -timeout 10m ./gateway/rssbench/ $(RSSFLAGS)
+
+# The fleet benchmark (cmd/bench-fleet): NATS, K gateway processes on one
+# port (SO_REUSEPORT), the router and bin/loadtest, all on loopback;
+# connect → hold → deliver → broadcast for wsfleet and for the naive
+# baseline; one table of figures, ratios and targets. Takes ~20 minutes at
+# the default 100,000 connections. BENCHFLAGS="--conns 20000 --runs 1",
+# "--json bench.json", "--million" (1,000,000 held, wsfleet only).
+bench-fleet: build
+	$(GO) build -trimpath -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	$(GO) build -trimpath -o $(BIN)/bench-fleet ./cmd/bench-fleet
+	$(BIN)/bench-fleet --bin $(BIN) $(BENCHFLAGS)
 
 # Every fuzz target for FUZZTIME each (seeds in testdata/ run in `make test`).
 fuzz:

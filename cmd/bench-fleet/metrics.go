@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sample is one gateway's /metrics at one moment, or the sum over the
+// gateways of a fleet.
+type Sample struct {
+	RSS   float64 `json:"rss_bytes"`   // process_resident_memory_bytes
+	CPU   float64 `json:"cpu_seconds"` // process_cpu_seconds_total
+	Conns float64 `json:"connections"` // wsfleet_gateway_connections
+}
+
+// parseSample reads the three series from the Prometheus text format,
+// summed over their labels.
+func parseSample(r io.Reader) (Sample, error) {
+	var s Sample
+	found := map[string]bool{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		var p *float64
+		switch name {
+		case "process_resident_memory_bytes":
+			p = &s.RSS
+		case "process_cpu_seconds_total":
+			p = &s.CPU
+		case "wsfleet_gateway_connections":
+			p = &s.Conns
+		default:
+			continue
+		}
+		rest := line[len(name):]
+		if strings.HasPrefix(rest, "{") {
+			j := strings.LastIndexByte(rest, '}')
+			if j < 0 {
+				continue
+			}
+			rest = rest[j+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil || math.IsNaN(v) {
+			continue
+		}
+		*p += v
+		found[name] = true
+	}
+	if err := sc.Err(); err != nil {
+		return s, err
+	}
+	if len(found) < 3 {
+		return s, fmt.Errorf("want process_resident_memory_bytes, process_cpu_seconds_total and wsfleet_gateway_connections, found %d of them", len(found))
+	}
+	return s, nil
+}
+
+var httpc = &http.Client{Timeout: 30 * time.Second}
+
+func get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+// scrape reads one admin port's /metrics.
+func scrape(ctx context.Context, admin string) (Sample, error) {
+	resp, err := get(ctx, admin+"/metrics")
+	if err != nil {
+		return Sample{}, err
+	}
+	defer resp.Body.Close()
+	s, err := parseSample(resp.Body)
+	if err != nil {
+		return s, fmt.Errorf("%s/metrics: %v", admin, err)
+	}
+	return s, nil
+}
+
+// scrapeAll reads every admin port at once and sums them.
+func scrapeAll(ctx context.Context, admins []string) (Sample, []Sample, error) {
+	each := make([]Sample, len(admins))
+	errs := make([]error, len(admins))
+	var wg sync.WaitGroup
+	for i, a := range admins {
+		wg.Add(1)
+		go func(i int, a string) {
+			defer wg.Done()
+			each[i], errs[i] = scrape(ctx, a)
+		}(i, a)
+	}
+	wg.Wait()
+	var sum Sample
+	for i := range each {
+		if errs[i] != nil {
+			return sum, each, errs[i]
+		}
+		sum.RSS += each[i].RSS
+		sum.CPU += each[i].CPU
+		sum.Conns += each[i].Conns
+	}
+	return sum, each, nil
+}
+
+// forceGC runs a garbage collection in every gateway through
+// /debug/pprof/heap?gc=1 (the heap profile is read and dropped).
+func forceGC(ctx context.Context, admins []string) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(admins))
+	for i, a := range admins {
+		wg.Add(1)
+		go func(i int, a string) {
+			defer wg.Done()
+			resp, err := get(ctx, a+"/debug/pprof/heap?gc=1")
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}(i, a)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settled reports whether the last readings of a series stopped moving:
+// the last three within 0.5 % (and 1 MiB) of each other.
+func settled(xs []float64) bool {
+	if len(xs) < 3 {
+		return false
+	}
+	last := xs[len(xs)-3:]
+	lo, hi := last[0], last[0]
+	for _, x := range last {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return hi-lo <= max(hi*0.005, 1<<20)
+}
+
+// gcAndSettle forces a GC in every gateway, then reads RSS every 500 ms
+// until the sum settles (or timeout passes) and returns the last reading.
+func gcAndSettle(ctx context.Context, admins []string, timeout time.Duration) (Sample, []Sample, bool, error) {
+	if err := forceGC(ctx, admins); err != nil {
+		return Sample{}, nil, false, err
+	}
+	deadline := time.Now().Add(timeout)
+	var rss []float64
+	for {
+		sum, each, err := scrapeAll(ctx, admins)
+		if err != nil {
+			return sum, each, false, err
+		}
+		rss = append(rss, sum.RSS)
+		if settled(rss) {
+			return sum, each, true, nil
+		}
+		if time.Now().After(deadline) {
+			return sum, each, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return sum, each, false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/wsfleet/wsfleet/loadtest"
+)
+
+// millionPhase holds c.conns (1,000,000) connections on a wsfleet fleet:
+// loadtest's broadcast scenario with two broadcasts c.hold apart, the
+// first as the ramp ends, the second after the hold; the gateways'
+// connection counts are polled during the hold.
+func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
+	c := h.cfg
+	mr := &MillionResult{Conns: c.conns, MinDuringHold: math.Inf(1)}
+	m0 := readMachine()
+	f, err := h.fleet(ctx, sysWsfleet, "million")
+	if err != nil {
+		return mr, err
+	}
+	defer f.stop()
+	interval := c.hold + time.Second
+	holdStarted := make(chan struct{})
+	var once sync.Once
+	job := ltJob{tag: "million", label: "million", scenario: "broadcast", conns: c.conns,
+		args: []string{"--broadcasts", "2", "--broadcast-interval", interval.String(), "--drain", "30s"},
+		onPhase: func(p string) {
+			if p == "broadcast" {
+				once.Do(func() { close(holdStarted) })
+			}
+		},
+		timeout: rampBound(c.conns, c.connectRate) + interval + 3*time.Minute,
+	}
+	done := make(chan struct{})
+	var runErr error
+	var r *loadtest.Result
+	go func() {
+		defer close(done)
+		r, runErr = h.runLoadtest(ctx, f, job)
+	}()
+	var memUsed uint64
+	select {
+	case <-holdStarted:
+		h.logf("million: ramp done; holding %s, polling the gateways every 5 s", interval)
+		end := time.Now().Add(c.hold - 2*time.Second)
+		for time.Now().Before(end) {
+			if s, _, err := scrapeAll(ctx, f.admins); err == nil {
+				mr.MinDuringHold = min(mr.MinDuringHold, s.Conns)
+				mr.GatewayRSS = max(mr.GatewayRSS, s.RSS)
+			}
+			if m := readMachine(); m.MemTotal > 0 {
+				memUsed = max(memUsed, m.MemTotal-m.MemAvailable)
+			}
+			select {
+			case <-done:
+				end = time.Now()
+			case <-ctx.Done():
+				end = time.Now()
+			case <-time.After(5 * time.Second):
+			}
+		}
+	case <-done:
+	case <-ctx.Done():
+	}
+	<-done
+	if math.IsInf(mr.MinDuringHold, 1) {
+		mr.MinDuringHold = 0
+	}
+	if used0 := m0.MemTotal - m0.MemAvailable; memUsed > used0 {
+		mr.MachineMemUsed = memUsed - used0
+	}
+	if runErr != nil {
+		mr.Why = runErr.Error()
+		return mr, runErr
+	}
+	mr.Peak = r.Connections.Peak
+	mr.RampSeconds = r.Connections.RampSeconds
+	mr.Closes = r.Closes
+	mr.Unexpected = sumCloses(r.Closes)
+	mr.HeldSeconds = interval.Seconds()
+	if b := r.Broadcasts; b != nil && len(b.Each) > 0 {
+		last := b.Each[len(b.Each)-1]
+		mr.Receivers, mr.LastMs = last.Receivers, last.LastMs
+	}
+	var why []string
+	if mr.Peak < int64(c.conns) {
+		why = append(why, fmt.Sprintf("peak %s of %s connections", thousands(mr.Peak), thousands(int64(c.conns))))
+	}
+	if mr.MinDuringHold < float64(c.conns) {
+		why = append(why, fmt.Sprintf("the gateways held %s at the lowest during the hold", thousands(int64(mr.MinDuringHold))))
+	}
+	if mr.Unexpected > 0 {
+		why = append(why, fmt.Sprintf("%d unexpected closes %v", mr.Unexpected, mr.Closes))
+	}
+	if mr.Receivers < int64(c.conns) {
+		why = append(why, fmt.Sprintf("the broadcast after the hold reached %s", thousands(mr.Receivers)))
+	}
+	mr.Yes = len(why) == 0
+	if mr.Yes {
+		mr.Why = fmt.Sprintf("%s held %.0f s (ramp %.0f s), 0 unexpected closes, broadcast reached %s, last after %.0f ms; gateways' RSS %s, machine memory used %s",
+			thousands(mr.Peak), mr.HeldSeconds, mr.RampSeconds, thousands(mr.Receivers), mr.LastMs, mib(mr.GatewayRSS), gib(mr.MachineMemUsed))
+	} else {
+		mr.Why = joinSemi(why)
+	}
+	h.logf("million: %s: %s", map[bool]string{true: "yes", false: "no"}[mr.Yes], mr.Why)
+	return mr, nil
+}
