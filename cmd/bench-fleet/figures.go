@@ -72,6 +72,25 @@ type ConnectSample struct {
 	Failures     int64            `json:"connect_failures"`
 	Closes       map[string]int64 `json:"closes_by_code,omitempty"`
 	Gateways     []Sample         `json:"gateways_after_hold"`
+	GoBefore     memStats         `json:"go_memstats_before"` // summed over the gateways, after the forced GC
+	GoAfter      memStats         `json:"go_memstats_after"`
+	GoPerConn    *GoPerConn       `json:"go_per_conn,omitempty"`
+	RampSplit    *CPUSplit        `json:"ramp_cpu,omitempty"`
+	IdleSplit    *CPUSplit        `json:"idle_cpu,omitempty"` // the hold: what idle connections cost
+	NATSRSS      float64          `json:"nats_rss_bytes"`     // at the RSS reading
+	RouterRSS    float64          `json:"router_rss_bytes"`
+}
+
+// GoPerConn splits the RSS per connection by the Go runtime's MemStats
+// (deltas over the connections): live heap, heap spans in use but not
+// filled, idle heap not yet returned to the OS, goroutine stacks, and the
+// rest (runtime metadata, binary pages, other mappings).
+type GoPerConn struct {
+	HeapLive         float64 `json:"heap_live_bytes"`
+	HeapFragment     float64 `json:"heap_fragmentation_bytes"`
+	HeapIdleRetained float64 `json:"heap_idle_retained_bytes"`
+	Stacks           float64 `json:"stacks_bytes"`
+	Other            float64 `json:"other_bytes"`
 }
 
 // DeliverSample is the deliver phase: messages to random users at one
@@ -92,12 +111,19 @@ type DeliverSample struct {
 	Max              float64 `json:"max_ms"`
 	DrainEnd         string  `json:"drain_end"`
 	Conns            int64   `json:"conns"`
+	WindowSeconds    float64 `json:"cpu_window_s"` // loadtest's scrapes: end of the ramp → before the close
+	// Net of the idle connections' CPU (the connect phase's hold, same
+	// run): deliveries / (CPU - idle cores × window).
+	NetDeliveriesPerCPU float64   `json:"net_deliveries_per_cpu_second,omitempty"`
+	Split               *CPUSplit `json:"cpu,omitempty"`
 }
 
 // BroadcastSample is the broadcast phase.
 type BroadcastSample struct {
-	Conns int64      `json:"conns"` // connections open when broadcasting (loadtest's peak)
-	Each  []BcastOne `json:"each"`
+	Conns     int64      `json:"conns"` // connections open when broadcasting (loadtest's peak)
+	Each      []BcastOne `json:"each"`
+	Split     *CPUSplit  `json:"cpu,omitempty"`
+	ClientCPU float64    `json:"loadtest_cpu_seconds"` // the whole loadtest run
 }
 
 // BcastOne is one broadcast.

@@ -37,7 +37,13 @@ type ltJob struct {
 
 // runLoadtest runs bin/loadtest against f and returns its --json result.
 // Exit status 3 (lost/duplicated messages) is a result, not an error.
-func (h *harness) runLoadtest(ctx context.Context, f *fleet, j ltJob) (*loadtest.Result, error) {
+func (h *harness) runLoadtest(ctx context.Context, f *fleet, j ltJob) (*loadtest.Result, *phaseSnaps, error) {
+	snaps := &phaseSnaps{}
+	res, err := h.runLoadtestSnaps(ctx, f, j, snaps)
+	return res, snaps, err
+}
+
+func (h *harness) runLoadtestSnaps(ctx context.Context, f *fleet, j ltJob, snaps *phaseSnaps) (*loadtest.Result, error) {
 	jsonPath := filepath.Join(h.logDir, j.tag+".json")
 	args := []string{j.scenario,
 		"--url", f.wsURL, "--conns", strconv.Itoa(j.conns), "--max-conns", strconv.Itoa(j.conns),
@@ -84,14 +90,19 @@ func (h *harness) runLoadtest(ctx context.Context, f *fleet, j ltJob) (*loadtest
 		if relay {
 			h.logf("%s | %s", j.label, line)
 		}
-		if changed && j.onPhase != nil {
-			j.onPhase(m[2])
+		if changed {
+			snaps.add(m[2], f.snap())
+			if j.onPhase != nil {
+				j.onPhase(m[2])
+			}
 		}
 	}
+	snaps.add("start", f.snap())
 	p, err := h.ps.Start(j.tag+"-loadtest", filepath.Join(h.cfg.bin, "loadtest"), args, env, lines)
 	if err != nil {
 		return nil, err
 	}
+	defer func() { snaps.add("end", f.snap()) }()
 	timeout := time.NewTimer(j.timeout)
 	defer timeout.Stop()
 	tick := time.NewTicker(time.Second)

@@ -56,6 +56,7 @@ type config struct {
 	portRange          string
 	skipBaseline       bool
 	million            bool
+	millionConns       int
 	dryRun             bool
 	jsonFile           string
 	bin                string
@@ -83,7 +84,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int(&c.runs, "runs", 3, "measurements of each figure per system (1-10): min, median and max are reported")
 	fs.Duration(&c.hold, "hold", 10*time.Second, "how long the connections stay idle before the GC and the RSS reading (--million: at least 60s)")
 	fs.Duration(&c.settle, "settle-timeout", 10*time.Second, "after a forced GC, read RSS every 500 ms until it settles, at most this long")
-	fs.Float(&c.connectRate, "connect-rate", 8000, "new connections per second during each ramp (100-50,000)")
+	fs.Float(&c.connectRate, "connect-rate", 0, "new connections per second during each ramp, 100-50,000 (0: 8,000; 5,000 with --million)")
 	fs.Float(&c.msgRate, "msg-rate", 0, "messages/s of the deliver phase (both systems); 0: search wsfleet's peak and use half of it")
 	fs.String(&c.peakRange, "peak-range", "2000-64000", "messages/s the peak search starts at (doubling) and never goes past")
 	fs.Int(&c.peakProbes, "peak-probes", 6, "most deliver runs the peak search makes (1-12)")
@@ -102,6 +103,7 @@ func parseFlags(args []string) (config, error) {
 	fs.String(&c.portRange, "port-range", "", "set net.ipv4.ip_local_port_range to LO-HI for the run (restored after); only when asked")
 	fs.Bool(&c.skipBaseline, "skip-baseline", false, "measure wsfleet only")
 	fs.Bool(&c.million, "million", false, "hold 1,000,000 connections on wsfleet for --hold (≥ 60s), then broadcast to all (no baseline)")
+	fs.Int(&c.millionConns, "million-conns", 1000000, "connections of --million (less only to try the mode out; the figure needs 1,000,000)")
 	fs.Bool(&c.dryRun, "dry-run", false, "print the limits and the plan, then exit")
 	fs.String(&c.jsonFile, "json", "", "write the whole result as JSON to this file")
 	fs.String(&c.bin, "bin", "bin", "directory of gateway, baseline-gateway, router, loadtest and nats-server")
@@ -115,10 +117,19 @@ func parseFlags(args []string) (config, error) {
 
 func (c *config) validate() error {
 	if c.million {
-		c.conns = 1_000_000
+		if c.millionConns < 100 || c.millionConns > 1_000_000 {
+			return errors.New("--million-conns must be between 100 and 1,000,000")
+		}
+		c.conns = c.millionConns
 		c.skipBaseline = true
 		if c.hold < 60*time.Second {
 			c.hold = 60 * time.Second
+		}
+	}
+	if c.connectRate == 0 {
+		c.connectRate = 8000
+		if c.million {
+			c.connectRate = 5000 // a million connections saturate the 2 cores: a ramp that keeps up
 		}
 	}
 	lo, hi, ok := strings.Cut(c.peakRange, "-")
@@ -257,10 +268,17 @@ func (h *harness) runOne(ctx context.Context, rec *RunRecord, rate float64) {
 	var d *DeliverSample
 	d, _, err = h.deliverPhase(ctx, f, label+" deliver", tag+"-deliver", c.conns, rate, c.deliverDuration)
 	rec.Deliver = d
+	if d != nil && rec.Connect != nil && rec.Connect.IdleSplit != nil && d.WindowSeconds > 0 {
+		if net := d.CPU - rec.Connect.IdleSplit.Gateways*d.WindowSeconds; net > 0 {
+			d.NetDeliveriesPerCPU = float64(d.Delivered) / net
+		}
+	}
 	if d != nil {
 		h.logf("%s deliver: %s of %s delivered at %s msg/s (lost %d, skipped %d), drain %s; gateway CPU %.2f s → %s deliveries per CPU-second; latency p50 %.2f ms, p99 %.2f ms, max %.1f ms",
 			label, thousands(d.Delivered), thousands(d.Expected), thousands(int64(rate)), d.Lost, d.Skipped, d.DrainEnd, d.CPU,
 			thousands(int64(d.DeliveriesPerCPU)), d.P50, d.P99, d.Max)
+		h.logf("%s deliver: net of the idle connections' CPU (%.3f cores in the hold): %s deliveries per CPU-second; CPU: %v",
+			label, idleCores(rec.Connect), thousands(int64(d.NetDeliveriesPerCPU)), d.Split)
 		if d.Lost > 0 || d.Delivered < d.Expected {
 			h.problem("%s deliver: %s of %s delivered, %s lost", label, thousands(d.Delivered), thousands(d.Expected), thousands(d.Lost))
 		}
@@ -322,6 +340,13 @@ func (h *harness) run(ctx context.Context) {
 			h.runOne(ctx, rec, rep.Peak.Rate)
 		}
 	}
+}
+
+func idleCores(c *ConnectSample) float64 {
+	if c == nil || c.IdleSplit == nil {
+		return 0
+	}
+	return c.IdleSplit.Gateways
 }
 
 // estimate is a rough duration of the whole run, printed before it starts.
@@ -498,12 +523,28 @@ func run(args []string) int {
 // printReport writes the table, then what went wrong.
 func printReport(w io.Writer, rep *Report) {
 	s := rep.Settings
-	fmt.Fprintf(w, "\nwsfleet bench-fleet: %s connections, %d gateway processes per system, %d run(s), %s, %.1f min, %s\n\n",
-		thousands(int64(s.Conns)), s.Gateways, s.Runs, rep.Started.UTC().Format(time.RFC3339), rep.ElapsedS/60, machineLine(rep.Machine))
-	writeTable(w, tableRows(rep.Figures))
+	runs := fmt.Sprintf("%d run(s)", s.Runs)
+	if s.Million {
+		runs = "--million, held " + s.Hold
+	}
+	fmt.Fprintf(w, "\nwsfleet bench-fleet: %s connections, %d gateway processes per system, %s, %s, %.1f min, %s\n\n",
+		thousands(int64(s.Conns)), s.Gateways, runs, rep.Started.UTC().Format(time.RFC3339), rep.ElapsedS/60, machineLine(rep.Machine))
+	figs := rep.Figures
+	if s.Million { // the other figures are not measured in this mode
+		figs = nil
+		for _, f := range rep.Figures {
+			if f.ID == "million" {
+				figs = append(figs, f)
+			}
+		}
+	}
+	writeTable(w, tableRows(figs))
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Medians decide \"met\"; ranges are min–max over the runs (broadcast: over every broadcast). RSS is summed over the gateway")
 	fmt.Fprintln(w, "processes (NATS runs in its own process), read after a forced GC once it settled; CPU is the gateways' process_cpu_seconds_total.")
+	for _, l := range diagnostics(rep) {
+		fmt.Fprintln(w, l)
+	}
 	if ps := rep.Peak; ps != nil && len(ps.Probes) > 0 {
 		var parts []string
 		for _, p := range ps.Probes {

@@ -133,33 +133,6 @@ func scrapeAll(ctx context.Context, admins []string) (Sample, []Sample, error) {
 	return sum, each, nil
 }
 
-// forceGC runs a garbage collection in every gateway through
-// /debug/pprof/heap?gc=1 (the heap profile is read and dropped).
-func forceGC(ctx context.Context, admins []string) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(admins))
-	for i, a := range admins {
-		wg.Add(1)
-		go func(i int, a string) {
-			defer wg.Done()
-			resp, err := get(ctx, a+"/debug/pprof/heap?gc=1")
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}(i, a)
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // settled reports whether the last readings of a series stopped moving:
 // the last three within 0.5 % (and 1 MiB) of each other.
 func settled(xs []float64) bool {
@@ -174,29 +147,31 @@ func settled(xs []float64) bool {
 	return hi-lo <= max(hi*0.005, 1<<20)
 }
 
-// gcAndSettle forces a GC in every gateway, then reads RSS every 500 ms
-// until the sum settles (or timeout passes) and returns the last reading.
-func gcAndSettle(ctx context.Context, admins []string, timeout time.Duration) (Sample, []Sample, bool, error) {
-	if err := forceGC(ctx, admins); err != nil {
-		return Sample{}, nil, false, err
+// gcAndSettle forces a GC in every gateway (reading the Go runtime's
+// MemStats after it), then reads RSS every 500 ms until the sum settles
+// (or timeout passes) and returns the last reading.
+func gcAndSettle(ctx context.Context, admins []string, timeout time.Duration) (Sample, []Sample, memStats, bool, error) {
+	ms, err := gcMemStats(ctx, admins)
+	if err != nil {
+		return Sample{}, nil, ms, false, err
 	}
 	deadline := time.Now().Add(timeout)
 	var rss []float64
 	for {
 		sum, each, err := scrapeAll(ctx, admins)
 		if err != nil {
-			return sum, each, false, err
+			return sum, each, ms, false, err
 		}
 		rss = append(rss, sum.RSS)
 		if settled(rss) {
-			return sum, each, true, nil
+			return sum, each, ms, true, nil
 		}
 		if time.Now().After(deadline) {
-			return sum, each, false, nil
+			return sum, each, ms, false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return sum, each, false, ctx.Err()
+			return sum, each, ms, false, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

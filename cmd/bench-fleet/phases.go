@@ -17,7 +17,7 @@ import (
 func (h *harness) connectPhase(ctx context.Context, f *fleet, label, tag string) (*ConnectSample, error) {
 	c := h.cfg
 	h.logf("%s: GC and RSS before the ramp", label)
-	before, _, _, err := gcAndSettle(ctx, f.admins, c.settle)
+	before, _, goBefore, _, err := gcAndSettle(ctx, f.admins, c.settle)
 	if err != nil {
 		return nil, err
 	}
@@ -36,28 +36,40 @@ func (h *harness) connectPhase(ctx context.Context, f *fleet, label, tag string)
 		timeout: rampBound(c.conns, c.connectRate) + c.hold + c.settle + 90*time.Second,
 	}
 	type ltOut struct {
-		res *loadtest.Result
-		err error
+		res   *loadtest.Result
+		snaps *phaseSnaps
+		err   error
 	}
 	done := make(chan ltOut, 1)
 	go func() {
-		res, err := h.runLoadtest(ctx, f, job)
-		done <- ltOut{res, err}
+		res, snaps, err := h.runLoadtest(ctx, f, job)
+		done <- ltOut{res, snaps, err}
 	}()
 	var out ltOut
 	var after Sample
 	var each []Sample
+	var goAfter memStats
 	var settledAfter bool
+	var idle *CPUSplit
+	var natsRSS, routerRSS float64
 	select {
 	case <-held:
 		h.logf("%s: ramp done; holding %s, then GC and RSS", label, c.hold)
+		// The idle connections' CPU: the hold after the ramp's tail.
 		select {
-		case <-time.After(c.hold):
+		case <-time.After(min(time.Second, c.hold/4)):
 		case <-ctx.Done():
 		}
-		if ctx.Err() == nil {
-			after, each, settledAfter, err = gcAndSettle(ctx, f.admins, c.settle)
+		a := f.snap()
+		select {
+		case <-time.After(time.Until(a.At.Add(c.hold - min(time.Second, c.hold/4)))):
+		case <-ctx.Done():
 		}
+		idle = split("hold (idle)", a, f.snap())
+		if ctx.Err() == nil {
+			after, each, goAfter, settledAfter, err = gcAndSettle(ctx, f.admins, c.settle)
+		}
+		natsRSS, routerRSS = procRSS(f.nats.Pid()), procRSS(f.router.Pid())
 		close(measured)
 		out = <-done
 	case out = <-done:
@@ -73,9 +85,19 @@ func (h *harness) connectPhase(ctx context.Context, f *fleet, label, tag string)
 	}
 	s := &ConnectSample{Conns: after.Conns, RSSBefore: before.RSS, RSSAfter: after.RSS, Settled: settledAfter, Gateways: each,
 		RampSeconds: out.res.Connections.RampSeconds, ConnectRate: out.res.Connections.Rate,
-		HandshakeP99: out.res.Connections.Handshake.P99, Failures: out.res.Connections.Failures, Closes: out.res.Closes}
+		HandshakeP99: out.res.Connections.Handshake.P99, Failures: out.res.Connections.Failures, Closes: out.res.Closes,
+		GoBefore: goBefore, GoAfter: goAfter, RampSplit: out.snaps.window("ramp", "hold"), IdleSplit: idle,
+		NATSRSS: natsRSS, RouterRSS: routerRSS}
 	if after.Conns > 0 {
 		s.RSSPerConn = (after.RSS - before.RSS) / after.Conns
+		per := func(a, b float64) float64 { return (b - a) / after.Conns }
+		s.GoPerConn = &GoPerConn{
+			HeapLive:         per(goBefore.HeapAlloc, goAfter.HeapAlloc),
+			HeapFragment:     per(goBefore.HeapInuse-goBefore.HeapAlloc, goAfter.HeapInuse-goAfter.HeapAlloc),
+			HeapIdleRetained: per(goBefore.HeapIdle-goBefore.HeapReleased, goAfter.HeapIdle-goAfter.HeapReleased),
+			Stacks:           per(goBefore.StackInuse, goAfter.StackInuse),
+		}
+		s.GoPerConn.Other = s.RSSPerConn - s.GoPerConn.HeapLive - s.GoPerConn.HeapFragment - s.GoPerConn.HeapIdleRetained - s.GoPerConn.Stacks
 	}
 	cpu, conns, err := gatewayCPU(out.res, atStart, atPeak)
 	if err != nil {
@@ -88,6 +110,12 @@ func (h *harness) connectPhase(ctx context.Context, f *fleet, label, tag string)
 	h.logf("%s: %s connections; RSS %s → %s (%s B per connection%s); ramp %.1f s at %s/s, gateway CPU %.2f s → %s connections per CPU-second",
 		label, thousands(int64(after.Conns)), mib(before.RSS), mib(after.RSS), thousands(int64(s.RSSPerConn)), unsettled(settledAfter),
 		s.RampSeconds, thousands(int64(s.ConnectRate)), cpu, thousands(int64(s.ConnsPerCPU)))
+	if g := s.GoPerConn; g != nil {
+		h.logf("%s: per connection: Go heap live %s B, heap fragmentation %s B, idle heap kept from the OS %s B, stacks %s B, the rest of RSS %s B",
+			label, thousands(int64(g.HeapLive)), thousands(int64(g.HeapFragment)), thousands(int64(g.HeapIdleRetained)), thousands(int64(g.Stacks)), thousands(int64(g.Other)))
+	}
+	h.logf("%s: CPU: %v; %v", label, s.RampSplit, s.IdleSplit)
+	h.logf("%s: NATS RSS %s, router RSS %s", label, mib(natsRSS), mib(routerRSS))
 	if int(after.Conns) < c.conns {
 		h.problem("%s: only %s of %s connections were open at the RSS reading", label, thousands(int64(after.Conns)), thousands(int64(c.conns)))
 	}
@@ -120,7 +148,7 @@ func (h *harness) deliverPhase(ctx context.Context, f *fleet, label, tag string,
 		args:    []string{"--msg-rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", d.String()},
 		timeout: rampBound(conns, h.cfg.connectRate) + d + 60*time.Second,
 	}
-	res, err := h.runLoadtest(ctx, f, job)
+	res, snaps, err := h.runLoadtest(ctx, f, job)
 	if err != nil {
 		return nil, res, err
 	}
@@ -130,12 +158,15 @@ func (h *harness) deliverPhase(ctx context.Context, f *fleet, label, tag string,
 	}
 	s := &DeliverSample{Rate: rate, Published: m.Acked, Expected: m.Counts.Expected, Delivered: m.Counts.Delivered, Lost: m.Counts.Lost,
 		Skipped: m.Skipped, Failed: m.Failed, P50: m.Latency.P50, P99: m.Latency.P99, Max: m.Latency.Max, DrainEnd: m.DrainEnd,
-		Conns: res.Connections.Peak}
+		Conns: res.Connections.Peak, Split: snaps.window("deliver", "drain", "closing", "end")}
 	cpu, _, err := gatewayCPU(res, atPeak, atBeforeClose)
 	if err != nil {
 		return s, res, fmt.Errorf("deliver CPU: %v", err)
 	}
 	s.CPU = cpu
+	if g := res.Gateways[0]; g.Peak != nil && g.BeforeClose != nil {
+		s.WindowSeconds = g.BeforeClose.At.Sub(g.Peak.At).Seconds()
+	}
 	if cpu > 0 {
 		s.DeliveriesPerCPU = float64(s.Delivered) / cpu
 	}
@@ -149,14 +180,15 @@ func (h *harness) broadcastPhase(ctx context.Context, f *fleet, label, tag strin
 		args:    []string{"--broadcasts", strconv.Itoa(c.broadcasts), "--broadcast-interval", c.broadcastInterval.String()},
 		timeout: rampBound(c.conns, c.connectRate) + time.Duration(c.broadcasts)*c.broadcastInterval + 60*time.Second,
 	}
-	res, err := h.runLoadtest(ctx, f, job)
+	res, snaps, err := h.runLoadtest(ctx, f, job)
 	if err != nil {
 		return nil, err
 	}
 	if res.Broadcasts == nil {
 		return nil, errors.New("loadtest reported no broadcasts")
 	}
-	s := &BroadcastSample{Conns: res.Connections.Peak}
+	s := &BroadcastSample{Conns: res.Connections.Peak, Split: snaps.window("broadcast", "drain", "closing", "end"),
+		ClientCPU: res.CPU.UserSeconds + res.CPU.SysSeconds}
 	var lasts []string
 	for _, e := range res.Broadcasts.Each {
 		s.Each = append(s.Each, BcastOne{Receivers: e.Receivers, FirstMs: e.FirstMs, LastMs: e.LastMs, Error: e.Error})
@@ -166,6 +198,7 @@ func (h *harness) broadcastPhase(ctx context.Context, f *fleet, label, tag strin
 		}
 	}
 	h.logf("%s: %s", label, joinSemi(lasts))
+	h.logf("%s: CPU: %v", label, s.Split)
 	return s, nil
 }
 

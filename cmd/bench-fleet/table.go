@@ -125,3 +125,66 @@ func writeTable(w io.Writer, rows [][]string) {
 		line(r)
 	}
 }
+
+// diagnostics are the lines under the table that say what limited the
+// figures: where the machine's CPU went in each phase, what the RSS per
+// connection is made of, and deliveries per CPU-second net of what the
+// idle connections cost (first run of each system; every run is in the
+// JSON).
+func diagnostics(rep *Report) []string {
+	var out []string
+	if m := rep.Million; m != nil && m.Why != "" {
+		out = append(out, "million: "+m.Why)
+	}
+	net := map[string][]float64{}
+	seen := map[string]bool{}
+	for _, r := range rep.Runs {
+		if d := r.Deliver; d != nil && d.NetDeliveriesPerCPU > 0 {
+			net[r.System] = append(net[r.System], d.NetDeliveriesPerCPU)
+		}
+		if seen[r.System] {
+			continue
+		}
+		seen[r.System] = true
+		var parts []string
+		if c := r.Connect; c != nil {
+			if c.RampSplit != nil {
+				parts = append(parts, cpuPart("ramp", c.RampSplit))
+			}
+			if c.IdleSplit != nil {
+				parts = append(parts, fmt.Sprintf("idle hold: gateways %.3f", c.IdleSplit.Gateways))
+			}
+		}
+		if d := r.Deliver; d != nil && d.Split != nil {
+			parts = append(parts, cpuPart("deliver", d.Split))
+		}
+		if b := r.Broadcast; b != nil && b.Split != nil {
+			parts = append(parts, cpuPart("broadcast", b.Split))
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("CPU in cores, %s run %d: %s", r.System, r.Run, strings.Join(parts, "; ")))
+		}
+		if c := r.Connect; c != nil && c.GoPerConn != nil {
+			g := c.GoPerConn
+			out = append(out, fmt.Sprintf("RSS per connection, %s run %d: %s B = Go heap live %s + heap fragmentation %s + idle heap kept from the OS %s + stacks %s + the rest %s",
+				r.System, r.Run, thousands(int64(c.RSSPerConn)), thousands(int64(g.HeapLive)), thousands(int64(g.HeapFragment)),
+				thousands(int64(g.HeapIdleRetained)), thousands(int64(g.Stacks)), thousands(int64(g.Other))))
+			if c.NATSRSS > 0 {
+				out = append(out, fmt.Sprintf("outside the gateways, %s run %d: NATS RSS %s, router RSS %s (at the RSS reading)", r.System, r.Run, mib(c.NATSRSS), mib(c.RouterRSS)))
+			}
+		}
+	}
+	if w, b := statsOf(net[sysWsfleet]), statsOf(net[sysBaseline]); w.N > 0 {
+		l := fmt.Sprintf("deliveries per gateway CPU-second net of the idle connections' CPU (measured in the hold): wsfleet %s", formatStats(w, unitPerCPU))
+		if b.N > 0 && b.Median > 0 {
+			l += fmt.Sprintf(", baseline %s, ratio %.3g×", formatStats(b, unitPerCPU), w.Median/b.Median)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func cpuPart(name string, s *CPUSplit) string {
+	return fmt.Sprintf("%s: machine %.2f busy (gateways %.2f, NATS %.2f, router %.2f, loadtest and the rest %.2f)",
+		name, s.MachineBusy, s.Gateways, s.NATS, s.Router, s.Rest)
+}
