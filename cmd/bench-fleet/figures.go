@@ -148,12 +148,13 @@ type PeakSearch struct {
 
 // Probe is one deliver run of the search.
 type Probe struct {
-	Rate      float64 `json:"rate"`
-	Pass      bool    `json:"pass"`
-	Why       string  `json:"why,omitempty"`
-	Delivered int64   `json:"delivered"`
-	P50       float64 `json:"p50_ms"`
-	P99       float64 `json:"p99_ms"`
+	Rate      float64   `json:"rate"`
+	Pass      bool      `json:"pass"`
+	Why       string    `json:"why,omitempty"`
+	Delivered int64     `json:"delivered"`
+	P50       float64   `json:"p50_ms"`
+	P99       float64   `json:"p99_ms"`
+	CPU       *CPUSplit `json:"cpu,omitempty"`
 }
 
 // MillionResult is the --million mode: N connections held, then a broadcast.

@@ -314,12 +314,12 @@ func (h *harness) peakSearch(ctx context.Context) (*PeakSearch, error) {
 			continue
 		}
 		pass, why := judgeProbe(res)
-		ps.Probes = append(ps.Probes, Probe{Rate: rate, Pass: pass, Why: why, Delivered: s.Delivered, P50: s.P50, P99: s.P99})
+		ps.Probes = append(ps.Probes, Probe{Rate: rate, Pass: pass, Why: why, Delivered: s.Delivered, P50: s.P50, P99: s.P99, CPU: s.Split})
 		verdict := "pass"
 		if !pass {
 			verdict = "fail: " + why
 		}
-		h.logf("%s: %s (delivered %s, p50 %.2f ms, p99 %.2f ms)", label, verdict, thousands(s.Delivered), s.P50, s.P99)
+		h.logf("%s: %s (delivered %s, p50 %.2f ms, p99 %.2f ms); CPU: %v", label, verdict, thousands(s.Delivered), s.P50, s.P99, s.Split)
 	}
 	for _, p := range ps.Probes {
 		if p.Pass {
