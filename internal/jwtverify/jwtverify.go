@@ -355,7 +355,9 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	} else if !v.noExpOK {
 		return Claims{}, ErrNoExp
 	}
-	return Claims{Subject: tok.Subject(), Exp: exp, Scopes: scopes(tok)}, nil
+	// Cloned: a JSON decoder (goccy/go-json under the jwx_goccy tag) may return
+	// strings that alias its read buffer, which a kept sub would pin.
+	return Claims{Subject: strings.Clone(tok.Subject()), Exp: exp, Scopes: scopes(tok)}, nil
 }
 
 // scopes reads the "scope" claim (RFC 8693: space-separated) or "scp"
