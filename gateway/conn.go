@@ -45,23 +45,24 @@ type conn struct {
 	id           uint64     // node-unique connection number
 	mu           sync.Mutex //
 	fd           int32
-	idx          int32   // position in l.conns
-	due          uint32  // wheel deadline, in loop ticks
-	lastRead     uint32  // tick of the last input
-	lastPing     uint32  // tick of the last server ping
-	expAt        uint32  // tick at which the token expires; 0: never
-	wprog        uint32  // mu: tick of the queue's last write progress
-	rlTick       uint32  // tick the rate limiter last refilled
-	rlTokens     float32 // messages the client may still send now (negative: in debt)
-	t0           uint32  // accept time in µs on the server clock (latency metrics)
-	state        connState
-	inWheel      bool
-	welcomed     bool // mu: the welcome frame went out; deliveries may follow
-	wdone        bool // mu: no more frames may be written
-	closeQueued  bool // mu: a close frame is queued; shut down the write side once it is out
-	peerClosed   bool // the client sent its close frame first
-	registered   bool // in the user registry
-	refreshing   bool // a refreshed token is with an auth worker
+	idx          int32  // position in l.conns
+	due          uint32 // wheel deadline, in loop ticks
+	lastRead     uint32 // tick of the last input
+	// lastPing is the tick of the last server ping once the connection is
+	// open; until then it holds the accept time in µs on the server clock,
+	// for the handshake and connect latency metrics.
+	lastPing    uint32
+	expAt       uint32  // tick at which the token expires; 0: never
+	rlTick      uint32  // tick the rate limiter last refilled
+	rlTokens    float32 // messages the client may still send now (negative: in debt)
+	state       connState
+	inWheel     bool
+	welcomed    bool // mu: the welcome frame went out; deliveries may follow
+	wdone       bool // mu: no more frames may be written
+	closeQueued bool // mu: a close frame is queued; shut down the write side once it is out
+	peerClosed  bool // the client sent its close frame first
+	registered  bool // in the user registry
+	refreshing  bool // a refreshed token is with an auth worker
 }
 
 // onEvent is the connection's epoll callback, on its loop goroutine.

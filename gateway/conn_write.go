@@ -17,8 +17,9 @@ import (
 // It exists only while a connection is behind; an idle connection has none.
 type outq struct {
 	items []*bufpool.Shared
-	off   int // bytes of items[0] already written
-	bytes int // bytes still to write
+	wprog uint32 // tick of the last write progress (the write timeout)
+	off   int    // bytes of items[0] already written
+	bytes int    // bytes still to write
 }
 
 var outqPool = sync.Pool{New: func() any { return &outq{items: make([]*bufpool.Shared, 0, 8)} }}
@@ -101,7 +102,7 @@ func (c *conn) putLocked(b []byte) {
 // bytes, and has its loop watch the write timeout from now.
 func (c *conn) newQueueLocked() {
 	c.out = outqPool.Get().(*outq)
-	c.wprog = c.l.s.nowTicks()
+	c.out.wprog = c.l.s.nowTicks()
 	c.l.p.Post(task{kind: taskBehind, c: c})
 }
 
@@ -164,7 +165,7 @@ func (c *conn) flushLocked() {
 		if n > 0 {
 			c.l.s.m.bytesOut.Add(float64(n))
 			c.consumed(n)
-			c.wprog = c.l.now
+			q.wprog = c.l.now
 		}
 		if err == unix.EAGAIN {
 			return

@@ -146,7 +146,7 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	if c.state == stClosed {
 		return n
 	}
-	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.t0) / 1e6)
+	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.lastPing) / 1e6) // lastPing: the accept time
 	c.state = stAuthWait
 	c.rlTick, c.rlTokens = l.now, float32(l.s.opts.MaxClientMsgsBurst)
 	l.wheel.schedule(c, l.now+l.authTicks)

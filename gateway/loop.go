@@ -168,7 +168,7 @@ func (l *loop) newConn(fd int) {
 		l:        l,
 		fd:       int32(fd),
 		id:       l.s.connSeq.Add(1),
-		t0:       l.s.micros(),
+		lastPing: l.s.micros(), // the accept time until the welcome
 		lastRead: l.now,
 		idx:      int32(len(l.conns)),
 	}
@@ -345,10 +345,10 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	if c.state == stClosed {
 		return
 	}
+	s.m.authSeconds.Observe(float64(s.micros()-c.lastPing) / 1e6) // lastPing: still the accept time
 	c.state = stOpen
 	c.lastPing = l.now
 	l.schedule(c)
-	s.m.authSeconds.Observe(float64(s.micros()-c.t0) / 1e6)
 	if c.in != nil {
 		c.input(nil) // frames the client sent while it was authenticated
 	}
@@ -370,7 +370,7 @@ func (l *loop) schedule(c *conn) {
 	}
 	c.mu.Lock()
 	if c.out != nil {
-		earlier(c.wprog + l.writeTicks)
+		earlier(c.out.wprog + l.writeTicks)
 	}
 	c.mu.Unlock()
 	l.wheel.schedule(c, next)
@@ -408,7 +408,7 @@ func (l *loop) fire(c *conn) {
 			return
 		}
 		c.mu.Lock()
-		stuck := c.out != nil && int32(l.now-(c.wprog+l.writeTicks)) >= 0
+		stuck := c.out != nil && int32(l.now-(c.out.wprog+l.writeTicks)) >= 0
 		c.mu.Unlock()
 		if stuck {
 			l.s.m.writeTimeouts.Inc()

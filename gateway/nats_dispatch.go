@@ -201,7 +201,7 @@ func (m *subManager) batch() {
 		u := op.u
 		switch op.kind {
 		case opSubscribe:
-			subject := m.s.subjects.User(u.token)
+			subject := m.s.subjects.User(u.token())
 			var err error
 			u.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
 			if u.subFailed = err != nil; u.subFailed {
@@ -286,7 +286,7 @@ func (p *publisher) run() {
 		} else {
 			connID := string(s.appendConnID(nil, c.id))
 			err = s.nc.PublishMsg(&nats.Msg{
-				Subject: s.subjects.In(c.user.token),
+				Subject: s.subjects.In(c.user.token()),
 				Data:    j.data,
 				Header: nats.Header{
 					protocol.HeaderUser:   {c.user.id},

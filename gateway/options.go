@@ -152,7 +152,7 @@ type Options struct {
 	// full NATS reports a slow consumer and drops. Default 65536.
 	DispatchQueue int
 	// PublishQueue bounds client publishes waiting for NATS; over it the
-	// client gets an "overloaded" error. Default 65536.
+	// client gets an "overloaded" error. Default 8192.
 	PublishQueue int
 
 	// PresenceInterval is the period of the node's presence heartbeat;
@@ -224,7 +224,7 @@ func (o *Options) SetDefaults() {
 	defInt(&o.Pollers, runtime.GOMAXPROCS(0))
 	defInt(&o.Dispatchers, runtime.GOMAXPROCS(0))
 	defInt(&o.DispatchQueue, 65536)
-	defInt(&o.PublishQueue, 65536)
+	defInt(&o.PublishQueue, 8192)
 }
 
 // allAlgorithms are the algorithms the gateway can verify.

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // user is one authenticated user on this node and its devices, oldest
@@ -13,11 +15,17 @@ import (
 // copy it out under the read lock (registry.devices).
 type user struct {
 	id        string             // JWT sub
-	token     string             // subject-safe encoding of id (the same string when id is token-safe)
 	conns     []*conn            // shard lock
 	sub       *nats.Subscription // owned by the subscription manager goroutine
 	disp      int32              // dispatcher whose channel carries its messages
 	subFailed bool               // owned by the subscription manager goroutine
+}
+
+// token returns the user's subject token (not kept: it is the id itself for
+// the usual ids, and cheap to encode for the others).
+func (u *user) token() string {
+	tok, _ := protocol.EncodeUserToken(u.id) // ids were validated at authentication
+	return tok
 }
 
 const regShards = 64
@@ -60,7 +68,7 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 	u = sh.users[tok]
 	first := u == nil
 	if first {
-		u = &user{id: id, token: tok, disp: int32((h >> 32) % uint64(len(r.s.disp.chans)))}
+		u = &user{id: id, disp: int32((h >> 32) % uint64(len(r.s.disp.chans)))}
 		sh.users[tok] = u
 	}
 	if limit := r.s.opts.MaxDevicesPerUser; limit > 0 && len(u.conns) >= limit {
@@ -89,7 +97,8 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 // remove unregisters c; the user goes when its last device does.
 func (r *registry) remove(c *conn) {
 	u := c.user
-	sh := &r.shards[r.hash(u.token)%regShards]
+	tok := u.token()
+	sh := &r.shards[r.hash(tok)%regShards]
 	sh.mu.Lock()
 	before := len(u.conns)
 	for i, o := range u.conns {
@@ -103,9 +112,9 @@ func (r *registry) remove(c *conn) {
 		u.conns = nil
 	}
 	r.s.pres.changed(u.id, before, len(u.conns))
-	last := len(u.conns) == 0 && sh.users[u.token] == u
+	last := len(u.conns) == 0 && sh.users[tok] == u
 	if last {
-		delete(sh.users, u.token)
+		delete(sh.users, tok)
 		r.s.subs.unsubscribe(u)
 	}
 	sh.mu.Unlock()

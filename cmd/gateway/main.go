@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -39,7 +41,8 @@ func run(args []string) int {
 	var def gateway.Options
 	def.SetDefaults()
 	var o gateway.Options
-	var logFormat, logLevel string
+	var logFormat, logLevel, memLimit string
+	var gcPercent int
 	fs := flagenv.New("gateway", "WSFLEET_", usage)
 	fs.String(&o.Listen, "listen", def.Listen, "WebSocket listen address")
 	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
@@ -91,6 +94,8 @@ func run(args []string) int {
 	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
 	fs.Duration(&o.PresenceInterval, "presence-interval", def.PresenceInterval, "period of the node's presence heartbeat on NATS")
 	fs.Duration(&o.PresenceBatchInterval, "presence-batch-interval", def.PresenceBatchInterval, "how long presence changes are coalesced before they are published")
+	fs.Int(&gcPercent, "gc-percent", 50, "Go GC target (GOGC): lower holds less memory per connection for some GC CPU; the GOGC environment variable, when set, wins")
+	fs.String(&memLimit, "memory-limit", "", `Go soft memory limit (GOMEMLIMIT), e.g. "1800MiB"; set it below the container's memory limit ("": none)`)
 	fs.String(&logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args, nil); err != nil {
@@ -102,6 +107,10 @@ func run(args []string) int {
 	}
 	log, err := logx.New(logFormat, logLevel)
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		return 2
+	}
+	if err := runtimeSettings(gcPercent, memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		return 2
 	}
@@ -130,6 +139,44 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// runtimeSettings applies --gc-percent (unless GOGC is set) and
+// --memory-limit. A gateway's heap is mostly long-lived connection state:
+// a lower GC target than Go's 100 keeps less idle memory per connection.
+func runtimeSettings(gcPercent int, memLimit string) error {
+	if gcPercent < 1 && gcPercent != -1 {
+		return fmt.Errorf("invalid setting --gc-percent: %d (a positive percentage, or -1 to turn the GC off)", gcPercent)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+	if memLimit != "" {
+		n, err := parseBytes(memLimit)
+		if err != nil {
+			return fmt.Errorf("invalid setting --memory-limit %q: %v", memLimit, err)
+		}
+		debug.SetMemoryLimit(n)
+	}
+	return nil
+}
+
+// parseBytes reads a size such as "512MiB", "2GiB", "1500000000".
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mul    int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("want a positive number of bytes with an optional KiB, MiB, GiB or TiB")
+			}
+			return n * u.mul, nil
+		}
+	}
+	return 0, fmt.Errorf("unreachable")
 }
 
 func tokenCmd(args []string) int {

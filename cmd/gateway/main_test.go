@@ -324,3 +324,22 @@ wait:
 		c.Close()
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"1500000000", 1500000000, false}, {"512MiB", 512 << 20, false}, {"2GiB", 2 << 30, false},
+		{"10KiB", 10 << 10, false}, {"7B", 7, false}, {"", 0, true}, {"-1GiB", 0, true}, {"lots", 0, true}, {"1.5GiB", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parseBytes(tc.in)
+			if (err != nil) != tc.err || got != tc.want {
+				t.Fatalf("parseBytes(%q) = %d, %v; want %d (error %v)", tc.in, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}
