@@ -94,7 +94,7 @@ func run(args []string) int {
 	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
 	fs.Duration(&o.PresenceInterval, "presence-interval", def.PresenceInterval, "period of the node's presence heartbeat on NATS")
 	fs.Duration(&o.PresenceBatchInterval, "presence-batch-interval", def.PresenceBatchInterval, "how long presence changes are coalesced before they are published")
-	fs.Int(&gcPercent, "gc-percent", 50, "Go GC target (GOGC): lower holds less memory per connection for some GC CPU; the GOGC environment variable, when set, wins")
+	fs.Int(&gcPercent, "gc-percent", 25, "Go GC target (GOGC): the heap may grow this percentage over live data between collections; lower holds less memory per connection for some GC CPU; the GOGC environment variable, when set, wins")
 	fs.String(&memLimit, "memory-limit", "", `Go soft memory limit (GOMEMLIMIT), e.g. "1800MiB"; set it below the container's memory limit ("": none)`)
 	fs.String(&logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -142,8 +142,11 @@ func run(args []string) int {
 }
 
 // runtimeSettings applies --gc-percent (unless GOGC is set) and
-// --memory-limit. A gateway's heap is mostly long-lived connection state:
-// a lower GC target than Go's 100 keeps less idle memory per connection.
+// --memory-limit. A gateway's heap is mostly long-lived connection state
+// and little garbage: with Go's default target of 100 the heap, and the
+// memory the runtime keeps from the OS, settles near twice the live
+// connections' size; 25 keeps it near 1.25 times (docs/benchmarks.md
+// measures both, and the CPU it costs).
 func runtimeSettings(gcPercent int, memLimit string) error {
 	if gcPercent < 1 && gcPercent != -1 {
 		return fmt.Errorf("invalid setting --gc-percent: %d (a positive percentage, or -1 to turn the GC off)", gcPercent)
