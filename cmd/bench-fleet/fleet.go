@@ -70,7 +70,8 @@ type fleetConfig struct {
 	ports    ports
 	secret   string
 	apiKey   string
-	tag      string // names the log files
+	tag      string   // names the log files
+	env      []string // extra environment of the gateway processes (both systems)
 }
 
 // startFleet starts NATS, the gateways and the router, and waits until each
@@ -98,7 +99,7 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 	if err := waitTCP(ctx, f.nats, fmt.Sprintf("127.0.0.1:%d", p.nats()), 20*time.Second); err != nil {
 		return f, err
 	}
-	env := []string{"WSFLEET_JWT_HS256_SECRET=" + c.secret}
+	env := append([]string{"WSFLEET_JWT_HS256_SECRET=" + c.secret}, c.env...)
 	for i := 0; i < c.gateways; i++ {
 		admin := fmt.Sprintf("127.0.0.1:%d", p.gatewayAdmin(i))
 		var args []string

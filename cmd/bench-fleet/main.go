@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,6 +63,7 @@ type config struct {
 	bin                string
 	logDir             string
 	maxTime            time.Duration
+	gatewayEnv         []string
 }
 
 const usage = `Usage: bench-fleet [flags]
@@ -107,6 +109,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Bool(&c.dryRun, "dry-run", false, "print the limits and the plan, then exit")
 	fs.String(&c.jsonFile, "json", "", "write the whole result as JSON to this file")
 	fs.String(&c.bin, "bin", "bin", "directory of gateway, baseline-gateway, router, loadtest and nats-server")
+	fs.List(&c.gatewayEnv, "gateway-env", nil, "NAME=VALUE environment of every gateway process, both systems (e.g. GOGC=50); GOMAXPROCS defaults to the CPUs divided among the gateway processes (at least 1)")
 	fs.String(&c.logDir, "log-dir", "", "where each process's log and loadtest's JSON go (default: a new temporary directory)")
 	fs.Duration(&c.maxTime, "max-time", 45*time.Minute, "stop everything after this long, whatever is left (a partial table)")
 	if err := fs.Parse(args, nil); err != nil {
@@ -228,7 +231,7 @@ func (h *harness) problem(format string, args ...any) {
 func (h *harness) fleet(ctx context.Context, system, tag string) (*fleet, error) {
 	start := time.Now()
 	f, err := startFleet(ctx, h.ps, fleetConfig{system: system, gateways: h.plan.Gateways, bin: h.cfg.bin,
-		ports: ports{base: h.cfg.basePort}, secret: h.secret, apiKey: h.apiKey, tag: tag})
+		ports: ports{base: h.cfg.basePort}, secret: h.secret, apiKey: h.apiKey, tag: tag, env: gatewayEnv(h.cfg.gatewayEnv, h.plan.Gateways)})
 	if err != nil {
 		return nil, fmt.Errorf("%s fleet: %v", system, err)
 	}
@@ -564,4 +567,17 @@ func printReport(w io.Writer, rep *Report) {
 
 func machineLine(m Machine) string {
 	return fmt.Sprintf("%d CPUs, %s", m.CPUs, gib(m.MemTotal))
+}
+
+// gatewayEnv is the environment of the gateway processes: --gateway-env,
+// and GOMAXPROCS set to the machine's CPUs divided among the K processes
+// (at least 1), as a deployment running several processes per host sets
+// it, unless --gateway-env names it. Both systems get the same.
+func gatewayEnv(extra []string, k int) []string {
+	for _, kv := range extra {
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			return extra
+		}
+	}
+	return append([]string{fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/max(k, 1)))}, extra...)
 }
