@@ -64,7 +64,10 @@ type loop struct {
 	accepting  bool // the listener is registered with this loop
 	acceptHold uint32
 	draining   bool
-	drainEnd   uint32
+	noticeEnd  uint32           // reconnect notices go out until this tick
+	drainEnd   uint32           // every connection is closed by this tick
+	graceTicks uint32           // a noticed connection is closed this long after its notice
+	noticed    map[*conn]uint32 // during a drain: when each connection got its notice
 	drainDone  bool
 }
 
@@ -233,8 +236,12 @@ func (l *loop) onTask(t task) {
 		l.acceptHold = 0
 		l.s.acceptStopped.Done()
 	case taskDrain:
+		d := l.s.opts.DrainTimeout
 		l.draining = true
-		l.drainEnd = l.now + l.s.ticks(l.s.opts.DrainTimeout*8/10)
+		l.noticed = map[*conn]uint32{}
+		l.noticeEnd = l.now + l.s.ticks(d/2)
+		l.drainEnd = l.now + l.s.ticks(d*8/10)
+		l.graceTicks = l.s.ticks(min(10*time.Second, d/3))
 	case taskCloseAll:
 		for len(l.conns) > 0 {
 			l.conns[len(l.conns)-1].finalClose()
@@ -451,28 +458,53 @@ func (l *loop) broadcast(sh *bufpool.Shared) {
 	l.s.m.msgsOut.Add(float64(n))
 }
 
-// drainStep closes a share of the remaining connections with 1012 so that
-// closes spread over the drain timeout instead of a reconnect storm.
+// drainStep moves the loop's connections off the node, spread over the
+// drain timeout so they do not all reconnect at once, and without losing
+// messages for clients that follow the reconnect frame ("make before
+// break"): during the first half of the drain, each open connection gets
+// {"type":"reconnect"}, asking the client to open a new connection (the
+// load balancer sends it elsewhere: this node is not ready) and to close
+// this one once the new one is welcomed. The node keeps delivering to it
+// meanwhile. A noticed connection the client has not closed is closed with
+// 1012 graceTicks after its notice; connections not yet welcomed are
+// closed at once (nothing was delivered to them); whatever is left goes at
+// 80% of the drain timeout.
 func (l *loop) drainStep() {
-	active := 0
+	now := l.now
+	pending := 0
 	for _, c := range l.conns {
-		if c.state < stClosing {
-			active++
+		if _, ok := l.noticed[c]; !ok && c.state == stOpen {
+			pending++
 		}
 	}
-	left := int32(l.drainEnd - l.now)
-	quota := active
-	if left > 1 {
-		quota = (active + int(left) - 1) / int(left)
+	quota := pending
+	if left := int32(l.noticeEnd - now); left > 1 {
+		quota = (pending + int(left) - 1) / int(left)
 	}
+	for _, c := range l.conns { // a notice removes nothing from the list
+		if quota == 0 {
+			break
+		}
+		if _, ok := l.noticed[c]; !ok && c.state == stOpen {
+			c.writeFrame(ws.OpText, protocol.ReconnectJSON)
+			l.noticed[c] = now
+			quota--
+		}
+	}
+	final := int32(now-l.drainEnd) >= 0
 	// From the end: closing may remove a connection (swapping the last one
 	// into its place), which never moves one not yet visited.
-	for i := len(l.conns) - 1; i >= 0 && quota > 0; i-- {
+	for i := len(l.conns) - 1; i >= 0; i-- {
 		if i >= len(l.conns) {
 			continue
 		}
-		if c := l.conns[i]; c.state < stClosing {
-			quota--
+		c := l.conns[i]
+		if c.state >= stClosing {
+			continue
+		}
+		at, noticed := l.noticed[c]
+		if final || c.state != stOpen || (noticed && int32(now-(at+l.graceTicks)) >= 0) {
+			delete(l.noticed, c)
 			c.closeWith(protocol.CloseServiceRestart, "node draining, reconnect")
 		}
 	}

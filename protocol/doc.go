@@ -20,6 +20,12 @@
 //
 //	{"type":"welcome","user":"alice","conn_id":"…","node":"gw-1","heartbeat":30}
 //	{"type":"refreshed","exp":1767225600}  a refreshed token was accepted
+//	{"type":"reconnect","reason":"…"}      the node is draining: open a new
+//	                                       connection, close this one once
+//	                                       the new one is welcomed
+//
+// Clients ignore frame types they do not know.
+//
 //	{"type":"message","id":"…","data":<JSON>}
 //	{"type":"ping"}                        sent every heartbeat; answer with pong
 //	{"type":"pong"}

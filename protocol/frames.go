@@ -14,6 +14,7 @@ const (
 	TypePublish   = "publish"
 	TypeWelcome   = "welcome"
 	TypeRefreshed = "refreshed"
+	TypeReconnect = "reconnect"
 	TypeMessage   = "message"
 	TypeError     = "error"
 )
@@ -112,6 +113,12 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 var (
 	PingJSON = []byte(`{"type":"ping"}`)
 	PongJSON = []byte(`{"type":"pong"}`)
+	// ReconnectJSON asks the client to move to another node: open a new
+	// connection now and close this one once the new one got its welcome.
+	// Messages may arrive on both meanwhile (drop duplicates by id); the
+	// node closes this connection with CloseServiceRestart a few seconds
+	// later if the client has not.
+	ReconnectJSON = []byte(`{"type":"reconnect","reason":"node draining"}`)
 )
 
 // AppendError appends an error frame's JSON to dst.

@@ -27,7 +27,7 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 	holdStarted := make(chan struct{})
 	var once sync.Once
 	job := ltJob{tag: "million", label: "million", scenario: "broadcast", conns: c.conns,
-		args: []string{"--broadcasts", "2", "--broadcast-interval", interval.String(), "--drain", "30s"},
+		args: []string{"--broadcasts", "2", "--broadcast-interval", interval.String(), "--drain", "30s", "--connect-timeout", "60s"},
 		onPhase: func(p string) {
 			if p == "broadcast" {
 				once.Do(func() { close(holdStarted) })

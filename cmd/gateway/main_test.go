@@ -131,11 +131,23 @@ func TestSIGTERMDrains(t *testing.T) {
 	start := time.Now()
 	n.cmd.Process.Signal(syscall.SIGTERM)
 	for i, ws := range clients {
+		// Each gets a reconnect notice first, then (not acting on it) 1012.
 		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, _, err := ws.ReadMessage()
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != 1012 {
-			t.Fatalf("client %d: %v, want close 1012", i, err)
+		notified := false
+		for {
+			_, b, err := ws.ReadMessage()
+			if err == nil {
+				notified = notified || strings.Contains(string(b), `"reconnect"`)
+				continue
+			}
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != 1012 {
+				t.Fatalf("client %d: %v, want close 1012", i, err)
+			}
+			break
+		}
+		if !notified {
+			t.Fatalf("client %d was closed without a reconnect notice", i)
 		}
 	}
 	exited := make(chan error, 1)
