@@ -712,6 +712,8 @@ func TestRenderFailures(t *testing.T) {
 		{[]string{"gateway.config.drian-timeout=10s"}, "drian-timeout"},
 		{[]string{"router.config.api-key=abcdefghijklmnopq"}, "api-key"},
 		{[]string{"gateway.config.heartbeat=2m"}, "idle-timeout must be longer"},
+		{[]string{"gateway.config.memory-limit=1.5GB"}, "memory-limit"},
+		{[]string{"gateway.config.gc-percent=0"}, "gc-percent"},
 		{[]string{"ingress.enabled=true", "ingress.nginx.proxyReadTimeoutSeconds=45"}, "twice the heartbeat"},
 		{[]string{"ingress.enabled=true", "ingress.stickyRouting.enabled=true"}, "header or a queryArg"},
 		{[]string{"auth.jwt.hs256Secret=short"}, "32"},
