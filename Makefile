@@ -57,7 +57,7 @@ bench-rss: build
 # The fleet benchmark (cmd/bench-fleet): NATS, K gateway processes on one
 # port (SO_REUSEPORT), the router and bin/loadtest, all on loopback;
 # connect → hold → deliver → broadcast for wsfleet and for the naive
-# baseline; one table of figures, ratios and targets. Takes ~20 minutes at
+# baseline; one table of figures, ratios and targets. Takes ~11 minutes at
 # the default 100,000 connections. BENCHFLAGS="--conns 20000 --runs 1",
 # "--json bench.json", "--million" (1,000,000 held, wsfleet only).
 bench-fleet: build
