@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"golang.org/x/sys/unix"
 )
 
@@ -107,8 +108,8 @@ func (d *display) draw() {
 	target := int64(d.r.cfg.Conns)
 	if !d.bars {
 		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting)  published %s  received %s (%s/s)  errors %s\n",
-			el, phase, thousands(p.Live), thousands(target), thousands(int64(connRate)), thousands(p.Connecting),
-			thousands(p.Acked), thousands(p.Receipts+p.BReceipts), thousands(int64(recvRate)), thousands(errs))
+			el, phase, numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting),
+			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts), numfmt.Thousands(int64(recvRate)), numfmt.Thousands(errs))
 		return
 	}
 	width := termWidth(d.w)
@@ -130,17 +131,17 @@ func (d *display) draw() {
 		b.WriteByte('\n')
 	}
 	line("%s  %.1fs  %s", d.r.cfg.Scenario, el, phase)
-	line("conns    %s %s/%s  +%s/s  %s connecting", bar(p.Live, target), thousands(p.Live), thousands(target), thousands(int64(connRate)), thousands(p.Connecting))
+	line("conns    %s %s/%s  +%s/s  %s connecting", bar(p.Live, target), numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting))
 	if d.r.cfg.publishes() || d.r.cfg.Scenario == ScenarioBroadcast {
 		rateTarget := int64(d.r.cfg.MsgRate)
 		if d.r.cfg.Scenario == ScenarioBroadcast {
 			rateTarget = max(int64(recvRate), 1)
 		}
-		line("msgs/s   %s %s/s received  %s published  %s outstanding", bar(int64(recvRate), max(rateTarget, int64(recvRate))), thousands(int64(recvRate)), thousands(p.Acked), thousands(p.Outstanding))
+		line("msgs/s   %s %s/s received  %s published  %s outstanding", bar(int64(recvRate), max(rateTarget, int64(recvRate))), numfmt.Thousands(int64(recvRate)), numfmt.Thousands(p.Acked), numfmt.Thousands(p.Outstanding))
 	}
-	line("errors   %s connect failures  %s publish failures  %s duplicates  %s out of order", thousands(p.Fails), thousands(p.PubFailed), thousands(p.Dups), thousands(p.OOO))
+	line("errors   %s connect failures  %s publish failures  %s duplicates  %s out of order", numfmt.Thousands(p.Fails), numfmt.Thousands(p.PubFailed), numfmt.Thousands(p.Dups), numfmt.Thousands(p.OOO))
 	if p.Dropped > 0 {
-		line("storm    %s %s/%s back", bar(p.Recovered, p.Dropped), thousands(p.Recovered), thousands(p.Dropped))
+		line("storm    %s %s/%s back", bar(p.Recovered, p.Dropped), numfmt.Thousands(p.Recovered), numfmt.Thousands(p.Dropped))
 	}
 	n := strings.Count(b.String(), "\n")
 	// clear lines left over from a taller frame

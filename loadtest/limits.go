@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,24 +50,6 @@ func raiseNoFile() (soft, hard uint64) {
 		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &rl)
 	}
 	return rl.Cur, rl.Max
-}
-
-// portRange reads net.ipv4.ip_local_port_range.
-func portRange() (int, int) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768, 60999 // the kernel's default
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 32768, 60999
-	}
-	lo, err1 := strconv.Atoi(f[0])
-	hi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil || hi < lo {
-		return 32768, 60999
-	}
-	return lo, hi
 }
 
 // parseSourceIPs reads "127.0.0.2-127.0.0.60", "10.0.0.1,10.0.0.2" or a mix.
@@ -165,7 +147,7 @@ func planWorkers(lim *Limits, conns int, workers string, perWorker int, pairs in
 		}
 		if n < need {
 			lim.Advice = append(lim.Advice, fmt.Sprintf("N=%s needs %d workers for fds (%s connections per process); --workers %d is too few: use --workers auto",
-				thousands(int64(conns)), need, thousands(int64(perWorker)), n))
+				numfmt.Thousands(int64(conns)), need, numfmt.Thousands(int64(perWorker)), n))
 		}
 	}
 	ports := lim.PortHigh - lim.PortLow + 1
@@ -174,39 +156,19 @@ func planWorkers(lim *Limits, conns int, workers string, perWorker int, pairs in
 	if capPorts := srcs * pairs * ports; conns > capPorts*95/100 {
 		needSrc := (conns*100/95 + pairs*ports - 1) / (pairs * ports)
 		lim.Advice = append(lim.Advice, fmt.Sprintf("N=%s needs %d source IPs for ports (%s ephemeral ports %d-%d per source address and target; %d source address(es) × %d target(s) give %s): add --source-ips 127.0.0.2-127.0.0.%d or widen net.ipv4.ip_local_port_range",
-			thousands(int64(conns)), needSrc, thousands(int64(ports)), lim.PortLow, lim.PortHigh, srcs, pairs, thousands(int64(capPorts)), min(needSrc+1, 254)))
+			numfmt.Thousands(int64(conns)), needSrc, numfmt.Thousands(int64(ports)), lim.PortLow, lim.PortHigh, srcs, pairs, numfmt.Thousands(int64(capPorts)), min(needSrc+1, 254)))
 	}
 	if capPorts := srcs * pairs * ports; conns <= capPorts*95/100 && conns > capPorts/2 {
 		// connect(2) searches the range for a free port: the fuller it is,
 		// the longer (measured: ramping 50,000 connections over 3 source
 		// addresses reached 2,948/s, over 20 addresses 4,861/s).
 		lim.Notes = append(lim.Notes, fmt.Sprintf("N=%s fills %d%% of the ephemeral ports of %d source address(es) × %d target(s); connect(2) slows down as the range fills: spread over at least %d source IPs (--source-ips) to keep it under half",
-			thousands(int64(conns)), conns*100/capPorts, srcs, pairs, (2*conns+pairs*ports-1)/(pairs*ports)))
+			numfmt.Thousands(int64(conns)), conns*100/capPorts, srcs, pairs, (2*conns+pairs*ports-1)/(pairs*ports)))
 	}
 	if len(lim.Advice) > 0 {
 		return errors.New(strings.Join(lim.Advice, "\n"))
 	}
 	return nil
-}
-
-// thousands formats n with commas.
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
 }
 
 func sockaddr(a netip.Addr, port int) unix.Sockaddr {

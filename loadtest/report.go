@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"golang.org/x/sys/unix"
 )
 
@@ -443,7 +444,7 @@ func latRow(w io.Writer, name string, s LatencyStats) {
 		return
 	}
 	fmt.Fprintf(w, "  %s\tp50 %s ms\tp90 %s ms\tp99 %s ms\tp99.9 %s ms\tmax %s ms\t(%s samples)\n", name,
-		fmtMs(s.P50), fmtMs(s.P90), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), thousands(s.Count))
+		fmtMs(s.P50), fmtMs(s.P90), fmtMs(s.P99), fmtMs(s.P999), fmtMs(s.Max), numfmt.Thousands(s.Count))
 }
 
 func fmtMs(v float64) string {
@@ -467,30 +468,30 @@ func WriteReport(out io.Writer, res *Result) {
 	fmt.Fprintln(w, strings.Repeat("─", len([]rune(title))))
 	c := res.Connections
 	fmt.Fprintln(w, "connections")
-	fmt.Fprintf(w, "  target\t%s\tpeak %s\topen at end %s\n", thousands(int64(c.Target)), thousands(c.Peak), thousands(c.OpenAtEnd))
+	fmt.Fprintf(w, "  target\t%s\tpeak %s\topen at end %s\n", numfmt.Thousands(int64(c.Target)), numfmt.Thousands(c.Peak), numfmt.Thousands(c.OpenAtEnd))
 	ramp := "not complete"
 	if c.RampDone {
-		ramp = fmt.Sprintf("%s/s achieved in %.2f s (target %s/s)", thousands(int64(c.Rate+0.5)), c.RampSeconds, thousands(int64(c.RateTarget)))
+		ramp = fmt.Sprintf("%s/s achieved in %.2f s (target %s/s)", numfmt.Thousands(int64(c.Rate+0.5)), c.RampSeconds, numfmt.Thousands(int64(c.RateTarget)))
 	}
 	fmt.Fprintf(w, "  connect rate\t%s\n", ramp)
-	fmt.Fprintf(w, "  attempts\t%s\twelcomed %s\tfailed %s\n", thousands(c.Attempts), thousands(c.Welcomes), thousands(c.Failures))
+	fmt.Fprintf(w, "  attempts\t%s\twelcomed %s\tfailed %s\n", numfmt.Thousands(c.Attempts), numfmt.Thousands(c.Welcomes), numfmt.Thousands(c.Failures))
 	latRow(w, "handshake (connect → welcome)", c.Handshake)
 	latRow(w, "upgrade (connect → 101)", c.Upgrade)
 	for _, k := range sortedKeys(c.Errors) {
-		fmt.Fprintf(w, "  error %s\t%s\n", k, thousands(c.Errors[k]))
+		fmt.Fprintf(w, "  error %s\t%s\n", k, numfmt.Thousands(c.Errors[k]))
 	}
 	if c.Refreshed > 0 {
-		fmt.Fprintf(w, "  tokens refreshed\t%s\n", thousands(c.Refreshed))
+		fmt.Fprintf(w, "  tokens refreshed\t%s\n", numfmt.Thousands(c.Refreshed))
 	}
 	if m := res.Messages; m != nil {
-		fmt.Fprintf(w, "messages (via %s, target %s/s)\n", m.Via, thousands(int64(m.RateTarget)))
-		fmt.Fprintf(w, "  published\t%s\tacknowledged %s\tfailed %s\tskipped (behind) %s\n", thousands(m.Published), thousands(m.Acked), thousands(m.Failed), thousands(m.Skipped))
+		fmt.Fprintf(w, "messages (via %s, target %s/s)\n", m.Via, numfmt.Thousands(int64(m.RateTarget)))
+		fmt.Fprintf(w, "  published\t%s\tacknowledged %s\tfailed %s\tskipped (behind) %s\n", numfmt.Thousands(m.Published), numfmt.Thousands(m.Acked), numfmt.Thousands(m.Failed), numfmt.Thousands(m.Skipped))
 		for _, k := range sortedKeys(m.Errors) {
-			fmt.Fprintf(w, "  publish error %s\t%s\n", k, thousands(m.Errors[k]))
+			fmt.Fprintf(w, "  publish error %s\t%s\n", k, numfmt.Thousands(m.Errors[k]))
 		}
 		seqRows(w, m.Counts)
 		if m.Foreign+m.Misrouted > 0 {
-			fmt.Fprintf(w, "  foreign\t%s\tmisrouted %s\n", thousands(m.Foreign), thousands(m.Misrouted))
+			fmt.Fprintf(w, "  foreign\t%s\tmisrouted %s\n", numfmt.Thousands(m.Foreign), numfmt.Thousands(m.Misrouted))
 		}
 		latRow(w, "end-to-end latency", m.Latency)
 		fmt.Fprintf(w, "  drain ended\t%s\n", m.DrainEnd)
@@ -502,7 +503,7 @@ func WriteReport(out io.Writer, res *Result) {
 				fmt.Fprintf(w, "  #%d\tNOT ACKNOWLEDGED: %s\n", e.Seq, e.Error)
 				continue
 			}
-			fmt.Fprintf(w, "  #%d\t%s receivers\tfirst %s ms\tlast %s ms\n", e.Seq, thousands(e.Receivers), fmtMs(e.FirstMs), fmtMs(e.LastMs))
+			fmt.Fprintf(w, "  #%d\t%s receivers\tfirst %s ms\tlast %s ms\n", e.Seq, numfmt.Thousands(e.Receivers), fmtMs(e.FirstMs), fmtMs(e.LastMs))
 		}
 		seqRows(w, b.Counts)
 		latRow(w, "publish → receipt", b.Latency)
@@ -514,17 +515,17 @@ func WriteReport(out io.Writer, res *Result) {
 		if s.RecoverySeconds >= 0 {
 			rec = fmt.Sprintf("%.2f s", s.RecoverySeconds)
 		}
-		fmt.Fprintf(w, "  dropped\t%s\trecovered %s\tfull recovery %s\tmessages missed meanwhile %s\n", thousands(s.Dropped), thousands(s.Recovered), rec, thousands(s.Missed))
+		fmt.Fprintf(w, "  dropped\t%s\trecovered %s\tfull recovery %s\tmessages missed meanwhile %s\n", numfmt.Thousands(s.Dropped), numfmt.Thousands(s.Recovered), rec, numfmt.Thousands(s.Missed))
 		latRow(w, "drop → welcome again", s.Reconnect)
 	}
 	if ch := res.Churn; ch != nil {
 		fmt.Fprintln(w, "churn")
-		fmt.Fprintf(w, "  closed\t%s\t%.1f/s (target %.1f/s)\tmessages missed while away %s\n", thousands(ch.Closed), ch.Rate, ch.RateTarget, thousands(ch.Missed))
+		fmt.Fprintf(w, "  closed\t%s\t%.1f/s (target %.1f/s)\tmessages missed while away %s\n", numfmt.Thousands(ch.Closed), ch.Rate, ch.RateTarget, numfmt.Thousands(ch.Missed))
 	}
 	if len(res.Closes) > 0 {
 		var parts []string
 		for _, k := range sortedKeys(res.Closes) {
-			parts = append(parts, fmt.Sprintf("%s×%s", k, thousands(res.Closes[k])))
+			parts = append(parts, fmt.Sprintf("%s×%s", k, numfmt.Thousands(res.Closes[k])))
 		}
 		fmt.Fprintf(w, "closes by the gateway\t%s\n", strings.Join(parts, "  "))
 	}
@@ -540,7 +541,7 @@ func WriteReport(out io.Writer, res *Result) {
 			case p.s.Error != "":
 				fmt.Fprintf(w, "  %s\tscrape failed: %s\n", p.n, p.s.Error)
 			default:
-				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\tCPU %.2f s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, thousands(int64(p.s.Connections)), p.s.CPUSeconds)
+				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\tCPU %.2f s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, numfmt.Thousands(int64(p.s.Connections)), p.s.CPUSeconds)
 			}
 		}
 		if g.BytesPerConn > 0 {
@@ -565,8 +566,8 @@ func WriteReport(out io.Writer, res *Result) {
 
 func seqRows(w io.Writer, c SeqCounts) {
 	fmt.Fprintf(w, "  delivered\t%s of %s expected\tlost %s\tduplicated %s\tout of order %s\n",
-		thousands(c.Delivered), thousands(c.Expected), thousands(c.Lost), thousands(c.Duplicated), thousands(c.OutOfOrder))
+		numfmt.Thousands(c.Delivered), numfmt.Thousands(c.Expected), numfmt.Thousands(c.Lost), numfmt.Thousands(c.Duplicated), numfmt.Thousands(c.OutOfOrder))
 	if c.Missed+c.Early+c.Unconfirmed+c.Unknown > 0 {
-		fmt.Fprintf(w, "  missed while away\t%s\tearly %s\tunconfirmed %s\tunknown %s\n", thousands(c.Missed), thousands(c.Early), thousands(c.Unconfirmed), thousands(c.Unknown))
+		fmt.Fprintf(w, "  missed while away\t%s\tearly %s\tunconfirmed %s\tunknown %s\n", numfmt.Thousands(c.Missed), numfmt.Thousands(c.Early), numfmt.Thousands(c.Unconfirmed), numfmt.Thousands(c.Unknown))
 	}
 }

@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"golang.org/x/sys/unix"
+	"github.com/wsfleet/wsfleet/internal/hostinfo"
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 )
 
 // runner is the parent of one run: it plans, starts the workers (in this
@@ -109,8 +110,8 @@ func (r *runner) plan() error {
 		return err
 	}
 	soft, hard := raiseNoFile()
-	lo, hi := portRange()
-	r.lim = Limits{FDSoft: soft, FDHard: hard, PortLow: lo, PortHigh: hi, CPUs: cpus()}
+	lo, hi := hostinfo.PortRange()
+	r.lim = Limits{FDSoft: soft, FDHard: hard, PortLow: lo, PortHigh: hi, CPUs: hostinfo.CPUs()}
 	if c.SourceIPs != "" {
 		if r.lim.SourceIPs, err = parseSourceIPs(c.SourceIPs); err != nil {
 			return err
@@ -171,14 +172,6 @@ func (r *runner) plan() error {
 	return nil
 }
 
-func cpus() int {
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		return set.Count()
-	}
-	return 1
-}
-
 func (r *runner) printLimits() {
 	l := &r.lim
 	src := "the kernel's choice (one per target)"
@@ -190,9 +183,9 @@ func (r *runner) printLimits() {
 		where = fmt.Sprintf("%d worker processes", l.Processes)
 	}
 	fmt.Fprintf(r.log, "limits: open files %s (hard %s), ephemeral ports %d-%d (%s per source address and target), source addresses: %s, targets: %s, CPUs: %d\n",
-		thousands(int64(l.FDSoft)), thousands(int64(l.FDHard)), l.PortLow, l.PortHigh, thousands(int64(l.PortHigh-l.PortLow+1)), src, strings.Join(l.Targets, ", "), l.CPUs)
+		numfmt.Thousands(int64(l.FDSoft)), numfmt.Thousands(int64(l.FDHard)), l.PortLow, l.PortHigh, numfmt.Thousands(int64(l.PortHigh-l.PortLow+1)), src, strings.Join(l.Targets, ", "), l.CPUs)
 	fmt.Fprintf(r.log, "plan: %s connections (%d per user), %s, at most %s connections per process\n",
-		thousands(int64(r.cfg.Conns)), r.cfg.Devices, where, thousands(int64(l.ConnsPerWorker)))
+		numfmt.Thousands(int64(r.cfg.Conns)), r.cfg.Devices, where, numfmt.Thousands(int64(l.ConnsPerWorker)))
 	for _, a := range l.Advice {
 		fmt.Fprintln(r.log, "advice:", a)
 	}

@@ -1,15 +1,17 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wsfleet/wsfleet/internal/promtext"
 )
 
 // Scrape is what one gateway's /metrics said at one moment.
@@ -49,56 +51,27 @@ const (
 
 // metricNames are the series read, summed over their labels.
 var metricNames = map[string]func(*Scrape, float64){
-	"process_resident_memory_bytes": func(s *Scrape, v float64) { s.RSSBytes += v },
-	"go_goroutines":                 func(s *Scrape, v float64) { s.Goroutines += v },
-	"wsfleet_gateway_connections":   func(s *Scrape, v float64) { s.Connections += v },
-	"process_open_fds":              func(s *Scrape, v float64) { s.OpenFDs += v },
-	"process_cpu_seconds_total":     func(s *Scrape, v float64) { s.CPUSeconds += v },
+	"process_resident_memory_bytes": func(s *Scrape, v float64) { s.RSSBytes = v },
+	"go_goroutines":                 func(s *Scrape, v float64) { s.Goroutines = v },
+	"wsfleet_gateway_connections":   func(s *Scrape, v float64) { s.Connections = v },
+	"process_open_fds":              func(s *Scrape, v float64) { s.OpenFDs = v },
+	"process_cpu_seconds_total":     func(s *Scrape, v float64) { s.CPUSeconds = v },
 }
 
-// parseMetrics reads the Prometheus text format for metricNames.
+var metricList = slices.Sorted(maps.Keys(metricNames))
+
+// parseMetrics reads a /metrics page (the Prometheus text format).
 func parseMetrics(r io.Reader) (*Scrape, error) {
-	s := &Scrape{At: time.Now()}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := false
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		f, ok := metricNames[name]
-		if !ok {
-			continue
-		}
-		rest := line[len(name):]
-		if strings.HasPrefix(rest, "{") {
-			j := strings.LastIndexByte(rest, '}')
-			if j < 0 {
-				continue
-			}
-			rest = rest[j+1:]
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			continue
-		}
-		f(s, v)
-		found = true
-	}
-	if err := sc.Err(); err != nil {
+	sums, err := promtext.Sum(r, metricList...)
+	if err != nil {
 		return nil, err
 	}
-	if !found {
-		return nil, fmt.Errorf("none of the expected series (process_resident_memory_bytes, wsfleet_gateway_connections…)")
+	if len(sums) == 0 {
+		return nil, fmt.Errorf("none of the expected series (%s)", strings.Join(metricList, ", "))
+	}
+	s := &Scrape{At: time.Now()}
+	for name, v := range sums {
+		metricNames[name](s, v)
 	}
 	return s, nil
 }

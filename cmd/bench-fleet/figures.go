@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 )
 
 // Report is everything a bench-fleet run measured: what --json writes.
@@ -274,7 +276,7 @@ func figures(rep *Report) []Figure {
 	}
 	var out []Figure
 
-	f := mk("rss_per_conn", fmt.Sprintf("gateway RSS per idle authenticated connection at %s connections (sum over gateway processes)", thousands(int64(n))), unitBytes, lowerBetter, rss)
+	f := mk("rss_per_conn", fmt.Sprintf("gateway RSS per idle authenticated connection at %s connections (sum over gateway processes)", numfmt.Thousands(int64(n))), unitBytes, lowerBetter, rss)
 	f.Target = "≤ 1.0 KB (1,024 B)"
 	if f.Wsfleet.N > 0 {
 		f.Met = boolp(f.Wsfleet.Median <= 1024)
@@ -297,7 +299,7 @@ func figures(rep *Report) []Figure {
 
 	rate := ""
 	if rep.Peak != nil && rep.Peak.Rate > 0 {
-		rate = fmt.Sprintf(" (%s msg/s, both)", thousands(int64(rep.Peak.Rate)))
+		rate = fmt.Sprintf(" (%s msg/s, both)", numfmt.Thousands(int64(rep.Peak.Rate)))
 	}
 	f = mk("deliveries_per_cpu", "per-user deliveries per gateway CPU-second"+rate, unitPerCPU, higherBetter, dpc)
 	f.Target = "≥ 4× the baseline"
@@ -310,15 +312,15 @@ func figures(rep *Report) []Figure {
 	if p := rep.Peak; p != nil {
 		switch {
 		case p.Given:
-			name = fmt.Sprintf("end-to-end p99 at %s msg/s (--msg-rate; no peak search)", thousands(int64(p.Rate)))
+			name = fmt.Sprintf("end-to-end p99 at %s msg/s (--msg-rate; no peak search)", numfmt.Thousands(int64(p.Rate)))
 		case p.Peak > 0:
 			at := ""
 			if p.AtLeast {
 				at = "≥ "
 			}
-			name = fmt.Sprintf("end-to-end p99 at half the peak delivery rate (%s msg/s; peak %s%s)", thousands(int64(p.Rate)), at, thousands(int64(p.Peak)))
+			name = fmt.Sprintf("end-to-end p99 at half the peak delivery rate (%s msg/s; peak %s%s)", numfmt.Thousands(int64(p.Rate)), at, numfmt.Thousands(int64(p.Peak)))
 		default:
-			name = fmt.Sprintf("end-to-end p99 at %s msg/s (no probe passed: below the search range)", thousands(int64(p.Rate)))
+			name = fmt.Sprintf("end-to-end p99 at %s msg/s (no probe passed: below the search range)", numfmt.Thousands(int64(p.Rate)))
 		}
 	}
 	f = mk("p99_half_peak", name, unitMs, lowerBetter, p99)
@@ -328,7 +330,7 @@ func figures(rep *Report) []Figure {
 	}
 	out = append(out, f)
 
-	f = mk("broadcast_last", fmt.Sprintf("broadcast to %s connections, time to the last delivery", thousands(int64(n))), unitMs, lowerBetter, bc)
+	f = mk("broadcast_last", fmt.Sprintf("broadcast to %s connections, time to the last delivery", numfmt.Thousands(int64(n))), unitMs, lowerBetter, bc)
 	f.Target = "≤ 150 ms"
 	if f.Wsfleet.N > 0 {
 		f.Met = boolp(f.Wsfleet.Median <= 150)

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/wsfleet/wsfleet/internal/flagenv"
+	"github.com/wsfleet/wsfleet/internal/hostinfo"
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 )
 
 type config struct {
@@ -278,12 +280,12 @@ func (h *harness) runOne(ctx context.Context, rec *RunRecord, rate float64) {
 	}
 	if d != nil {
 		h.logf("%s deliver: %s of %s delivered at %s msg/s (lost %d, skipped %d), drain %s; gateway CPU %.2f s → %s deliveries per CPU-second; latency p50 %.2f ms, p99 %.2f ms, max %.1f ms",
-			label, thousands(d.Delivered), thousands(d.Expected), thousands(int64(rate)), d.Lost, d.Skipped, d.DrainEnd, d.CPU,
-			thousands(int64(d.DeliveriesPerCPU)), d.P50, d.P99, d.Max)
+			label, numfmt.Thousands(d.Delivered), numfmt.Thousands(d.Expected), numfmt.Thousands(int64(rate)), d.Lost, d.Skipped, d.DrainEnd, d.CPU,
+			numfmt.Thousands(int64(d.DeliveriesPerCPU)), d.P50, d.P99, d.Max)
 		h.logf("%s deliver: net of the idle connections' CPU (%.3f cores in the hold): %s deliveries per CPU-second; CPU: %v",
-			label, idleCores(rec.Connect), thousands(int64(d.NetDeliveriesPerCPU)), d.Split)
+			label, idleCores(rec.Connect), numfmt.Thousands(int64(d.NetDeliveriesPerCPU)), d.Split)
 		if d.Lost > 0 || d.Delivered < d.Expected {
-			h.problem("%s deliver: %s of %s delivered, %s lost", label, thousands(d.Delivered), thousands(d.Expected), thousands(d.Lost))
+			h.problem("%s deliver: %s of %s delivered, %s lost", label, numfmt.Thousands(d.Delivered), numfmt.Thousands(d.Expected), numfmt.Thousands(d.Lost))
 		}
 	}
 	if err != nil {
@@ -313,7 +315,7 @@ func (h *harness) run(ctx context.Context) {
 		rep.Peak = &PeakSearch{Given: true, Rate: c.msgRate}
 	} else {
 		h.logf("peak search: deliver runs at %s connections from %s msg/s, doubling, then bisecting (at most %d probes of %s)",
-			thousands(int64(c.peakConns)), thousands(int64(c.peakLo)), c.peakProbes, c.peakDuration)
+			numfmt.Thousands(int64(c.peakConns)), numfmt.Thousands(int64(c.peakLo)), c.peakProbes, c.peakDuration)
 		ps, err := h.peakSearch(ctx)
 		rep.Peak = ps
 		if err != nil {
@@ -325,7 +327,7 @@ func (h *harness) run(ctx context.Context) {
 				ps.Rate = c.peakLo / 2
 			}
 		}
-		h.logf("peak search: peak %s msg/s; the deliver phase runs at %s msg/s", thousands(int64(ps.Peak)), thousands(int64(ps.Rate)))
+		h.logf("peak search: peak %s msg/s; the deliver phase runs at %s msg/s", numfmt.Thousands(int64(ps.Peak)), numfmt.Thousands(int64(ps.Rate)))
 	}
 	systems := []string{sysWsfleet}
 	if !c.skipBaseline {
@@ -416,7 +418,7 @@ func run(args []string) int {
 	}
 	est := estimate(c)
 	fmt.Fprintf(os.Stderr, "plan: %s connections, %s: %d gateway processes per system (at most %s each), NATS, router; loadtest with %d worker process(es); %s; %s; about %s (bounded by --max-time %s)\n",
-		thousands(int64(c.conns)), systems, p.Gateways, thousands(int64(p.ConnsPerGateway)), p.LoadWorkers, memLine, runs,
+		numfmt.Thousands(int64(c.conns)), systems, p.Gateways, numfmt.Thousands(int64(p.ConnsPerGateway)), p.LoadWorkers, memLine, runs,
 		est.Round(time.Minute), c.maxTime)
 	if est > c.maxTime {
 		p.Notes = append(p.Notes, fmt.Sprintf("the run may take about %s, over --max-time %s: lower --runs or --conns, or raise --max-time", est.Round(time.Minute), c.maxTime))
@@ -475,7 +477,7 @@ func run(args []string) int {
 		os.Exit(130)
 	}()
 	if c.portRange != "" {
-		origLo, origHi := readPortRange()
+		origLo, origHi := hostinfo.PortRange()
 		if err := setPortRange(portLo, portHi); err != nil {
 			fmt.Fprintf(os.Stderr, "bench-fleet: --port-range: %v\n", err)
 			return 1
@@ -531,7 +533,7 @@ func printReport(w io.Writer, rep *Report) {
 		runs = "--million, held " + s.Hold
 	}
 	fmt.Fprintf(w, "\nwsfleet bench-fleet: %s connections, %d gateway processes per system, %s, %s, %.1f min, %s\n\n",
-		thousands(int64(s.Conns)), s.Gateways, runs, rep.Started.UTC().Format(time.RFC3339), rep.ElapsedS/60, machineLine(rep.Machine))
+		numfmt.Thousands(int64(s.Conns)), s.Gateways, runs, rep.Started.UTC().Format(time.RFC3339), rep.ElapsedS/60, machineLine(rep.Machine))
 	figs := rep.Figures
 	if s.Million { // the other figures are not measured in this mode
 		figs = nil
@@ -555,9 +557,9 @@ func printReport(w io.Writer, rep *Report) {
 			if !p.Pass {
 				v = "fail: " + p.Why
 			}
-			parts = append(parts, fmt.Sprintf("%s msg/s %s", thousands(int64(p.Rate)), v))
+			parts = append(parts, fmt.Sprintf("%s msg/s %s", numfmt.Thousands(int64(p.Rate)), v))
 		}
-		fmt.Fprintf(w, "peak search (wsfleet, %s connections, via %s): %s\n", thousands(int64(ps.Conns)), s.Via, strings.Join(parts, "; "))
+		fmt.Fprintf(w, "peak search (wsfleet, %s connections, via %s): %s\n", numfmt.Thousands(int64(ps.Conns)), s.Via, strings.Join(parts, "; "))
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintln(w, "problem:", p)

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/wsfleet/wsfleet/internal/promtext"
 )
 
 // Sample is one gateway's /metrics at one moment, or the sum over the
@@ -24,56 +22,15 @@ type Sample struct {
 // parseSample reads the three series from the Prometheus text format,
 // summed over their labels.
 func parseSample(r io.Reader) (Sample, error) {
-	var s Sample
-	found := map[string]bool{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		var p *float64
-		switch name {
-		case "process_resident_memory_bytes":
-			p = &s.RSS
-		case "process_cpu_seconds_total":
-			p = &s.CPU
-		case "wsfleet_gateway_connections":
-			p = &s.Conns
-		default:
-			continue
-		}
-		rest := line[len(name):]
-		if strings.HasPrefix(rest, "{") {
-			j := strings.LastIndexByte(rest, '}')
-			if j < 0 {
-				continue
-			}
-			rest = rest[j+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil || math.IsNaN(v) {
-			continue
-		}
-		*p += v
-		found[name] = true
+	const rss, cpu, conns = "process_resident_memory_bytes", "process_cpu_seconds_total", "wsfleet_gateway_connections"
+	sums, err := promtext.Sum(r, rss, cpu, conns)
+	if err != nil {
+		return Sample{}, err
 	}
-	if err := sc.Err(); err != nil {
-		return s, err
+	if len(sums) < 3 {
+		return Sample{}, fmt.Errorf("want %s, %s and %s, found %d of them", rss, cpu, conns, len(sums))
 	}
-	if len(found) < 3 {
-		return s, fmt.Errorf("want process_resident_memory_bytes, process_cpu_seconds_total and wsfleet_gateway_connections, found %d of them", len(found))
-	}
-	return s, nil
+	return Sample{RSS: sums[rss], CPU: sums[cpu], Conns: sums[conns]}, nil
 }
 
 var httpc = &http.Client{Timeout: 30 * time.Second}

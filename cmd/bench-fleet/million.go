@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"github.com/wsfleet/wsfleet/loadtest"
 )
 
@@ -88,24 +89,24 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 	}
 	var why []string
 	if mr.Peak < int64(c.conns) {
-		why = append(why, fmt.Sprintf("peak %s of %s connections", thousands(mr.Peak), thousands(int64(c.conns))))
+		why = append(why, fmt.Sprintf("peak %s of %s connections", numfmt.Thousands(mr.Peak), numfmt.Thousands(int64(c.conns))))
 	}
 	if mr.MinDuringHold < float64(c.conns) {
-		why = append(why, fmt.Sprintf("the gateways held %s at the lowest during the hold", thousands(int64(mr.MinDuringHold))))
+		why = append(why, fmt.Sprintf("the gateways held %s at the lowest during the hold", numfmt.Thousands(int64(mr.MinDuringHold))))
 	}
 	if mr.Unexpected > 0 {
 		why = append(why, fmt.Sprintf("%d unexpected closes %v", mr.Unexpected, mr.Closes))
 	}
 	if mr.Receivers < int64(c.conns) {
-		why = append(why, fmt.Sprintf("the broadcast after the hold reached %s", thousands(mr.Receivers)))
+		why = append(why, fmt.Sprintf("the broadcast after the hold reached %s", numfmt.Thousands(mr.Receivers)))
 	}
 	if c.conns < 1_000_000 {
-		why = append(why, fmt.Sprintf("a trial at %s connections (--million-conns), not 1,000,000", thousands(int64(c.conns))))
+		why = append(why, fmt.Sprintf("a trial at %s connections (--million-conns), not 1,000,000", numfmt.Thousands(int64(c.conns))))
 	}
 	mr.Yes = len(why) == 0
 	if len(why) == 0 || (len(why) == 1 && c.conns < 1_000_000) {
 		mr.Why = fmt.Sprintf("%s held %.0f s (ramp %.0f s), 0 unexpected closes, broadcast reached %s, last after %.0f ms; gateways' RSS %s, the machine's MemAvailable fell by %s",
-			thousands(mr.Peak), mr.HeldSeconds, mr.RampSeconds, thousands(mr.Receivers), mr.LastMs, mib(mr.GatewayRSS), gib(mr.MachineMemUsed))
+			numfmt.Thousands(mr.Peak), mr.HeldSeconds, mr.RampSeconds, numfmt.Thousands(mr.Receivers), mr.LastMs, mib(mr.GatewayRSS), gib(mr.MachineMemUsed))
 		if !mr.Yes {
 			mr.Why = why[0] + ": " + mr.Why
 		}

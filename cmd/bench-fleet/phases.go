@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"github.com/wsfleet/wsfleet/loadtest"
 )
 
@@ -108,16 +109,16 @@ func (h *harness) connectPhase(ctx context.Context, f *fleet, label, tag string)
 		s.ConnsPerCPU = conns / cpu
 	}
 	h.logf("%s: %s connections; RSS %s → %s (%s B per connection%s); ramp %.1f s at %s/s, gateway CPU %.2f s → %s connections per CPU-second",
-		label, thousands(int64(after.Conns)), mib(before.RSS), mib(after.RSS), thousands(int64(s.RSSPerConn)), unsettled(settledAfter),
-		s.RampSeconds, thousands(int64(s.ConnectRate)), cpu, thousands(int64(s.ConnsPerCPU)))
+		label, numfmt.Thousands(int64(after.Conns)), mib(before.RSS), mib(after.RSS), numfmt.Thousands(int64(s.RSSPerConn)), unsettled(settledAfter),
+		s.RampSeconds, numfmt.Thousands(int64(s.ConnectRate)), cpu, numfmt.Thousands(int64(s.ConnsPerCPU)))
 	if g := s.GoPerConn; g != nil {
 		h.logf("%s: per connection: Go heap live %s B, heap fragmentation %s B, idle heap kept from the OS %s B, stacks %s B, the rest of RSS %s B",
-			label, thousands(int64(g.HeapLive)), thousands(int64(g.HeapFragment)), thousands(int64(g.HeapIdleRetained)), thousands(int64(g.Stacks)), thousands(int64(g.Other)))
+			label, numfmt.Thousands(int64(g.HeapLive)), numfmt.Thousands(int64(g.HeapFragment)), numfmt.Thousands(int64(g.HeapIdleRetained)), numfmt.Thousands(int64(g.Stacks)), numfmt.Thousands(int64(g.Other)))
 	}
 	h.logf("%s: CPU: %v; %v", label, s.RampSplit, s.IdleSplit)
 	h.logf("%s: NATS RSS %s, router RSS %s", label, mib(natsRSS), mib(routerRSS))
 	if int(after.Conns) < c.conns {
-		h.problem("%s: only %s of %s connections were open at the RSS reading", label, thousands(int64(after.Conns)), thousands(int64(c.conns)))
+		h.problem("%s: only %s of %s connections were open at the RSS reading", label, numfmt.Thousands(int64(after.Conns)), numfmt.Thousands(int64(c.conns)))
 	}
 	if n := sumCloses(out.res.Closes); n > 0 {
 		h.problem("%s: the gateways closed %d connections (%v)", label, n, out.res.Closes)
@@ -192,9 +193,9 @@ func (h *harness) broadcastPhase(ctx context.Context, f *fleet, label, tag strin
 	var lasts []string
 	for _, e := range res.Broadcasts.Each {
 		s.Each = append(s.Each, BcastOne{Receivers: e.Receivers, FirstMs: e.FirstMs, LastMs: e.LastMs, Error: e.Error})
-		lasts = append(lasts, fmt.Sprintf("%s receivers, last %.1f ms", thousands(e.Receivers), e.LastMs))
+		lasts = append(lasts, fmt.Sprintf("%s receivers, last %.1f ms", numfmt.Thousands(e.Receivers), e.LastMs))
 		if e.Receivers < res.Connections.Peak {
-			h.problem("%s: a broadcast reached %s of %s connections", label, thousands(e.Receivers), thousands(res.Connections.Peak))
+			h.problem("%s: a broadcast reached %s of %s connections", label, numfmt.Thousands(e.Receivers), numfmt.Thousands(res.Connections.Peak))
 		}
 	}
 	h.logf("%s: %s", label, joinSemi(lasts))
@@ -223,13 +224,13 @@ func judgeProbe(res *loadtest.Result) (bool, string) {
 	case m == nil:
 		return false, "no messages"
 	case m.Failed > 0:
-		return false, fmt.Sprintf("%s publishes failed", thousands(m.Failed))
+		return false, fmt.Sprintf("%s publishes failed", numfmt.Thousands(m.Failed))
 	case m.Skipped > 0:
-		return false, fmt.Sprintf("the publisher fell behind (%s skipped)", thousands(m.Skipped))
+		return false, fmt.Sprintf("the publisher fell behind (%s skipped)", numfmt.Thousands(m.Skipped))
 	case m.Counts.Lost > 0:
-		return false, fmt.Sprintf("%s lost", thousands(m.Counts.Lost))
+		return false, fmt.Sprintf("%s lost", numfmt.Thousands(m.Counts.Lost))
 	case m.Counts.Delivered < m.Counts.Expected:
-		return false, fmt.Sprintf("%s of %s delivered", thousands(m.Counts.Delivered), thousands(m.Counts.Expected))
+		return false, fmt.Sprintf("%s of %s delivered", numfmt.Thousands(m.Counts.Delivered), numfmt.Thousands(m.Counts.Expected))
 	case m.DrainEnd != "complete":
 		return false, "the drain ended " + m.DrainEnd
 	case m.RateTarget > 0 && m.Rate < 0.95*m.RateTarget:
@@ -303,7 +304,7 @@ func (h *harness) peakSearch(ctx context.Context) (*PeakSearch, error) {
 		if rate == 0 {
 			break
 		}
-		label := fmt.Sprintf("peak search %d/%d at %s msg/s", i+1, c.peakProbes, thousands(int64(rate)))
+		label := fmt.Sprintf("peak search %d/%d at %s msg/s", i+1, c.peakProbes, numfmt.Thousands(int64(rate)))
 		s, res, err := h.deliverPhase(ctx, f, label, fmt.Sprintf("peak-%d", i+1), c.peakConns, rate, c.peakDuration)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -319,7 +320,7 @@ func (h *harness) peakSearch(ctx context.Context) (*PeakSearch, error) {
 		if !pass {
 			verdict = "fail: " + why
 		}
-		h.logf("%s: %s (delivered %s, p50 %.2f ms, p99 %.2f ms); CPU: %v", label, verdict, thousands(s.Delivered), s.P50, s.P99, s.Split)
+		h.logf("%s: %s (delivered %s, p50 %.2f ms, p99 %.2f ms); CPU: %v", label, verdict, numfmt.Thousands(s.Delivered), s.P50, s.P99, s.Split)
 	}
 	for _, p := range ps.Probes {
 		if p.Pass {
@@ -331,7 +332,7 @@ func (h *harness) peakSearch(ctx context.Context) (*PeakSearch, error) {
 		ps.Rate = math.Round(ps.Peak / 2)
 	} else {
 		ps.Rate = math.Round(c.peakLo / 2)
-		h.problem("peak search: no probe passed, not even %s msg/s; the deliver phase runs at %s msg/s", thousands(int64(c.peakLo)), thousands(int64(ps.Rate)))
+		h.problem("peak search: no probe passed, not even %s msg/s; the deliver phase runs at %s msg/s", numfmt.Thousands(int64(c.peakLo)), numfmt.Thousands(int64(ps.Rate)))
 	}
 	sort.Slice(ps.Probes, func(i, j int) bool { return ps.Probes[i].Rate < ps.Probes[j].Rate })
 	return ps, nil

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wsfleet/wsfleet/internal/hostinfo"
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 	"golang.org/x/sys/unix"
 )
 
@@ -100,7 +102,7 @@ func makePlan(m Machine, in PlanInput) Plan {
 	}
 	if per > capacity {
 		p.Advice = append(p.Advice, fmt.Sprintf("--conns-per-gateway %s is over what one process can hold (%s: open-file limit %s less %d)",
-			thousands(int64(per)), thousands(int64(capacity)), thousands(int64(m.FDHard)), gatewayFDReserve))
+			numfmt.Thousands(int64(per)), numfmt.Thousands(int64(capacity)), numfmt.Thousands(int64(m.FDHard)), gatewayFDReserve))
 		per = capacity
 	}
 	p.Gateways = in.Gateways
@@ -108,7 +110,7 @@ func makePlan(m Machine, in PlanInput) Plan {
 		p.Gateways = max(1, (n+per-1)/per)
 	} else if p.Gateways*capacity < n*105/100 {
 		p.Advice = append(p.Advice, fmt.Sprintf("--gateways %d cannot hold %s connections (%s per process at the open-file limit %s): use at least %d, or --gateways 0 (auto)",
-			p.Gateways, thousands(int64(n)), thousands(int64(capacity)), thousands(int64(m.FDHard)), (n*105/100+capacity-1)/capacity))
+			p.Gateways, numfmt.Thousands(int64(n)), numfmt.Thousands(int64(capacity)), numfmt.Thousands(int64(m.FDHard)), (n*105/100+capacity-1)/capacity))
 	}
 	p.LoadWorkers = max(1, (n+loadtestPerWorker-1)/loadtestPerWorker)
 
@@ -133,7 +135,7 @@ func makePlan(m Machine, in PlanInput) Plan {
 	if n > p.PortCapacity*95/100 {
 		need := (n*100/95 + ports - 1) / ports
 		adv := fmt.Sprintf("%s connections need %d source addresses (%s ephemeral ports %d-%d each, 5 %% headroom); %d give %s",
-			thousands(int64(n)), need, thousands(int64(ports)), m.PortLow, m.PortHigh, p.SourceIPCount, thousands(int64(p.PortCapacity)))
+			numfmt.Thousands(int64(n)), need, numfmt.Thousands(int64(ports)), m.PortLow, m.PortHigh, p.SourceIPCount, numfmt.Thousands(int64(p.PortCapacity)))
 		if need <= maxSourceIP {
 			adv += fmt.Sprintf(": use --source-ips %s (or leave it unset)", sourceRange(need))
 		} else {
@@ -142,7 +144,7 @@ func makePlan(m Machine, in PlanInput) Plan {
 		p.Advice = append(p.Advice, adv)
 	} else if n > p.PortCapacity/2 {
 		p.Notes = append(p.Notes, fmt.Sprintf("%s connections fill %d %% of the ephemeral ports of %d source address(es): connect(2) slows down as the ranges fill",
-			thousands(int64(n)), n*100/p.PortCapacity, p.SourceIPCount))
+			numfmt.Thousands(int64(n)), n*100/p.PortCapacity, p.SourceIPCount))
 	}
 	for _, port := range in.ListenPorts {
 		if port >= m.PortLow && port <= m.PortHigh {
@@ -160,21 +162,21 @@ func makePlan(m Machine, in PlanInput) Plan {
 	}
 	if m.MemAvailable > 0 && p.MemNeed > m.MemAvailable*9/10 {
 		adv := fmt.Sprintf("%s connections need about %s of memory (kernel sockets %s, processes the rest) and %s is available",
-			thousands(int64(n)), gib(p.MemNeed), gib(uint64(n)*kernelPerConn), gib(m.MemAvailable))
+			numfmt.Thousands(int64(n)), gib(p.MemNeed), gib(uint64(n)*kernelPerConn), gib(m.MemAvailable))
 		if in.Baseline && p.MemNeedWsfleet <= m.MemAvailable*9/10 {
 			adv += ": the naive baseline is what does not fit; add --skip-baseline, or lower --conns"
 		} else {
-			adv += fmt.Sprintf(": lower --conns to about %s", thousands(int64(maxConnsFor(m.MemAvailable*9/10, in.Baseline, per))))
+			adv += fmt.Sprintf(": lower --conns to about %s", numfmt.Thousands(int64(maxConnsFor(m.MemAvailable*9/10, in.Baseline, per))))
 		}
 		p.Advice = append(p.Advice, adv)
 	}
 	if m.FileMax > 0 && uint64(2*n+10000) > m.FileMax {
 		p.Advice = append(p.Advice, fmt.Sprintf("fs.file-max %s is below the %s open files the run needs (two sockets per connection): raise it with sysctl",
-			thousands(int64(m.FileMax)), thousands(int64(2*n+10000))))
+			numfmt.Thousands(int64(m.FileMax)), numfmt.Thousands(int64(2*n+10000))))
 	}
 	if m.ConntrackCount > 0 && m.ConntrackMax > 0 && int64(n)+m.ConntrackCount > m.ConntrackMax {
 		p.Advice = append(p.Advice, fmt.Sprintf("connection tracking is active and nf_conntrack_max %s is below %s connections: raise net.netfilter.nf_conntrack_max",
-			thousands(m.ConntrackMax), thousands(int64(n))))
+			numfmt.Thousands(m.ConntrackMax), numfmt.Thousands(int64(n))))
 	}
 	if m.CPUs > 0 && m.CPUs < 4 {
 		p.Notes = append(p.Notes, fmt.Sprintf("%d CPUs: the gateways, NATS, the router and the load generator share them; CPU-bound figures are the machine's", m.CPUs))
@@ -246,12 +248,12 @@ func countLoopbackIPs(spec string) (int, error) {
 
 // readMachine reads the limits of this host.
 func readMachine() Machine {
-	m := Machine{ConntrackMax: -1, ConntrackCount: -1, CPUs: cpuCount()}
+	m := Machine{ConntrackMax: -1, ConntrackCount: -1, CPUs: hostinfo.CPUs()}
 	var rl unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
 		m.FDHard = rl.Max
 	}
-	m.PortLow, m.PortHigh = readPortRange()
+	m.PortLow, m.PortHigh = hostinfo.PortRange()
 	if f, err := os.Open("/proc/meminfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -287,20 +289,6 @@ func readInt(path string, def int64) int64 {
 	return v
 }
 
-const portRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
-
-func readPortRange() (int, int) {
-	b, err := os.ReadFile(portRangeFile)
-	if err != nil {
-		return 32768, 60999
-	}
-	lo, hi, err := parsePortRange(strings.Join(strings.Fields(string(b)), "-"))
-	if err != nil {
-		return 32768, 60999
-	}
-	return lo, hi
-}
-
 // parsePortRange reads "LO-HI".
 func parsePortRange(s string) (int, int, error) {
 	a, b, ok := strings.Cut(s, "-")
@@ -314,46 +302,18 @@ func parsePortRange(s string) (int, int, error) {
 
 // setPortRange writes net.ipv4.ip_local_port_range (only with --port-range).
 func setPortRange(lo, hi int) error {
-	return os.WriteFile(portRangeFile, []byte(fmt.Sprintf("%d %d\n", lo, hi)), 0o644)
-}
-
-func cpuCount() int {
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		return set.Count()
-	}
-	return 1
+	return os.WriteFile(hostinfo.PortRangeFile, []byte(fmt.Sprintf("%d %d\n", lo, hi)), 0o644)
 }
 
 // limitsLine is the printed summary of the machine's limits.
 func limitsLine(m Machine, p Plan) string {
 	ct := "no connection tracking"
 	if m.ConntrackCount > 0 {
-		ct = fmt.Sprintf("nf_conntrack %s/%s", thousands(m.ConntrackCount), thousands(m.ConntrackMax))
+		ct = fmt.Sprintf("nf_conntrack %s/%s", numfmt.Thousands(m.ConntrackCount), numfmt.Thousands(m.ConntrackMax))
 	}
 	return fmt.Sprintf("limits: open files %s per process (hard) → %s connections per gateway process; ephemeral ports %d-%d (%s per source address); source addresses %s (%d) → %s ports to the gateway port; memory available %s of %s; fs.file-max %s; %s; CPUs %d",
-		thousands(int64(m.FDHard)), thousands(int64(p.ConnsPerGateway)), m.PortLow, m.PortHigh, thousands(int64(m.PortHigh-m.PortLow+1)),
-		p.SourceIPs, p.SourceIPCount, thousands(int64(p.PortCapacity)), gib(m.MemAvailable), gib(m.MemTotal), thousands(int64(m.FileMax)), ct, m.CPUs)
+		numfmt.Thousands(int64(m.FDHard)), numfmt.Thousands(int64(p.ConnsPerGateway)), m.PortLow, m.PortHigh, numfmt.Thousands(int64(m.PortHigh-m.PortLow+1)),
+		p.SourceIPs, p.SourceIPCount, numfmt.Thousands(int64(p.PortCapacity)), gib(m.MemAvailable), gib(m.MemTotal), numfmt.Thousands(int64(m.FileMax)), ct, m.CPUs)
 }
 
 func gib(b uint64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
-
-// thousands formats n with commas.
-func thousands(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	if neg {
-		s = s[1:]
-	}
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}

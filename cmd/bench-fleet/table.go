@@ -6,15 +6,17 @@ import (
 	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/wsfleet/wsfleet/internal/numfmt"
 )
 
 // formatValue writes one value in a figure's unit.
 func formatValue(v float64, unit string) string {
 	switch unit {
 	case unitBytes:
-		return thousands(int64(math.Round(v))) + " B"
+		return numfmt.Thousands(int64(math.Round(v))) + " B"
 	case unitPerCPU:
-		return thousands(int64(math.Round(v)))
+		return numfmt.Thousands(int64(math.Round(v)))
 	case unitMs:
 		switch {
 		case v >= 100:
@@ -167,8 +169,8 @@ func diagnostics(rep *Report) []string {
 		if c := r.Connect; c != nil && c.GoPerConn != nil {
 			g := c.GoPerConn
 			out = append(out, fmt.Sprintf("RSS per connection, %s run %d: %s B = Go heap live %s + heap fragmentation %s + idle heap kept from the OS %s + stacks %s + the rest %s",
-				r.System, r.Run, thousands(int64(c.RSSPerConn)), thousands(int64(g.HeapLive)), thousands(int64(g.HeapFragment)),
-				thousands(int64(g.HeapIdleRetained)), thousands(int64(g.Stacks)), thousands(int64(g.Other))))
+				r.System, r.Run, numfmt.Thousands(int64(c.RSSPerConn)), numfmt.Thousands(int64(g.HeapLive)), numfmt.Thousands(int64(g.HeapFragment)),
+				numfmt.Thousands(int64(g.HeapIdleRetained)), numfmt.Thousands(int64(g.Stacks)), numfmt.Thousands(int64(g.Other))))
 			if c.NATSRSS > 0 {
 				out = append(out, fmt.Sprintf("outside the gateways, %s run %d: NATS RSS %s, router RSS %s (at the RSS reading)", r.System, r.Run, mib(c.NATSRSS), mib(c.RouterRSS)))
 			}
