@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	"github.com/wsfleet/wsfleet/internal/admin"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -47,7 +48,7 @@ type Server struct {
 	natsTmpDir string // the embedded server's temporary JetStream directory
 	nc         *nats.Conn
 	bsub       *nats.Subscription
-	admin      *adminServer
+	admin      *admin.Server
 
 	origins     []originPattern
 	connectRate *rate.Limiter // nil: no limit
@@ -192,9 +193,9 @@ func (s *Server) Start() (err error) {
 		}
 	}
 	s.ready.Store(true)
-	admin := "off"
+	adminAddr := "off"
 	if s.admin != nil {
-		admin = s.admin.ln.Addr().String()
+		adminAddr = s.admin.Addr().String()
 	}
 	natsURL := s.opts.NATSURL
 	if s.ns != nil {
@@ -202,7 +203,7 @@ func (s *Server) Start() (err error) {
 	}
 	s.log.Info("gateway started",
 		zap.String("listen", s.addr.String()),
-		zap.String("admin", admin),
+		zap.String("admin", adminAddr),
 		zap.String("nats", natsurl.Redact(natsURL)),
 		zap.Bool("reuseport", s.opts.ReusePort),
 		zap.Int("pollers", len(s.loops)),
@@ -219,7 +220,7 @@ func (s *Server) AdminAddr() net.Addr {
 	if s.admin == nil {
 		return nil
 	}
-	return s.admin.ln.Addr()
+	return s.admin.Addr()
 }
 
 // NATSServer returns the embedded nats-server, or nil with --nats-url.
@@ -328,7 +329,7 @@ func (s *Server) stopAccepting() {
 func (s *Server) stopAll() {
 	s.ready.Store(false)
 	if s.admin != nil {
-		s.admin.close()
+		s.admin.Close()
 	}
 	if s.lfd >= 0 {
 		s.stopAccepting()

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/wsfleet/wsfleet/internal/admin"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -54,7 +55,7 @@ type Server struct {
 	napi  *natsAPI
 	ln    net.Listener
 	http  *http.Server
-	admin *adminServer
+	admin *admin.Server
 	serve sync.WaitGroup
 
 	mu         sync.Mutex
@@ -165,13 +166,13 @@ func (s *Server) Start() (err error) {
 		}
 	}()
 	s.ready.Store(true)
-	admin := "off"
+	adminAddr := "off"
 	if s.admin != nil {
-		admin = s.admin.ln.Addr().String()
+		adminAddr = s.admin.Addr().String()
 	}
 	s.log.Info("router started",
 		zap.String("listen", s.ln.Addr().String()),
-		zap.String("admin", admin),
+		zap.String("admin", adminAddr),
 		zap.String("nats_url", s.nc.Load().ConnectedUrlRedacted()),
 		zap.String("subject_prefix", s.opts.SubjectPrefix),
 		zap.Int("api_keys", len(s.keys)),
@@ -239,7 +240,7 @@ func (s *Server) AdminAddr() net.Addr {
 	if s.admin == nil {
 		return nil
 	}
-	return s.admin.ln.Addr()
+	return s.admin.Addr()
 }
 
 // NATSConn returns the router's NATS connection, or nil before Start.
@@ -282,7 +283,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.serve.Wait()
 	if s.admin != nil {
-		s.admin.close()
+		s.admin.Close()
 	}
 	s.stopBackground()
 	s.drainNATS(ctx)
@@ -315,7 +316,7 @@ func (s *Server) closeAll() {
 		_ = s.ln.Close()
 	}
 	if s.admin != nil {
-		s.admin.close()
+		s.admin.Close()
 	}
 	s.stopBackground()
 	if nc := s.nc.Load(); nc != nil {
