@@ -46,9 +46,10 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# Go micro-benchmarks with allocation counts.
+# Go micro-benchmarks with allocation counts (BENCHCOUNT=3 for three runs).
+BENCHCOUNT ?= 1
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -count $(BENCHCOUNT) ./...
 
 # Gateway RSS per idle authenticated connection (docs/benchmarks.md).
 bench-rss: build

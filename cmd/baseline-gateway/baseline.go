@@ -135,7 +135,6 @@ func (s *Server) Start() error {
 		// Like the gateway's admin port, so bench-fleet forces a GC
 		// (/debug/pprof/heap?gc=1) the same way before reading RSS.
 		am.HandleFunc("/debug/pprof/", pprof.Index)
-		am.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		am.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		am.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		am.HandleFunc("/debug/pprof/trace", pprof.Trace)

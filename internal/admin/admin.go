@@ -1,7 +1,8 @@
 // Package admin serves a process's operational HTTP endpoints on their own
 // listener: /healthz (the process serves), /readyz (it takes work),
-// /metrics (Prometheus) and /debug/pprof/. The gateway and the router each
-// start one on their --admin-listen address.
+// /metrics (Prometheus) and /debug/pprof/ (profiles, not the command line).
+// The gateway and the router each start one on their --admin-listen
+// address.
 //
 // What "healthy" and "ready" mean is the caller's: the package answers with
 // the caller's verdicts as JSON and knows nothing of connections or NATS.
@@ -65,8 +66,8 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
+	// No /debug/pprof/cmdline: a secret given as a flag would be served.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

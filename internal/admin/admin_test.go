@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -89,8 +90,12 @@ func TestDefaultsAndMetrics(t *testing.T) {
 	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "admin_test_total 3") {
 		t.Fatalf("metrics %d %s", code, body)
 	}
-	if code, _ := get(t, base+"/debug/pprof/cmdline"); code != 200 {
-		t.Fatalf("pprof %d", code)
+	if code, _ := get(t, base+"/debug/pprof/heap"); code != 200 {
+		t.Fatalf("pprof heap %d", code)
+	}
+	// The command line may hold a secret given as a flag.
+	if code, body := get(t, base+"/debug/pprof/cmdline"); code != 404 || strings.Contains(body, os.Args[0]) {
+		t.Fatalf("pprof cmdline %d %q", code, body)
 	}
 	resp, err := http.Post(base+"/readyz", "text/plain", nil)
 	if err != nil {
