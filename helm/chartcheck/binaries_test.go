@@ -12,7 +12,7 @@ import (
 )
 
 // The binaries the chart runs, built from this repository (or taken from
-// WSFLEET_BIN_DIR, which `make helm-test` points at bin/), and the flags
+// WSFLEET_BIN_DIR when set, e.g. to bin/), and the flags
 // their --help lists with the environment variable of each.
 type binaries struct {
 	dir   string
