@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,7 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int(&c.runs, "runs", 3, "measurements of each figure per system (1-10): min, median and max are reported")
 	fs.Duration(&c.hold, "hold", 10*time.Second, "how long the connections stay idle before the GC and the RSS reading (--million: at least 60s)")
 	fs.Duration(&c.settle, "settle-timeout", 10*time.Second, "after a forced GC, read RSS every 500 ms until it settles, at most this long")
-	fs.Float(&c.connectRate, "connect-rate", 0, "new connections per second during each ramp, 100-50,000 (0: 8,000; 5,000 with --million)")
+	fs.Float(&c.connectRate, "connect-rate", 0, "new connections per second during each ramp, 100-50,000 (0: 8,000; 4,000 with --million)")
 	fs.Float(&c.msgRate, "msg-rate", 0, "messages/s of the deliver phase (both systems); 0: search wsfleet's peak and use half of it")
 	fs.String(&c.peakRange, "peak-range", "2000-64000", "messages/s the peak search starts at (doubling) and never goes past")
 	fs.Int(&c.peakProbes, "peak-probes", 6, "most deliver runs the peak search makes (1-12)")
@@ -134,8 +135,11 @@ func (c *config) validate() error {
 	if c.connectRate == 0 {
 		c.connectRate = 8000
 		if c.million {
-			c.connectRate = 5000 // a million connections saturate the 2 cores: a ramp that keeps up
+			c.connectRate = 4000 // a million connections saturate the 2 cores: a ramp that keeps up
 		}
+	}
+	if c.million {
+		c.gatewayEnv = withDefaults(c.gatewayEnv, millionGatewayEnv)
 	}
 	lo, hi, ok := strings.Cut(c.peakRange, "-")
 	var err1, err2 error
@@ -569,6 +573,27 @@ func printReport(w io.Writer, rep *Report) {
 
 func machineLine(m Machine) string {
 	return fmt.Sprintf("%d CPUs, %s", m.CPUs, gib(m.MemTotal))
+}
+
+// millionGatewayEnv is the gateways' environment in --million unless
+// --gateway-env sets the same names. With 60 gateways, NATS, the router and
+// 53 load generators on 2 cores, a process can wait seconds for CPU during
+// the ramp: the gateways' defaults (5s auth timeout, 30s heartbeat, 90s idle
+// timeout) then close connections that are only starved, and the run
+// measures the machine's overload instead of the hold.
+var millionGatewayEnv = []string{"WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_HEARTBEAT=60s", "WSFLEET_IDLE_TIMEOUT=180s"}
+
+// withDefaults returns env with each NAME=VALUE of defs whose NAME env does
+// not set appended.
+func withDefaults(env, defs []string) []string {
+	out := slices.Clone(env)
+	for _, d := range defs {
+		name, _, _ := strings.Cut(d, "=")
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") }) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // gatewayEnv is the environment of the gateway processes: --gateway-env,

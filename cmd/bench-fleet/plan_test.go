@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -136,5 +137,30 @@ func TestParsePortRange(t *testing.T) {
 		if _, _, err := parsePortRange(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestMillionDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		rate float64
+		env  []string
+	}{
+		{"the measured settings", []string{"--million"}, 4000,
+			[]string{"WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_HEARTBEAT=60s", "WSFLEET_IDLE_TIMEOUT=180s"}},
+		{"flags win", []string{"--million", "--connect-rate", "3000", "--gateway-env", "WSFLEET_HEARTBEAT=20s,GOGC=50"}, 3000,
+			[]string{"WSFLEET_HEARTBEAT=20s", "GOGC=50", "WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_IDLE_TIMEOUT=180s"}},
+		{"not without --million", []string{"--conns", "20000"}, 8000, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseFlags(tc.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.connectRate != tc.rate || !slices.Equal(c.gatewayEnv, tc.env) {
+				t.Fatalf("rate %v env %q; want %v %q", c.connectRate, c.gatewayEnv, tc.rate, tc.env)
+			}
+		})
 	}
 }
