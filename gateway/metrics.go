@@ -95,7 +95,14 @@ func newMetrics(s *Server) *metrics {
 	f(m.publishErrors)
 	m.slowConsumers = counter("slow_consumer_closes_total", "Connections closed because their outbound queue overflowed.")
 	m.subscribeErrors = counter("nats_subscribe_errors_total", "Failed NATS subscriptions.")
-	m.natsSlowConsumer = counter("nats_slow_consumer_total", "NATS slow-consumer errors: messages dropped because a dispatch queue was full.")
+	m.natsSlowConsumer = counter("nats_slow_consumer_total", "NATS slow-consumer episodes: a subscription found its dispatch queue full (reported once per episode; nats_dropped_messages_total counts the messages).")
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "nats_dropped_messages_total",
+		Help: "NATS messages dropped because a dispatch queue was full (size it with --dispatch-queue and --dispatchers)."}, func() float64 {
+		if s.subs == nil {
+			return 0
+		}
+		return s.subs.drops.total()
+	}))
 	m.writeTimeouts = counter("write_timeouts_total", "Connections closed because queued frames made no progress within the write timeout.")
 	m.rateLimited = counter("client_rate_limited_total", "Client messages refused by the per-connection rate limit.")
 	m.deviceLimit = counter("device_limit_closes_total", "Connections closed by the per-user device limit.")

@@ -137,6 +137,7 @@ func encodeDelivery(m *nats.Msg) *bufpool.Shared {
 // connect), so a message published after a client got its welcome reaches it.
 type subManager struct {
 	s     *Server
+	drops dropCounter
 	mu    sync.Mutex
 	ops   []subOp
 	spare []subOp
@@ -207,10 +208,13 @@ func (m *subManager) batch() {
 			if u.subFailed = err != nil; u.subFailed {
 				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
 				m.s.m.subscribeErrors.Inc()
+			} else {
+				m.drops.track(u.sub)
 			}
 			subscribed = true
 		case opUnsubscribe:
 			if u.sub != nil {
+				m.drops.untrack(u.sub)
 				if err := u.sub.Unsubscribe(); err != nil && err != nats.ErrConnectionClosed {
 					m.s.log.Warn("unsubscribe failed", zap.String("subject", u.sub.Subject), zap.Error(err))
 				}
@@ -230,6 +234,51 @@ func (m *subManager) batch() {
 	}
 	clear(ops)
 	m.spare = ops
+}
+
+// dropCounter counts the NATS messages dropped because a dispatch queue
+// was full. nats.go counts them per subscription (Subscription.Dropped) but
+// reports a slow consumer once per episode, so the count is read from the
+// subscriptions when the metric is scraped: the live ones, plus what the
+// unsubscribed ones had dropped.
+type dropCounter struct {
+	mu   sync.Mutex
+	live map[*nats.Subscription]struct{}
+	gone int64
+}
+
+func (d *dropCounter) track(sub *nats.Subscription) {
+	d.mu.Lock()
+	if d.live == nil {
+		d.live = map[*nats.Subscription]struct{}{}
+	}
+	d.live[sub] = struct{}{}
+	d.mu.Unlock()
+}
+
+// untrack keeps sub's count; call it before Unsubscribe, after which
+// nats.go no longer reports it.
+func (d *dropCounter) untrack(sub *nats.Subscription) {
+	n, err := sub.Dropped()
+	d.mu.Lock()
+	delete(d.live, sub)
+	if err == nil {
+		d.gone += int64(n)
+	}
+	d.mu.Unlock()
+}
+
+// total is every message dropped so far.
+func (d *dropCounter) total() float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.gone
+	for sub := range d.live {
+		if k, err := sub.Dropped(); err == nil {
+			n += int64(k)
+		}
+	}
+	return float64(n)
 }
 
 // sendWelcome hands c back to its loop, which writes the welcome.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -102,11 +103,14 @@ func TestNATSRestart(t *testing.T) {
 	readType(t, bob, protocol.TypePong)
 }
 
-// A dispatch queue that overflows shows up in the NATS slow-consumer metric.
+// A dispatch queue that overflows shows up in the NATS slow-consumer
+// metrics: every message is either received or counted as dropped.
 func TestNATSSlowConsumerCounted(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.Dispatchers = 1; o.DispatchQueue = 16 })
+	var devices []*websocket.Conn
 	for i := 0; i < 20; i++ {
-		connect(t, srv, "busy") // 20 devices: each message costs 20 writes
+		ws, _ := connect(t, srv, "busy") // 20 devices: each message costs 20 writes
+		devices = append(devices, ws)
 	}
 	nc := natsConn(t, srv)
 	for i := 0; i < 20000; i++ {
@@ -115,8 +119,27 @@ func TestNATSSlowConsumerCounted(t *testing.T) {
 	nc.Flush()
 	checkFor(t, 10*time.Second, func() error {
 		if n := metricValue(t, srv, "wsfleet_gateway_nats_slow_consumer_total"); n < 1 {
-			return errorf("no slow-consumer drop counted")
+			return errorf("no slow-consumer episode counted")
+		}
+		dropped := metricValue(t, srv, "wsfleet_gateway_nats_dropped_messages_total")
+		received := metricValue(t, srv, "wsfleet_gateway_nats_messages_received_total")
+		if dropped < 1 || dropped+received != 20000 {
+			return errorf("dropped %v + received %v, want 20000 with drops", dropped, received)
 		}
 		return nil
 	})
+	// The count outlives the subscription: the user leaves, it stays.
+	dropped := metricValue(t, srv, "wsfleet_gateway_nats_dropped_messages_total")
+	for _, ws := range devices {
+		ws.Close()
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if n := numSubs(srv, userSubject(t, "busy")); n != 0 {
+			return errorf("%d subscriptions left", n)
+		}
+		return nil
+	})
+	if n := metricValue(t, srv, "wsfleet_gateway_nats_dropped_messages_total"); n != dropped {
+		t.Fatalf("dropped messages %v after the user left, %v before", n, dropped)
+	}
 }

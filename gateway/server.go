@@ -166,6 +166,7 @@ func (s *Server) Start() (err error) {
 	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
 	}
+	s.subs.drops.track(s.bsub)
 	if err = s.pres.start(); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.PresenceSnapshot(), err)
 	}
