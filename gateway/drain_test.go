@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -99,4 +100,73 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 		return nil
 	})
 	t.Logf("%d messages published across the drain, all delivered", n)
+}
+
+// Drain empties the node but leaves it running: unready, connected to
+// NATS, its admin endpoint up; Shutdown then has nothing left to drain.
+func TestDrainThenShutdown(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.DrainTimeout = 2 * time.Second })
+	ws, _ := connect(t, srv, "d1")
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Drain(context.Background()) }()
+	expectClose(t, ws, protocol.CloseServiceRestart, "")
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if code := get(t, adminURL(srv)+"/readyz"); code != 503 {
+		t.Fatalf("/readyz %d after Drain, want 503", code)
+	}
+	if code := get(t, adminURL(srv)+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d after Drain, want 200", code)
+	}
+	if !srv.NATSConn().IsConnected() {
+		t.Fatal("Drain closed the NATS connection")
+	}
+	if err := srv.Drain(context.Background()); err != nil {
+		t.Fatalf("a second Drain: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if el := time.Since(start); el >= 2*time.Second {
+		t.Errorf("Shutdown after Drain took %s, as if it drained again", el)
+	}
+	if err := srv.Drain(context.Background()); err != gateway.ErrServerClosed {
+		t.Fatalf("Drain after Shutdown: %v, want ErrServerClosed", err)
+	}
+}
+
+// Close ends a drain in progress at once.
+func TestCloseEndsDrain(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.DrainTimeout = time.Minute })
+	ws, _ := connect(t, srv, "d2")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Drain(ctx); err != context.Canceled {
+		t.Fatalf("Drain with a done context: %v, want context.Canceled (the drain goes on)", err)
+	}
+	readType(t, ws, protocol.TypeReconnect)
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the minute-long drain")
+	}
+	// Closed at once: the socket ends (without a close frame, as Close does).
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection outlived Close")
+			}
+			break
+		}
+	}
 }

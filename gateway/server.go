@@ -64,6 +64,9 @@ type Server struct {
 	ready          atomic.Bool
 	loopFailed     atomic.Bool // an event loop's epoll_wait failed: the node is broken
 	draining       atomic.Bool
+	drained        chan struct{} // closed when the drain is over; nil until one starts (under mu)
+	forceDrain     chan struct{} // closed to end the drain at once
+	forceOnce      sync.Once
 	acceptStopped  sync.WaitGroup
 	loopDrained    sync.WaitGroup
 	lastPauseLog   atomic.Int64
@@ -245,19 +248,81 @@ func (s *Server) readiness() (bool, []string) {
 	return len(why) == 0, why
 }
 
-// Shutdown drains the node: readiness goes false, the listener stops,
-// connections are closed with 1012 spread over DrainTimeout, the NATS
-// connection is drained, and everything stops. ctx bounds the whole; when
-// it ends, connections still open are closed at once.
+// Drain moves the node's clients to other nodes without stopping the
+// process: readiness goes false, the listener closes, every connection gets
+// a reconnect notice and then 1012, spread over DrainTimeout, and Drain
+// returns once none is left (after DrainTimeout + CloseTimeout the rest are
+// closed at once). The node keeps its NATS connection and admin endpoint
+// until Shutdown, which then has nothing left to drain. A second call waits
+// for the same drain; ctx ending returns early and lets the drain go on.
+func (s *Server) Drain(ctx context.Context) error {
+	drained, err := s.beginDrain()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown drains the node (unless Drain already did) and stops it: after
+// the drain the NATS connection is drained and everything stops. ctx bounds
+// the whole; when it ends, connections still open are closed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.state != 1 {
+		s.mu.Unlock()
 		return ErrServerClosed
 	}
 	s.state = 2
+	drained := s.startDrainLocked()
+	s.mu.Unlock()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		s.log.Warn("shutdown deadline passed; closing the remaining connections")
+		s.endDrain()
+		<-drained
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopAll()
+	s.state = 3
+	s.log.Info("gateway stopped")
+	return nil
+}
+
+// beginDrain starts the drain of a running node (once) and returns the
+// channel closed when it is over.
+func (s *Server) beginDrain() (<-chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != 1 {
+		return nil, ErrServerClosed
+	}
+	return s.startDrainLocked(), nil
+}
+
+// startDrainLocked starts the drain once and returns the channel closed
+// when it is over.
+func (s *Server) startDrainLocked() <-chan struct{} {
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+		s.forceDrain = make(chan struct{})
+		s.draining.Store(true)
+		go s.drain()
+	}
+	return s.drained
+}
+
+// endDrain closes the connections a drain has left at once.
+func (s *Server) endDrain() { s.forceOnce.Do(func() { close(s.forceDrain) }) }
+
+func (s *Server) drain() {
 	s.log.Info("draining", zap.Duration("drain_timeout", s.opts.DrainTimeout))
-	s.draining.Store(true)
 	s.stopAccepting()
 	s.loopDrained.Add(len(s.loops))
 	for _, l := range s.loops {
@@ -271,21 +336,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-timer.C:
 		s.log.Warn("drain timeout passed; closing the remaining connections")
-	case <-ctx.Done():
-		s.log.Warn("shutdown deadline passed; closing the remaining connections")
+	case <-s.forceDrain:
 	}
 	for _, l := range s.loops {
 		l.p.Post(task{kind: taskCloseAll})
 	}
 	<-done
 	s.connsClosed = true
-	s.stopAll()
-	s.state = 3
-	s.log.Info("gateway stopped")
-	return nil
+	s.log.Info("drained: no connection left")
+	close(s.drained)
 }
 
-// Close stops the node at once: connections are closed without a drain.
+// Close stops the node at once: connections are closed without a drain
+// (one in progress ends at once).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -294,6 +357,10 @@ func (s *Server) Close() error {
 	}
 	s.state = 2
 	s.draining.Store(true)
+	if s.drained != nil {
+		s.endDrain()
+		<-s.drained
+	}
 	s.stopAll()
 	s.state = 3
 	return nil

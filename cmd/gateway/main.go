@@ -1,5 +1,6 @@
 // Command gateway runs one wsfleet gateway node. `gateway token` mints a
-// development token signed with an HS256 secret.
+// development token signed with an HS256 secret; `gateway drain` drains the
+// node running on this host (the Helm chart's preStop hook).
 package main
 
 import (
@@ -7,6 +8,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -25,14 +29,20 @@ import (
 
 const usage = `Usage: gateway [flags]
        gateway token --sub USER [--jwt-hs256-secret S] [--ttl 24h]
+       gateway drain [--admin-listen ADDR] [--delay 5s] [--wait=true]
 
 Runs a wsfleet gateway node: WebSocket clients authenticate with a JWT and
 receive what services publish on NATS to <prefix>.user.<user> and
 <prefix>.broadcast. Without --nats-url it starts an embedded NATS server.`
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "token" {
-		os.Exit(tokenCmd(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "token":
+			os.Exit(tokenCmd(os.Args[2:]))
+		case "drain":
+			os.Exit(drainCmd(os.Args[2:]))
+		}
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -180,6 +190,99 @@ func parseBytes(s string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("unreachable")
+}
+
+const drainUsage = `Usage: gateway drain [flags]
+
+Drains the gateway node running on this host: its /readyz turns 503, it stops
+accepting, and its clients are asked to reconnect elsewhere (a reconnect
+notice, then 1012) over its --drain-timeout. The node keeps running, with no
+connection, until it is stopped. It reads the node's --admin-listen (the same
+flag and WSFLEET_ADMIN_LISTEN variable) and calls POST /drain there from the
+loopback address: the Helm chart's preStop hook runs it in the pod.`
+
+func drainCmd(args []string) int {
+	var def gateway.Options
+	def.SetDefaults()
+	var adminListen string
+	var delay, timeout time.Duration
+	var wait bool
+	fs := flagenv.New("gateway drain", "WSFLEET_", drainUsage)
+	fs.String(&adminListen, "admin-listen", def.AdminListen, "the node's admin address")
+	fs.Duration(&delay, "delay", 0, "wait this long before starting the drain (so load balancers stop sending new connections first)")
+	fs.Bool(&wait, "wait", true, "return once the node holds no connection")
+	fs.Duration(&timeout, "timeout", 0, "give up after this long, the delay included (0: no limit)")
+	if err := fs.Parse(args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "gateway drain:", err)
+		return 2
+	}
+	url, err := loopbackURL(adminListen)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway drain: invalid setting --admin-listen %q: %v\n", adminListen, err)
+		return 2
+	}
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "gateway drain: --timeout passed during --delay")
+		return 1
+	}
+	url += "/drain"
+	if wait {
+		url += "?wait"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway drain:", err)
+		return 1
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway drain:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	fmt.Print(string(body))
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		fmt.Fprintf(os.Stderr, "gateway drain: %s\n", resp.Status)
+		return 1
+	}
+	return 0
+}
+
+// loopbackURL turns an admin listen address into a URL on this host's
+// loopback: ":8081" and "0.0.0.0:8081" become http://127.0.0.1:8081.
+func loopbackURL(listen string) (string, error) {
+	if listen == "off" {
+		return "", errors.New("the admin endpoint is off")
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	switch ip := net.ParseIP(host); {
+	case host == "" || host == "localhost":
+		host = "127.0.0.1"
+	case ip == nil:
+		return "", fmt.Errorf("%q is not an IP address", host)
+	case ip.IsUnspecified():
+		if ip.To4() != nil {
+			host = "127.0.0.1"
+		} else {
+			host = "::1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 func tokenCmd(args []string) int {

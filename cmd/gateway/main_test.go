@@ -355,3 +355,118 @@ func TestParseBytes(t *testing.T) {
 		})
 	}
 }
+
+// `gateway drain` (the chart's preStop hook) drains the node on this host
+// through its admin address: clients get a reconnect notice and 1012, the
+// node stays up and unready with no connection, and the SIGTERM that
+// follows finds nothing left to drain.
+func TestDrainCommand(t *testing.T) {
+	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=1s"},
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "w")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, b, err := ws.ReadMessage(); err != nil || !strings.Contains(string(b), "welcome") {
+		t.Fatalf("no welcome: %s %v", b, err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
+
+	// The admin address as the chart gives it: the port alone.
+	_, port, _ := net.SplitHostPort(n.admin)
+	cmd := exec.Command(binary(t), "drain", "--delay", "100ms", "--timeout", "20s")
+	cmd.Env = append(os.Environ(), "WSFLEET_ADMIN_LISTEN=:"+port)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"drained"`) {
+		t.Fatalf("gateway drain: %v: %s", err, out)
+	}
+	select {
+	case err := <-closed:
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1012 {
+			t.Fatalf("client: %v, want close 1012", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client is still connected after the drain")
+	}
+	if code := get(t, "http://"+n.admin+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d after the drain, want 503", code)
+	}
+	if code := get(t, "http://"+n.admin+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d after the drain, want 200 (the process serves on)", code)
+	}
+	if _, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", nil); err == nil {
+		t.Fatal("a drained node accepted a connection")
+	}
+	// A second drain finds the node drained.
+	cmd = exec.Command(binary(t), "drain", "--admin-listen", n.admin)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"drained"`) {
+		t.Fatalf("second gateway drain: %v: %s", err, out)
+	}
+	start := time.Now()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v, want status 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Errorf("SIGTERM after the drain took %s; nothing was left to drain (the drain timeout is 1s)", el)
+	}
+}
+
+func TestDrainCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"admin off", []string{"--admin-listen", "off"}, 2, "--admin-listen"},
+		{"not an address", []string{"--admin-listen", "nope"}, 2, "--admin-listen"},
+		{"a host name", []string{"--admin-listen", "gw.example:8081"}, 2, "not an IP address"},
+		{"nothing listens", []string{"--admin-listen", "127.0.0.1:1", "--timeout", "5s"}, 1, "gateway drain"},
+		{"bad flag", []string{"--nope"}, 2, "nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary(t), append([]string{"drain"}, tc.args...)...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("gateway drain %v: %v: %s; want exit %d mentioning %q", tc.args, err, out, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoopbackURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{":8081", "http://127.0.0.1:8081"},
+		{"0.0.0.0:8081", "http://127.0.0.1:8081"},
+		{"[::]:8081", "http://[::1]:8081"},
+		{"localhost:9", "http://127.0.0.1:9"},
+		{"127.0.0.1:8081", "http://127.0.0.1:8081"},
+		{"10.1.2.3:8081", "http://10.1.2.3:8081"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got, err := loopbackURL(tc.in); err != nil || got != tc.want {
+				t.Fatalf("loopbackURL(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
