@@ -145,12 +145,17 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			if sp := c.StartupProbe; float64(sp.PeriodSeconds*sp.FailureThreshold) <= nct {
 				t.Errorf("startup probe gives up after %ds, before --nats-connect-timeout %.0fs", sp.PeriodSeconds*sp.FailureThreshold, nct)
 			}
-			// Drain: grace > preStop sleep + drain timeout + close timeout
-			// (+ the NATS drain, bounded at 5s).
-			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
-				t.Fatal("no preStop sleep")
+			// Drain: the preStop runs `gateway drain --delay <sleep>`, and
+			// grace > preStop sleep + drain timeout + close timeout (+ the
+			// NATS drain, bounded at 5s).
+			if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
+				t.Fatal("no preStop exec")
 			}
-			sleep := float64(c.Lifecycle.PreStop.Sleep.Seconds)
+			pre := c.Lifecycle.PreStop.Exec.Command
+			if len(pre) != 4 || pre[0] != c.Command[0] || pre[1] != "drain" || pre[2] != "--delay" {
+				t.Fatalf("preStop %q, want [%s drain --delay <seconds>s]", pre, c.Command[0])
+			}
+			sleep := seconds(t, pre[3])
 			drain, closeT := seconds(t, env["WSFLEET_DRAIN_TIMEOUT"]), seconds(t, env["WSFLEET_CLOSE_TIMEOUT"])
 			if spec.TerminationGracePeriodSeconds == nil {
 				t.Fatal("no terminationGracePeriodSeconds")

@@ -179,6 +179,21 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				}
 			}
 
+			// The gateway's preStop hook, as the kubelet runs it in the
+			// container (without its delay): the node drains and stays up,
+			// unready, until the SIGTERM.
+			pre := container(gwSpec, "gateway").Lifecycle.PreStop.Exec.Command
+			preArgs := append([]string(nil), pre[1:]...)
+			preArgs[len(preArgs)-1] = "0s"
+			cmd := exec.Command(b.path("gateway"), preArgs...)
+			cmd.Env = envList(gwEnv)
+			if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"drained"`) {
+				t.Errorf("the gateway's preStop %q: %v\n%s", pre, err, out)
+			}
+			if code := httpStatus(t, "http://"+gwAdmin+"/readyz"); code != http.StatusServiceUnavailable {
+				t.Errorf("/readyz %d after the preStop hook, want 503", code)
+			}
+
 			// SIGTERM: both exit 0 well within their grace periods.
 			for _, p := range []struct {
 				proc  *proc
@@ -363,4 +378,15 @@ func signRS256(t *testing.T, key *rsa.PrivateKey, iss, aud, sub string) string {
 		t.Fatal(err)
 	}
 	return signing + "." + b64(sig)
+}
+
+// httpStatus is the status of a GET to url (0 when it fails).
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
