@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -602,6 +603,9 @@ func TestReferences(t *testing.T) {
 					if !egressAllowsNATS(o, np) {
 						t.Errorf("NetworkPolicy %s does not let the %s reach NATS", np.Name, c)
 					}
+					if u := o.configMaps[name(c)].Data["WSFLEET_JWT_JWKS_URL"]; u != "" && !egressAllowsURL(np, u) {
+						t.Errorf("NetworkPolicy %s does not let the %s reach its JWKS URL %s", np.Name, c, u)
+					}
 				}
 			}
 		})
@@ -719,6 +723,12 @@ func TestRenderFailures(t *testing.T) {
 		{[]string{"gateway.config.heartbeat=2m"}, "idle-timeout must be longer"},
 		{[]string{"gateway.config.memory-limit=1.5GB"}, "memory-limit"},
 		{[]string{"gateway.config.gc-percent=0"}, "gc-percent"},
+		{[]string{"gateway.config.memory-limit=0"}, "memory-limit"},
+		{[]string{"gateway.config.max-pending-bytes=-5"}, "max-pending-bytes"},
+		{[]string{"gateway.config.max-message-bytes=100000000"}, "max-message-bytes"},
+		{[]string{"ingress.enabled=true", "ingress.nginx.enabled=false", "ingress.stickyRouting.enabled=true", "ingress.stickyRouting.header=X-User"}, "ingress.nginx.enabled"},
+		{[]string{"ingress.stickyRouting.enabled=true", "ingress.stickyRouting.header=X-User"}, "ingress.enabled"},
+		{[]string{"nats.jetstream.enabled=true", "nats.replicas=2"}, "quorum"},
 		{[]string{"ingress.enabled=true", "ingress.nginx.proxyReadTimeoutSeconds=45"}, "twice the heartbeat"},
 		{[]string{"ingress.enabled=true", "ingress.stickyRouting.enabled=true"}, "header or a queryArg"},
 		{[]string{"auth.jwt.hs256Secret=short"}, "32"},
@@ -806,4 +816,31 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf(".dockerignore drops %s, which the build needs", l)
 		}
 	}
+}
+
+// egressAllowsURL reports whether np lets a pod open a connection to u's
+// port (to any destination: a NetworkPolicy cannot name a host).
+func egressAllowsURL(np *networkingv1.NetworkPolicy, u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	port := 443
+	if pu.Scheme == "http" {
+		port = 80
+	}
+	if p := pu.Port(); p != "" {
+		port, _ = strconv.Atoi(p)
+	}
+	for _, r := range np.Spec.Egress {
+		if len(r.Ports) == 0 {
+			return true
+		}
+		for _, p := range r.Ports {
+			if p.Port != nil && p.Port.IntValue() == port {
+				return true
+			}
+		}
+	}
+	return false
 }

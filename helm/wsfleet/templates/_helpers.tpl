@@ -258,6 +258,12 @@ listen admin-listen nats-url subject-prefix api-key jwt-hs256-secret jwt-jwks-ur
 {{- if and .Values.ingress.stickyRouting.header .Values.ingress.stickyRouting.queryArg -}}
 {{- fail "ingress.stickyRouting: set header or queryArg, not both" -}}
 {{- end -}}
+{{- if and .Values.ingress.stickyRouting.enabled (not (and .Values.ingress.enabled .Values.ingress.nginx.enabled)) -}}
+{{- fail "ingress.stickyRouting is ingress-nginx's consistent hash: it needs ingress.enabled and ingress.nginx.enabled (with another controller, set its hashing annotation in ingress.annotations and leave stickyRouting off)" -}}
+{{- end -}}
+{{- if and .Values.nats.deploy .Values.nats.jetstream.enabled (eq (int .Values.nats.replicas) 2) -}}
+{{- fail "nats.replicas: JetStream needs 1 or at least 3 servers (2 have no quorum once one stops)" -}}
+{{- end -}}
 {{- if and .Values.gateway.autoscaling.enabled (not (or .Values.gateway.autoscaling.cpu.enabled .Values.gateway.autoscaling.connections.enabled)) -}}
 {{- fail "gateway.autoscaling needs cpu.enabled or connections.enabled" -}}
 {{- end -}}

@@ -28,3 +28,16 @@
     {{- end }}
 {{- end }}
 {{- end -}}
+
+{{- define "wsfleet.np.jwks" -}}
+# The JWKS URL (auth.jwt.jwksURL): networkPolicy.jwksTo, on jwksPorts.
+- {{- with .Values.networkPolicy.jwksTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    {{- range .Values.networkPolicy.jwksPorts }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end -}}
