@@ -20,7 +20,7 @@ import (
 // NATS request API (handlers_nats.go): each takes a decoded request and
 // returns the answer's status and JSON body, or an *apiError.
 
-// Error codes of the API: the "error" member of every error body. They are
+// Error codes of the API: the "code" member of every error body. They are
 // stable; the "message" member is for humans and may change.
 const (
 	CodeBadJSON                = "bad_json"
@@ -59,10 +59,11 @@ type opResult struct {
 	replayed bool // the stored answer of an earlier request with the same idempotency key
 }
 
-// errorBody is the JSON body of every HTTP error response; over NATS the
-// status is added.
+// errorBody is the JSON body of every error the API answers,
+// {"code","message"}; over NATS the HTTP status the same request would get
+// is added as "status".
 type errorBody struct {
-	Error   string `json:"error"`
+	Code    string `json:"code"`
 	Message string `json:"message"`
 	Status  int    `json:"status,omitempty"`
 }

@@ -488,7 +488,9 @@ func TestNATSParity(t *testing.T) {
 			m := natsReq(t, nc, tc.op, tc.req)
 			want, got := normalize(t, hr.body), normalize(t, m.Data)
 			if tc.status >= 400 {
-				// The same code; the status is in the body; messages are for humans.
+				// The same body, {"code","message"}, plus the status over
+				// NATS; messages are for humans.
+				hr.refused(t, tc.status, fmt.Sprint(want.(map[string]any)["code"]))
 				want.(map[string]any)["status"] = float64(tc.status)
 				want.(map[string]any)["message"] = "<message>"
 				got.(map[string]any)["message"] = "<message>"
@@ -505,7 +507,7 @@ func TestNATSParity(t *testing.T) {
 		t.Fatalf("NATS retry: %s then %s", first.Data, again.Data)
 	}
 	// Unknown members and garbage are bad_json.
-	if m := natsReq(t, nc, "stats", map[string]any{"nope": 1}); !strings.Contains(string(m.Data), `"error":"bad_json"`) {
+	if m := natsReq(t, nc, "stats", map[string]any{"nope": 1}); !strings.Contains(string(m.Data), `"code":"bad_json"`) {
 		t.Fatalf("unknown member: %s", m.Data)
 	}
 	if m, err := nc.Request("wsfleet.router.presence", []byte("{"), 5*time.Second); err != nil || !strings.Contains(string(m.Data), `"status":400`) {

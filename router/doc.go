@@ -18,7 +18,7 @@
 // Callers authenticate with "Authorization: Bearer <api key or JWT>" (a
 // JWT must grant JWTScope); each credential has its own rate limit.
 // Publishes honour an Idempotency-Key header (idempotency.go). Errors are
-// {"error":"<code>","message":"<text>"} with a stable code (api.go).
+// {"code":"<code>","message":"<text>"} with a stable code (api.go).
 //
 // The same operations are served as NATS request/reply on
 // <prefix>.router.<op> (handlers_nats.go), for services on NATS.

@@ -213,8 +213,15 @@ func (s *Server) httpKick(_ http.ResponseWriter, r *http.Request, user, _ string
 }
 
 // boolParam reads a boolean query parameter ("true", "false", "1", "0").
+// A query string that does not parse (a bad %-escape) is refused rather
+// than read without the parameter: "?require_online=%zz" must not publish
+// to an offline user.
 func boolParam(r *http.Request, name string) (bool, *apiError) {
-	v := r.URL.Query().Get(name)
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return false, &apiError{status: http.StatusBadRequest, code: CodeBadRequest, msg: "the query string is malformed: " + err.Error()}
+	}
+	v := q.Get(name)
 	if v == "" {
 		return false, nil
 	}
@@ -346,7 +353,7 @@ func (s *Server) fail(w http.ResponseWriter, route string, e *apiError) {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
 	s.m.request(route, e.status)
-	writeJSON(w, e.status, errorBody{Error: e.code, Message: e.msg})
+	writeJSON(w, e.status, errorBody{Code: e.code, Message: e.msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -361,7 +368,7 @@ func encodeJSON(v any) []byte {
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		// Only plain structs and maps of strings are written; this is not reached.
-		return []byte(`{"error":"internal","message":"encoding the response failed"}`)
+		return []byte(`{"code":"internal","message":"encoding the response failed"}`)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }

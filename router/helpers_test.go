@@ -182,19 +182,22 @@ func (r response) accepted(t testing.TB) string {
 	return id
 }
 
-// refused checks an error answer: status, JSON body with the error code and
-// a message.
+// refused checks an error answer: status, and a JSON body of exactly
+// {"code","message"} with the error code and a message.
 func (r response) refused(t testing.TB, status int, code string) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d (body %q)", r.status, status, r.body)
 	}
 	m := r.jsonBody(t)
-	if m["error"] != code {
-		t.Fatalf("error code %v, want %q (body %q)", m["error"], code, r.body)
+	if m["code"] != code {
+		t.Fatalf("error code %v, want %q (body %q)", m["code"], code, r.body)
 	}
 	if msg, _ := m["message"].(string); msg == "" {
 		t.Fatalf("error body %q has no message", r.body)
+	}
+	if len(m) != 2 {
+		t.Fatalf("error body %q has members other than code and message", r.body)
 	}
 }
 

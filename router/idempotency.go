@@ -276,6 +276,7 @@ type memStore struct {
 	mu     sync.Mutex
 	max    int
 	window time.Duration
+	now    func() time.Time // the clock of complete (claims are given the time); tests set it
 	m      map[string]*list.Element
 	order  *list.List // of *memEntry, oldest first
 	rev    uint64
@@ -289,7 +290,7 @@ type memEntry struct {
 }
 
 func newMemStore(max int, window time.Duration) *memStore {
-	return &memStore{max: max, window: window, m: map[string]*list.Element{}, order: list.New()}
+	return &memStore{max: max, window: window, now: time.Now, m: map[string]*list.Element{}, order: list.New()}
 }
 
 func (m *memStore) kind() string { return "memory" }
@@ -325,7 +326,7 @@ func (m *memStore) complete(_ context.Context, key string, rev uint64, rec *idem
 	}
 	e := el.Value.(*memEntry)
 	e.rec = *rec
-	e.expires = time.Now().Add(m.window)
+	e.expires = m.now().Add(m.window)
 	m.order.MoveToBack(el)
 	return nil
 }

@@ -4,15 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 func viewString(v *view) string {
@@ -152,6 +161,114 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	}
 }
 
+// TestOpenAPIErrorSchema: the OpenAPI file's Error schema is the body the
+// router writes, {"code","message"}, its code enum is exactly the Code*
+// constants of api.go, and every error response of every operation is
+// that schema.
+func TestOpenAPIErrorSchema(t *testing.T) {
+	type schemaRef struct {
+		Ref string `json:"$ref"`
+	}
+	type response struct {
+		Ref     string `json:"$ref"`
+		Content map[string]struct {
+			Schema schemaRef `json:"schema"`
+		} `json:"content"`
+	}
+	var doc struct {
+		Paths      map[string]map[string]struct{ Responses map[string]response }
+		Components struct {
+			Responses map[string]response
+			Schemas   map[string]struct {
+				Required   []string
+				Properties map[string]struct{ Enum []string }
+			}
+		}
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	schema := doc.Components.Schemas["Error"]
+	var props []string
+	for p := range schema.Properties {
+		props = append(props, p)
+	}
+	sort.Strings(props)
+	if got := strings.Join(props, ","); got != "code,message" {
+		t.Errorf("Error schema properties %s, want code,message", got)
+	}
+	if got := strings.Join(schema.Required, ","); got != "code,message" {
+		t.Errorf("Error schema requires %s, want code,message", got)
+	}
+	// The body written is the schema's.
+	b, err := json.Marshal(errorBody{Code: CodeInternal, Message: "m"})
+	if err != nil || string(b) != `{"code":"internal","message":"m"}` {
+		t.Errorf("error body %s (%v)", b, err)
+	}
+
+	// The Code* constants, read from api.go.
+	f, err := parser.ParseFile(token.NewFileSet(), "api.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Code") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok {
+					t.Fatalf("%s is not a string literal", name.Name)
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				codes = append(codes, v)
+			}
+		}
+	}
+	enum := append([]string(nil), schema.Properties["code"].Enum...)
+	sort.Strings(codes)
+	sort.Strings(enum)
+	if len(codes) == 0 || !slices.Equal(codes, enum) {
+		t.Errorf("Error code enum %v, want the api.go codes %v", enum, codes)
+	}
+
+	// Every 4xx and 5xx response is an Error.
+	isError := func(r response) bool {
+		if name, ok := strings.CutPrefix(r.Ref, "#/components/responses/"); ok {
+			r = doc.Components.Responses[name]
+		}
+		c, ok := r.Content["application/json"]
+		return ok && len(r.Content) == 1 && c.Schema.Ref == "#/components/schemas/Error"
+	}
+	n := 0
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			for status, r := range op.Responses {
+				if status < "400" {
+					continue
+				}
+				n++
+				if !isError(r) {
+					t.Errorf("%s %s: the %s response is not an application/json Error", method, path, status)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no error responses found in the OpenAPI file")
+	}
+}
+
 func TestMemStore(t *testing.T) {
 	ctx := context.Background()
 	m := newMemStore(2, time.Minute)
@@ -177,19 +294,131 @@ func TestMemStore(t *testing.T) {
 	if len(m.m) != 2 {
 		t.Fatalf("%d keys held, max 2", len(m.m))
 	}
-	// Expiry after the window.
-	if c4, _ := m.claim(ctx, "c", "fp", now.Add(2*time.Minute)); !c4.owned {
-		t.Fatal("an expired key is still held")
+}
+
+// TestMemStoreWindow: a completed key is replayed for the idempotency
+// window counted from its answer, then free for a new claim. The store's
+// clock is set, so the window is crossed without waiting; a window shorter
+// than the 30 s claim timeout shows the expiry is the window's, not a
+// stale claim's takeover.
+func TestMemStoreWindow(t *testing.T) {
+	const answerAfter = 5 * time.Second // between the claim and the answer
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+	}{
+		{"one hour", time.Hour},
+		{"shorter than the claim timeout", 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			claimed := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+			answered := claimed.Add(answerAfter)
+			m := newMemStore(10, tc.window)
+			m.now = func() time.Time { return answered }
+			c, _ := m.claim(ctx, "k", "fp", claimed)
+			if !c.owned {
+				t.Fatal("first claim not owned")
+			}
+			if err := m.complete(ctx, "k", c.rev, &idemRecord{State: "done", FP: "fp", Status: 202, Body: []byte(`{"id":"first"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			steps := []struct {
+				name   string
+				at     time.Time
+				replay bool // the stored answer, else a new claim
+			}{
+				{"just answered", answered, true},
+				{"window from the claim passed", claimed.Add(tc.window), true},
+				{"last moment of the window", answered.Add(tc.window - time.Millisecond), true},
+				{"window passed", answered.Add(tc.window), false},
+			}
+			for _, st := range steps {
+				got, err := m.claim(ctx, "k", "fp", st.at)
+				if err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
+				switch {
+				case st.replay && (got.owned || got.rec.State != "done" || got.rec.Status != 202 || string(got.rec.Body) != `{"id":"first"}`):
+					t.Fatalf("%s: %+v, want the stored answer replayed", st.name, got)
+				case !st.replay && (!got.owned || got.rev == c.rev):
+					t.Fatalf("%s: %+v, want the expired key claimed anew", st.name, got)
+				}
+			}
+		})
 	}
 }
 
-// TestIdempotencyInProgress: a duplicate while the first request is in
-// flight gets 409 idempotency_in_progress, with both stores.
+// checkFor polls f until it returns nil or timeout passes.
+func checkFor(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// claimState is the state of the record under the store key sk ("" when
+// there is none).
+func claimState(t testing.TB, s *Server, sk string) string {
+	t.Helper()
+	switch st := s.idem.(type) {
+	case *memStore:
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if el, ok := st.m[sk]; ok {
+			return el.Value.(*memEntry).rec.State
+		}
+	case *kvStore:
+		e, err := st.kv.Get(context.Background(), sk)
+		if err != nil {
+			return ""
+		}
+		var rec idemRecord
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.State
+	default:
+		t.Fatalf("store %T", s.idem)
+	}
+	return ""
+}
+
+// idemAnswer is what a publish got, over HTTP or NATS.
+type idemAnswer struct {
+	status     int
+	code       string // of an error
+	id         string // of a 202
+	retryAfter string
+	replayed   bool
+}
+
+// TestIdempotencyInProgress: over HTTP and over NATS, with both stores, a
+// publish repeating the idempotency key of one still in flight gets 409
+// idempotency_in_progress (Retry-After: 1) and publishes nothing; once the
+// first is answered, a retry gets its stored answer. The first request is
+// held in flight after its claim, without sleeping, by holding the
+// presence view's lock, which a publish takes (after claiming the key) to
+// read the user's device count.
 func TestIdempotencyInProgress(t *testing.T) {
-	for _, store := range []string{"memory", "jetstream"} {
-		t.Run(store, func(t *testing.T) {
-			o := &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()}
-			ns, err := server.NewServer(o)
+	const apiKey = "0123456789abcdef0123"
+	cases := []struct{ name, store, transport string }{
+		{"memory over HTTP", "memory", "http"},
+		{"memory over NATS", "memory", "nats"},
+		{"jetstream over HTTP", "jetstream", "http"},
+		{"jetstream over NATS", "jetstream", "nats"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,44 +426,140 @@ func TestIdempotencyInProgress(t *testing.T) {
 			if !ns.ReadyForConnections(5 * time.Second) {
 				t.Fatal("nats-server did not start")
 			}
-			defer ns.Shutdown()
+			t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 			s, err := New(Options{Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: ns.ClientURL(),
-				APIKeys: []string{"0123456789abcdef0123"}, IdempotencyStore: store, Logger: zap.NewNop()})
+				APIKeys: []string{apiKey}, IdempotencyStore: tc.store, Logger: zap.NewNop()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Start(); err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
-			if s.idem.kind() != store {
-				t.Fatalf("store %s, want %s", s.idem.kind(), store)
+			t.Cleanup(func() { _ = s.Close() })
+			if s.idem.kind() != tc.store {
+				t.Fatalf("store %s, want %s", s.idem.kind(), tc.store)
 			}
-			inside, release := make(chan struct{}), make(chan struct{})
-			done := make(chan *apiError, 1)
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			delivered, err := nc.SubscribeSync("wsfleet.user.bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+
+			// send publishes {"n":1} to bob with key (none when "").
+			var send func(key string) (idemAnswer, error)
+			scope := natsScope
+			switch tc.transport {
+			case "http":
+				scope = s.keys[0].id
+				hc := &http.Client{Timeout: 10 * time.Second}
+				send = func(key string) (idemAnswer, error) {
+					req, err := http.NewRequest(http.MethodPost, "http://"+s.Addr().String()+"/v1/users/bob/messages", strings.NewReader(`{"n":1}`))
+					if err != nil {
+						return idemAnswer{}, err
+					}
+					req.Header.Set("Authorization", "Bearer "+apiKey)
+					if key != "" {
+						req.Header.Set("Idempotency-Key", key)
+					}
+					resp, err := hc.Do(req)
+					if err != nil {
+						return idemAnswer{}, err
+					}
+					defer resp.Body.Close()
+					var b struct{ ID, Code string }
+					if err := json.NewDecoder(resp.Body).Decode(&b); err != nil {
+						return idemAnswer{}, err
+					}
+					return idemAnswer{status: resp.StatusCode, code: b.Code, id: b.ID, retryAfter: resp.Header.Get("Retry-After"),
+						replayed: resp.Header.Get("Idempotent-Replayed") == "true"}, nil
+				}
+			case "nats":
+				send = func(key string) (idemAnswer, error) {
+					req, _ := json.Marshal(map[string]any{"user": "bob", "data": map[string]int{"n": 1}, "idempotency_key": key})
+					m, err := nc.Request("wsfleet.router.publish", req, 10*time.Second)
+					if err != nil {
+						return idemAnswer{}, err
+					}
+					var b struct {
+						ID, Code string
+						Status   int
+					}
+					if err := json.Unmarshal(m.Data, &b); err != nil {
+						return idemAnswer{}, err
+					}
+					a := idemAnswer{status: http.StatusAccepted, code: b.Code, id: b.ID, retryAfter: m.Header.Get("Retry-After"),
+						replayed: m.Header.Get("Idempotent-Replayed") == "true"}
+					if b.Code != "" {
+						a.status = b.Status
+					}
+					return a, nil
+				}
+			}
+
+			var unlock sync.Once
+			release := func() { unlock.Do(s.t.v.mu.Unlock) }
+			s.t.v.mu.Lock()
+			t.Cleanup(release) // before the router closes
+			type result struct {
+				a   idemAnswer
+				err error
+			}
+			firstDone := make(chan result, 1)
 			go func() {
-				_, aerr := s.idempotent(context.Background(), "key:x", "k", "fp", func() (opResult, *apiError) {
-					close(inside)
-					<-release
-					return opResult{status: 202, body: []byte(`{"id":"first"}`)}, nil
-				})
-				done <- aerr
+				a, err := send("order-1")
+				firstDone <- result{a, err}
 			}()
-			<-inside
-			_, aerr := s.idempotent(context.Background(), "key:x", "k", "fp", func() (opResult, *apiError) {
-				t.Error("ran twice")
-				return opResult{}, nil
+			sk := storeKey(scope, "order-1")
+			checkFor(t, 5*time.Second, func() error {
+				if st := claimState(t, s, sk); st != "pending" {
+					return fmt.Errorf("the first request's claim: %q", st)
+				}
+				return nil
 			})
-			if aerr == nil || aerr.status != http.StatusConflict || aerr.code != CodeIdempotencyInProgress {
-				t.Fatalf("duplicate in flight: %v", aerr)
+
+			second, err := send("order-1")
+			if err != nil {
+				t.Fatalf("the duplicate in flight: %v", err)
 			}
-			close(release)
-			if aerr := <-done; aerr != nil {
-				t.Fatal(aerr)
+			if second.status != http.StatusConflict || second.code != CodeIdempotencyInProgress || second.retryAfter != "1" {
+				t.Fatalf("the duplicate in flight: %+v, want 409 %s with Retry-After: 1", second, CodeIdempotencyInProgress)
 			}
-			res, aerr := s.idempotent(context.Background(), "key:x", "k", "fp", nil)
-			if aerr != nil || string(res.body) != `{"id":"first"}` || !res.replayed {
-				t.Fatalf("after the first finished: %+v %v", res, aerr)
+
+			release()
+			var first result
+			select {
+			case first = <-firstDone:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first request was not answered")
+			}
+			if first.err != nil || first.a.status != http.StatusAccepted || first.a.id == "" || first.a.replayed {
+				t.Fatalf("the first request: %+v, %v", first.a, first.err)
+			}
+			retry, err := send("order-1")
+			if err != nil || retry.status != http.StatusAccepted || retry.id != first.a.id || !retry.replayed {
+				t.Fatalf("the retry after the answer: %+v, %v; want the first answer (id %s) replayed", retry, err, first.a.id)
+			}
+			// Published once: the next message after the first's is one
+			// sent without a key.
+			other, err := send("")
+			if err != nil || other.status != http.StatusAccepted {
+				t.Fatalf("a publish without a key: %+v, %v", other, err)
+			}
+			for _, want := range []string{first.a.id, other.id} {
+				m, err := delivered.NextMsg(5 * time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := m.Header.Get(protocol.HeaderMsgID); got != want {
+					t.Fatalf("delivered message id %q, want %q: the duplicate or the retry was published", got, want)
+				}
 			}
 		})
 	}

@@ -8,7 +8,9 @@
 // ([NewNATS], for services already on the fleet's NATS). Both honour the
 // context's deadline and cancellation and return an *[Error] for every
 // refusal, which errors.Is matches against the sentinels ([ErrUserOffline],
-// [ErrRateLimited], [ErrUnauthorized], ...) by its code.
+// [ErrRateLimited], [ErrUnauthorized], ...) by its code, and for every call
+// no router answered ([ErrRouterUnavailable], wrapping the transport
+// failure).
 //
 //	c := client.NewHTTP("http://router:8090", os.Getenv("ROUTER_API_KEY"))
 //	res, err := c.Publish(ctx, "alice", map[string]string{"text": "your order shipped"},
@@ -21,6 +23,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -33,7 +36,9 @@ type Client interface {
 	Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error)
 	// PublishBatch sends data to each of users (duplicates once); the
 	// results are per distinct user, in order. A user that got nothing has
-	// Error set ("bad_user", or "user_offline" with RequireOnline).
+	// Error set ("bad_user", or "user_offline" with RequireOnline). A
+	// retry with the same idempotency key gets the first results, each
+	// with Replayed set.
 	PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error)
 	// Broadcast sends data to every connection of the fleet.
 	Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error)
@@ -103,6 +108,20 @@ type UserResult struct {
 	Online  bool   `json:"online"`
 	Devices int    `json:"devices"`
 	Error   string `json:"error,omitempty"` // the user got nothing: bad_user, user_offline
+	// Replayed (PublishBatch) is true on every entry when the batch's
+	// answer is the stored one of an earlier batch with the same
+	// idempotency key: nothing was sent this time.
+	Replayed bool `json:"-"`
+}
+
+// markReplayed sets Replayed on every entry of a replayed batch answer.
+func markReplayed(rs []UserResult, replayed bool) []UserResult {
+	if replayed {
+		for i := range rs {
+			rs[i].Replayed = true
+		}
+	}
+	return rs
 }
 
 // Presence is the answer to Presence.
@@ -143,19 +162,34 @@ type KickResult struct {
 	Nodes  int `json:"nodes"`  // nodes that answered
 }
 
-// Error is a request the router refused (or could not be reached for):
-// Status is the HTTP status (over NATS too), Code the router's stable
-// error code, Message text for humans.
+// Error is a request the router refused, or one no router answered:
+// Status is the HTTP status (over NATS too; 0 when no answer came at all),
+// Code the router's stable error code (the "code" member of its error
+// body), Message text for humans.
+//
+// A call that got no answer (connection refused, DNS, a timeout, the
+// context's deadline, a closed NATS connection) is an *Error with Code
+// "router_unavailable" whose Err is the failure, so errors.Is(err,
+// ErrRouterUnavailable) holds and errors.Is and errors.As still reach the
+// cause (context.DeadlineExceeded, *net.OpError, ...). A call whose
+// context was cancelled is not: it returns the wrapped context.Canceled.
 type Error struct {
 	Status     int
 	Code       string
 	Message    string
 	RetryAfter time.Duration // from Retry-After, when the router sent one
+	Err        error         // the transport failure behind a router_unavailable, else nil
 }
 
 func (e *Error) Error() string {
+	if e.Status == 0 {
+		return fmt.Sprintf("router: %s: %s", e.Code, e.Message)
+	}
 	return fmt.Sprintf("router: %s (%d): %s", e.Code, e.Status, e.Message)
 }
+
+// Unwrap returns the transport failure behind the error, if any.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Is matches an *Error with the same Code, so errors.Is(err,
 // client.ErrUserOffline) holds for any user_offline refusal.
@@ -180,16 +214,30 @@ var (
 	ErrRateLimited            = &Error{Code: "rate_limited"}
 	ErrNATSUnavailable        = &Error{Code: "nats_unavailable"}
 	ErrIdempotencyUnavailable = &Error{Code: "idempotency_unavailable"}
-	// ErrRouterUnavailable: no router answered (NATS: no responders on the
-	// subject) or the HTTP answer was not the router's (a proxy's error).
+	// ErrRouterUnavailable: no router answered (HTTP: the connection
+	// failed or timed out; NATS: no responders on the subject, a timeout,
+	// the connection closed), or the HTTP answer was not the router's (a
+	// proxy's error, or Go's plain-text answer to a request it could not
+	// parse). Status is 0 when there was no answer at all.
 	ErrRouterUnavailable = &Error{Code: "router_unavailable"}
 )
 
-// errorBody is the router's error answer.
+// errorBody is the router's error answer: {"code","message"}, plus the
+// HTTP status over NATS.
 type errorBody struct {
-	Error   string `json:"error"`
+	Code    string `json:"code"`
 	Message string `json:"message"`
 	Status  int    `json:"status"`
+}
+
+// parseErrorBody decodes b as a router error body and returns its code
+// ("" when b is not one).
+func parseErrorBody(b []byte) (errorBody, string) {
+	var eb errorBody
+	if json.Unmarshal(b, &eb) != nil {
+		return eb, ""
+	}
+	return eb, eb.Code
 }
 
 // marshalData encodes message data.
@@ -218,4 +266,13 @@ func retryAfter(v string) time.Duration {
 // unavailable is the error for an answer that is not the router's.
 func unavailable(status int, msg string) *Error {
 	return &Error{Status: status, Code: ErrRouterUnavailable.Code, Message: msg}
+}
+
+// noAnswer is the error for a call that got no answer: a router_unavailable
+// wrapping err, except when the caller cancelled ctx (then err, wrapped).
+func noAnswer(ctx context.Context, msg string, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("router client: %s: %w", msg, err)
+	}
+	return &Error{Code: ErrRouterUnavailable.Code, Message: msg, Err: err}
 }

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +229,21 @@ func TestClient(t *testing.T) {
 			if m := dev.next(t); m["id"] != rs[0].ID || m["data"] != float64(7) {
 				t.Fatalf("batch delivered %v", m)
 			}
+			// An idempotent batch: the retry gets the first results, each
+			// marked Replayed, and is not delivered again.
+			bkey := client.WithIdempotencyKey("batch-7-" + name)
+			first7, err := c.PublishBatch(ctx(t), []string{user, "nobody"}, 8, bkey)
+			if err != nil || len(first7) != 2 || first7[0].Replayed || first7[1].Replayed {
+				t.Fatalf("idempotent PublishBatch: %+v, %v", first7, err)
+			}
+			if m := dev.next(t); m["id"] != first7[0].ID || m["data"] != float64(8) {
+				t.Fatalf("batch delivered %v", m)
+			}
+			again7, err := c.PublishBatch(ctx(t), []string{user, "nobody"}, 8, bkey)
+			if err != nil || len(again7) != 2 || again7[0].ID != first7[0].ID || again7[1].ID != first7[1].ID ||
+				!again7[0].Replayed || !again7[1].Replayed {
+				t.Fatalf("PublishBatch retry: %+v, %v; want the first results (%+v) replayed", again7, err, first7)
+			}
 			rs, err = c.PublishBatch(ctx(t), []string{"nobody"}, 7, client.RequireOnline())
 			if err != nil || len(rs) != 1 || rs[0].Error != "user_offline" {
 				t.Fatalf("PublishBatch require online: %+v, %v", rs, err)
@@ -298,18 +317,176 @@ func TestClientErrors(t *testing.T) {
 	if _, err := n.Publish(ctx(t), "a", func() {}); err == nil || !strings.Contains(err.Error(), "encoding") {
 		t.Fatalf("unencodable data: %v", err)
 	}
-	// Nobody answers on another prefix, or at another address.
+	// Nobody answers on another prefix (more in TestClientNoAnswer).
 	if _, err := client.NewNATS(f.nc, "elsewhere").Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) {
 		t.Fatalf("no router on NATS: %v", err)
 	}
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "bad gateway", http.StatusBadGateway)
-	}))
-	defer proxy.Close()
-	if _, err := client.NewHTTP(proxy.URL, apiKey).Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) || !errors.As(err, &ce) || ce.Status != 502 {
-		t.Fatalf("a proxy's error: %v", err)
-	}
 	if errors.Is(client.ErrUserOffline, client.ErrRateLimited) {
 		t.Fatal("different codes match")
+	}
+}
+
+// TestClientNoAnswer: a call that gets no answer (nothing listening, a
+// deadline, a closed NATS connection, nobody subscribed) is
+// ErrRouterUnavailable over both transports, and errors.Is and errors.As
+// still reach the cause. A call the caller cancelled is not.
+func TestClientNoAnswer(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	natsConn := func(t *testing.T) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+
+	// A port nothing listens on: a listener's, closed.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + ln.Addr().String()
+	ln.Close()
+
+	// A router that accepts connections and never answers.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		silent.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	silentURL := "http://" + silent.Addr().String()
+
+	// A deadline that passes while waiting.
+	shortCtx := func(t *testing.T) context.Context {
+		c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		t.Cleanup(cancel)
+		return c
+	}
+	cancelled := func(*testing.T) context.Context {
+		c, cancel := context.WithCancel(context.Background())
+		cancel()
+		return c
+	}
+	var opErr *net.OpError
+	cases := []struct {
+		name        string
+		client      func(t *testing.T) client.Client
+		ctx         func(t *testing.T) context.Context
+		unavailable bool             // errors.Is(err, ErrRouterUnavailable)
+		status      int              // of the *client.Error
+		cause       func(error) bool // the failure is still reachable
+	}{
+		{name: "HTTP connection refused", client: func(*testing.T) client.Client { return client.NewHTTP(closedURL, apiKey) }, ctx: ctx,
+			unavailable: true, cause: func(err error) bool { return errors.As(err, &opErr) && errors.Is(err, syscall.ECONNREFUSED) }},
+		{name: "HTTP unknown host", client: func(*testing.T) client.Client { return client.NewHTTP("http://router.invalid", apiKey) }, ctx: ctx,
+			unavailable: true, cause: func(err error) bool { var de *net.DNSError; return errors.As(err, &de) }},
+		{name: "HTTP deadline", client: func(*testing.T) client.Client { return client.NewHTTP(silentURL, apiKey) }, ctx: shortCtx,
+			unavailable: true, cause: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
+		{name: "HTTP client timeout", client: func(*testing.T) client.Client {
+			return client.NewHTTP(silentURL, apiKey, client.WithHTTPClient(&http.Client{Timeout: 200 * time.Millisecond}))
+		}, ctx: ctx, unavailable: true, cause: func(err error) bool { var ne net.Error; return errors.As(err, &ne) && ne.Timeout() }},
+		{name: "HTTP cancelled", client: func(*testing.T) client.Client { return client.NewHTTP(silentURL, apiKey) }, ctx: cancelled,
+			cause: func(err error) bool { return errors.Is(err, context.Canceled) }},
+		{name: "NATS no responders", client: func(t *testing.T) client.Client { return client.NewNATS(natsConn(t), "nobody") }, ctx: ctx,
+			unavailable: true, status: 503, cause: func(err error) bool { return errors.Is(err, nats.ErrNoResponders) }},
+		{name: "NATS deadline", client: func(t *testing.T) client.Client {
+			nc := natsConn(t)
+			if _, err := nc.SubscribeSync("stuck.router.stats"); err != nil { // a router that never answers
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			return client.NewNATS(nc, "stuck")
+		}, ctx: shortCtx, unavailable: true, cause: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
+		{name: "NATS connection closed", client: func(t *testing.T) client.Client {
+			nc := natsConn(t)
+			nc.Close()
+			return client.NewNATS(nc, "")
+		}, ctx: ctx, unavailable: true, cause: func(err error) bool { return errors.Is(err, nats.ErrConnectionClosed) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.client(t).Stats(tc.ctx(t))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := errors.Is(err, client.ErrRouterUnavailable); got != tc.unavailable {
+				t.Fatalf("errors.Is(%v, ErrRouterUnavailable) = %v, want %v", err, got, tc.unavailable)
+			}
+			var ce *client.Error
+			if tc.unavailable && (!errors.As(err, &ce) || ce.Status != tc.status || ce.Err == nil) {
+				t.Fatalf("%v: *client.Error %+v, want status %d and the cause in Err", err, ce, tc.status)
+			}
+			if !tc.cause(err) {
+				t.Fatalf("%v (%T): the cause is not reachable with errors.Is/As", err, err)
+			}
+		})
+	}
+}
+
+// TestClientAnswersNotTheRouters: an error answer without a router error
+// body ({"code","message"}) is ErrRouterUnavailable with the status.
+func TestClientAnswersNotTheRouters(t *testing.T) {
+	cases := []struct {
+		name        string
+		status      int
+		contentType string
+		body        string
+		want        error
+	}{
+		{"proxy error", http.StatusBadGateway, "text/plain", "bad gateway", client.ErrRouterUnavailable},
+		{"net/http plain text", http.StatusRequestHeaderFieldsTooLarge, "text/plain; charset=utf-8", "431 Request Header Fields Too Large", client.ErrRouterUnavailable},
+		{"JSON without a code", http.StatusInternalServerError, "application/json", `{"message":"x"}`, client.ErrRouterUnavailable},
+		{"router error body", http.StatusNotFound, "application/json", `{"code":"user_offline","message":"offline"}`, client.ErrUserOffline},
+		{"an error body without a code", http.StatusNotFound, "application/json", `{"error":"user_offline","message":"offline"}`, client.ErrRouterUnavailable},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", tc.contentType)
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			t.Cleanup(srv.Close)
+			_, err := client.NewHTTP(srv.URL, apiKey).Publish(ctx(t), "alice", 1)
+			var ce *client.Error
+			if !errors.Is(err, tc.want) || !errors.As(err, &ce) || ce.Status != tc.status {
+				t.Fatalf("%v (%+v), want %v with status %d", err, ce, tc.want, tc.status)
+			}
+			if tc.want == client.ErrRouterUnavailable && !strings.Contains(ce.Message, fmt.Sprintf("%q", tc.body)) {
+				t.Fatalf("message %q lacks the answer %q", ce.Message, tc.body)
+			}
+		})
 	}
 }

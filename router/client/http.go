@@ -67,24 +67,37 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, query url.Valu
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("router client: %s %s: %w", method, path, err)
+		// No answer: connection refused, DNS, TLS, a timeout (the error
+		// names the method and URL).
+		return false, noAnswer(ctx, err.Error(), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
-		return false, fmt.Errorf("router client: reading the answer: %w", err)
+		return false, noAnswer(ctx, fmt.Sprintf("%s %s: reading the answer: %v", method, path, err), err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var eb errorBody
-		if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
-			return false, unavailable(resp.StatusCode, fmt.Sprintf("%s %s: HTTP %d without a router error body", method, path, resp.StatusCode))
+		eb, code := parseErrorBody(b)
+		if code == "" {
+			return false, unavailable(resp.StatusCode, fmt.Sprintf("%s %s: HTTP %d without a router error body: %q",
+				method, path, resp.StatusCode, snippet(b)))
 		}
-		return false, &Error{Status: resp.StatusCode, Code: eb.Error, Message: eb.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+		return false, &Error{Status: resp.StatusCode, Code: code, Message: eb.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return false, fmt.Errorf("router client: decoding the answer: %w", err)
 	}
 	return resp.Header.Get("Idempotent-Replayed") == "true", nil
+}
+
+// snippet is the start of a body that is not the router's, for the error
+// message.
+func snippet(b []byte) string {
+	const max = 200
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return string(b)
 }
 
 func userPath(user, what string) string {
@@ -128,10 +141,11 @@ func (c *HTTPClient) PublishBatch(ctx context.Context, users []string, data any,
 		return nil, fmt.Errorf("router client: %w", err)
 	}
 	var r struct{ Results []UserResult }
-	if _, err := c.do(ctx, http.MethodPost, "/v1/messages", onlineQuery(o), o.idempotencyKey, body, &r); err != nil {
+	replayed, err := c.do(ctx, http.MethodPost, "/v1/messages", onlineQuery(o), o.idempotencyKey, body, &r)
+	if err != nil {
 		return nil, err
 	}
-	return r.Results, nil
+	return markReplayed(r.Results, replayed), nil
 }
 
 // Broadcast implements Client.

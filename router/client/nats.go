@@ -47,13 +47,15 @@ func (c *NATSClient) request(ctx context.Context, op string, req, out any) (bool
 	m, err := c.nc.RequestWithContext(ctx, subj, b)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return false, unavailable(503, "no router answers on "+subj)
+			e := unavailable(503, "no router answers on "+subj)
+			e.Err = err
+			return false, e
 		}
-		return false, fmt.Errorf("router client: %s: %w", subj, err)
+		// No answer: a timeout, the connection closed or draining.
+		return false, noAnswer(ctx, subj+": "+err.Error(), err)
 	}
-	var eb errorBody
-	if json.Unmarshal(m.Data, &eb) == nil && eb.Error != "" {
-		e := &Error{Status: eb.Status, Code: eb.Error, Message: eb.Message}
+	if eb, code := parseErrorBody(m.Data); code != "" {
+		e := &Error{Status: eb.Status, Code: code, Message: eb.Message}
 		if m.Header != nil {
 			e.RetryAfter = retryAfter(m.Header.Get("Retry-After"))
 		}
@@ -105,10 +107,11 @@ func (c *NATSClient) PublishBatch(ctx context.Context, users []string, data any,
 		IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	}{users, d, o.requireOnline, o.idempotencyKey}
 	var r struct{ Results []UserResult }
-	if _, err := c.request(ctx, "batch", req, &r); err != nil {
+	replayed, err := c.request(ctx, "batch", req, &r)
+	if err != nil {
 		return nil, err
 	}
-	return r.Results, nil
+	return markReplayed(r.Results, replayed), nil
 }
 
 // Broadcast implements Client.
