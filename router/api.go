@@ -325,6 +325,9 @@ func (s *Server) opPresence(req *userRequest) (opResult, *apiError) {
 	if _, aerr := s.checkUser(req.User); aerr != nil {
 		return opResult{}, aerr
 	}
+	if aerr := s.viewFresh(); aerr != nil {
+		return opResult{}, aerr
+	}
 	s.t.v.mu.RLock()
 	devices, nodes := s.t.v.lookup(req.User, true)
 	s.t.v.mu.RUnlock()
@@ -338,6 +341,9 @@ func (s *Server) opPresence(req *userRequest) (opResult, *apiError) {
 func (s *Server) opPresenceQuery(req *usersRequest) (opResult, *apiError) {
 	users, aerr := s.checkUsers(req.Users)
 	if aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := s.viewFresh(); aerr != nil {
 		return opResult{}, aerr
 	}
 	results := make([]userResult, len(users))
@@ -359,6 +365,9 @@ func (s *Server) opPresenceQuery(req *usersRequest) (opResult, *apiError) {
 // opStats answers the fleet's figures: nodes, connections and users per
 // node from their heartbeats, distinct users fleet-wide from the view.
 func (s *Server) opStats() (opResult, *apiError) {
+	if aerr := s.viewFresh(); aerr != nil {
+		return opResult{}, aerr
+	}
 	now := time.Now()
 	v := s.t.v
 	v.mu.RLock()
@@ -455,6 +464,17 @@ func (s *Server) connected() (*nats.Conn, *apiError) {
 		return nil, publishError(errDisconnected)
 	}
 	return nc, nil
+}
+
+// viewFresh refuses presence answers while the router is disconnected from
+// NATS: it then misses the nodes' changes and cannot tell a dead node from
+// its own silence, so its view may be stale.
+func (s *Server) viewFresh() *apiError {
+	if !s.natsConnected() {
+		return &apiError{status: http.StatusServiceUnavailable, code: CodeNATSUnavailable,
+			msg: "presence is unknown while the router is disconnected from NATS, retry later", retryAfter: 1}
+	}
+	return nil
 }
 
 // publishError turns a NATS failure into the API's answer.

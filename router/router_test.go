@@ -205,13 +205,21 @@ func TestNATSDown(t *testing.T) {
 		}
 		return nil
 	})
-	cases := []struct{ name, path string }{
-		{"user", "/v1/users/bob/messages"},
-		{"broadcast", "/v1/broadcast"},
+	cases := []struct{ name, method, path, body string }{
+		{"user", http.MethodPost, "/v1/users/bob/messages", `"during"`},
+		{"broadcast", http.MethodPost, "/v1/broadcast", `"during"`},
+		// Presence may be stale: the router misses changes meanwhile.
+		{"presence", http.MethodGet, "/v1/users/bob/presence", ""},
+		{"presence query", http.MethodPost, "/v1/presence/query", `{"users":["bob"]}`},
+		{"stats", http.MethodGet, "/v1/stats", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := do(t, http.MethodPost, apiURL(srv)+tc.path, testKey, `"during"`)
+			var body any
+			if tc.body != "" {
+				body = tc.body
+			}
+			r := do(t, tc.method, apiURL(srv)+tc.path, testKey, body)
 			r.refused(t, http.StatusServiceUnavailable, "nats_unavailable")
 			if got := r.header.Get("Retry-After"); got != "1" {
 				t.Fatalf("Retry-After %q, want 1", got)
