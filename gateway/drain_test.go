@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,5 +169,50 @@ func TestCloseEndsDrain(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// With --reuseport several nodes share one port and the kernel spreads the
+// connections over them; without it a second node cannot bind the port and
+// says why.
+func TestReusePort(t *testing.T) {
+	ns := runNATS(t, -1)
+	a := startGateway(t, func(o *gateway.Options) { o.NATSURL = ns.ClientURL(); o.NodeID = "a"; o.ReusePort = true })
+	shared := a.Addr().String()
+	b := startGateway(t, func(o *gateway.Options) {
+		o.NATSURL = ns.ClientURL()
+		o.NodeID = "b"
+		o.ReusePort = true
+		o.Listen = shared
+	})
+	if b.Addr().String() != shared {
+		t.Fatalf("b listens on %s, want %s", b.Addr(), shared)
+	}
+	nodes := map[string]int{}
+	for i := 0; i < 40; i++ {
+		ws := dial(t, "ws://"+shared+"/ws", nil)
+		send(t, ws, map[string]any{"type": "auth", "token": token(t, "spread"+strconv.Itoa(i))})
+		w := readType(t, ws, protocol.TypeWelcome)
+		nodes[w["node"].(string)]++
+		ws.Close()
+	}
+	if nodes["a"] == 0 || nodes["b"] == 0 {
+		t.Fatalf("connections per node %v: the kernel should spread 40 connections over both", nodes)
+	}
+
+	o := testOptions(t)
+	o.NATSURL = ns.ClientURL()
+	o.Listen = shared
+	c, err := gateway.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Start()
+	if err == nil {
+		c.Close()
+		t.Fatal("a node without --reuseport bound a port two nodes share")
+	}
+	if !strings.Contains(err.Error(), "reuseport") {
+		t.Fatalf("bind error %q does not point at --reuseport", err)
 	}
 }
