@@ -202,10 +202,11 @@ func validSecKey(req []byte) bool {
 }
 
 // rejectHTTP answers a failed upgrade with an HTTP error whose body is JSON
-// ({"error":code,"reason":...}) and closes the connection.
+// ({"code":code,"reason":...}, as in the protocol's error frame) and closes
+// the connection.
 func (c *conn) rejectHTTP(status int, code, reason string) {
 	var buf [1024]byte
-	body := append(buf[:0:0], `{"error":`...)
+	body := append(buf[:0:0], `{"code":`...)
 	body = protocol.AppendJSONString(body, []byte(code))
 	body = append(body, `,"reason":`...)
 	body = protocol.AppendJSONString(body, []byte(reason))

@@ -68,9 +68,9 @@ func TestHandshakeErrors(t *testing.T) {
 			if status != tc.status {
 				t.Fatalf("status %d, want %d (body %s)", status, tc.status, body)
 			}
-			var e struct{ Error, Reason string }
-			if h.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &e) != nil || e.Error != tc.code {
-				t.Fatalf("body %q (%s), want JSON with error %q", body, h.Get("Content-Type"), tc.code)
+			var e struct{ Code, Reason string }
+			if h.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &e) != nil || e.Code != tc.code || e.Reason == "" {
+				t.Fatalf("body %q (%s), want JSON with code %q and a reason", body, h.Get("Content-Type"), tc.code)
 			}
 			if tc.header != "" {
 				k, v, _ := strings.Cut(tc.header, ": ")

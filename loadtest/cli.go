@@ -35,8 +35,17 @@ Scenarios:
 
 Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
 
-Exit status: 0 ok; 1 the run could not be made; 2 bad flags; 3 messages were
-lost, duplicated or out of order, or the counts do not add up; 130 interrupted.
+The report ends with the verdict: one "FAILED:" line per reason the run
+failed. Exit status:
+  0    passed
+  1    the run could not be made (bad key, limits), or it failed: connections
+       never welcomed (the ramp did not reach --conns), publishes that failed,
+       a storm's dropped connections not all back, connections the gateway
+       closed still down at the end, worker problems
+  2    bad flags
+  3    messages were lost, duplicated, out of order, or missed because the
+       gateway closed their connections, or the counts do not add up
+  130  interrupted (Ctrl-C): the report is partial
 `
 
 // Main is the loadtest command: Main(os.Args[1:]).
@@ -57,12 +66,13 @@ func Main(args []string) int {
 			return 0
 		}
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		return 2
+		return ExitBadFlags
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	go func() {
 		<-sig
 		fmt.Fprintln(os.Stderr, "\nloadtest: stopping (Ctrl-C again to quit at once)")
@@ -73,42 +83,9 @@ func Main(args []string) int {
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		return 1
+		return ExitFailed
 	}
-	switch {
-	case res.Interrupted:
-		return 130
-	case failed(res):
-		return 3
-	}
-	return 0
-}
-
-// failed reports whether the run found a delivery problem.
-func failed(res *Result) bool {
-	if !res.Accounting.OK {
-		return true
-	}
-	for _, c := range []*SeqCounts{msgCounts(res), bcastCounts(res)} {
-		if c != nil && (c.Lost > 0 || c.Duplicated > 0 || c.OutOfOrder > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-func msgCounts(r *Result) *SeqCounts {
-	if r.Messages == nil {
-		return nil
-	}
-	return &r.Messages.Counts
-}
-
-func bcastCounts(r *Result) *SeqCounts {
-	if r.Broadcasts == nil {
-		return nil
-	}
-	return &r.Broadcasts.Counts
+	return ExitStatus(res)
 }
 
 // ParseArgs reads a scenario's flags (and LOADTEST_* environment variables).

@@ -99,6 +99,9 @@ func checkClean(t *testing.T, res *Result, c SeqCounts) {
 	if len(res.Problems) > 0 {
 		t.Errorf("problems: %v", res.Problems)
 	}
+	if len(res.Failures) > 0 || res.ExitStatus != 0 {
+		t.Errorf("verdict: exit status %d, failures %q", res.ExitStatus, res.Failures)
+	}
 }
 
 func TestDeliverEndToEnd(t *testing.T) {
@@ -141,5 +144,60 @@ func TestDeliverEndToEnd(t *testing.T) {
 				t.Errorf("report:\n%s", out)
 			}
 		})
+	}
+}
+
+// A refused publish is reported with the router's error code.
+func TestSinkReportsRouterCodes(t *testing.T) {
+	f := startFleet(t)
+	for _, tc := range []struct {
+		name, path, body, want string
+	}{
+		{"accepted", "/v1/users/alice/messages", `{"n":1}`, ""},
+		{"not JSON", "/v1/users/alice/messages", `{`, "http_400_bad_json"},
+		{"no such route", "/v1/nope", `{}`, "http_404_not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSink(PublishConfig{Via: "router", RouterURL: f.routerURL, APIKey: testAPIKey, SubjectPrefix: "wsfleet", Timeout: 5 * time.Second, Concurrency: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.close()
+			if got := s.post(tc.path, []byte(tc.body)); got != tc.want {
+				t.Fatalf("post %s %s: %q, want %q", tc.path, tc.body, got, tc.want)
+			}
+		})
+	}
+}
+
+// A refused upgrade is reported with the gateway's error code.
+func TestRefusedUpgradeCode(t *testing.T) {
+	f := startFleet(t)
+	gw, err := gateway.New(gateway.Options{
+		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, NodeID: "full",
+		JWTHS256Secret: testSecret, MaxConnections: 2,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	cfg := f.config(ScenarioConnect)
+	cfg.URLs = []string{"ws://" + gw.Addr().String() + "/ws"}
+	cfg.MetricsURLs = nil
+	cfg.Conns, cfg.ConnectRate, cfg.Duration = 3, 100, 100*time.Millisecond
+	cfg.ConnectTimeout = time.Second // the ramp gives up ConnectTimeout + 5s after its last connect
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connections.Errors["http_503_node_full"] == 0 {
+		t.Fatalf("connect errors %v, want http_503_node_full", res.Connections.Errors)
+	}
+	if ExitStatus(res) != ExitFailed {
+		t.Fatalf("exit status %d with a connection never welcomed, want %d", ExitStatus(res), ExitFailed)
 	}
 }

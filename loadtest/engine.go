@@ -278,6 +278,7 @@ type Progress struct {
 	Connecting   int64 `json:"connecting"`
 	Attempts     int64 `json:"attempts"`
 	Welcomes     int64 `json:"welcomes"`
+	EverWelcomed int64 `json:"ever_welcomed"` // slots welcomed at least once
 	Fails        int64 `json:"fails"`
 	Closes       int64 `json:"closes"`
 	Published    int64 `json:"published"`
@@ -321,6 +322,7 @@ func (e *engine) progress() Progress {
 		p.PubFailed = e.pub.failed.Load()
 	}
 	p.Outstanding = e.eligible.Load() - e.eligGot.Load() + e.bElig.Load() - e.bGot.Load()
+	p.EverWelcomed = e.rampWelcomed.Load()
 	p.RampStart = e.rampStart.Load()
 	p.RampDone = e.rampDone.Load()
 	p.FirstDrop = e.firstDrop.Load()
@@ -353,6 +355,8 @@ type workerResult struct {
 	Churned    int64               `json:"churned"`
 	Behind     int64               `json:"behind"`
 	OpenAtEnd  int64               `json:"open_at_end"`
+	Unexpected int64               `json:"closed_unexpectedly"` // live sessions the gateway or the network ended
+	NotBack    int64               `json:"closed_not_back"`     // of the slots, down at the cut after such a close
 	Mints      int64               `json:"token_mints"`
 	CPUUser    float64             `json:"cpu_user_s"`
 	CPUSys     float64             `json:"cpu_sys_s"`
@@ -383,7 +387,7 @@ func (e *engine) finish() *workerResult {
 	e.onLoops(func(l *loop) {
 		l.rampRate, l.churnRate = 0, 0
 		var msgs, bc SeqCounts
-		var open int64
+		var open, notBack int64
 		for _, s := range l.slots {
 			if logs != nil {
 				msgs.add(s.msgs.account(logs[s.user], s.msgs.open))
@@ -391,12 +395,15 @@ func (e *engine) finish() *workerResult {
 			bc.add(s.bc.account(blog, s.bc.open))
 			if s.msgs.open || s.bc.open {
 				open++
+			} else if s.downUnexp {
+				notBack++
 			}
 		}
 		mu.Lock()
 		r.Msgs.add(msgs)
 		r.Bcast.add(bc)
 		r.OpenAtEnd += open
+		r.NotBack += notBack
 		mu.Unlock()
 		l.finishing = true
 		if l.ivE2E.TotalCount() > 0 {
@@ -455,6 +462,7 @@ func (e *engine) finish() *workerResult {
 		r.Misrouted += l.st.misrouted.Load()
 		r.Refreshed += l.st.refreshed.Load()
 		r.Churned += l.st.churned.Load()
+		r.Unexpected += l.st.unexpected.Load()
 		for i, b := range l.bstats {
 			if b.Receivers == 0 {
 				continue

@@ -56,11 +56,20 @@ func WriteHTML(w io.Writer, res *Result) error {
 		}
 	}
 	charts = append(charts, histChart("histogram", title, buckets))
+	verdict, class := fmt.Sprintf("Passed (exit status %d)", ExitStatus(res)), "pass"
+	fails := Verdict(res)
+	switch {
+	case res.Interrupted:
+		verdict, class = fmt.Sprintf("Interrupted: partial (exit status %d)", ExitStatus(res)), "fail"
+	case len(fails) > 0:
+		verdict, class = fmt.Sprintf("FAILED (exit status %d)", ExitStatus(res)), "fail"
+	}
 	return pageTmpl.Execute(w, struct {
-		Title  string
-		Report string
-		Charts []template.HTML
-	}{fmt.Sprintf("wsfleet loadtest %s %s", res.Scenario, res.RunID), rep.String(), charts})
+		Title, Verdict, Class string
+		Failures              []string
+		Report                string
+		Charts                []template.HTML
+	}{fmt.Sprintf("wsfleet loadtest %s %s", res.Scenario, res.RunID), verdict, class, fails, rep.String(), charts})
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
@@ -70,8 +79,14 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#1a202c;max-width:1100px}
 pre{background:#f7fafc;border:1px solid #e2e8f0;padding:1em;overflow-x:auto;font-size:13px}
 figure{margin:2em 0}svg{background:#fff;border:1px solid #e2e8f0}
 svg text{font-family:system-ui,sans-serif;font-size:12px;fill:#4a5568}
+.verdict{padding:.6em 1em;border-radius:4px;font-weight:600}
+.pass{background:#f0fff4;border:1px solid #9ae6b4;color:#22543d}
+.fail{background:#fff5f5;border:1px solid #feb2b2;color:#742a2a}
+.verdict ul{margin:.4em 0 0;font-weight:400}
 </style></head><body>
 <h1>{{.Title}}</h1>
+<div class="verdict {{.Class}}" id="verdict">{{.Verdict}}{{if .Failures}}
+<ul>{{range .Failures}}<li>{{.}}</li>{{end}}</ul>{{end}}</div>
 <pre>{{.Report}}</pre>
 {{range .Charts}}<figure>{{.}}</figure>
 {{end}}</body></html>

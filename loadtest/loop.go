@@ -19,6 +19,7 @@ type loopStats struct {
 	live, connecting, attempts, welcomes, fails, closes atomic.Int64
 	receipts, breceipts, dups, ooo, foreign, misrouted  atomic.Int64
 	refreshed, dropped, recovered, churned, lastRecv    atomic.Int64
+	unexpected                                          atomic.Int64 // live sessions the gateway or the network ended
 }
 
 // loop is one epoll poller and the slots it owns; everything in it but st
@@ -180,6 +181,7 @@ func (l *loop) drop(share float64) {
 	l.e.firstDrop.CompareAndSwap(0, now)
 	for _, s := range live[:n] {
 		s.dropped, s.tDrop = true, now
+		s.closeOK = true
 		s.attempts = 0
 		l.st.dropped.Add(1)
 		_ = unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})

@@ -107,12 +107,12 @@ func (s *sink) post(path string, body []byte) string {
 		return ""
 	}
 	var e struct {
-		Error string `json:"error"`
+		Code string `json:"code"` // the router's error body: {"code","message"}
 	}
 	_ = json.Unmarshal(b, &e)
 	r := "http_" + strconv.Itoa(resp.StatusCode)
-	if e.Error != "" {
-		r += "_" + e.Error
+	if e.Code != "" {
+		r += "_" + e.Code
 	}
 	return r
 }

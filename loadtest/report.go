@@ -39,6 +39,10 @@ type Result struct {
 	Hists       map[string]HistWire `json:"histograms"`
 	Accounting  Accounting          `json:"accounting"`
 	Problems    []string            `json:"problems,omitempty"`
+	// Failures are the verdict: why the run failed, one line each (none:
+	// it passed); ExitStatus is the status the command exits with.
+	Failures   []string `json:"failures"`
+	ExitStatus int      `json:"exit_status"`
 }
 
 // Settings are the run's parameters (no secrets).
@@ -63,21 +67,27 @@ type Settings struct {
 
 // ConnResult is about connections.
 type ConnResult struct {
-	Target      int              `json:"target"`
-	Peak        int64            `json:"peak"`
-	OpenAtEnd   int64            `json:"open_at_end"`
-	Attempts    int64            `json:"attempts"`
-	Welcomes    int64            `json:"welcomes"`
-	Failures    int64            `json:"failures"`
-	RampDone    bool             `json:"ramp_done"`
-	RampSeconds float64          `json:"ramp_s"`
-	RateTarget  float64          `json:"connect_rate_target"`
-	Rate        float64          `json:"connect_rate"`      // connections welcomed per second during the ramp
-	Upgrade     LatencyStats     `json:"upgrade_latency"`   // connect() → 101
-	Handshake   LatencyStats     `json:"handshake_latency"` // connect() → welcome
-	Errors      map[string]int64 `json:"errors,omitempty"`
-	Refreshed   int64            `json:"tokens_refreshed,omitempty"`
-	TokenMints  int64            `json:"tokens_minted"`
+	Target       int              `json:"target"`
+	Peak         int64            `json:"peak"`
+	OpenAtEnd    int64            `json:"open_at_end"`
+	Attempts     int64            `json:"attempts"`
+	Welcomes     int64            `json:"welcomes"`
+	EverWelcomed int64            `json:"ever_welcomed"` // connections (slots) welcomed at least once
+	Failures     int64            `json:"failures"`
+	RampDone     bool             `json:"ramp_done"`
+	RampSeconds  float64          `json:"ramp_s"`
+	RateTarget   float64          `json:"connect_rate_target"`
+	Rate         float64          `json:"connect_rate"`      // connections welcomed per second during the ramp
+	Upgrade      LatencyStats     `json:"upgrade_latency"`   // connect() → 101
+	Handshake    LatencyStats     `json:"handshake_latency"` // connect() → welcome
+	Errors       map[string]int64 `json:"errors,omitempty"`
+	Refreshed    int64            `json:"tokens_refreshed,omitempty"`
+	TokenMints   int64            `json:"tokens_minted"`
+	// Sessions the gateway or the network ended (not the load tester: a
+	// storm's drop, churn, the end of the run, a token expiry the run
+	// asked for), and connections still down after one at the end.
+	ClosedUnexpectedly int64 `json:"closed_unexpectedly"`
+	ClosedNotBack      int64 `json:"closed_not_back"`
 }
 
 // MsgResult is about messages to users.
@@ -188,7 +198,7 @@ func (r *runner) result(end int64) *Result {
 	var msgs, bc SeqCounts
 	errs, perrs := map[string]int64{}, map[string]int64{}
 	bstats := map[int]*BroadcastStat{}
-	var foreign, misrouted, refreshed, churned, behind, open, mints int64
+	var foreign, misrouted, refreshed, churned, behind, open, mints, unexpected, notBack int64
 	for _, w := range results {
 		msgs.add(w.Msgs)
 		bc.add(w.Bcast)
@@ -230,6 +240,8 @@ func (r *runner) result(end int64) *Result {
 		churned += w.Churned
 		behind += w.Behind
 		open += w.OpenAtEnd
+		unexpected += w.Unexpected
+		notBack += w.NotBack
 		mints += w.Mints
 		res.CPU.UserSeconds += w.CPUUser
 		res.CPU.SysSeconds += w.CPUSys
@@ -253,7 +265,8 @@ func (r *runner) result(end int64) *Result {
 
 	cr := &res.Connections
 	cr.Target, cr.Peak, cr.OpenAtEnd = c.Conns, max(peak, sum.Live), open
-	cr.Attempts, cr.Welcomes, cr.Failures = sum.Attempts, sum.Welcomes, sum.Fails
+	cr.Attempts, cr.Welcomes, cr.Failures, cr.EverWelcomed = sum.Attempts, sum.Welcomes, sum.Fails, sum.EverWelcomed
+	cr.ClosedUnexpectedly, cr.ClosedNotBack = unexpected, notBack
 	cr.RateTarget = c.ConnectRate
 	cr.Upgrade, cr.Handshake = statsOf(hs["upgrade"]), statsOf(hs["welcome"])
 	cr.Errors, cr.Refreshed, cr.TokenMints = errs, refreshed, mints
@@ -317,6 +330,7 @@ func (r *runner) result(end int64) *Result {
 	res.Series = r.mergedSeries()
 	res.Gateways = r.gatewayFigures()
 	res.Accounting = checkAccounting(res, msgs, bc)
+	res.Failures, res.ExitStatus = Verdict(res), ExitStatus(res)
 	return res
 }
 
@@ -378,6 +392,7 @@ func checkAccounting(res *Result, msgs, bc SeqCounts) Accounting {
 			continue
 		}
 		check(c.Expected == c.Delivered+c.Lost+c.Missed, "%s: expected %d = delivered %d + lost %d + missed %d", name, c.Expected, c.Delivered, c.Lost, c.Missed)
+		check(c.MissedClosed <= c.Missed, "%s: missed after unexpected closes %d ≤ missed %d", name, c.MissedClosed, c.Missed)
 		check(c.Receipts == c.Delivered+c.Early+c.Unconfirmed+c.Unknown+c.Duplicated, "%s: receipts %d = delivered %d + early %d + unconfirmed %d + unknown %d + duplicates %d",
 			name, c.Receipts, c.Delivered, c.Early, c.Unconfirmed, c.Unknown, c.Duplicated)
 	}
@@ -483,6 +498,9 @@ func WriteReport(out io.Writer, res *Result) {
 	if c.Refreshed > 0 {
 		fmt.Fprintf(w, "  tokens refreshed\t%s\n", numfmt.Thousands(c.Refreshed))
 	}
+	if c.ClosedUnexpectedly > 0 || c.ClosedNotBack > 0 {
+		fmt.Fprintf(w, "  closed by the gateway\t%s\tnot back at the end %s\n", numfmt.Thousands(c.ClosedUnexpectedly), numfmt.Thousands(c.ClosedNotBack))
+	}
 	if m := res.Messages; m != nil {
 		fmt.Fprintf(w, "messages (via %s, target %s/s)\n", m.Via, numfmt.Thousands(int64(m.RateTarget)))
 		fmt.Fprintf(w, "  published\t%s\tacknowledged %s\tfailed %s\tskipped (behind) %s\n", numfmt.Thousands(m.Published), numfmt.Thousands(m.Acked), numfmt.Thousands(m.Failed), numfmt.Thousands(m.Skipped))
@@ -561,6 +579,18 @@ func WriteReport(out io.Writer, res *Result) {
 	for _, p := range res.Problems {
 		fmt.Fprintf(w, "problem\t%s\n", p)
 	}
+	fails, code := Verdict(res), ExitStatus(res)
+	switch {
+	case res.Interrupted:
+		fmt.Fprintf(w, "verdict\tINTERRUPTED: partial (exit status %d)\n", code)
+	case len(fails) > 0:
+		fmt.Fprintf(w, "verdict\tFAILED (exit status %d)\n", code)
+	default:
+		fmt.Fprintf(w, "verdict\tpassed (exit status %d)\n", code)
+	}
+	for _, f := range fails {
+		fmt.Fprintf(w, "FAILED: %s\n", f)
+	}
 	w.Flush()
 }
 
@@ -568,6 +598,11 @@ func seqRows(w io.Writer, c SeqCounts) {
 	fmt.Fprintf(w, "  delivered\t%s of %s expected\tlost %s\tduplicated %s\tout of order %s\n",
 		numfmt.Thousands(c.Delivered), numfmt.Thousands(c.Expected), numfmt.Thousands(c.Lost), numfmt.Thousands(c.Duplicated), numfmt.Thousands(c.OutOfOrder))
 	if c.Missed+c.Early+c.Unconfirmed+c.Unknown > 0 {
-		fmt.Fprintf(w, "  missed while away\t%s\tearly %s\tunconfirmed %s\tunknown %s\n", numfmt.Thousands(c.Missed), numfmt.Thousands(c.Early), numfmt.Thousands(c.Unconfirmed), numfmt.Thousands(c.Unknown))
+		fmt.Fprintf(w, "  missed while away\t%s\tearly %s\tunconfirmed %s\tunknown %s", numfmt.Thousands(c.Missed), numfmt.Thousands(c.Early), numfmt.Thousands(c.Unconfirmed), numfmt.Thousands(c.Unknown))
+		if c.MissedClosed > 0 {
+			// missed because the gateway closed the device's connection
+			fmt.Fprintf(w, "\tafter gateway closes %s", numfmt.Thousands(c.MissedClosed))
+		}
+		fmt.Fprintln(w)
 	}
 }

@@ -556,6 +556,7 @@ func (r *runner) progress() (Progress, []Progress) {
 		s.Connecting += p.Connecting
 		s.Attempts += p.Attempts
 		s.Welcomes += p.Welcomes
+		s.EverWelcomed += p.EverWelcomed
 		s.Fails += p.Fails
 		s.Closes += p.Closes
 		s.Published += p.Published

@@ -142,6 +142,10 @@ func TestTokenExpiry(t *testing.T) {
 		} else if res.Closes["4401"] < 20 || c.Welcomes < 40 {
 			t.Errorf("expiry: closes %v, welcomes %d", res.Closes, c.Welcomes)
 		}
+		// the expiry the run asked for is no failure
+		if len(res.Failures) > 0 || res.ExitStatus != 0 || c.ClosedUnexpectedly != 0 {
+			t.Errorf("verdict: exit status %d, failures %q, closed unexpectedly %d", res.ExitStatus, res.Failures, c.ClosedUnexpectedly)
+		}
 	}
 }
 

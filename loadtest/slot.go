@@ -50,6 +50,8 @@ type slot struct {
 	dropped    bool // dropped by a storm, not yet back
 	churned    bool // closed by churn: comes back after the churn delay
 	refreshing bool // a refreshed token is being checked
+	closeOK    bool // the live session is ending as the run asked (a storm's drop, a token expiry without --token-refresh)
+	downUnexp  bool // the last session ended unexpectedly and no new one was welcomed since
 
 	attempts   int
 	retryAfter int // seconds, from a 503
@@ -317,9 +319,10 @@ func (s *slot) upgraded(head, rest []byte) bool {
 	}
 	if status != 101 {
 		reason := "http_" + strconv.Itoa(status)
-		if i := bytes.Index(rest, []byte(`"error":"`)); i >= 0 {
-			if j := bytes.IndexByte(rest[i+9:], '"'); j > 0 && j < 64 {
-				reason += "_" + string(rest[i+9:i+9+j])
+		// The gateway's refusal body: {"code":"node_full","reason":"…"}.
+		if i := bytes.Index(rest, []byte(`"code":"`)); i >= 0 {
+			if j := bytes.IndexByte(rest[i+8:], '"'); j > 0 && j < 64 {
+				reason += "_" + string(rest[i+8:i+8+j])
 			}
 		}
 		if v := header(head, "retry-after"); v != "" {
@@ -430,6 +433,9 @@ func (s *slot) frame(h ws.Header, p []byte) {
 			return
 		}
 		s.l.closeCode(code)
+		// A token that expires as --token-ttl asked (no --token-refresh)
+		// is the run's doing, not the gateway failing the device.
+		s.closeOK = code == int(protocol.CloseUnauthorized) && !s.l.e.plan.Auth.Refresh
 		wasAuthing := s.state == stAuthing
 		var echo [2]byte
 		binary.BigEndian.PutUint16(echo[:], uint16(min(code, 4999)))
@@ -526,6 +532,7 @@ func (s *slot) welcomed() {
 		}
 	}
 	s.churned = false
+	s.downUnexp = false
 	s.scheduleRefresh()
 }
 
@@ -723,21 +730,26 @@ func (s *slot) closeGracefully(code uint16) {
 	if s.state == stDown {
 		return
 	}
-	s.endSession()
+	s.endSession(false)
 	s.state = stClosing
 	s.l.w.schedule(s, s.l.now+s.l.ticksOf(s.l.e.plan.CloseTimeout))
 }
 
-// endSession ends the open session (the device stops expecting messages).
-func (s *slot) endSession() {
+// endSession ends the open session (the device stops expecting messages);
+// unexpected says the gateway or the network ended it, not the load tester.
+func (s *slot) endSession(unexpected bool) {
 	if s.state != stLive {
 		return
 	}
 	s.l.e.sessionClosed(s.user)
-	s.msgs.closed()
-	s.bc.closed()
+	s.msgs.closed(unexpected)
+	s.bc.closed(unexpected)
 	s.l.st.live.Add(-1)
 	s.l.st.closes.Add(1)
+	if unexpected {
+		s.downUnexp = true
+		s.l.st.unexpected.Add(1)
+	}
 }
 
 // finalClose closes the socket. A non-empty failReason counts a failed
@@ -751,7 +763,11 @@ func (s *slot) finalClose(failReason string) {
 	if s.state == stConnecting {
 		l.st.connecting.Add(-1)
 	}
-	s.endSession()
+	// A live session ends here when the gateway closed it, the stream
+	// ended, a write failed or the framing broke: unexpected, unless the
+	// run itself caused it (closeOK) or the run is over (after the cut).
+	s.endSession(!s.closeOK && !l.finishing)
+	s.closeOK = false
 	_ = l.p.Del(s.fd)
 	unix.Close(s.fd)
 	s.fd = -1

@@ -24,6 +24,10 @@ package loadtest
 //   - missed: not received, and no session was open through both the
 //     publish and the end of the window (the device was disconnected,
 //     reconnecting, or closed meanwhile): expected during a storm or churn.
+//     A missed message whose device's last session welcomed before the
+//     publish ended unexpectedly (the gateway or the network closed it, not
+//     the load tester) is also counted in missedClosed: that is the fleet
+//     failing the device (a slow-consumer close, say), not the scenario.
 //
 // A message published before the device's first welcome counts nowhere
 // (if it arrives anyway it is "early"). Duplicates (a number the device
@@ -79,6 +83,12 @@ type devTrack struct {
 	dup    int64
 	ooo    int64
 	recv   int64 // receipts, duplicates included
+
+	// unexp holds, for each session that ended unexpectedly, its welcome
+	// time and the next session's (0 until there is one): a message
+	// published in (unexp[i][0], unexp[i][1]] that the device missed was
+	// missed because of that close. Nil for nearly every device.
+	unexp [][2]int64
 }
 
 // welcome starts a session at t.
@@ -86,11 +96,33 @@ func (d *devTrack) welcome(t int64) {
 	if d.firstW == 0 {
 		d.firstW = t
 	}
+	if n := len(d.unexp); n > 0 && d.unexp[n-1][1] == 0 {
+		d.unexp[n-1][1] = t
+	}
 	d.w, d.open, d.maxSeq = t, true, 0
 }
 
-// closed ends the current session.
-func (d *devTrack) closed() { d.open = false }
+// closed ends the current session; unexpected says the gateway or the
+// network ended it (not the load tester: a storm's drop, churn, the end of
+// the run, or a token expiry the run asked for).
+func (d *devTrack) closed(unexpected bool) {
+	if d.open && unexpected {
+		d.unexp = append(d.unexp, [2]int64{d.w, 0})
+	}
+	d.open = false
+}
+
+// missedByClose reports whether a message published at t, missed, was
+// missed because a session ended unexpectedly: the last session welcomed
+// before t is one that did.
+func (d *devTrack) missedByClose(t int64) bool {
+	for _, u := range d.unexp {
+		if u[0] < t && (u[1] == 0 || t <= u[1]) {
+			return true
+		}
+	}
+	return false
+}
 
 // receive records a receipt of seq (≥ 1) and reports whether it was a
 // duplicate or out of order.
@@ -111,16 +143,17 @@ func (d *devTrack) receive(seq uint32) (dup, ooo bool) {
 // SeqCounts are the outcome of sequence accounting, summed over devices.
 // For every device Expected = Delivered + Lost + Missed.
 type SeqCounts struct {
-	Expected    int64 `json:"expected"`     // acknowledged messages published after the device's first welcome
-	Delivered   int64 `json:"delivered"`    // of those, received
-	Lost        int64 `json:"lost"`         // of those, not received by a session open from before the publish to the end
-	Missed      int64 `json:"missed"`       // of those, not received while the device was away
-	Early       int64 `json:"early"`        // received, published before the device's first welcome
-	Unconfirmed int64 `json:"unconfirmed"`  // received, but the publish was not acknowledged
-	Unknown     int64 `json:"unknown"`      // received numbers the publisher never issued
-	Duplicated  int64 `json:"duplicated"`   // receipts of a number the device already had
-	OutOfOrder  int64 `json:"out_of_order"` // receipts below the session's highest number
-	Receipts    int64 `json:"receipts"`     // every receipt, duplicates included
+	Expected     int64 `json:"expected"`      // acknowledged messages published after the device's first welcome
+	Delivered    int64 `json:"delivered"`     // of those, received
+	Lost         int64 `json:"lost"`          // of those, not received by a session open from before the publish to the end
+	Missed       int64 `json:"missed"`        // of those, not received while the device was away
+	MissedClosed int64 `json:"missed_closed"` // of the missed, those whose device the gateway or the network had closed unexpectedly
+	Early        int64 `json:"early"`         // received, published before the device's first welcome
+	Unconfirmed  int64 `json:"unconfirmed"`   // received, but the publish was not acknowledged
+	Unknown      int64 `json:"unknown"`       // received numbers the publisher never issued
+	Duplicated   int64 `json:"duplicated"`    // receipts of a number the device already had
+	OutOfOrder   int64 `json:"out_of_order"`  // receipts below the session's highest number
+	Receipts     int64 `json:"receipts"`      // every receipt, duplicates included
 }
 
 func (c *SeqCounts) add(o SeqCounts) {
@@ -128,6 +161,7 @@ func (c *SeqCounts) add(o SeqCounts) {
 	c.Delivered += o.Delivered
 	c.Lost += o.Lost
 	c.Missed += o.Missed
+	c.MissedClosed += o.MissedClosed
 	c.Early += o.Early
 	c.Unconfirmed += o.Unconfirmed
 	c.Unknown += o.Unknown
@@ -161,6 +195,9 @@ func (d *devTrack) account(log []pubRec, openAtEnd bool) SeqCounts {
 		default:
 			c.Expected++
 			c.Missed++
+			if d.unexp != nil && d.missedByClose(r.t) {
+				c.MissedClosed++
+			}
 		}
 	}
 	// numbers past the log

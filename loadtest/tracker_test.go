@@ -16,7 +16,8 @@ func TestSeqAccounting(t *testing.T) {
 		v    int64
 	}
 	W := func(t int64) ev { return ev{'w', t} }
-	C := ev{'c', 0}
+	C := ev{'c', 0} // closed by the load tester (drop, churn)
+	X := ev{'x', 0} // closed unexpectedly (by the gateway)
 	R := func(s int64) ev { return ev{'r', s} }
 
 	for _, tc := range []struct {
@@ -103,6 +104,35 @@ func TestSeqAccounting(t *testing.T) {
 			want:   SeqCounts{Expected: 1, Delivered: 1, Unknown: 1, Receipts: 2},
 		},
 		{
+			name: "closed by the gateway: missed because of the close",
+			// session 1 from 5 closed by the gateway after 1; 2 and 3
+			// published while away; session 2 from 35 gets 4
+			log:    acked(10, 20, 30, 40),
+			events: []ev{W(5), R(1), X, W(35), R(4)},
+			want:   SeqCounts{Expected: 4, Delivered: 2, Missed: 2, MissedClosed: 2, Receipts: 2},
+		},
+		{
+			name: "closed by the gateway, then churned: only the first gap counts",
+			// session 1 (5) closed by the gateway: 2 (20) missed because
+			// of it; session 2 (25) churned: 3 (30) missed as asked;
+			// session 3 (35) gets 4
+			log:    acked(10, 20, 30, 40),
+			events: []ev{W(5), R(1), X, W(25), C, W(35), R(4)},
+			want:   SeqCounts{Expected: 4, Delivered: 2, Missed: 2, MissedClosed: 1, Receipts: 2},
+		},
+		{
+			name:   "closed by the gateway and never back",
+			log:    acked(10, 20, 30),
+			events: []ev{W(5), R(1), X},
+			want:   SeqCounts{Expected: 3, Delivered: 1, Missed: 2, MissedClosed: 2, Receipts: 1},
+		},
+		{
+			name:   "closed by the gateway, every message delivered anyway",
+			log:    acked(10, 20),
+			events: []ev{W(5), R(1), R(2), X, W(25)},
+			want:   SeqCounts{Expected: 2, Delivered: 2, Receipts: 2},
+		},
+		{
 			name:   "never connected",
 			log:    acked(10, 20),
 			events: nil,
@@ -116,7 +146,9 @@ func TestSeqAccounting(t *testing.T) {
 				case 'w':
 					d.welcome(e.v)
 				case 'c':
-					d.closed()
+					d.closed(false)
+				case 'x':
+					d.closed(true)
 				case 'r':
 					d.receive(uint32(e.v))
 				}
@@ -125,7 +157,7 @@ func TestSeqAccounting(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
 			}
-			if got.Expected != got.Delivered+got.Lost+got.Missed {
+			if got.Expected != got.Delivered+got.Lost+got.Missed || got.MissedClosed > got.Missed {
 				t.Fatalf("counts do not add up: %+v", got)
 			}
 		})

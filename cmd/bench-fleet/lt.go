@@ -36,7 +36,8 @@ type ltJob struct {
 }
 
 // runLoadtest runs bin/loadtest against f and returns its --json result.
-// Exit status 3 (lost/duplicated messages) is a result, not an error.
+// loadtest's verdict (exit status 1 or 3 with its failures listed) is a
+// result, not an error: the harness judges the figures itself.
 func (h *harness) runLoadtest(ctx context.Context, f *fleet, j ltJob) (*loadtest.Result, *phaseSnaps, error) {
 	snaps := &phaseSnaps{}
 	res, err := h.runLoadtestSnaps(ctx, f, j, snaps)
@@ -144,21 +145,37 @@ wait:
 	} else if p.err != nil {
 		code = -1
 	}
-	if failure == nil && code != 0 && code != 3 && !(stopped && code == 130) {
-		failure = fmt.Errorf("loadtest exited with status %d; see %s", code, p.log)
-	}
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		if failure != nil {
 			return nil, failure
 		}
-		return nil, fmt.Errorf("loadtest wrote no result (%v); see %s", err, p.log)
+		return nil, fmt.Errorf("loadtest exited with status %d and wrote no result (%v); see %s", code, err, p.log)
 	}
 	var res loadtest.Result
 	if err := json.Unmarshal(b, &res); err != nil {
 		return nil, fmt.Errorf("%s: %v", jsonPath, err)
 	}
+	if failure == nil && !judged(code, stopped, &res) {
+		failure = fmt.Errorf("loadtest exited with status %d; see %s", code, p.log)
+	}
 	return &res, failure
+}
+
+// judged reports whether loadtest's exit status is its verdict on a run it
+// completed, which the harness reads from the result (its failures, lost
+// messages, peak), rather than an error: 0, 1 or 3 with the failures
+// listed, or 130 when the harness stopped it.
+func judged(code int, stopped bool, res *loadtest.Result) bool {
+	switch code {
+	case loadtest.ExitOK:
+		return true
+	case loadtest.ExitFailed, loadtest.ExitDelivery:
+		return len(res.Failures) > 0
+	case loadtest.ExitInterrupted:
+		return stopped
+	}
+	return false
 }
 
 // gatewayCPU sums the gateways' CPU seconds between two of loadtest's
