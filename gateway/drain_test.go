@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,5 +216,58 @@ func TestReusePort(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "reuseport") {
 		t.Fatalf("bind error %q does not point at --reuseport", err)
+	}
+}
+
+// The control socket: a stale file from a crashed process is replaced; a
+// socket another node serves, or a file that is not a socket, stops Start
+// with an error naming the setting.
+func TestControlSocketPath(t *testing.T) {
+	dir := t.TempDir()
+	serving := filepath.Join(dir, "serving.sock")
+	startGateway(t, func(o *gateway.Options) { o.ControlSocket = serving })
+
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // the file stays, nothing serves it
+
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, err string
+	}{
+		{"stale socket", stale, ""},
+		{"served by another node", serving, "served by another process"},
+		{"not a socket", plain, "not a socket"},
+		{"too long", filepath.Join(dir, strings.Repeat("x", 120)), "longer than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions(t)
+			o.ControlSocket = tc.path
+			srv, err := gateway.New(o)
+			if err == nil {
+				err = srv.Start()
+			}
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				srv.Close()
+				return
+			}
+			if err == nil {
+				srv.Close()
+				t.Fatalf("started with control socket %s", tc.path)
+			}
+			if !strings.Contains(err.Error(), "control-socket") || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %q, want it to name control-socket and say %q", err, tc.err)
+			}
+		})
 	}
 }

@@ -27,6 +27,10 @@ type Options struct {
 	// AdminListen serves /healthz, /readyz, /metrics and /debug/pprof/.
 	// Default ":8081"; "off" disables it.
 	AdminListen string
+	// ControlSocket is a Unix socket path for actions on the node
+	// (`gateway drain`); only what can open the file reaches it. Default ""
+	// (none).
+	ControlSocket string
 	// NodeID names this node in welcome frames, headers and logs.
 	// Default "<hostname>-<pid>".
 	NodeID string
@@ -246,6 +250,9 @@ func (o *Options) Validate() error {
 		if err := checkHostPort("admin-listen", o.AdminListen); err != nil {
 			return err
 		}
+	}
+	if len(o.ControlSocket) > 107 {
+		return badOption("control-socket", "path %q is longer than a Unix socket path may be (107 bytes)", o.ControlSocket)
 	}
 	if o.NATSURL == "" {
 		if err := checkHostPort("nats-embedded-listen", o.NATSEmbeddedListen); err != nil {

@@ -49,6 +49,7 @@ type Server struct {
 	nc         *nats.Conn
 	bsub       *nats.Subscription
 	admin      *admin.Server
+	ctl        *controlServer
 
 	origins     []originPattern
 	connectRate *rate.Limiter // nil: no limit
@@ -169,7 +170,6 @@ func (s *Server) Start() (err error) {
 	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
 	}
-	s.subs.drops.track(s.bsub)
 	if err = s.pres.start(); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.PresenceSnapshot(), err)
 	}
@@ -193,6 +193,11 @@ func (s *Server) Start() (err error) {
 	}
 	if s.opts.AdminListen != "off" {
 		if s.admin, err = startAdmin(s); err != nil {
+			return err
+		}
+	}
+	if s.opts.ControlSocket != "" {
+		if s.ctl, err = startControl(s); err != nil {
 			return err
 		}
 	}
@@ -236,11 +241,11 @@ func (s *Server) NATSConn() *nats.Conn { return s.nc }
 // readiness reports whether the node takes new connections, and why not.
 func (s *Server) readiness() (bool, []string) {
 	var why []string
-	if !s.ready.Load() {
-		why = append(why, "not started")
-	}
-	if s.draining.Load() {
+	switch {
+	case s.draining.Load():
 		why = append(why, "draining")
+	case !s.ready.Load():
+		why = append(why, "not started")
 	}
 	if s.nc == nil || !s.nc.IsConnected() {
 		why = append(why, "NATS disconnected")
@@ -324,8 +329,9 @@ func (s *Server) endDrain() { s.forceOnce.Do(func() { close(s.forceDrain) }) }
 func (s *Server) drain() {
 	s.log.Info("draining", zap.Duration("drain_timeout", s.opts.DrainTimeout))
 	s.stopAccepting()
-	s.loopDrained.Add(len(s.loops))
-	for _, l := range s.loops {
+	live := s.liveLoops()
+	s.loopDrained.Add(len(live))
+	for _, l := range live {
 		l.p.Post(task{kind: taskDrain})
 	}
 	done := make(chan struct{})
@@ -338,7 +344,7 @@ func (s *Server) drain() {
 		s.log.Warn("drain timeout passed; closing the remaining connections")
 	case <-s.forceDrain:
 	}
-	for _, l := range s.loops {
+	for _, l := range live {
 		l.p.Post(task{kind: taskCloseAll})
 	}
 	<-done
@@ -366,11 +372,25 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// liveLoops is the loops still running. A loop whose epoll_wait failed
+// runs no task any more: waiting for one would hang the drain and the
+// shutdown (its connections are lost with the process).
+func (s *Server) liveLoops() []*loop {
+	live := make([]*loop, 0, len(s.loops))
+	for _, l := range s.loops {
+		if !l.dead.Load() {
+			live = append(live, l)
+		}
+	}
+	return live
+}
+
 // closeConns closes every connection at once and waits until the loops
 // hold none.
 func (s *Server) closeConns() {
-	s.loopDrained.Add(len(s.loops))
-	for _, l := range s.loops {
+	live := s.liveLoops()
+	s.loopDrained.Add(len(live))
+	for _, l := range live {
 		l.p.Post(task{kind: taskDrain})
 		l.p.Post(task{kind: taskCloseAll})
 	}
@@ -380,8 +400,9 @@ func (s *Server) closeConns() {
 
 func (s *Server) stopAccepting() {
 	s.ready.Store(false)
-	s.acceptStopped.Add(len(s.loops))
-	for _, l := range s.loops {
+	live := s.liveLoops()
+	s.acceptStopped.Add(len(live))
+	for _, l := range live {
 		l.p.Post(task{kind: taskStopAccept})
 	}
 	s.acceptStopped.Wait()
@@ -396,6 +417,9 @@ func (s *Server) stopAccepting() {
 // nothing feeds the NATS side any more, then NATS and its goroutines.
 func (s *Server) stopAll() {
 	s.ready.Store(false)
+	if s.ctl != nil {
+		s.ctl.close()
+	}
 	if s.admin != nil {
 		s.admin.Close()
 	}

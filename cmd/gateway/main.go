@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +30,7 @@ import (
 
 const usage = `Usage: gateway [flags]
        gateway token --sub USER [--jwt-hs256-secret S] [--ttl 24h]
-       gateway drain [--admin-listen ADDR] [--delay 5s] [--wait=true]
+       gateway drain --control-socket PATH [--delay 5s] [--wait=true]
 
 Runs a wsfleet gateway node: WebSocket clients authenticate with a JWT and
 receive what services publish on NATS to <prefix>.user.<user> and
@@ -57,6 +58,7 @@ func run(args []string) int {
 	fs.String(&o.Listen, "listen", def.Listen, "WebSocket listen address")
 	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
 	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics, /debug/pprof/ ("off" disables)`)
+	fs.String(&o.ControlSocket, "control-socket", "", `Unix socket for actions on the node, such as `+"`gateway drain`"+` ("": none)`)
 	fs.String(&o.NodeID, "node-id", "", "node name in welcome frames, NATS headers and logs")
 	fs.ShowDefault("node-id", "<hostname>-<pid>")
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject")
@@ -186,6 +188,9 @@ func parseBytes(s string) (int64, error) {
 			if err != nil || n <= 0 {
 				return 0, fmt.Errorf("want a positive number of bytes with an optional KiB, MiB, GiB or TiB")
 			}
+			if n > math.MaxInt64/u.mul {
+				return 0, fmt.Errorf("more bytes than a 64-bit count holds")
+			}
 			return n * u.mul, nil
 		}
 	}
@@ -194,21 +199,19 @@ func parseBytes(s string) (int64, error) {
 
 const drainUsage = `Usage: gateway drain [flags]
 
-Drains the gateway node running on this host: its /readyz turns 503, it stops
-accepting, and its clients are asked to reconnect elsewhere (a reconnect
-notice, then 1012) over its --drain-timeout. The node keeps running, with no
-connection, until it is stopped. It reads the node's --admin-listen (the same
-flag and WSFLEET_ADMIN_LISTEN variable) and calls POST /drain there from the
-loopback address: the Helm chart's preStop hook runs it in the pod.`
+Drains the gateway node that serves --control-socket (the same flag and
+WSFLEET_CONTROL_SOCKET variable as the node's): its /readyz turns 503, it
+stops accepting, and its clients are asked to reconnect elsewhere (a
+reconnect notice, then 1012) over its --drain-timeout. The node keeps
+running, with no connection, until it is stopped. The Helm chart's preStop
+hook runs it in the gateway's container.`
 
 func drainCmd(args []string) int {
-	var def gateway.Options
-	def.SetDefaults()
-	var adminListen string
+	var socket string
 	var delay, timeout time.Duration
 	var wait bool
 	fs := flagenv.New("gateway drain", "WSFLEET_", drainUsage)
-	fs.String(&adminListen, "admin-listen", def.AdminListen, "the node's admin address")
+	fs.String(&socket, "control-socket", "", "the node's control socket (its --control-socket)")
 	fs.Duration(&delay, "delay", 0, "wait this long before starting the drain (so load balancers stop sending new connections first)")
 	fs.Bool(&wait, "wait", true, "return once the node holds no connection")
 	fs.Duration(&timeout, "timeout", 0, "give up after this long, the delay included (0: no limit)")
@@ -219,9 +222,8 @@ func drainCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "gateway drain:", err)
 		return 2
 	}
-	url, err := loopbackURL(adminListen)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "gateway drain: invalid setting --admin-listen %q: %v\n", adminListen, err)
+	if socket == "" {
+		fmt.Fprintln(os.Stderr, "gateway drain: --control-socket (or WSFLEET_CONTROL_SOCKET) is required: the node's --control-socket")
 		return 2
 	}
 	ctx := context.Background()
@@ -236,7 +238,7 @@ func drainCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "gateway drain: --timeout passed during --delay")
 		return 1
 	}
-	url += "/drain"
+	url := "http://gateway/drain"
 	if wait {
 		url += "?wait"
 	}
@@ -245,9 +247,13 @@ func drainCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "gateway drain:", err)
 		return 1
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	resp, err := hc.Do(req)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway drain:", err)
+		fmt.Fprintf(os.Stderr, "gateway drain: %s: %v\n", socket, err)
 		return 1
 	}
 	defer resp.Body.Close()
@@ -258,31 +264,6 @@ func drainCmd(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// loopbackURL turns an admin listen address into a URL on this host's
-// loopback: ":8081" and "0.0.0.0:8081" become http://127.0.0.1:8081.
-func loopbackURL(listen string) (string, error) {
-	if listen == "off" {
-		return "", errors.New("the admin endpoint is off")
-	}
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return "", err
-	}
-	switch ip := net.ParseIP(host); {
-	case host == "" || host == "localhost":
-		host = "127.0.0.1"
-	case ip == nil:
-		return "", fmt.Errorf("%q is not an IP address", host)
-	case ip.IsUnspecified():
-		if ip.To4() != nil {
-			host = "127.0.0.1"
-		} else {
-			host = "::1"
-		}
-	}
-	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 func tokenCmd(args []string) int {

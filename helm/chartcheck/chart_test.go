@@ -153,10 +153,20 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 				t.Fatal("no preStop exec")
 			}
 			pre := c.Lifecycle.PreStop.Exec.Command
-			if len(pre) != 4 || pre[0] != c.Command[0] || pre[1] != "drain" || pre[2] != "--delay" {
-				t.Fatalf("preStop %q, want [%s drain --delay <seconds>s]", pre, c.Command[0])
+			if len(pre) != 6 || pre[0] != c.Command[0] || pre[1] != "drain" || pre[2] != "--delay" || pre[4] != "--timeout" {
+				t.Fatalf("preStop %q, want [%s drain --delay <seconds>s --timeout <seconds>s]", pre, c.Command[0])
 			}
-			sleep := seconds(t, pre[3])
+			sleep, hookTimeout := seconds(t, pre[3]), seconds(t, pre[5])
+			// The hook reaches the node through its control socket, which
+			// must sit on a writable volume of the container.
+			sock := env["WSFLEET_CONTROL_SOCKET"]
+			writable := false
+			for _, m := range c.VolumeMounts {
+				writable = writable || (!m.ReadOnly && strings.HasPrefix(sock, strings.TrimSuffix(m.MountPath, "/")+"/"))
+			}
+			if sock == "" || !writable {
+				t.Errorf("control socket %q is not on a writable volume of the gateway container", sock)
+			}
 			drain, closeT := seconds(t, env["WSFLEET_DRAIN_TIMEOUT"]), seconds(t, env["WSFLEET_CLOSE_TIMEOUT"])
 			if spec.TerminationGracePeriodSeconds == nil {
 				t.Fatal("no terminationGracePeriodSeconds")
@@ -164,6 +174,9 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			grace := float64(*spec.TerminationGracePeriodSeconds)
 			if need := sleep + drain + closeT + 5; grace <= need {
 				t.Errorf("terminationGracePeriodSeconds %.0f <= preStop %.0fs + drain %.1fs + close %.1fs + NATS drain 5s", grace, sleep, drain, closeT)
+			}
+			if hookTimeout < sleep+drain+closeT || hookTimeout+5 >= grace {
+				t.Errorf("the preStop hook's --timeout %.0fs: want at least delay + drain + close (%.1fs) and room for the NATS drain within the grace period %.0fs", hookTimeout, sleep+drain+closeT, grace)
 			}
 			if sleep < 1 {
 				t.Errorf("preStop sleeps %.0fs: endpoints need a moment to drop the pod", sleep)

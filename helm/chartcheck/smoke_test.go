@@ -72,6 +72,9 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				if env["WSFLEET_JWT_JWKS_URL"] != "" {
 					env["WSFLEET_JWT_JWKS_URL"] = jwksSrv.URL
 				}
+				if env["WSFLEET_CONTROL_SOCKET"] != "" {
+					env["WSFLEET_CONTROL_SOCKET"] = filepath.Join(dir, c+".sock")
+				}
 				if p := env["WSFLEET_JWT_JWKS_FILE"]; p != "" {
 					env["WSFLEET_JWT_JWKS_FILE"] = writeMounted(t, o, spec, c, p, dir, jwks)
 				}
@@ -184,7 +187,7 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			// unready, until the SIGTERM.
 			pre := container(gwSpec, "gateway").Lifecycle.PreStop.Exec.Command
 			preArgs := append([]string(nil), pre[1:]...)
-			preArgs[len(preArgs)-1] = "0s"
+			preArgs[2] = "0s" // --delay
 			cmd := exec.Command(b.path("gateway"), preArgs...)
 			cmd.Env = envList(gwEnv)
 			if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"drained"`) {

@@ -40,9 +40,6 @@ type Config struct {
 	Ready Check
 	// Fields are added to every /healthz and /readyz body, e.g. the node id.
 	Fields map[string]any
-	// Handlers are the caller's own endpoints, by ServeMux pattern
-	// ("POST /drain").
-	Handlers map[string]http.Handler
 }
 
 // Server is a running admin endpoint.
@@ -68,9 +65,6 @@ func Start(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /readyz", verdict(cfg.Ready, cfg.Fields, "ready", "unavailable"))
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
-	}
-	for pattern, h := range cfg.Handlers {
-		mux.Handle(pattern, h)
 	}
 	// No /debug/pprof/cmdline: a secret given as a flag would be served.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -110,19 +104,6 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// FromLoopback reports whether r came from this host's loopback address:
-// for endpoints that change the process's state, which only a command run
-// in the same network namespace (a Kubernetes exec hook, an operator's
-// shell in the pod) may call.
-func FromLoopback(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func verdict(check Check, fields map[string]any, okStatus, failStatus string) http.HandlerFunc {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -111,47 +110,5 @@ func TestDefaultsAndMetrics(t *testing.T) {
 func TestListenError(t *testing.T) {
 	if _, err := Start(Config{Addr: "127.0.0.1:notaport"}); err == nil {
 		t.Fatal("bad address accepted")
-	}
-}
-
-func TestFromLoopback(t *testing.T) {
-	for _, tc := range []struct {
-		name, remote string
-		want         bool
-	}{
-		{"IPv4 loopback", "127.0.0.1:5000", true},
-		{"elsewhere in 127/8", "127.0.0.9:5000", true},
-		{"IPv6 loopback", "[::1]:5000", true},
-		{"a pod address", "10.1.2.3:5000", false},
-		{"IPv4-mapped remote", "[::ffff:10.1.2.3]:5000", false},
-		{"no port", "127.0.0.1", false},
-		{"garbage", "nope", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPost, "/drain", nil)
-			r.RemoteAddr = tc.remote
-			if got := FromLoopback(r); got != tc.want {
-				t.Fatalf("FromLoopback(%q) = %v, want %v", tc.remote, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestHandlers(t *testing.T) {
-	base := start(t, Config{Handlers: map[string]http.Handler{"POST /drain": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		WriteJSON(w, http.StatusAccepted, map[string]any{"status": "draining", "loopback": FromLoopback(r)})
-	})}})
-	resp, err := http.Post(base+"/drain", "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Content-Type") != "application/json" ||
-		strings.TrimSpace(string(b)) != `{"loopback":true,"status":"draining"}` {
-		t.Fatalf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	}
-	if code, _ := get(t, base+"/drain"); code != http.StatusMethodNotAllowed {
-		t.Fatalf("GET /drain: %d", code)
 	}
 }

@@ -120,6 +120,14 @@ fails on anything else.
 {{- ceil $sum | int -}}
 {{- end -}}
 
+{{/* The preStop hook's bound: its delay, the drain and the close timeout,
+and a second; the drain ends by then, so the hook never eats the NATS
+drain's share of the grace period. */}}
+{{- define "wsfleet.gateway.hookTimeout" -}}
+{{- $d := .Values.gateway.drain -}}
+{{- ceil (addf (float64 $d.preStopSleepSeconds) (include "wsfleet.seconds" $d.timeout | float64) (include "wsfleet.seconds" $d.closeTimeout | float64) 1.0) | int -}}
+{{- end -}}
+
 {{- define "wsfleet.gateway.grace" -}}
 {{- $min := include "wsfleet.gateway.minGrace" . | int -}}
 {{- $set := .Values.gateway.terminationGracePeriodSeconds -}}
@@ -200,7 +208,7 @@ Settings the chart manages itself; gateway.config and router.config must not
 set them.
 */}}
 {{- define "wsfleet.gateway.reserved" -}}
-listen admin-listen nats-url subject-prefix nats-embedded-listen nats-embedded-store-dir node-id drain-timeout close-timeout max-connections jwt-hs256-secret jwt-jwks-url jwt-jwks-file
+listen admin-listen control-socket nats-url subject-prefix nats-embedded-listen nats-embedded-store-dir node-id drain-timeout close-timeout max-connections jwt-hs256-secret jwt-jwks-url jwt-jwks-file
 {{- end -}}
 
 {{- define "wsfleet.router.reserved" -}}
