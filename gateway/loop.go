@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -50,6 +51,7 @@ type task struct {
 type loop struct {
 	s        *Server
 	p        *poller.Poller[task]
+	dead     atomic.Bool // epoll_wait failed: posted tasks never run
 	idx      int
 	conns    []*conn
 	wheel    wheel
@@ -97,6 +99,7 @@ func newLoop(s *Server, idx int) (*loop, error) {
 		OnError: func(err error) {
 			// easygo's wait loop ends after this: the loop's connections are
 			// dead. /healthz turns 503 so the node is restarted.
+			l.dead.Store(true)
 			s.loopFailed.Store(true)
 			s.log.Error("epoll_wait failed; this event loop stopped", zap.Int("loop", idx), zap.Error(err))
 		},

@@ -76,6 +76,9 @@ func (s *Server) startNATS() error {
 func (s *Server) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if err == nats.ErrSlowConsumer {
 		s.m.natsSlowConsumer.Inc()
+		if s.subs != nil {
+			s.subs.drops.slow(sub)
+		}
 	}
 	now := time.Now().UnixNano()
 	last := s.lastNATSErrLog.Load()

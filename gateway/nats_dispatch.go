@@ -208,13 +208,11 @@ func (m *subManager) batch() {
 			if u.subFailed = err != nil; u.subFailed {
 				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
 				m.s.m.subscribeErrors.Inc()
-			} else {
-				m.drops.track(u.sub)
 			}
 			subscribed = true
 		case opUnsubscribe:
 			if u.sub != nil {
-				m.drops.untrack(u.sub)
+				m.drops.forget(u.sub)
 				if err := u.sub.Unsubscribe(); err != nil && err != nats.ErrConnectionClosed {
 					m.s.log.Warn("unsubscribe failed", zap.String("subject", u.sub.Subject), zap.Error(err))
 				}
@@ -239,33 +237,44 @@ func (m *subManager) batch() {
 // dropCounter counts the NATS messages dropped because a dispatch queue
 // was full. nats.go counts them per subscription (Subscription.Dropped) but
 // reports a slow consumer once per episode, so the count is read from the
-// subscriptions when the metric is scraped: the live ones, plus what the
-// unsubscribed ones had dropped.
+// subscriptions that ever reported one when the metric is scraped: a
+// handful, not every user's. The total never goes down: a subscription's
+// last count is kept when it is unsubscribed or NATS closes it.
 type dropCounter struct {
 	mu   sync.Mutex
-	live map[*nats.Subscription]struct{}
-	gone int64
+	seen map[*nats.Subscription]int // subscriptions that dropped → their last count
+	gone int64                      // the counts of those unsubscribed
 }
 
-func (d *dropCounter) track(sub *nats.Subscription) {
-	d.mu.Lock()
-	if d.live == nil {
-		d.live = map[*nats.Subscription]struct{}{}
+// slow records that sub reported a slow consumer.
+func (d *dropCounter) slow(sub *nats.Subscription) {
+	if sub == nil {
+		return
 	}
-	d.live[sub] = struct{}{}
-	d.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[*nats.Subscription]int{}
+	}
+	if _, ok := d.seen[sub]; !ok {
+		d.seen[sub] = 0
+	}
 }
 
-// untrack keeps sub's count; call it before Unsubscribe, after which
-// nats.go no longer reports it.
-func (d *dropCounter) untrack(sub *nats.Subscription) {
-	n, err := sub.Dropped()
+// forget moves sub's count to the total of the unsubscribed; call it
+// before Unsubscribe, after which nats.go no longer reports it.
+func (d *dropCounter) forget(sub *nats.Subscription) {
 	d.mu.Lock()
-	delete(d.live, sub)
-	if err == nil {
-		d.gone += int64(n)
+	defer d.mu.Unlock()
+	last, ok := d.seen[sub]
+	if !ok {
+		return
 	}
-	d.mu.Unlock()
+	if n, err := sub.Dropped(); err == nil {
+		last = max(last, n)
+	}
+	d.gone += int64(last)
+	delete(d.seen, sub)
 }
 
 // total is every message dropped so far.
@@ -273,10 +282,11 @@ func (d *dropCounter) total() float64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n := d.gone
-	for sub := range d.live {
-		if k, err := sub.Dropped(); err == nil {
-			n += int64(k)
+	for sub, last := range d.seen {
+		if k, err := sub.Dropped(); err == nil && k > last {
+			d.seen[sub], last = k, k
 		}
+		n += int64(last)
 	}
 	return float64(n)
 }
