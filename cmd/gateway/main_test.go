@@ -100,6 +100,21 @@ func startNode(t *testing.T, env []string, args ...string) *node {
 	}
 }
 
+// exitsCleanly waits up to within for the process to exit with status 0.
+func (n *node) exitsCleanly(t *testing.T, within time.Duration) {
+	t.Helper()
+	exited := make(chan error, 1)
+	go func() { exited <- n.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v, want status 0", err)
+		}
+	case <-time.After(within):
+		t.Fatalf("did not exit within %s", within)
+	}
+}
+
 func mint(t *testing.T, sub string) string {
 	t.Helper()
 	out, err := exec.Command(binary(t), "token", "--sub", sub, "--jwt-hs256-secret", secret).Output()
@@ -150,16 +165,7 @@ func TestSIGTERMDrains(t *testing.T) {
 			t.Fatalf("client %d was closed without a reconnect notice", i)
 		}
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- n.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v, want status 0", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("did not exit after draining")
-	}
+	n.exitsCleanly(t, 15*time.Second)
 	if el := time.Since(start); el < 500*time.Millisecond {
 		t.Errorf("drained 20 connections in %s; closes should spread over the 1s drain timeout", el)
 	}
@@ -420,16 +426,7 @@ func TestDrainCommand(t *testing.T) {
 	}
 	start := time.Now()
 	n.cmd.Process.Signal(syscall.SIGTERM)
-	exited := make(chan error, 1)
-	go func() { exited <- n.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v, want status 0", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("did not exit after SIGTERM")
-	}
+	n.exitsCleanly(t, 10*time.Second)
 	if el := time.Since(start); el > 2500*time.Millisecond {
 		t.Errorf("SIGTERM after the drain took %s; nothing was left to drain (the drain timeout is 3s)", el)
 	}
