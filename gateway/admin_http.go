@@ -5,7 +5,7 @@ import "github.com/wsfleet/wsfleet/internal/admin"
 // startAdmin serves the node's operational endpoints on AdminListen:
 // /healthz (the process is serving: no event loop stopped), /readyz (it
 // takes new connections: started, not draining, connected to NATS),
-// /metrics and /debug/pprof/. The health and readiness bodies name the
+// /metrics and, with AdminPprof, /debug/pprof/. The health and readiness bodies name the
 // node. Actions on the node are on the control socket (control.go).
 func startAdmin(s *Server) (*admin.Server, error) {
 	a, err := admin.Start(admin.Config{
@@ -20,6 +20,7 @@ func startAdmin(s *Server) (*admin.Server, error) {
 		},
 		Ready:  s.readiness,
 		Fields: map[string]any{"node": s.opts.NodeID},
+		Pprof:  s.opts.AdminPprof,
 	})
 	if err != nil {
 		return nil, badOption("admin-listen", "%v", err)

@@ -20,9 +20,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/israce"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
-	"github.com/wsfleet/wsfleet/internal/poller"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -33,7 +33,14 @@ const benchSecret = "bench-secret-0123456789abcdef-0123456789"
 // started: enough to drive the delivery and parsing paths directly.
 func benchServer(tb testing.TB) (*Server, *loop) {
 	tb.Helper()
-	s, err := New(Options{JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
+	return benchServerBuf(tb, 0)
+}
+
+// benchServerBuf is benchServer with a loop read buffer of rbuf bytes
+// (0: the default).
+func benchServerBuf(tb testing.TB, rbuf int) (*Server, *loop) {
+	tb.Helper()
+	s, err := New(Options{NATSURL: "nats://127.0.0.1:4222", JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -50,7 +57,7 @@ func benchServer(tb testing.TB) (*Server, *loop) {
 	// The loop runs tasks but never ticks: tests drive its connections
 	// from their own goroutine, and the wheel is the loop's.
 	l.p.Close()
-	if l.p, err = poller.New(poller.Config[task]{OnTask: l.onTask}); err != nil {
+	if l.p, err = engine.New(engine.Config[task]{OnTask: l.onTask, ReadBufSize: rbuf}); err != nil {
 		tb.Fatal(err)
 	}
 	s.loops = []*loop{l}
@@ -76,10 +83,22 @@ func pairConn(tb testing.TB, s *Server, l *loop, user string) *conn {
 			}
 		}
 	}()
-	c := &conn{l: l, fd: int32(fds[0]), state: stOpen, welcomed: true}
+	c := testConn(l, fds[0], stOpen)
 	tok, _ := protocol.EncodeUserToken(user)
 	c.user, _, _ = s.reg.add(c, user, tok)
 	tb.Cleanup(func() { unix.Close(fds[0]); peer.Close() })
+	return c
+}
+
+// testConn is a connection of l on fd in state st, welcomed when open,
+// not in the loop's list.
+func testConn(l *loop, fd int, st connState) *conn {
+	c := &conn{l: l, idx: -1}
+	c.Init(fd)
+	c.State = st
+	if st == stOpen {
+		c.LockedFlags |= lfWelcomed
+	}
 	return c
 }
 
@@ -104,7 +123,7 @@ func BenchmarkDeliver(b *testing.B) {
 				b.SetBytes(int64(len(m.Data)))
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					s.deliver(m)
+					s.deliver(m, &s.disp.stats[0])
 				}
 			})
 		}
@@ -120,8 +139,8 @@ func TestAllocsDeliver(t *testing.T) {
 		pairConn(t, s, l, "alice")
 	}
 	m := deliveryMsg(s, "alice", 200)
-	s.deliver(m)
-	if a := testing.AllocsPerRun(1000, func() { s.deliver(m) }); a != 0 {
+	s.deliver(m, &s.disp.stats[0])
+	if a := testing.AllocsPerRun(1000, func() { s.deliver(m, &s.disp.stats[0]) }); a != 0 {
 		t.Fatalf("delivery allocates %.2f times per message", a)
 	}
 }
@@ -165,7 +184,7 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 // masked pong frames per buffer, as they come off the socket.
 func BenchmarkParseFrames(b *testing.B) {
 	s, l := benchServer(b)
-	c := &conn{l: l, fd: -1, state: stOpen}
+	c := testConn(l, -1, stOpen)
 	_ = s
 	var tmpl []byte
 	for i := 0; i < 100; i++ {
@@ -191,7 +210,7 @@ func TestAllocsParseFrames(t *testing.T) {
 		t.Skip("counted without -race")
 	}
 	_, l := benchServer(t)
-	c := &conn{l: l, fd: -1, state: stOpen}
+	c := testConn(l, -1, stOpen)
 	p := []byte(`{"type":"pong"}`)
 	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(p)), Masked: true, Mask: [4]byte{7, 7, 7, 7}}
 	tmpl := append(wsframe.Append(nil, h), p...)

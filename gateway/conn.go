@@ -1,21 +1,17 @@
 package gateway
 
 import (
-	"sync"
-
 	"github.com/gobwas/ws"
-	"github.com/mailru/easygo/netpoll"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
-	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
-// connState is where a connection is in its life. It is read and written by
-// the connection's loop goroutine only.
-type connState uint8
+// connState is where a connection is in its life (engine.Conn.State). It
+// is read and written by the connection's loop goroutine only.
+type connState = uint8
 
 const (
 	stHandshake   connState = iota // reading the HTTP upgrade request
@@ -28,56 +24,79 @@ const (
 	stClosed                       // fd closed; the struct only lingers in references
 )
 
+// Bits of engine.Conn.Flags (loop goroutine only).
+const (
+	flPeerClosed uint8 = 1 << iota // the client sent its close frame first
+	flRegistered                   // in the user registry
+	flRefreshing                   // a refreshed token is with an auth worker
+	flReadAgain                    // a read continuation is queued (taskRead)
+)
+
+// Bits of engine.Conn.LockedFlags (guarded by Mu).
+const (
+	lfWelcomed uint8 = 1 << iota // the welcome frame went out; deliveries may follow
+)
+
 // conn is one client socket. It holds no goroutine, timer or buffer while
-// idle: in, rd and out are nil between events.
+// idle: in and rd are nil between events, and the engine's write queue is
+// nil while the socket keeps up.
 //
-// The loop goroutine owns every field not marked "mu". Other goroutines
-// (dispatchers, the subscription manager, the publisher) only write frames,
-// holding mu and checking wdone first, so no write can reach a closed fd
-// number the kernel has handed out again. The fd is closed under mu.
+// The loop goroutine owns every field. Other goroutines (dispatchers, the
+// subscription manager, the publisher) only write frames through the
+// embedded engine.Conn, holding Mu; the engine refuses writes once the
+// connection stops taking frames and closes the fd under Mu.
 type conn struct {
-	l            *loop
-	user         *user      // set once authenticated
-	in           *[]byte    // unparsed input: part of a request or frame, or frames held during auth
-	rd           *rdState   // a data message being received
-	out          *outq      // mu: bytes the socket did not take yet
-	tprev, tnext *conn      // timing wheel links
-	id           uint64     // node-unique connection number
-	mu           sync.Mutex //
-	fd           int32
-	idx          int32  // position in l.conns
-	due          uint32 // wheel deadline, in loop ticks
-	lastRead     uint32 // tick of the last input
+	engine.Conn[*conn]         // fd, write queue, wheel links, state and flags
+	l                  *loop   //
+	user               *user   // set once authenticated
+	in                 *[]byte // unparsed input: part of a request or frame, or frames held during auth
+	rd                 *rdState
+	id                 uint64 // node-unique connection number
+	idx                int32  // position in l.conns
+	lastRead           uint32 // tick of the last input
 	// lastPing is the tick of the last server ping once the connection is
 	// open; until then it holds the accept time in µs on the server clock,
 	// for the handshake and connect latency metrics.
-	lastPing    uint32
-	expAt       uint32  // tick at which the token expires; 0: never
-	rlTick      uint32  // tick the rate limiter last refilled
-	rlTokens    float32 // messages the client may still send now (negative: in debt)
-	state       connState
-	inWheel     bool
-	welcomed    bool // mu: the welcome frame went out; deliveries may follow
-	wdone       bool // mu: no more frames may be written
-	closeQueued bool // mu: a close frame is queued; shut down the write side once it is out
-	peerClosed  bool // the client sent its close frame first
-	registered  bool // in the user registry
-	refreshing  bool // a refreshed token is with an auth worker
+	lastPing uint32
+	expUnix  uint32  // the token's exp in unix seconds; 0: never
+	rlTick   uint32  // tick the rate limiter last refilled
+	rlTokens float32 // messages the client may still send now (negative: in debt)
+}
+
+func (c *conn) has(f uint8) bool { return c.Flags&f != 0 }
+
+func (c *conn) set(f uint8, on bool) {
+	if on {
+		c.Flags |= f
+	} else {
+		c.Flags &^= f
+	}
+}
+
+// welcomedLocked reports whether deliveries may be written. Mu must be held.
+func (c *conn) welcomedLocked() bool { return c.LockedFlags&lfWelcomed != 0 }
+
+func (c *conn) setWelcomedLocked(on bool) {
+	if on {
+		c.LockedFlags |= lfWelcomed
+	} else {
+		c.LockedFlags &^= lfWelcomed
+	}
 }
 
 // onEvent is the connection's epoll callback, on its loop goroutine.
-func (c *conn) onEvent(ev netpoll.EpollEvent) {
-	if ev == poller.EventClosed || c.state == stClosed {
+func (c *conn) onEvent(ev engine.Event) {
+	if ev == engine.EventClosed || c.State == stClosed {
 		return
 	}
-	if ev&poller.EventWrite != 0 {
+	if ev&engine.EventWrite != 0 {
 		c.flushEvent()
-		if c.state == stClosed {
+		if c.State == stClosed {
 			return
 		}
 	}
-	if ev&(poller.EventRead|poller.EventRdHup|poller.EventHup|poller.EventErr) != 0 {
-		c.readEvent(ev&(poller.EventRdHup|poller.EventHup|poller.EventErr) != 0)
+	if ev&(engine.EventRead|engine.EventRdHup|engine.EventHup|engine.EventErr) != 0 {
+		c.readEvent(ev&(engine.EventRdHup|engine.EventHup|engine.EventErr) != 0)
 	}
 }
 
@@ -86,38 +105,27 @@ func (c *conn) onEvent(ev netpoll.EpollEvent) {
 // read after the loop's other ready connections (taskRead).
 const readBudget = 16
 
-// readEvent reads until the socket is drained. A short read ends the loop:
-// with edge-triggered epoll, bytes arriving later raise a new event. After a
+// readEvent reads until the socket is drained (engine.Conn.Read). After a
 // hang-up it reads on to EOF.
 func (c *conn) readEvent(toEOF bool) {
 	l := c.l
-	for i := 0; ; i++ {
-		if i == readBudget {
+	switch r, _ := c.Read(l.p.ReadBuf(), readBudget, toEOF, c); r {
+	case engine.ReadBudget:
+		if !c.has(flReadAgain) {
+			c.set(flReadAgain, true)
 			l.p.Post(task{kind: taskRead, c: c, torn: toEOF})
-			return
 		}
-		n, err := unix.Read(int(c.fd), l.rbuf)
-		if err != nil {
-			switch err {
-			case unix.EAGAIN:
-				return
-			case unix.EINTR:
-				continue
-			}
-			c.finalClose()
-			return
-		}
-		if n == 0 {
-			c.finalClose()
-			return
-		}
-		c.lastRead = l.now
-		l.s.m.bytesIn.Add(float64(n))
-		c.input(l.rbuf[:n])
-		if c.state == stClosed || (n < len(l.rbuf) && !toEOF) {
-			return
-		}
+	case engine.ReadEOF, engine.ReadError:
+		c.finalClose()
 	}
+}
+
+// OnData takes bytes read from the socket (engine.Reader).
+func (c *conn) OnData(p []byte) bool {
+	c.lastRead = c.l.now
+	c.l.stats.bytesIn.Add(uint64(len(p)))
+	c.input(p)
+	return c.State != stClosed
 }
 
 // input parses data after any bytes held from earlier events and holds what
@@ -129,7 +137,7 @@ func (c *conn) input(data []byte) {
 			return
 		}
 		n := c.process(data, 0)
-		if c.state == stClosed || n == len(data) {
+		if c.State == stClosed || n == len(data) {
 			return
 		}
 		rest := data[n:]
@@ -143,7 +151,7 @@ func (c *conn) input(data []byte) {
 	*c.in = append(*c.in, data...)
 	buf := *c.in
 	n := c.process(buf, scanned)
-	if c.state == stClosed {
+	if c.State == stClosed {
 		return
 	}
 	if n == len(buf) {
@@ -163,7 +171,7 @@ func (c *conn) input(data []byte) {
 func (c *conn) checkHeld() {
 	held := len(*c.in)
 	o := &c.l.s.opts
-	switch c.state {
+	switch c.State {
 	case stHandshake:
 		if held > o.MaxHeaderBytes {
 			c.rejectHTTP(431, "request_too_large", "the upgrade request headers are larger than the node accepts")
@@ -177,11 +185,11 @@ func (c *conn) checkHeld() {
 
 // message handles one complete text message, already checked to be UTF-8.
 func (c *conn) message(p []byte) {
-	c.l.s.m.msgsIn.Inc()
+	c.l.stats.msgsIn.Add(1)
 	if !c.allow() {
 		return
 	}
-	switch c.state {
+	switch c.State {
 	case stAuthWait:
 		c.authWaitMessage(p)
 	case stOpen:
@@ -236,7 +244,7 @@ func (c *conn) openMessage(p []byte) {
 // worth is closed with 4429.
 func (c *conn) allow() bool {
 	o := &c.l.s.opts
-	if o.MaxClientMsgsPerSec <= 0 || c.state < stAuthWait {
+	if o.MaxClientMsgsPerSec <= 0 || c.State < stAuthWait {
 		return true
 	}
 	l := c.l
@@ -259,7 +267,7 @@ func (c *conn) allow() bool {
 
 // onCloseFrame answers a client close frame (RFC 6455 §5.5.1, §7.4).
 func (c *conn) onCloseFrame(p []byte) {
-	if c.state == stClosing {
+	if c.State == stClosing {
 		c.finalClose() // the answer to ours: the handshake is complete
 		return
 	}
@@ -285,11 +293,11 @@ func (c *conn) onCloseFrame(p []byte) {
 			code = protocol.CloseCode(sc) // echo the client's code
 		}
 	}
-	c.peerClosed = true
+	c.set(flPeerClosed, true)
 	c.closeWith(code, reason)
-	c.mu.Lock()
-	drained := c.out == nil
-	c.mu.Unlock()
+	c.Mu.Lock()
+	drained := !c.BehindLocked()
+	c.Mu.Unlock()
 	if drained {
 		c.finalClose()
 	}
@@ -299,74 +307,63 @@ func (c *conn) onCloseFrame(p []byte) {
 // whatever is queued, then the write side is shut down. The socket is closed
 // when the client answers, hangs up, or CloseTimeout passes.
 func (c *conn) closeWith(code protocol.CloseCode, reason string) {
-	switch c.state {
+	switch c.State {
 	case stClosing, stLinger, stClosed:
 		return
 	case stHandshake:
 		c.finalClose()
 		return
 	}
-	c.state = stClosing
+	c.State = stClosing
 	var buf [2 + 2 + 125]byte
 	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(code), reason)
-	c.mu.Lock()
-	if !c.wdone {
-		c.welcomed = false
+	c.Mu.Lock()
+	if !c.WritesDoneLocked() {
+		c.setWelcomedLocked(false)
 		c.putLocked(frame)
-		if !c.wdone {
-			c.wdone, c.closeQueued = true, true
-			if c.out == nil {
-				shutdownWrite(c.fd)
-			}
-		}
+		c.CloseWriteLocked()
 	}
-	c.mu.Unlock()
+	c.Mu.Unlock()
 	c.l.s.m.closed(code)
-	c.l.wheel.schedule(c, c.l.now+c.l.closeTicks)
+	c.l.wheel.Schedule(c, c.l.now+c.l.closeTicks)
 }
 
 // linger abandons the WebSocket without a close frame (a rejected upgrade, a
 // torn write): the write side is shut down and input is discarded until the
 // client hangs up or CloseTimeout passes.
 func (c *conn) linger() {
-	if c.state >= stLinger {
+	if c.State >= stLinger {
 		return
 	}
-	c.state = stLinger
-	c.mu.Lock()
-	c.wdone, c.welcomed = true, false
-	if c.out == nil {
-		shutdownWrite(c.fd)
-	} else {
-		c.closeQueued = true
-	}
-	c.mu.Unlock()
-	c.l.wheel.schedule(c, c.l.now+c.l.closeTicks)
+	c.State = stLinger
+	c.Mu.Lock()
+	c.setWelcomedLocked(false)
+	c.CloseWriteLocked()
+	c.Mu.Unlock()
+	c.l.wheel.Schedule(c, c.l.now+c.l.closeTicks)
 }
 
 // finalClose releases the socket and everything the connection holds.
 func (c *conn) finalClose() {
-	if c.state == stClosed {
+	if c.State == stClosed {
 		return
 	}
-	prev := c.state
-	c.state = stClosed
+	prev := c.State
+	c.State = stClosed
 	l := c.l
-	_ = l.p.Del(int(c.fd))
-	c.mu.Lock()
-	c.wdone, c.welcomed = true, false
-	c.releaseOutLocked()
-	_ = unix.Close(int(c.fd))
-	c.mu.Unlock()
+	c.Close(l.p) // deregisters, then closes under Mu: writes after it are refused
 	if c.in != nil {
 		bufpool.Put(c.in)
 		c.in = nil
 	}
 	c.releaseRd()
-	l.wheel.unlink(c)
+	l.wheel.Unlink(c)
 	l.remove(c)
-	if c.registered {
-		c.registered = false
+	if l.mv.active {
+		delete(l.mv.noticed, c)
+	}
+	if c.has(flRegistered) {
+		c.set(flRegistered, false)
 		l.s.reg.remove(c)
 	}
 	if prev == stHandshake {
@@ -378,7 +375,7 @@ func (c *conn) finalClose() {
 // submitAuth hands a token to the auth workers; the result comes back as a
 // task on this loop.
 func (c *conn) submitAuth(token string) {
-	c.state = stAuthing
+	c.State = stAuthing
 	if !c.l.s.auth.submit(c, token, false) {
 		c.l.s.m.authFailure("queue_full")
 		c.closeWith(protocol.CloseTryAgainLater, "authentication queue full, retry later")
@@ -389,7 +386,7 @@ func (c *conn) submitAuth(token string) {
 // verdict comes back the connection stays open, even past the old token's
 // expiry.
 func (c *conn) submitRefresh(token string) {
-	if c.refreshing {
+	if c.has(flRefreshing) {
 		c.writeError(protocol.ErrCodeBadRequest, "a token refresh is already in progress")
 		return
 	}
@@ -398,5 +395,5 @@ func (c *conn) submitRefresh(token string) {
 		c.writeError(protocol.ErrCodeOverloaded, "authentication queue full, refresh again later")
 		return
 	}
-	c.refreshing = true
+	c.set(flRefreshing, true)
 }

@@ -43,7 +43,7 @@ func (c *conn) releaseRd() {
 
 // parsing reports whether frames are parsed now: not while a token is
 // checked or the subscription confirmed (frames wait in c.in).
-func (c *conn) parsing() bool { return c.state != stAuthing && c.state != stSubscribing }
+func (c *conn) parsing() bool { return c.State != stAuthing && c.State != stSubscribing }
 
 // process parses what data holds and returns how many bytes it consumed;
 // the rest (a partial request, header or control frame) waits for more.
@@ -51,16 +51,16 @@ func (c *conn) parsing() bool { return c.state != stAuthing && c.state != stSubs
 // of the upgrade request.
 func (c *conn) process(data []byte, scanned int) int {
 	off := 0
-	if c.state == stHandshake {
+	if c.State == stHandshake {
 		off = c.handshake(data, scanned)
 		switch {
-		case c.state == stHandshake:
+		case c.State == stHandshake:
 			return 0 // the request is not complete yet
-		case c.state >= stLinger:
+		case c.State >= stLinger:
 			return len(data)
 		}
 	}
-	if c.state == stLinger {
+	if c.State == stLinger {
 		return len(data)
 	}
 	for off < len(data) && c.parsing() {
@@ -101,7 +101,7 @@ func (c *conn) process(data []byte, scanned int) int {
 				c.startFrame(h)
 			}
 		}
-		if c.state == stClosed || c.state == stLinger {
+		if c.State == stClosed || c.State == stLinger {
 			return len(data)
 		}
 	}
@@ -126,7 +126,7 @@ func (c *conn) checkHeader(h ws.Header) protocol.CloseCode {
 			size += int64(len(*c.rd.buf))
 		}
 		limit := int64(c.l.s.opts.MaxMessageBytes)
-		if c.state == stAuthWait {
+		if c.State == stAuthWait {
 			limit = min(limit, maxAuthMessage) // before authentication, only an auth frame
 		}
 		if size > limit {
@@ -150,7 +150,7 @@ const rdChunk = 4 << 10
 func (c *conn) control(op ws.OpCode, p []byte) {
 	switch op {
 	case ws.OpPing:
-		if c.state < stClosing && c.allow() {
+		if c.State < stClosing && c.allow() {
 			c.writeFrame(ws.OpPong, p) // §5.5.3: the pong echoes the ping's payload
 		}
 	case ws.OpPong:
@@ -163,7 +163,7 @@ func (c *conn) control(op ws.OpCode, p []byte) {
 // wholeMessage handles a one-frame message whose payload is all here.
 func (c *conn) wholeMessage(op ws.OpCode, p []byte) {
 	switch {
-	case c.state >= stClosing:
+	case c.State >= stClosing:
 		// After our close frame, data is discarded (RFC 6455 §5.5.1).
 	case op == ws.OpBinary:
 		c.refuseBinary()
@@ -183,8 +183,8 @@ func (c *conn) refuseBinary() {
 // framing can no longer be trusted.
 func (c *conn) fail(code protocol.CloseCode, reason string) {
 	c.closeWith(code, reason)
-	if c.state == stClosing {
-		c.state = stLinger
+	if c.State == stClosing {
+		c.State = stLinger
 	}
 	c.releaseRd()
 }
@@ -194,12 +194,12 @@ func (c *conn) fail(code protocol.CloseCode, reason string) {
 func (c *conn) startFrame(h ws.Header) {
 	rd := c.rd
 	if rd == nil {
-		if h.OpCode == ws.OpBinary && c.state < stClosing {
+		if h.OpCode == ws.OpBinary && c.State < stClosing {
 			c.refuseBinary()
 			return
 		}
 		rd = rdPool.Get().(*rdState)
-		if c.state < stClosing {
+		if c.State < stClosing {
 			rd.buf = bufpool.Get(int(min(h.Length, rdChunk)))
 		}
 		c.rd = rd
@@ -216,7 +216,7 @@ func (c *conn) payload(p []byte) {
 	ws.Cipher(p, rd.mask, rd.maskOff)
 	rd.maskOff += len(p)
 	rd.left -= int64(len(p))
-	if rd.buf != nil && c.state >= stClosing {
+	if rd.buf != nil && c.State >= stClosing {
 		bufpool.Put(rd.buf) // closing meanwhile: the rest is discarded
 		rd.buf = nil
 	}

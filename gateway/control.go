@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,14 +28,20 @@ type controlServer struct {
 
 func startControl(s *Server) (*controlServer, error) {
 	path := s.opts.ControlSocket
+	if err := privateDir(filepath.Dir(path)); err != nil {
+		return nil, badOption("control-socket", "%v", err)
+	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, badOption("control-socket", "%v", err)
 	}
+	// The directory is the access control: only the node's user can open
+	// it, so the socket is never reachable by others, not even for the
+	// moment between bind and a chmod.
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, badOption("control-socket", "%v", err)
 	}
-	_ = os.Chmod(path, 0o600)
+	_ = os.Chmod(path, 0o600) // and the socket itself too
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /drain", s.serveDrain)
 	c := &controlServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: zap.NewStdLog(s.log.Named("control"))},
@@ -53,6 +62,36 @@ func (c *controlServer) close() {
 		_ = c.srv.Close()
 	}
 	<-c.done // Serve's listener removes the socket file
+}
+
+// privateDir makes sure dir exists (created with mode 0700 when missing)
+// and that other users cannot reach inside it: it, or a directory above
+// it, belongs to this process's user and is closed to group and others. A
+// directory such as /tmp, open to everyone all the way up, is refused.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", d)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm()&0o077 == 0 {
+			return nil
+		}
+		if d == filepath.Dir(d) {
+			return fmt.Errorf("directory %s is open to other users: put the socket in a directory only this user can open, e.g. /tmp/wsfleet/gateway.sock (created with mode 0700)", dir)
+		}
+	}
 }
 
 // removeStaleSocket removes a socket file a previous process left behind;

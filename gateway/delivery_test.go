@@ -78,24 +78,24 @@ func TestPayloadEncoding(t *testing.T) {
 	}
 }
 
-// numSubs returns how many subscriptions the embedded NATS server holds on
+// numSubs returns how many subscriptions the node's NATS server holds on
 // subject.
-func numSubs(srv *gateway.Server, subject string) int {
-	return srv.NATSServer().GlobalAccount().Interest(subject)
+func numSubs(t testing.TB, srv *gateway.Server, subject string) int {
+	return natsServerOf(t, srv).GlobalAccount().Interest(subject)
 }
 
 func TestSubscriptionFollowsDevices(t *testing.T) {
 	srv := startGateway(t, nil)
 	subj := userSubject(t, "dave")
-	if n := numSubs(srv, subj); n != 0 {
+	if n := numSubs(t, srv, subj); n != 0 {
 		t.Fatalf("%d subscriptions before any device", n)
 	}
 	ws1, _ := connect(t, srv, "dave")
-	if n := numSubs(srv, subj); n != 1 {
+	if n := numSubs(t, srv, subj); n != 1 {
 		t.Fatalf("%d subscriptions when welcomed, want 1 (welcome comes after the subscription is live)", n)
 	}
 	ws2, _ := connect(t, srv, "dave")
-	if n := numSubs(srv, subj); n != 1 {
+	if n := numSubs(t, srv, subj); n != 1 {
 		t.Fatalf("%d subscriptions with two devices, want 1", n)
 	}
 	ws1.Close()
@@ -104,19 +104,19 @@ func TestSubscriptionFollowsDevices(t *testing.T) {
 	if m := readType(t, ws2, protocol.TypeMessage); m["id"] != "still-here" {
 		t.Fatalf("remaining device got %v", m)
 	}
-	if n := numSubs(srv, subj); n != 1 {
+	if n := numSubs(t, srv, subj); n != 1 {
 		t.Fatalf("%d subscriptions after one of two devices left, want 1", n)
 	}
 	ws2.Close()
 	checkFor(t, 5*time.Second, func() error {
-		if n := numSubs(srv, subj); n != 0 {
+		if n := numSubs(t, srv, subj); n != 0 {
 			return errorf("%d subscriptions after the last device left", n)
 		}
 		return nil
 	})
 	// And back again.
 	connect(t, srv, "dave")
-	if n := numSubs(srv, subj); n != 1 {
+	if n := numSubs(t, srv, subj); n != 1 {
 		t.Fatalf("%d subscriptions after reconnecting", n)
 	}
 }

@@ -21,9 +21,9 @@ func newStreamConn(t testing.TB, l *loop, st connState) *streamConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fds[1]) })
-	c := &conn{l: l, fd: int32(fds[0]), state: st, welcomed: st == stOpen, idx: -1}
+	c := testConn(l, fds[0], st)
 	t.Cleanup(func() {
-		if c.state != stClosed {
+		if c.State != stClosed {
 			c.finalClose()
 		}
 	})
@@ -52,13 +52,13 @@ func run(t testing.TB, l *loop, input []byte, cuts ...int) ([]byte, connState) {
 	prev := 0
 	for _, cut := range append(cuts, len(data)) {
 		cut = min(max(cut, prev), len(data))
-		if s.c.state == stClosed {
+		if s.c.State == stClosed {
 			break
 		}
 		s.c.input(data[prev:cut])
 		prev = cut
 	}
-	return s.output(), s.c.state
+	return s.output(), s.c.State
 }
 
 // FuzzFrameStream feeds arbitrary client bytes to an open connection, whole
@@ -107,13 +107,13 @@ func runHandshake(t testing.TB, l *loop, input []byte, cuts ...int) ([]byte, con
 	prev := 0
 	for _, cut := range append(cuts, len(data)) {
 		cut = min(max(cut, prev), len(data))
-		if s.c.state == stClosed {
+		if s.c.State == stClosed {
 			break
 		}
 		s.c.input(data[prev:cut])
 		prev = cut
 	}
-	return s.output(), s.c.state
+	return s.output(), s.c.State
 }
 
 // FuzzHandshake feeds arbitrary bytes as an upgrade request, whole and split

@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -140,16 +139,16 @@ func (c *conn) handshake(data []byte, scanned int) int {
 		c.rejectHTTP(status, code, err.Error())
 		return n
 	}
-	c.mu.Lock()
+	c.Mu.Lock()
 	c.writeLocked(u.out)
-	c.mu.Unlock()
-	if c.state == stClosed {
+	c.Mu.Unlock()
+	if c.State == stClosed {
 		return n
 	}
 	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.lastPing) / 1e6) // lastPing: the accept time
-	c.state = stAuthWait
+	c.State = stAuthWait
 	c.rlTick, c.rlTokens = l.now, float32(l.s.opts.MaxClientMsgsBurst)
-	l.wheel.schedule(c, l.now+l.authTicks)
+	l.wheel.Schedule(c, l.now+l.authTicks)
 	if u.token != "" {
 		c.submitAuth(u.token)
 		u.token = ""
@@ -231,17 +230,11 @@ func (c *conn) rejectHTTP(status int, code, reason string) {
 	}
 	b = append(b, "\r\n"...)
 	b = append(b, body...)
-	c.mu.Lock()
-	if !c.wdone {
-		c.writeLocked(b)
-	}
-	c.mu.Unlock()
+	c.Mu.Lock()
+	c.writeLocked(b)
+	c.Mu.Unlock()
 	c.l.s.m.rejected(status)
-	if c.state != stClosed {
+	if c.State != stClosed {
 		c.linger()
 	}
 }
-
-// shutdownWrite is shutdown(SHUT_WR): the client sees EOF after the bytes
-// already queued in the kernel.
-func shutdownWrite(fd int32) { _ = unix.Shutdown(int(fd), unix.SHUT_WR) }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/natsembed"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -42,16 +44,42 @@ func checkFor(t testing.TB, timeout time.Duration, f func() error) {
 	}
 }
 
-// testOptions are fast, loopback-only options with an embedded NATS on a
-// random port.
+// testNATS holds the NATS servers tests started, by client URL.
+var testNATS sync.Map // string -> *natsembed.Server
+
+// startNATS starts a real nats-server in the test process on a random
+// port, stopped at the end of the test.
+func startNATS(t testing.TB) *natsembed.Server {
+	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testNATS.Store(ns.ClientURL(), ns)
+	t.Cleanup(func() { testNATS.Delete(ns.ClientURL()); ns.Close() })
+	return ns
+}
+
+// natsServerOf is the test NATS server a node is connected to.
+func natsServerOf(t testing.TB, srv *gateway.Server) *natsembed.Server {
+	t.Helper()
+	ns, ok := testNATS.Load(srv.NATSConn().ConnectedUrl())
+	if !ok {
+		t.Fatalf("node not connected to a test NATS server (%s)", srv.NATSConn().ConnectedUrl())
+	}
+	return ns.(*natsembed.Server)
+}
+
+// testOptions are fast, loopback-only options with a NATS server of their
+// own on a random port.
 func testOptions(t testing.TB) gateway.Options {
 	return gateway.Options{
-		Listen:             "127.0.0.1:0",
-		AdminListen:        "127.0.0.1:0",
-		NATSEmbeddedListen: "127.0.0.1:-1",
-		NodeID:             "test-node",
-		JWTHS256Secret:     testSecret,
-		Logger:             zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Listen:         "127.0.0.1:0",
+		AdminListen:    "127.0.0.1:0",
+		NATSURL:        startNATS(t).ClientURL(),
+		NodeID:         "test-node",
+		JWTHS256Secret: testSecret,
+		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	}
 }
 
@@ -182,10 +210,10 @@ func expectClose(t testing.TB, ws *websocket.Conn, code protocol.CloseCode, reas
 	}
 }
 
-// natsConn connects a service-side client to the node's embedded NATS.
+// natsConn connects a service-side client to the node's NATS server.
 func natsConn(t testing.TB, srv *gateway.Server) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(srv.NATSServer().ClientURL())
+	nc, err := nats.Connect(srv.NATSConn().ConnectedUrl())
 	if err != nil {
 		t.Fatal(err)
 	}

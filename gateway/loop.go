@@ -1,17 +1,17 @@
 package gateway
 
 import (
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/mailru/easygo/netpoll"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
-	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -46,42 +46,62 @@ type task struct {
 	refresh bool // taskAuth: the verdict on a refreshed token
 }
 
-// loop is one event loop: an epoll poller and everything its connections
-// share. All of it is touched only by the poller goroutine.
+// loop is one event loop: an engine loop (epoll, wake-ups, ticks) and
+// everything its connections share. All of it but stats is touched only by
+// the loop goroutine.
 type loop struct {
 	s        *Server
-	p        *poller.Poller[task]
+	p        *engine.Loop[task]
 	dead     atomic.Bool // epoll_wait failed: posted tasks never run
 	idx      int
 	conns    []*conn
-	wheel    wheel
-	now      uint32 // ticks since the server started
-	rbuf     []byte // read scratch: input is parsed here and copied only when incomplete
-	iov      []unix.Iovec
+	wheel    *engine.Wheel[*conn]
+	now      uint32 // the engine's clock, in ticks since the server started
+	wall     int64  // unix ns on the server's clock at the last tick (token expiry)
 	uio      upgradeIO
 	upgrader ws.Upgrader
+	stats    loopStats
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
 	accepting  bool // the listener is registered with this loop
 	acceptHold uint32
 	draining   bool
-	noticeEnd  uint32           // reconnect notices go out until this tick
-	drainEnd   uint32           // every connection is closed by this tick
-	graceTicks uint32           // a noticed connection is closed this long after its notice
-	noticed    map[*conn]uint32 // during a drain: when each connection got its notice
 	drainDone  bool
+	mv         move // connections being moved to other nodes
 }
 
-const readBufSize = 64 << 10
+// move is the loop's connections being moved to other nodes, "make before
+// break": each open connection gets a reconnect notice, spread over
+// noticeEnd so they do not all reconnect at once, and is closed with code
+// graceTicks after its notice if the client has not closed it. A drain
+// (the node is going away) also closes connections not yet welcomed at
+// once and whatever is left at end; a NATS outage longer than
+// NATSOutageGrace (nothing reaches the clients) moves only open
+// connections and stops when NATS is back.
+type move struct {
+	active     bool
+	drain      bool
+	noticeEnd  uint32           // notices go out until this tick
+	end        uint32           // drain: every connection is closed by this tick
+	graceTicks uint32           // a noticed connection is closed this long after its notice
+	noticed    map[*conn]uint32 // when each connection got its notice
+	frame      []byte           // the notice
+	code       protocol.CloseCode
+	reason     string
+}
+
+// loopStats are a loop's counters, written by its goroutine (and, for
+// bytes out, by dispatchers writing to its connections) and summed when
+// the metrics are scraped: no counter is shared by every loop.
+type loopStats struct {
+	bytesIn, bytesOut, msgsIn, msgsOut atomic.Uint64
+	bcastDropped                       atomic.Uint64 // broadcasts refused by a full loop queue
+	_                                  [24]byte      // keep loops' counters off each other's cache lines
+}
 
 func newLoop(s *Server, idx int) (*loop, error) {
-	l := &loop{
-		s:    s,
-		idx:  idx,
-		rbuf: make([]byte, readBufSize),
-		iov:  make([]unix.Iovec, 0, maxIovecs),
-	}
+	l := &loop{s: s, idx: idx}
 	o := &s.opts
 	l.authTicks = s.ticks(o.AuthTimeout)
 	l.hbTicks = s.ticks(o.Heartbeat)
@@ -89,13 +109,14 @@ func newLoop(s *Server, idx int) (*loop, error) {
 	l.handshakeTicks = s.ticks(o.HandshakeTimeout)
 	l.closeTicks = s.ticks(o.CloseTimeout)
 	l.writeTicks = s.ticks(o.WriteTimeout)
-	l.wheel = newWheel(max(l.authTicks, l.hbTicks, l.handshakeTicks, l.closeTicks) + 1)
 	l.upgrader = l.newUpgrader()
 	l.accepting = true // Start adds the listener right after; set before the loop runs
-	p, err := poller.New(poller.Config[task]{
-		OnTask: l.onTask,
-		Tick:   s.tick,
-		OnTick: l.onTick,
+	p, err := engine.New(engine.Config[task]{
+		OnTask:   l.onTask,
+		Tick:     s.tick,
+		OnTick:   l.onTick,
+		Nanotime: s.nanotime,
+		MaxCost:  int64(o.LoopQueueBytes),
 		OnError: func(err error) {
 			// easygo's wait loop ends after this: the loop's connections are
 			// dead. /healthz turns 503 so the node is restarted.
@@ -108,6 +129,13 @@ func newLoop(s *Server, idx int) (*loop, error) {
 		return nil, err
 	}
 	l.p = p
+	l.now = p.Now()
+	l.wall = s.clock.Now().UnixNano()
+	l.wheel = engine.NewWheel[*conn](max(l.authTicks, l.hbTicks, l.handshakeTicks, l.closeTicks)+1, l.now)
+	if err := p.StartTicks(); err != nil {
+		p.Close()
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -118,7 +146,7 @@ func newLoop(s *Server, idx int) (*loop, error) {
 // (so the loop never sees it change); after a pause the loop calls
 // resumeAccept.
 func (l *loop) startAccept() error {
-	return l.p.Add(l.s.lfd, poller.EventRead|poller.EventExclusive, l.onAccept)
+	return l.p.Add(l.s.lfd, engine.EventRead|engine.EventExclusive, l.onAccept)
 }
 
 // resumeAccept registers the listener again after a pause, on the loop.
@@ -132,8 +160,8 @@ func (l *loop) resumeAccept() error {
 
 const acceptBatch = 128
 
-func (l *loop) onAccept(ev netpoll.EpollEvent) {
-	if ev == poller.EventClosed || !l.accepting {
+func (l *loop) onAccept(ev engine.Event) {
+	if ev == engine.EventClosed || !l.accepting {
 		return
 	}
 	for i := 0; i < acceptBatch; i++ {
@@ -172,17 +200,17 @@ func (l *loop) newConn(fd int) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := &conn{
 		l:        l,
-		fd:       int32(fd),
 		id:       l.s.connSeq.Add(1),
 		lastPing: l.s.micros(), // the accept time until the welcome
 		lastRead: l.now,
 		idx:      int32(len(l.conns)),
 	}
+	c.Init(fd)
 	l.conns = append(l.conns, c)
 	l.s.nconns.Add(1)
 	l.s.m.accepted.Inc()
-	l.wheel.schedule(c, l.now+l.handshakeTicks)
-	if err := l.p.Add(fd, poller.EventRead|poller.EventWrite|poller.EventRdHup|poller.EventEdge, c.onEvent); err != nil {
+	l.wheel.Schedule(c, l.now+l.handshakeTicks)
+	if err := l.p.Add(fd, engine.EventRead|engine.EventWrite|engine.EventRdHup|engine.EventEdge, c.onEvent); err != nil {
 		l.s.log.Error("epoll add failed", zap.Error(err))
 		c.finalClose()
 	}
@@ -208,7 +236,7 @@ func (l *loop) onTask(t task) {
 		l.authDone(t)
 	case taskClose:
 		c := t.c
-		if c.state == stClosed {
+		if c.State == stClosed {
 			return
 		}
 		if t.torn || t.code == 0 {
@@ -219,13 +247,14 @@ func (l *loop) onTask(t task) {
 		// closeWith only moves the connection to closing.
 		c.closeWith(t.code, t.reason)
 	case taskRead:
-		if t.c.state != stClosed {
+		t.c.set(flReadAgain, false)
+		if t.c.State != stClosed {
 			t.c.readEvent(t.torn)
 		}
 	case taskWelcome:
 		l.welcome(t.c, t.ok)
 	case taskBehind:
-		if t.c.state == stOpen {
+		if t.c.State == stOpen {
 			l.schedule(t.c)
 		}
 	case taskBroadcast:
@@ -241,10 +270,15 @@ func (l *loop) onTask(t task) {
 	case taskDrain:
 		d := l.s.opts.DrainTimeout
 		l.draining = true
-		l.noticed = map[*conn]uint32{}
-		l.noticeEnd = l.now + l.s.ticks(d/2)
-		l.drainEnd = l.now + l.s.ticks(d*8/10)
-		l.graceTicks = l.s.ticks(min(10*time.Second, d/3))
+		l.mv = move{
+			active: true, drain: true,
+			noticed:    map[*conn]uint32{},
+			noticeEnd:  l.now + l.s.ticks(d/2),
+			end:        l.now + l.s.ticks(d*8/10),
+			graceTicks: l.s.ticks(min(10*time.Second, d/3)),
+			frame:      protocol.ReconnectJSON,
+			code:       protocol.CloseServiceRestart, reason: "node draining, reconnect",
+		}
 	case taskCloseAll:
 		for len(l.conns) > 0 {
 			l.conns[len(l.conns)-1].finalClose()
@@ -260,7 +294,7 @@ func (l *loop) authDone(t task) {
 		l.refreshDone(t)
 		return
 	}
-	if c.state != stAuthing {
+	if c.State != stAuthing {
 		return // closed or timed out meanwhile
 	}
 	if !t.ok {
@@ -277,10 +311,10 @@ func (l *loop) authDone(t task) {
 		l.s.m.deviceLimit.Inc()
 		evict.l.p.Post(task{kind: taskClose, c: evict, code: protocol.CloseDeviceLimit, reason: "replaced by a newer connection of the same user (device limit)"})
 	}
-	c.state = stSubscribing
+	c.State = stSubscribing
 	c.user = u
-	c.registered = true
-	c.expAt = l.expTick(t.exp)
+	c.set(flRegistered, true)
+	c.expUnix = expUnix(t.exp)
 	l.s.subs.welcome(c)
 }
 
@@ -288,8 +322,8 @@ func (l *loop) authDone(t task) {
 // the same user's fresh token moves the expiry; anything else closes 4401.
 func (l *loop) refreshDone(t task) {
 	c := t.c
-	c.refreshing = false
-	if c.state != stOpen {
+	c.set(flRefreshing, false)
+	if c.State != stOpen {
 		return
 	}
 	switch {
@@ -301,7 +335,7 @@ func (l *loop) refreshDone(t task) {
 		c.closeWith(protocol.CloseUnauthorized, "the refreshed token names another user")
 		return
 	}
-	c.expAt = l.expTick(t.exp)
+	c.expUnix = expUnix(t.exp)
 	l.schedule(c)
 	var buf [64]byte
 	body := append(buf[:0], `{"type":"refreshed","exp":`...)
@@ -309,16 +343,35 @@ func (l *loop) refreshDone(t task) {
 	c.writeFrame(ws.OpText, append(body, '}'))
 }
 
-// expTick converts a token's exp (unix seconds; 0: none) to a loop tick.
-func (l *loop) expTick(exp int64) uint32 {
-	if exp == 0 {
+// expUnix is a token's exp (unix seconds; 0: none) as kept per
+// connection: 32 bits hold every second until 2106, and later ones are
+// that far.
+func expUnix(exp int64) uint32 {
+	switch {
+	case exp <= 0:
 		return 0
+	case exp > math.MaxUint32:
+		return math.MaxUint32
 	}
-	left := time.Until(time.Unix(exp, 0))
+	return uint32(exp)
+}
+
+// expDue is the tick at which a token expiring at exp (unix seconds) is
+// due, on the loop's clock: the time left by the wall clock of the last
+// tick, in ticks. The wheel holds deadlines up to engine.MaxAhead ticks
+// away; a later expiry fires early and is re-armed against the real time
+// then (fire), so any lifetime is exact at any tick.
+func (l *loop) expDue(exp uint32) uint32 {
+	left := time.Duration(int64(exp)*1e9 - l.wall)
 	if left <= 0 {
-		return l.now // already expired (within the leeway): the next tick closes it
+		return l.now // expired (within the leeway): the next tick closes it
 	}
-	return l.now + min(l.s.ticks(left), 1<<30)
+	return l.now + uint32(min(int64(l.s.ticks(left)), engine.MaxAhead))
+}
+
+// expired reports whether the token of c expired by the wall clock.
+func (l *loop) expired(c *conn) bool {
+	return c.expUnix != 0 && int64(c.expUnix)*1e9 <= l.wall
 }
 
 // welcome sends the welcome frame once the subscription manager confirmed
@@ -326,7 +379,7 @@ func (l *loop) expTick(exp int64) uint32 {
 // with frames the client sent meanwhile: nothing reaches a client before its
 // welcome.
 func (l *loop) welcome(c *conn, subscribed bool) {
-	if c.state != stSubscribing {
+	if c.State != stSubscribing {
 		return // closed or timed out meanwhile
 	}
 	if !subscribed {
@@ -346,17 +399,15 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	body = append(body, '}')
 	var fbuf [1024]byte
 	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
-	c.mu.Lock()
-	if !c.wdone {
-		c.writeLocked(frame)
-		c.welcomed = !c.wdone
-	}
-	c.mu.Unlock()
-	if c.state == stClosed {
+	c.Mu.Lock()
+	c.writeLocked(frame)
+	c.setWelcomedLocked(!c.WritesDoneLocked())
+	c.Mu.Unlock()
+	if c.State == stClosed {
 		return
 	}
 	s.m.authSeconds.Observe(float64(s.micros()-c.lastPing) / 1e6) // lastPing: still the accept time
-	c.state = stOpen
+	c.State = stOpen
 	c.lastPing = l.now
 	l.schedule(c)
 	if c.in != nil {
@@ -375,34 +426,64 @@ func (l *loop) schedule(c *conn) {
 		}
 	}
 	earlier(c.lastRead + l.idleTicks)
-	if c.expAt != 0 && !c.refreshing {
-		earlier(c.expAt)
+	if c.expUnix != 0 && !c.has(flRefreshing) {
+		earlier(l.expDue(c.expUnix))
 	}
-	c.mu.Lock()
-	if c.out != nil {
-		earlier(c.out.wprog + l.writeTicks)
+	c.Mu.Lock()
+	if prog, behind := c.ProgressLocked(); behind {
+		earlier(prog + l.writeTicks)
 	}
-	c.mu.Unlock()
-	l.wheel.schedule(c, next)
+	c.Mu.Unlock()
+	l.wheel.Schedule(c, next)
 }
 
 func (l *loop) onTick() {
-	l.now = l.s.ticks(time.Duration(l.s.nanotime()))
-	l.wheel.advance(l.now, l.fire)
+	l.now = l.p.Now()
+	l.wall = l.s.clock.Now().UnixNano()
+	l.wheel.Advance(l.now, l.fire)
 	if !l.accepting && l.acceptHold != 0 && int32(l.now-l.acceptHold) >= 0 {
 		l.acceptHold = 0
 		if err := l.resumeAccept(); err != nil {
 			l.s.log.Error("resume accepting failed", zap.Error(err))
 		}
 	}
-	if l.draining {
-		l.drainStep()
+	if !l.draining {
+		l.checkNATSOutage()
+	}
+	if l.mv.active {
+		l.moveStep()
+	}
+}
+
+// checkNATSOutage starts moving the open connections to other nodes once
+// the node has been cut off from NATS for NATSOutageGrace, and stops when
+// NATS is back (connections already noticed may have left; the others
+// stay).
+func (l *loop) checkNATSOutage() {
+	down := l.s.natsDown.Load()
+	switch {
+	case down == 0 && l.mv.active:
+		l.mv = move{}
+	case down != 0 && !l.mv.active && l.wall-down >= int64(l.s.opts.NATSOutageGrace):
+		g := l.s.opts.NATSOutageGrace
+		l.mv = move{
+			active:     true,
+			noticed:    map[*conn]uint32{},
+			noticeEnd:  l.now + l.s.ticks(min(g/2, 10*time.Second)),
+			graceTicks: l.s.ticks(min(g, 10*time.Second)),
+			frame:      protocol.ReconnectNATSJSON,
+			code:       protocol.CloseTryAgainLater, reason: "node lost NATS, reconnect",
+		}
+		if l.idx == 0 {
+			l.s.log.Warn("NATS unavailable past the outage grace: moving clients to other nodes",
+				zap.Duration("nats_outage_grace", g))
+		}
 	}
 }
 
 // fire handles a connection whose wheel deadline passed.
 func (l *loop) fire(c *conn) {
-	switch c.state {
+	switch c.State {
 	case stHandshake:
 		l.s.m.handshakeTimeouts.Inc()
 		c.rejectHTTP(408, "handshake_timeout", "the upgrade request did not complete in time")
@@ -412,32 +493,31 @@ func (l *loop) fire(c *conn) {
 	case stSubscribing:
 		c.closeWith(protocol.CloseTryAgainLater, "NATS subscription not confirmed in time, retry later")
 	case stOpen:
-		if c.expAt != 0 && !c.refreshing && int32(l.now-c.expAt) >= 0 {
+		if !c.has(flRefreshing) && l.expired(c) {
 			l.s.m.authFailure("expired_while_connected")
 			c.closeWith(protocol.CloseUnauthorized, "token expired")
 			return
 		}
-		c.mu.Lock()
-		stuck := c.out != nil && int32(l.now-(c.out.wprog+l.writeTicks)) >= 0
-		c.mu.Unlock()
-		if stuck {
+		c.Mu.Lock()
+		prog, behind := c.ProgressLocked()
+		if behind && int32(l.now-(prog+l.writeTicks)) >= 0 {
 			l.s.m.writeTimeouts.Inc()
-			c.mu.Lock()
 			c.overflowLocked("slow consumer: no write progress within the write timeout")
-			c.mu.Unlock()
+			c.Mu.Unlock()
 			return
 		}
+		c.Mu.Unlock()
 		if int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
 			c.closeWith(protocol.CloseHeartbeatTimeout, "no data from the client within the idle timeout")
 			return
 		}
 		if int32(l.now-(c.lastPing+l.hbTicks)) >= 0 {
 			c.lastPing = l.now
-			c.mu.Lock()
-			if c.welcomed {
+			c.Mu.Lock()
+			if c.welcomedLocked() {
 				c.writeLocked(l.s.pingFrame)
 			}
-			c.mu.Unlock()
+			c.Mu.Unlock()
 		}
 		l.schedule(c)
 	case stClosing, stLinger:
@@ -449,52 +529,46 @@ func (l *loop) fire(c *conn) {
 func (l *loop) broadcast(sh *bufpool.Shared) {
 	n := 0
 	for _, c := range l.conns {
-		if c.state != stOpen {
+		if c.State != stOpen {
 			continue
 		}
-		c.mu.Lock()
-		if c.welcomed && c.writeSharedLocked(sh) {
+		c.Mu.Lock()
+		if c.welcomedLocked() && c.writeSharedLocked(sh) {
 			n++
 		}
-		c.mu.Unlock()
+		c.Mu.Unlock()
 	}
-	l.s.m.msgsOut.Add(float64(n))
+	l.stats.msgsOut.Add(uint64(n))
 }
 
-// drainStep moves the loop's connections off the node, spread over the
-// drain timeout so they do not all reconnect at once, and without losing
-// messages for clients that follow the reconnect frame ("make before
-// break"): during the first half of the drain, each open connection gets
-// {"type":"reconnect"}, asking the client to open a new connection (the
-// load balancer sends it elsewhere: this node is not ready) and to close
-// this one once the new one is welcomed. The node keeps delivering to it
-// meanwhile. A noticed connection the client has not closed is closed with
-// 1012 graceTicks after its notice; connections not yet welcomed are
-// closed at once (nothing was delivered to them); whatever is left goes at
-// 80% of the drain timeout.
-func (l *loop) drainStep() {
+// moveStep sends the next reconnect notices and closes the connections
+// whose grace passed (see move). During a drain the node keeps delivering
+// to a noticed connection until it closes, so a client that follows the
+// notice loses nothing.
+func (l *loop) moveStep() {
 	now := l.now
+	m := &l.mv
 	pending := 0
 	for _, c := range l.conns {
-		if _, ok := l.noticed[c]; !ok && c.state == stOpen {
+		if _, ok := m.noticed[c]; !ok && c.State == stOpen {
 			pending++
 		}
 	}
 	quota := pending
-	if left := int32(l.noticeEnd - now); left > 1 {
+	if left := int32(m.noticeEnd - now); left > 1 {
 		quota = (pending + int(left) - 1) / int(left)
 	}
 	for _, c := range l.conns { // a notice removes nothing from the list
 		if quota == 0 {
 			break
 		}
-		if _, ok := l.noticed[c]; !ok && c.state == stOpen {
-			c.writeFrame(ws.OpText, protocol.ReconnectJSON)
-			l.noticed[c] = now
+		if _, ok := m.noticed[c]; !ok && c.State == stOpen {
+			c.writeFrame(ws.OpText, m.frame)
+			m.noticed[c] = now
 			quota--
 		}
 	}
-	final := int32(now-l.drainEnd) >= 0
+	final := m.drain && int32(now-m.end) >= 0
 	// From the end: closing may remove a connection (swapping the last one
 	// into its place), which never moves one not yet visited.
 	for i := len(l.conns) - 1; i >= 0; i-- {
@@ -502,16 +576,19 @@ func (l *loop) drainStep() {
 			continue
 		}
 		c := l.conns[i]
-		if c.state >= stClosing {
+		if c.State >= stClosing {
 			continue
 		}
-		at, noticed := l.noticed[c]
-		if final || c.state != stOpen || (noticed && int32(now-(at+l.graceTicks)) >= 0) {
-			delete(l.noticed, c)
-			c.closeWith(protocol.CloseServiceRestart, "node draining, reconnect")
+		at, noticed := m.noticed[c]
+		graceOver := noticed && int32(now-(at+m.graceTicks)) >= 0
+		if graceOver || (m.drain && (final || c.State != stOpen)) {
+			delete(m.noticed, c)
+			c.closeWith(m.code, m.reason)
 		}
 	}
-	l.checkDrained()
+	if m.drain {
+		l.checkDrained()
+	}
 }
 
 func (l *loop) checkDrained() {

@@ -23,15 +23,14 @@ func masked(p string) []byte {
 // A socket holding more than one event's read budget is read to the end,
 // even though no new bytes (no new edge-triggered event) arrive after it.
 func TestReadBudgetContinues(t *testing.T) {
-	_, l := benchServer(t)
-	l.rbuf = make([]byte, 64) // a budget of 16 reads is then 1 KiB
+	_, l := benchServerBuf(t, 64) // a budget of 16 reads is then 1 KiB
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	peer := os.NewFile(uintptr(fds[1]), "peer")
 	defer peer.Close()
-	c := &conn{l: l, fd: int32(fds[0]), state: stOpen, welcomed: true}
+	c := testConn(l, fds[0], stOpen)
 	defer unix.Close(fds[0])
 
 	var burst []byte

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,18 +29,13 @@ type metrics struct {
 	handshakeSeconds  prometheus.Histogram
 	authSeconds       prometheus.Histogram
 	authFailures      *prometheus.CounterVec
-	msgsIn            prometheus.Counter
-	msgsOut           prometheus.Counter
-	bytesIn           prometheus.Counter
-	bytesOut          prometheus.Counter
-	natsIn            prometheus.Counter
-	undeliverable     prometheus.Counter
 	published         prometheus.Counter
 	publishErrors     *prometheus.CounterVec
 	slowConsumers     prometheus.Counter
 	subscribeErrors   prometheus.Counter
 	natsSlowConsumer  prometheus.Counter
 	writeTimeouts     prometheus.Counter
+	confirmFailures   prometheus.Counter
 	rateLimited       prometheus.Counter
 	deviceLimit       prometheus.Counter
 	connLimit         prometheus.Counter
@@ -84,12 +80,41 @@ func newMetrics(s *Server) *metrics {
 	f(m.authSeconds)
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Failed authentications, by reason."}, []string{"reason"})
 	f(m.authFailures)
-	m.msgsIn = counter("messages_in_total", "Text messages received from clients.")
-	m.msgsOut = counter("messages_out_total", "Deliveries written or queued to clients.")
-	m.bytesIn = counter("bytes_in_total", "Bytes read from client sockets.")
-	m.bytesOut = counter("bytes_out_total", "Bytes written to client sockets.")
-	m.natsIn = counter("nats_messages_received_total", "Messages received from NATS for delivery.")
-	m.undeliverable = counter("nats_messages_undeliverable_total", "Messages received for a user with no connection left on this node.")
+	// Hot-path counters live per loop and per dispatcher goroutine and are
+	// summed here, at scrape time.
+	loopSum := func(name, help string, f func(*loopStats) *atomic.Uint64, disp func(*dispStats) *atomic.Uint64) {
+		f2 := func() float64 {
+			var n uint64
+			for _, l := range s.loops {
+				if f != nil {
+					n += f(&l.stats).Load()
+				}
+			}
+			if d := s.disp; d != nil && disp != nil {
+				n += d.sum(disp)
+			}
+			return float64(n)
+		}
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, f2))
+	}
+	loopSum("messages_in_total", "Text messages received from clients.",
+		func(st *loopStats) *atomic.Uint64 { return &st.msgsIn }, nil)
+	loopSum("messages_out_total", "Deliveries written or queued to clients.",
+		func(st *loopStats) *atomic.Uint64 { return &st.msgsOut }, func(st *dispStats) *atomic.Uint64 { return &st.msgsOut })
+	loopSum("bytes_in_total", "Bytes read from client sockets.",
+		func(st *loopStats) *atomic.Uint64 { return &st.bytesIn }, nil)
+	loopSum("bytes_out_total", "Bytes written to client sockets.",
+		func(st *loopStats) *atomic.Uint64 { return &st.bytesOut }, nil)
+	loopSum("nats_messages_received_total", "Messages received from NATS for delivery.",
+		nil, func(st *dispStats) *atomic.Uint64 { return &st.natsIn })
+	loopSum("nats_messages_undeliverable_total", "Messages received for a user with no connection left on this node.",
+		nil, func(st *dispStats) *atomic.Uint64 { return &st.undeliverable })
+	f(&droppedCollector{s: s, desc: prometheus.NewDesc(ns+"_dropped_total",
+		"Deliveries dropped on the way from NATS to the sockets, by the bounded queue that was full: "+
+			`"dispatch_queue_full" (a NATS message, dropped by NATS for a full dispatch queue: size --dispatch-queue), `+
+			`"loop_queue_full" (a broadcast, for one event loop's connections: --loop-queue-bytes).`,
+		[]string{"reason"}, nil)})
+	m.confirmFailures = counter("subscription_confirm_failures_total", "NATS flushes that did not confirm new subscriptions in time; the clients waiting on them were not welcomed then.")
 	m.published = counter("client_publishes_total", "Client publish frames forwarded to NATS.")
 	m.publishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_publish_errors_total", Help: "Client publish frames refused, by reason."}, []string{"reason"})
 	f(m.publishErrors)
@@ -134,6 +159,28 @@ func newMetrics(s *Server) *metrics {
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// droppedCollector reports wsfleet_gateway_dropped_total from the counters
+// the dispatch and loop queues keep.
+type droppedCollector struct {
+	s    *Server
+	desc *prometheus.Desc
+}
+
+func (c *droppedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *droppedCollector) Collect(ch chan<- prometheus.Metric) {
+	var nats float64
+	if c.s.subs != nil {
+		nats = c.s.subs.drops.total()
+	}
+	var loop uint64
+	for _, l := range c.s.loops {
+		loop += l.stats.bcastDropped.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, nats, "dispatch_queue_full")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(loop), "loop_queue_full")
 }
 
 // closed counts a close frame sent with code. Codes the gateway does not

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -20,15 +21,34 @@ import (
 // subject feeds one of a fixed set of channels, each drained by one
 // goroutine. A user always maps to the same channel, which keeps its
 // messages in publish order.
+//
+// Every queue between NATS and a socket is bounded: the channels
+// (DispatchQueue; when one is full NATS drops and reports a slow
+// consumer), each loop's broadcast queue (LoopQueueBytes; a full one drops
+// the broadcast for that loop, counted), and each connection's write queue
+// (MaxPendingBytes; a full one closes that client as a slow consumer).
 type dispatcher struct {
 	s     *Server
 	chans []chan *nats.Msg
 	bcast chan *nats.Msg
+	stats []dispStats // per channel, then one for broadcasts
 	wg    sync.WaitGroup
 }
 
+// dispStats are one dispatcher goroutine's counters, summed when the
+// metrics are scraped.
+type dispStats struct {
+	natsIn, msgsOut, undeliverable atomic.Uint64
+	_                              [40]byte // one cache line each
+}
+
 func newDispatcher(s *Server) *dispatcher {
-	d := &dispatcher{s: s, chans: make([]chan *nats.Msg, s.opts.Dispatchers), bcast: make(chan *nats.Msg, s.opts.DispatchQueue)}
+	d := &dispatcher{
+		s:     s,
+		chans: make([]chan *nats.Msg, s.opts.Dispatchers),
+		bcast: make(chan *nats.Msg, s.opts.DispatchQueue),
+		stats: make([]dispStats, s.opts.Dispatchers+1),
+	}
 	for i := range d.chans {
 		d.chans[i] = make(chan *nats.Msg, s.opts.DispatchQueue)
 	}
@@ -36,12 +56,12 @@ func newDispatcher(s *Server) *dispatcher {
 }
 
 func (d *dispatcher) start() {
-	for _, ch := range d.chans {
+	for i, ch := range d.chans {
 		d.wg.Add(1)
-		go d.run(ch)
+		go d.run(ch, &d.stats[i])
 	}
 	d.wg.Add(1)
-	go d.runBroadcast()
+	go d.runBroadcast(&d.stats[len(d.chans)])
 }
 
 // stop ends the goroutines once NATS no longer feeds the channels.
@@ -53,21 +73,37 @@ func (d *dispatcher) stop() {
 	d.wg.Wait()
 }
 
-func (d *dispatcher) run(ch chan *nats.Msg) {
+// sum adds up one counter over every dispatcher.
+func (d *dispatcher) sum(f func(*dispStats) *atomic.Uint64) uint64 {
+	var n uint64
+	for i := range d.stats {
+		n += f(&d.stats[i]).Load()
+	}
+	return n
+}
+
+func (d *dispatcher) run(ch chan *nats.Msg, st *dispStats) {
 	defer d.wg.Done()
 	for m := range ch {
-		d.s.deliver(m)
+		d.s.deliver(m, st)
 	}
 }
 
-func (d *dispatcher) runBroadcast() {
+// runBroadcast encodes each broadcast once and offers it to every loop.
+// A loop whose queue is full is skipped and the drop counted: the loops
+// never queue more than LoopQueueBytes, and never more work per wake-up
+// than leaves room for their sockets and timers.
+func (d *dispatcher) runBroadcast(st *dispStats) {
 	defer d.wg.Done()
 	for m := range d.bcast {
-		d.s.m.natsIn.Inc()
+		st.natsIn.Add(1)
 		sh := encodeDelivery(m)
 		for _, l := range d.s.loops {
 			sh.Retain()
-			l.p.Post(task{kind: taskBroadcast, sh: sh})
+			if !l.p.TryPost(task{kind: taskBroadcast, sh: sh}, int64(len(sh.B))) {
+				sh.Release()
+				l.stats.bcastDropped.Add(1)
+			}
 		}
 		sh.Release()
 	}
@@ -75,8 +111,8 @@ func (d *dispatcher) runBroadcast() {
 
 // deliver writes one user message to each of the user's devices on this
 // node. The frame is encoded once and shared by every device's queue.
-func (s *Server) deliver(m *nats.Msg) {
-	s.m.natsIn.Inc()
+func (s *Server) deliver(m *nats.Msg, st *dispStats) {
+	st.natsIn.Add(1)
 	tok, ok := s.subjects.UserTokenOf(m.Subject)
 	if !ok {
 		return
@@ -88,20 +124,20 @@ func (s *Server) deliver(m *nats.Msg) {
 		return
 	}
 	if len(conns) == 0 {
-		s.m.undeliverable.Inc()
+		st.undeliverable.Add(1)
 		return
 	}
 	sh := encodeDelivery(m)
 	n := 0
 	for _, c := range conns {
-		c.mu.Lock()
-		if c.welcomed && c.writeSharedLocked(sh) {
+		c.Mu.Lock()
+		if c.welcomedLocked() && c.writeSharedLocked(sh) {
 			n++
 		}
-		c.mu.Unlock()
+		c.Mu.Unlock()
 	}
 	sh.Release()
-	s.m.msgsOut.Add(float64(n))
+	st.msgsOut.Add(uint64(n))
 }
 
 // control handles a control message on a user's subject (never delivered).
@@ -132,17 +168,23 @@ func encodeDelivery(m *nats.Msg) *bufpool.Shared {
 }
 
 // subManager applies subscription changes on one goroutine and sends welcome
-// frames once the user's subscription is live: after subscribing, it flushes
-// the NATS connection (one round trip per batch of connects, not per
-// connect), so a message published after a client got its welcome reaches it.
+// frames once the user's subscription is confirmed live: after subscribing,
+// it flushes the NATS connection (one round trip per batch of connects, not
+// per connect), so a message published after a client got its welcome
+// reaches it. The welcome is honest: while NATS is disconnected, or when the
+// confirmation fails, clients wait (retried every confirmRetry, and at once
+// on reconnect) until they are confirmed or their auth timeout closes them
+// with 1013; no client is welcomed on a subscription the server has not
+// confirmed.
 type subManager struct {
-	s     *Server
-	drops dropCounter
-	mu    sync.Mutex
-	ops   []subOp
-	spare []subOp
-	wake  chan struct{}
-	done  chan struct{}
+	s       *Server
+	drops   dropCounter
+	mu      sync.Mutex
+	ops     []subOp
+	spare   []subOp
+	waiting []waiter // loop-free: subManager goroutine only
+	wake    chan struct{}
+	done    chan struct{}
 }
 
 type subOpKind uint8
@@ -159,6 +201,19 @@ type subOp struct {
 	kind subOpKind
 }
 
+// waiter is a connection whose welcome waits for a confirmed subscription.
+// Its loop closes it at its auth deadline; past that it is dropped here.
+type waiter struct {
+	c        *conn
+	deadline time.Time
+}
+
+// confirmRetry is how often unconfirmed welcomes are tried again.
+const confirmRetry = 250 * time.Millisecond
+
+// confirmTimeout bounds one confirmation round trip.
+const confirmTimeout = 2 * time.Second
+
 func newSubManager(s *Server) *subManager {
 	return &subManager{s: s, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -167,6 +222,11 @@ func (m *subManager) post(op subOp) {
 	m.mu.Lock()
 	m.ops = append(m.ops, op)
 	m.mu.Unlock()
+	m.kick()
+}
+
+// kick wakes the manager (a change was posted, or NATS reconnected).
+func (m *subManager) kick() {
 	select {
 	case m.wake <- struct{}{}:
 	default:
@@ -180,36 +240,47 @@ func (m *subManager) welcome(c *conn)     { m.post(subOp{c: c, kind: opWelcome})
 // run works until stop is closed, then applies what is left and returns.
 func (m *subManager) run(stop <-chan struct{}) {
 	defer close(m.done)
+	retry := time.NewTimer(confirmRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-m.wake:
+		case <-retry.C:
 		case <-stop:
 			m.batch()
+			m.confirm()
 			return
 		}
 		m.batch()
+		m.confirm()
+		if len(m.waiting) > 0 {
+			retry.Reset(confirmRetry)
+		}
 	}
 }
 
+// batch applies the posted changes and queues the posted welcomes.
 func (m *subManager) batch() {
 	m.mu.Lock()
 	ops := m.ops
 	m.ops = m.spare[:0]
 	m.mu.Unlock()
 	nc := m.s.nc
-	subscribed := false
+	authTimeout := m.s.opts.AuthTimeout
+	now := time.Now()
 	for _, op := range ops {
 		u := op.u
 		switch op.kind {
 		case opSubscribe:
 			subject := m.s.subjects.User(u.token())
 			var err error
+			// While NATS is disconnected nats.go records the subscription
+			// and sends it on reconnect; the welcome waits for that.
 			u.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
 			if u.subFailed = err != nil; u.subFailed {
 				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
 				m.s.m.subscribeErrors.Inc()
 			}
-			subscribed = true
 		case opUnsubscribe:
 			if u.sub != nil {
 				m.drops.forget(u.sub)
@@ -218,20 +289,48 @@ func (m *subManager) batch() {
 				}
 				u.sub = nil
 			}
-		}
-	}
-	if subscribed && nc.IsConnected() {
-		if err := nc.FlushTimeout(2 * time.Second); err != nil {
-			m.s.log.Warn("NATS flush after subscribing failed", zap.Error(err))
-		}
-	}
-	for _, op := range ops {
-		if op.kind == opWelcome {
-			m.sendWelcome(op.c)
+		case opWelcome:
+			if op.c.user.subFailed {
+				m.sendWelcome(op.c, false)
+				continue
+			}
+			m.waiting = append(m.waiting, waiter{c: op.c, deadline: now.Add(authTimeout)})
 		}
 	}
 	clear(ops)
 	m.spare = ops
+}
+
+// confirm flushes the NATS connection (the server has then processed every
+// subscription sent before) and welcomes the waiting clients; when NATS is
+// down or the flush fails they keep waiting, and those past their auth
+// deadline are forgotten (their loop closed them with 1013).
+func (m *subManager) confirm() {
+	if len(m.waiting) == 0 {
+		return
+	}
+	now := time.Now()
+	kept := m.waiting[:0]
+	for _, w := range m.waiting {
+		if now.Before(w.deadline) {
+			kept = append(kept, w)
+		}
+	}
+	clear(m.waiting[len(kept):])
+	m.waiting = kept
+	if len(kept) == 0 || !m.s.natsConnected() {
+		return
+	}
+	if err := m.s.nc.FlushTimeout(confirmTimeout); err != nil {
+		m.s.m.confirmFailures.Inc()
+		m.s.log.Warn("NATS flush after subscribing failed; the clients wait for a confirmation", zap.Int("clients", len(kept)), zap.Error(err))
+		return
+	}
+	for _, w := range kept {
+		m.sendWelcome(w.c, true)
+	}
+	clear(kept)
+	m.waiting = kept[:0]
 }
 
 // dropCounter counts the NATS messages dropped because a dispatch queue
@@ -291,9 +390,10 @@ func (d *dropCounter) total() float64 {
 	return float64(n)
 }
 
-// sendWelcome hands c back to its loop, which writes the welcome.
-func (m *subManager) sendWelcome(c *conn) {
-	c.l.p.Post(task{kind: taskWelcome, c: c, ok: !c.user.subFailed})
+// sendWelcome hands c back to its loop, which writes the welcome (ok) or
+// closes it with 1013.
+func (m *subManager) sendWelcome(c *conn, ok bool) {
+	c.l.p.Post(task{kind: taskWelcome, c: c, ok: ok})
 }
 
 // publisher forwards client publish frames to NATS on one goroutine, so a
@@ -340,7 +440,7 @@ func (p *publisher) run() {
 	for j := range p.ch {
 		c := j.c
 		var err error
-		if !s.nc.IsConnected() {
+		if !s.natsConnected() {
 			err = nats.ErrConnectionReconnecting
 		} else {
 			connID := string(s.appendConnID(nil, c.id))

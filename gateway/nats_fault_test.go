@@ -134,7 +134,7 @@ func TestNATSSlowConsumerCounted(t *testing.T) {
 		ws.Close()
 	}
 	checkFor(t, 10*time.Second, func() error {
-		if n := numSubs(srv, userSubject(t, "busy")); n != 0 {
+		if n := numSubs(t, srv, userSubject(t, "busy")); n != 0 {
 			return errorf("%d subscriptions left", n)
 		}
 		return nil

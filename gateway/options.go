@@ -9,9 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -24,11 +26,19 @@ type Options struct {
 	// ReusePort sets SO_REUSEPORT so several gateway processes share Listen.
 	// Default false.
 	ReusePort bool
-	// AdminListen serves /healthz, /readyz, /metrics and /debug/pprof/.
-	// Default ":8081"; "off" disables it.
+	// AdminListen serves /healthz, /readyz and /metrics (and /debug/pprof/
+	// with AdminPprof). Default "127.0.0.1:8081", loopback only: a
+	// deployment that scrapes metrics from elsewhere sets it (the Helm chart
+	// sets ":8081"); "off" disables it.
 	AdminListen string
+	// AdminPprof serves Go's profiler at /debug/pprof/ on AdminListen. It
+	// is unauthenticated: keep AdminListen private when it is on. Default
+	// false.
+	AdminPprof bool
 	// ControlSocket is a Unix socket path for actions on the node
-	// (`gateway drain`); only what can open the file reaches it. Default ""
+	// (`gateway drain`). The node creates the socket's directory with mode
+	// 0700 if it is missing and refuses a directory that other users can
+	// open, so only the node's own user reaches the socket. Default ""
 	// (none).
 	ControlSocket string
 	// NodeID names this node in welcome frames, headers and logs.
@@ -37,17 +47,20 @@ type Options struct {
 	// SubjectPrefix starts every NATS subject. Default "wsfleet".
 	SubjectPrefix string
 
-	// NATSURL is the NATS server(s) to use, comma-separated. Default "":
-	// start an embedded nats-server.
+	// NATSURL is the NATS server(s) to connect to, comma-separated.
+	// Required: the node does not start NATS servers (cmd/gateway starts an
+	// embedded one for development when --nats-url is not set).
 	NATSURL string
-	// NATSEmbeddedListen is where the embedded nats-server listens for other
-	// processes (router, services). Default "127.0.0.1:4222"; port 0 or -1
-	// picks a free port.
-	NATSEmbeddedListen string
-	// NATSEmbeddedStoreDir is the embedded server's JetStream directory
-	// (the router keeps its idempotency keys there). Default "": a
-	// temporary directory; "off" runs the embedded server without JetStream.
-	NATSEmbeddedStoreDir string
+	// NATSOptions are extra options for the node's NATS connection, after
+	// the node's own (nats.InProcessServer for an embedded server, TLS or
+	// credentials, say). Default none.
+	NATSOptions []nats.Option
+	// NATSOutageGrace is how long the node keeps its clients while it is
+	// disconnected from NATS (nothing reaches them meanwhile). Past it,
+	// every client gets the drain's reconnect notice, so it moves to a node
+	// that can deliver, and those still here a grace later are closed with
+	// 1013; /readyz is 503 from the start of the outage. Default 10s.
+	NATSOutageGrace time.Duration
 	// NATSConnectTimeout bounds the first NATS connection at start.
 	// Default 10s.
 	NATSConnectTimeout time.Duration
@@ -158,6 +171,12 @@ type Options struct {
 	// PublishQueue bounds client publishes waiting for NATS; over it the
 	// client gets an "overloaded" error. Default 8192.
 	PublishQueue int
+	// LoopQueueBytes bounds the broadcast frames waiting for one event
+	// loop. Over it, a broadcast is dropped for that loop's connections and
+	// counted (wsfleet_gateway_dropped_total{reason="loop_queue_full"}), so
+	// a broadcast rate beyond what the node can write never grows memory or
+	// starves reads, flushes and timers. Default 4194304 (4 MiB).
+	LoopQueueBytes int
 
 	// PresenceInterval is the period of the node's presence heartbeat;
 	// listeners drop a node silent for a few of them. Default 5s.
@@ -168,7 +187,18 @@ type Options struct {
 
 	// Logger receives the node's logs. Default: zap production JSON logger.
 	Logger *zap.Logger
+	// Clock is the node's clock: ticks, timeouts and token expiry follow
+	// it. Default: the system clock. Tests move a fake one.
+	Clock Clock
 }
+
+// Clock tells the time. The system clock's Now carries a monotonic
+// reading, so durations between its times ignore wall-clock steps.
+type Clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
 
 // SetDefaults fills every unset field with its default.
 func (o *Options) SetDefaults() {
@@ -188,7 +218,7 @@ func (o *Options) SetDefaults() {
 		}
 	}
 	def(&o.Listen, ":8080")
-	def(&o.AdminListen, ":8081")
+	def(&o.AdminListen, "127.0.0.1:8081")
 	if o.NodeID == "" {
 		host, _ := os.Hostname()
 		if host == "" {
@@ -197,7 +227,6 @@ func (o *Options) SetDefaults() {
 		o.NodeID = host + "-" + strconv.Itoa(os.Getpid())
 	}
 	def(&o.SubjectPrefix, protocol.DefaultSubjectPrefix)
-	def(&o.NATSEmbeddedListen, "127.0.0.1:4222")
 	defDur(&o.NATSConnectTimeout, 10*time.Second)
 	defDur(&o.JWTJWKSRefresh, 5*time.Minute)
 	defDur(&o.JWTLeeway, 5*time.Second)
@@ -229,6 +258,11 @@ func (o *Options) SetDefaults() {
 	defInt(&o.Dispatchers, runtime.GOMAXPROCS(0))
 	defInt(&o.DispatchQueue, 65536)
 	defInt(&o.PublishQueue, 8192)
+	defInt(&o.LoopQueueBytes, 4<<20)
+	defDur(&o.NATSOutageGrace, 10*time.Second)
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
 }
 
 // allAlgorithms are the algorithms the gateway can verify.
@@ -254,10 +288,8 @@ func (o *Options) Validate() error {
 	if len(o.ControlSocket) > 107 {
 		return badOption("control-socket", "path %q is longer than a Unix socket path may be (107 bytes)", o.ControlSocket)
 	}
-	if o.NATSURL == "" {
-		if err := checkHostPort("nats-embedded-listen", o.NATSEmbeddedListen); err != nil {
-			return err
-		}
+	if err := checkNATSURL(o.NATSURL); err != nil {
+		return err
 	}
 	if strings.ContainsAny(o.NodeID, " \t\r\n") || len(o.NodeID) > 128 {
 		return badOption("node-id", "%q must be at most 128 bytes without spaces", o.NodeID)
@@ -288,6 +320,7 @@ func (o *Options) Validate() error {
 		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
 		{"close-timeout", o.CloseTimeout}, {"write-timeout", o.WriteTimeout},
 		{"presence-interval", o.PresenceInterval}, {"presence-batch-interval", o.PresenceBatchInterval},
+		{"nats-outage-grace", o.NATSOutageGrace},
 	} {
 		if d.v <= 0 {
 			return badOption(d.flag, "must be positive, got %s", d.v)
@@ -310,7 +343,7 @@ func (o *Options) Validate() error {
 		{"max-message-bytes", o.MaxMessageBytes, 125}, {"max-pending-bytes", o.MaxPendingBytes, 4096},
 		{"max-header-bytes", o.MaxHeaderBytes, 1024}, {"pollers", o.Pollers, 1},
 		{"dispatchers", o.Dispatchers, 1}, {"dispatch-queue", o.DispatchQueue, 16},
-		{"publish-queue", o.PublishQueue, 1},
+		{"publish-queue", o.PublishQueue, 1}, {"loop-queue-bytes", o.LoopQueueBytes, 64 << 10},
 	} {
 		if n.v < n.min_ {
 			return badOption(n.flag, "must be at least %d, got %d", n.min_, n.v)
@@ -344,6 +377,31 @@ func (o *Options) Validate() error {
 	}
 	if o.Pollers > 1024 || o.Dispatchers > 1024 || o.AuthWorkers > 1024 {
 		return fmt.Errorf("%w: --pollers, --dispatchers and --auth-workers must be at most 1024", ErrBadOption)
+	}
+	return nil
+}
+
+// checkNATSURL checks --nats-url: one or more nats://, tls://, ws:// or
+// wss:// URLs (or bare host:port, which nats.go reads as nats://).
+func checkNATSURL(urls string) error {
+	if strings.TrimSpace(strings.ReplaceAll(urls, ",", "")) == "" {
+		return badOption("nats-url", "is required: the NATS server(s) to connect to")
+	}
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok {
+			rest = u
+		} else {
+			switch scheme {
+			case "nats", "tls", "ws", "wss":
+			default:
+				return badOption("nats-url", "%q: scheme must be nats, tls, ws or wss", natsurl.Redact(u))
+			}
+		}
+		if rest == "" {
+			return badOption("nats-url", "%q has no host", natsurl.Redact(u))
+		}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +23,12 @@ func TestOptionsValidation(t *testing.T) {
 		{"bad listen", func(o *gateway.Options) { o.Listen = "8080" }, "--listen"},
 		{"bad admin", func(o *gateway.Options) { o.AdminListen = "host:port" }, "--admin-listen"},
 		{"admin off", func(o *gateway.Options) { o.AdminListen = "off" }, ""},
-		{"bad embedded nats", func(o *gateway.Options) { o.NATSEmbeddedListen = "x" }, "--nats-embedded-listen"},
+		{"no nats url", func(o *gateway.Options) { o.NATSURL = "" }, "--nats-url"},
+		{"blank nats url", func(o *gateway.Options) { o.NATSURL = " , " }, "--nats-url"},
+		{"http nats url", func(o *gateway.Options) { o.NATSURL = "http://127.0.0.1:4222" }, "--nats-url"},
+		{"nats url list", func(o *gateway.Options) { o.NATSURL = "nats://a:4222, tls://b:4222,c:4222" }, ""},
+		{"zero loop queue", func(o *gateway.Options) { o.LoopQueueBytes = 100 }, "--loop-queue-bytes"},
+		{"negative outage grace", func(o *gateway.Options) { o.NATSOutageGrace = -time.Second }, "--nats-outage-grace"},
 		{"bad prefix", func(o *gateway.Options) { o.SubjectPrefix = "a.*" }, "--subject-prefix"},
 		{"node id with space", func(o *gateway.Options) { o.NodeID = "a b" }, "--node-id"},
 		{"idle not above heartbeat", func(o *gateway.Options) { o.IdleTimeout = 10 * time.Second; o.Heartbeat = 10 * time.Second }, "--idle-timeout"},
@@ -34,7 +41,7 @@ func TestOptionsValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := gateway.Options{JWTHS256Secret: testSecret}
+			o := gateway.Options{JWTHS256Secret: testSecret, NATSURL: "nats://127.0.0.1:4222"}
 			tc.mod(&o)
 			o.SetDefaults()
 			err := o.Validate()
@@ -51,6 +58,20 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
+// sharedDirSocket is a socket path in a directory other users can reach:
+// mode 0755 in the system's temporary directory.
+func sharedDirSocket(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "wsfleet-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "gw.sock")
+}
+
 func TestStartErrorsNameTheSetting(t *testing.T) {
 	first := startGateway(t, nil)
 	cases := []struct {
@@ -59,7 +80,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		want string
 	}{
 		{"port in use", func(o *gateway.Options) { o.Listen = first.Addr().String() }, "--listen"},
-		{"embedded NATS port in use", func(o *gateway.Options) { o.NATSEmbeddedListen = first.AdminAddr().String() }, "--nats-embedded-listen"},
+		{"control socket in a shared directory", func(o *gateway.Options) { o.ControlSocket = sharedDirSocket(t) }, "--control-socket"},
 		{"jwks file missing", func(o *gateway.Options) { o.JWTJWKSFile = "/nonexistent/jwks.json" }, "--jwt-jwks-file"},
 		{"nats unreachable", func(o *gateway.Options) {
 			o.NATSURL = "nats://127.0.0.1:1"

@@ -188,14 +188,22 @@ func (p *presence) snapshot(m *nats.Msg) {
 		p.publish(m.Reply, chunk)
 		chunk.Users = chunk.Users[:0]
 	}
-	p.s.reg.each(func(u *user) {
-		if n := len(u.conns); n > 0 {
-			chunk.Users = append(chunk.Users, protocol.UserDevices{User: u.id, Devices: n})
+	// Each shard is copied under its read lock and published after it is
+	// released: a NATS publish that blocks (its buffer full, the server
+	// slow) never holds a lock the loops take on every connect and close.
+	var buf []protocol.UserDevices
+	for i := range regShards {
+		buf = p.s.reg.appendShard(i, buf[:0])
+		users := buf
+		for len(users) > 0 {
+			n := min(len(users), snapshotChunkUsers-len(chunk.Users))
+			chunk.Users = append(chunk.Users, users[:n]...)
+			users = users[n:]
 			if len(chunk.Users) == snapshotChunkUsers {
 				send(false)
 			}
 		}
-	})
+	}
 	send(true)
 }
 

@@ -139,15 +139,17 @@ func (r *registry) devices(tok string, buf []*conn) (*user, []*conn) {
 	return u, buf
 }
 
-// each calls f for every user, shard by shard under the shard's read lock
-// (f must not call back into the registry).
-func (r *registry) each(f func(*user)) {
-	for i := range r.shards {
-		sh := &r.shards[i]
-		sh.mu.RLock()
-		for _, u := range sh.users {
-			f(u)
+// appendShard appends every user of shard i with its device count to dst:
+// a copy taken under the shard's read lock, which is released before the
+// caller does anything with it (no lock is held across I/O).
+func (r *registry) appendShard(i int, dst []protocol.UserDevices) []protocol.UserDevices {
+	sh := &r.shards[i]
+	sh.mu.RLock()
+	for _, u := range sh.users {
+		if n := len(u.conns); n > 0 {
+			dst = append(dst, protocol.UserDevices{User: u.id, Devices: n})
 		}
-		sh.mu.RUnlock()
 	}
+	sh.mu.RUnlock()
+	return dst
 }

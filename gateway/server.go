@@ -6,14 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -27,29 +25,29 @@ import (
 
 // Server is one gateway node.
 type Server struct {
-	opts       Options
-	log        *zap.Logger
-	subjects   protocol.Subjects
-	start      time.Time
-	tick       time.Duration
-	m          *metrics
-	verifier   *verifier
-	reg        *registry
-	auth       *authPool
-	disp       *dispatcher
-	subs       *subManager
-	pres       *presence
-	subsStop   chan struct{}
-	pub        *publisher
-	loops      []*loop
-	lfd        int
-	addr       *net.TCPAddr
-	ns         *server.Server
-	natsTmpDir string // the embedded server's temporary JetStream directory
-	nc         *nats.Conn
-	bsub       *nats.Subscription
-	admin      *admin.Server
-	ctl        *controlServer
+	opts     Options
+	log      *zap.Logger
+	subjects protocol.Subjects
+	start    time.Time
+	tick     time.Duration
+	m        *metrics
+	verifier *verifier
+	reg      *registry
+	auth     *authPool
+	disp     *dispatcher
+	subs     *subManager
+	pres     *presence
+	subsStop chan struct{}
+	pub      *publisher
+	loops    []*loop
+	lfd      int
+	addr     *net.TCPAddr
+	clock    Clock
+	nc       *nats.Conn
+	natsDown atomic.Int64 // unix ns (server clock) the NATS connection went down; 0 while up
+	bsub     *nats.Subscription
+	admin    *admin.Server
+	ctl      *controlServer
 
 	origins     []originPattern
 	connectRate *rate.Limiter // nil: no limit
@@ -97,7 +95,8 @@ func New(opts Options) (*Server, error) {
 		opts:      opts,
 		log:       opts.Logger.With(zap.String("node", opts.NodeID)),
 		subjects:  subjects,
-		start:     time.Now(),
+		clock:     opts.Clock,
+		start:     opts.Clock.Now(),
 		lfd:       -1,
 		runID:     strconv.FormatUint(uint64(binary.BigEndian.Uint32(rid[:])), 36),
 		pingFrame: wsframe.AppendFrame(nil, ws.OpText, protocol.PingJSON),
@@ -115,14 +114,12 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// nanotime is monotonic time since the server was created.
-func (s *Server) nanotime() int64 { return int64(time.Since(s.start)) }
+// nanotime is time since the server was created on its clock (monotonic
+// for the system clock).
+func (s *Server) nanotime() int64 { return int64(s.clock.Now().Sub(s.start)) }
 
 // micros is nanotime in µs, wrapping every 71 minutes (for latencies).
 func (s *Server) micros() uint32 { return uint32(s.nanotime() / 1e3) }
-
-// nowTicks is the loops' clock, readable from any goroutine.
-func (s *Server) nowTicks() uint32 { return uint32(time.Duration(s.nanotime()) / s.tick) }
 
 // ticks converts a duration to loop ticks, rounding up.
 func (s *Server) ticks(d time.Duration) uint32 { return uint32((d + s.tick - 1) / s.tick) }
@@ -135,7 +132,7 @@ func (s *Server) appendConnID(dst []byte, id uint64) []byte {
 	return strconv.AppendUint(dst, id, 36)
 }
 
-// Start brings the node up: JWT keys, NATS (embedded or remote), the
+// Start brings the node up: JWT keys, the NATS connection, the
 // dispatchers and workers, the listening socket and its event loops, and
 // the admin endpoint. On error everything started is stopped again.
 func (s *Server) Start() (err error) {
@@ -207,9 +204,6 @@ func (s *Server) Start() (err error) {
 		adminAddr = s.admin.Addr().String()
 	}
 	natsURL := s.opts.NATSURL
-	if s.ns != nil {
-		natsURL = s.ns.ClientURL()
-	}
 	s.log.Info("gateway started",
 		zap.String("listen", s.addr.String()),
 		zap.String("admin", adminAddr),
@@ -232,9 +226,6 @@ func (s *Server) AdminAddr() net.Addr {
 	return s.admin.Addr()
 }
 
-// NATSServer returns the embedded nats-server, or nil with --nats-url.
-func (s *Server) NATSServer() *server.Server { return s.ns }
-
 // NATSConn returns the node's NATS connection.
 func (s *Server) NATSConn() *nats.Conn { return s.nc }
 
@@ -247,7 +238,7 @@ func (s *Server) readiness() (bool, []string) {
 	case !s.ready.Load():
 		why = append(why, "not started")
 	}
-	if s.nc == nil || !s.nc.IsConnected() {
+	if !s.natsConnected() {
 		why = append(why, "NATS disconnected")
 	}
 	return len(why) == 0, why
@@ -450,13 +441,6 @@ func (s *Server) stopAll() {
 	}
 	if s.disp != nil {
 		s.disp.stop()
-	}
-	if s.ns != nil {
-		s.ns.Shutdown()
-		s.ns.WaitForShutdown()
-	}
-	if s.natsTmpDir != "" {
-		os.RemoveAll(s.natsTmpDir)
 	}
 	if s.verifier != nil {
 		s.verifier.close()

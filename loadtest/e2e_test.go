@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/natsembed"
 	"github.com/wsfleet/wsfleet/router"
 )
 
@@ -38,13 +39,18 @@ type fleet struct {
 	metrics   string
 }
 
-// startFleet starts a gateway with an embedded NATS server and a router,
-// all in this process on loopback.
+// startFleet starts a NATS server, a gateway and a router, all in this
+// process on loopback.
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
+	ns, err := natsembed.Start(natsembed.Options{StoreDir: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Close)
 	gw, err := gateway.New(gateway.Options{
-		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSEmbeddedListen: "127.0.0.1:-1",
-		NATSEmbeddedStoreDir: "off", NodeID: "lt-test", JWTHS256Secret: testSecret,
+		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: ns.ClientURL(),
+		NodeID: "lt-test", JWTHS256Secret: testSecret,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
@@ -54,7 +60,7 @@ func startFleet(t *testing.T) *fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	f := &fleet{gw: gw, wsURL: "ws://" + gw.Addr().String() + "/ws", natsURL: gw.NATSServer().ClientURL(),
+	f := &fleet{gw: gw, wsURL: "ws://" + gw.Addr().String() + "/ws", natsURL: ns.ClientURL(),
 		metrics: "http://" + gw.AdminAddr().String() + "/metrics"}
 	rt, err := router.New(router.Options{
 		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, APIKeys: []string{testAPIKey},

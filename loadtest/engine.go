@@ -53,8 +53,8 @@ func userName(prefix string, n int) string { return prefix + strconv.Itoa(n) }
 
 const tick = 10 * time.Millisecond
 
-// engine holds one process's connections: its loops, slots and users.
-type engine struct {
+// clientSet holds one process's connections: its loops, slots and users.
+type clientSet struct {
 	plan    *workerPlan
 	loops   []*loop
 	slots   []*slot
@@ -91,11 +91,11 @@ type engine struct {
 	done   chan struct{} // closed when every slot is down after finish
 }
 
-func newEngine(plan *workerPlan) (*engine, error) {
+func newClientSet(plan *workerPlan) (*clientSet, error) {
 	if plan.SlotTo < plan.SlotFrom || plan.Devices < 1 || len(plan.Targets) == 0 {
 		return nil, errors.New("bad worker plan")
 	}
-	e := &engine{plan: plan, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
+	e := &clientSet{plan: plan, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
 	e.series.init()
 	dev := plan.Devices
 	userFrom := plan.SlotFrom / dev
@@ -152,8 +152,8 @@ func newEngine(plan *workerPlan) (*engine, error) {
 			idx:  int32(len(e.slots)),
 			gidx: int32(i),
 			user: int32(len(e.slots) / dev),
-			fd:   -1,
 		}
+		s.Init(-1)
 		s.tgt = int16(i % len(targets))
 		if len(srcs) > 0 {
 			s.src = int16((i / len(targets)) % len(srcs))
@@ -164,7 +164,7 @@ func newEngine(plan *workerPlan) (*engine, error) {
 	return e, nil
 }
 
-func (e *engine) closeLoops() {
+func (e *clientSet) closeLoops() {
 	for _, l := range e.loops {
 		if l.p != nil {
 			l.p.Close()
@@ -174,7 +174,7 @@ func (e *engine) closeLoops() {
 
 // stamp takes the publish time of a message to local user u and the number
 // of the user's sessions open then.
-func (e *engine) stamp(u int) (int64, int32) {
+func (e *clientSet) stamp(u int) (int64, int32) {
 	mu := &e.userMu[u%len(e.userMu)]
 	mu.Lock()
 	t := mono()
@@ -184,7 +184,7 @@ func (e *engine) stamp(u int) (int64, int32) {
 }
 
 // sessionOpened and sessionClosed keep userLive; opened returns the welcome time.
-func (e *engine) sessionOpened(u int32) int64 {
+func (e *clientSet) sessionOpened(u int32) int64 {
 	mu := &e.userMu[int(u)%len(e.userMu)]
 	mu.Lock()
 	t := mono()
@@ -193,7 +193,7 @@ func (e *engine) sessionOpened(u int32) int64 {
 	return t
 }
 
-func (e *engine) sessionClosed(u int32) {
+func (e *clientSet) sessionClosed(u int32) {
 	mu := &e.userMu[int(u)%len(e.userMu)]
 	mu.Lock()
 	e.userLive[u]--
@@ -201,7 +201,7 @@ func (e *engine) sessionClosed(u int32) {
 }
 
 // onLoops runs f on every loop's goroutine and waits for all of them.
-func (e *engine) onLoops(f func(l *loop)) {
+func (e *clientSet) onLoops(f func(l *loop)) {
 	var wg sync.WaitGroup
 	for _, l := range e.loops {
 		wg.Add(1)
@@ -212,7 +212,7 @@ func (e *engine) onLoops(f func(l *loop)) {
 
 // connect starts the ramp: every slot that is down is connected, rate per
 // second across this process.
-func (e *engine) connect(rate float64) {
+func (e *clientSet) connect(rate float64) {
 	e.rampStart.CompareAndSwap(0, mono())
 	per := rate / float64(len(e.loops))
 	e.onLoops(func(l *loop) {
@@ -232,19 +232,19 @@ func (e *engine) connect(rate float64) {
 
 // drop closes share of the open connections at once, without a close
 // frame (a TCP reset), and lets them reconnect with back-off.
-func (e *engine) drop(share float64) {
+func (e *clientSet) drop(share float64) {
 	e.onLoops(func(l *loop) { l.drop(share) })
 }
 
 // churn closes rate connections a second (close 1000) across this process;
 // each comes back after down (±50% jitter).
-func (e *engine) churn(rate float64, down time.Duration) {
+func (e *clientSet) churn(rate float64, down time.Duration) {
 	per := rate / float64(len(e.loops))
 	e.onLoops(func(l *loop) { l.churnRate, l.churnDown, l.churnBudget = per, down, 0 })
 }
 
 // announce records a broadcast the parent published.
-func (e *engine) announce(seq int, t int64, ok bool) {
+func (e *clientSet) announce(seq int, t int64, ok bool) {
 	e.bMu.Lock()
 	for len(e.bLog) < seq {
 		e.bLog = append(e.bLog, pubRec{state: pubFailed})
@@ -298,7 +298,7 @@ type Progress struct {
 	LastRecovery int64 `json:"last_recovery"`
 }
 
-func (e *engine) progress() Progress {
+func (e *clientSet) progress() Progress {
 	p := Progress{At: mono(), Worker: e.plan.Index, Slots: int64(len(e.slots))}
 	for _, l := range e.loops {
 		st := &l.st
@@ -367,7 +367,7 @@ type workerResult struct {
 // finish stops publishing, stops reconnecting, takes the accounting cut
 // (the end of the drain window), closes every connection (close 1000,
 // waiting CloseTimeout for the echo) and returns the process's result.
-func (e *engine) finish() *workerResult {
+func (e *clientSet) finish() *workerResult {
 	if e.pub != nil {
 		e.pub.stopAndWait()
 	}
@@ -414,7 +414,7 @@ func (e *engine) finish() *workerResult {
 			s.want = false
 			switch s.state {
 			case stDown:
-				l.w.unlink(s)
+				l.w.Unlink(s)
 			case stLive:
 				s.closeGracefully(1000)
 			case stClosing:

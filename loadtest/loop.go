@@ -11,7 +11,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/engine"
 )
 
 // loopStats are a loop's counters, read by the reporter goroutine.
@@ -25,13 +25,12 @@ type loopStats struct {
 // loop is one epoll poller and the slots it owns; everything in it but st
 // is touched only by its goroutine.
 type loop struct {
-	e     *engine
+	e     *clientSet
 	idx   int
-	p     *poller.Poller[func()]
+	p     *engine.Loop[func()]
 	slots []*slot
-	w     wheel
+	w     *engine.Wheel[*slot]
 	now   uint32 // ticks of the run clock
-	rbuf  []byte // read scratch: input is parsed here, copied only when incomplete
 	fbuf  []byte // frame scratch
 	rng   *rand.Rand
 	dsts  []unix.Sockaddr // per target (a Sockaddr is not safe to share across goroutines)
@@ -61,12 +60,10 @@ type loop struct {
 	st loopStats
 }
 
-func newLoop(e *engine, idx int, targets []netip.AddrPort, srcs []netip.Addr) (*loop, error) {
+func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr) (*loop, error) {
 	l := &loop{
 		e: e, idx: idx,
-		rbuf:       make([]byte, 64<<10),
 		rng:        rand.New(rand.NewPCG(e.plan.Seed, uint64(e.plan.Index)<<16|uint64(idx))),
-		w:          newWheel(1024),
 		finished:   make(chan struct{}),
 		hUpgrade:   newHist(),
 		hWelcome:   newHist(),
@@ -90,14 +87,13 @@ func newLoop(e *engine, idx int, targets []netip.AddrPort, srcs []netip.Addr) (*
 	for _, a := range srcs {
 		l.srcs = append(l.srcs, sockaddr(a, 0))
 	}
-	l.now = l.ticks(mono())
-	l.w.cur = l.now
 	l.lastTick = mono()
 	l.ivIdx = int((mono() - e.plan.T0) / int64(time.Second))
-	p, err := poller.New(poller.Config[func()]{
-		OnTask: func(f func()) { f() },
-		Tick:   tick,
-		OnTick: l.onTick,
+	p, err := engine.New(engine.Config[func()]{
+		OnTask:   func(f func()) { f() },
+		Tick:     tick,
+		OnTick:   l.onTick,
+		Nanotime: func() int64 { return mono() - e.plan.T0 },
 		OnError: func(err error) {
 			l.errs["epoll_wait: "+err.Error()]++
 		},
@@ -106,6 +102,12 @@ func newLoop(e *engine, idx int, targets []netip.AddrPort, srcs []netip.Addr) (*
 		return nil, err
 	}
 	l.p = p
+	l.now = p.Now()
+	l.w = engine.NewWheel[*slot](1024, l.now)
+	if err := p.StartTicks(); err != nil {
+		p.Close()
+		return nil, err
+	}
 	return l, nil
 }
 
@@ -118,8 +120,8 @@ func (l *loop) ticksOf(d time.Duration) uint32 { return uint32((d + tick - 1) / 
 
 func (l *loop) onTick() {
 	now := mono()
-	l.now = l.ticks(now)
-	l.w.advance(l.now, l.fire)
+	l.now = l.p.Now()
+	l.w.Advance(l.now, l.fire)
 	dt := float64(now-l.lastTick) / 1e9
 	l.lastTick = now
 	if l.rampRate > 0 && l.rampNext < len(l.ramp) && l.e.running.Load() {
@@ -184,7 +186,7 @@ func (l *loop) drop(share float64) {
 		s.closeOK = true
 		s.attempts = 0
 		l.st.dropped.Add(1)
-		_ = unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		_ = unix.SetsockoptLinger(s.FD(), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 		s.finalClose("")
 	}
 }

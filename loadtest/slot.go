@@ -5,15 +5,15 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/mailru/easygo/netpoll"
 	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
-	"github.com/wsfleet/wsfleet/internal/poller"
+	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -35,15 +35,16 @@ const (
 )
 
 // slot is one device: a connection slot of a user, across its reconnects.
-// It belongs to one loop.
+// It belongs to one loop. The engine part holds the current socket (-1
+// while down), its write queue and its wheel links.
 type slot struct {
+	engine.Conn[*slot]
 	l          *loop
 	idx        int32 // local index
 	gidx       int32 // global index
 	user       int32 // local user index
 	tgt        int16
 	src        int16
-	fd         int
 	gen        uint32 // bumped at every close: events of an old socket are ignored
 	state      uint8
 	want       bool // should be connected
@@ -61,11 +62,7 @@ type slot struct {
 	tokenExp   int64 // unix ns of the exp of the token last sent (0: none)
 	key        [24]byte
 
-	in, out, frag *[]byte
-
-	tprev, tnext *slot
-	due          uint32
-	inWheel      bool
+	in, frag *[]byte
 
 	msgs devTrack // the user's messages
 	bc   devTrack // broadcasts
@@ -101,23 +98,25 @@ func (s *slot) connect() {
 	}
 	s.gen++
 	gen := s.gen
-	s.fd = fd
+	s.Init(fd)
 	s.state = stConnecting
 	s.t0 = mono()
 	l.st.connecting.Add(1)
-	if err := l.p.Add(fd, poller.EventRead|poller.EventWrite|poller.EventRdHup|poller.EventEdge, func(ev netpoll.EpollEvent) {
+	// The slot outlives its sockets: an event of an old socket (see the
+	// engine's fd rules) is told apart by its generation.
+	if err := l.p.Add(fd, engine.EventRead|engine.EventWrite|engine.EventRdHup|engine.EventEdge, func(ev engine.Event) {
 		if s.gen == gen {
 			s.onEvent(ev)
 		}
 	}); err != nil {
 		unix.Close(fd)
-		s.fd = -1
+		s.Init(-1)
 		s.state = stDown
 		l.st.connecting.Add(-1)
 		s.retry("epoll_add")
 		return
 	}
-	l.w.schedule(s, l.now+l.ticksOf(e.plan.ConnectTimeout))
+	l.w.Schedule(s, l.now+l.ticksOf(e.plan.ConnectTimeout))
 }
 
 // retry counts a failed attempt and schedules the next one.
@@ -131,7 +130,7 @@ func (s *slot) retry(reason string) {
 func (s *slot) scheduleReconnect() {
 	l := s.l
 	if !s.want || !l.e.running.Load() || l.finishing {
-		l.w.unlink(s)
+		l.w.Unlink(s)
 		return
 	}
 	p := l.e.plan
@@ -143,26 +142,26 @@ func (s *slot) scheduleReconnect() {
 		d = max(d, time.Duration(ra)*time.Second)
 	}
 	s.attempts++
-	l.w.schedule(s, l.now+l.ticksOf(d))
+	l.w.Schedule(s, l.now+l.ticksOf(d))
 }
 
-func (s *slot) onEvent(ev netpoll.EpollEvent) {
-	if ev&poller.EventClosed != 0 {
+func (s *slot) onEvent(ev engine.Event) {
+	if ev&engine.EventClosed != 0 {
 		return
 	}
 	if s.state == stConnecting {
-		errno, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		errno, err := unix.GetsockoptInt(s.FD(), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err == nil && errno != 0 {
 			s.fail("connect_" + errName(unix.Errno(errno)))
 			return
 		}
-		if ev&poller.EventWrite == 0 {
-			if ev&(poller.EventHup|poller.EventErr) != 0 {
+		if ev&engine.EventWrite == 0 {
+			if ev&(engine.EventHup|engine.EventErr) != 0 {
 				s.fail("connect_hup")
 			}
 			return
 		}
-		if _, err := unix.Getpeername(s.fd); err != nil {
+		if _, err := unix.Getpeername(s.FD()); err != nil {
 			return // not connected yet (a stale event)
 		}
 		s.state = stUpgrading
@@ -172,13 +171,13 @@ func (s *slot) onEvent(ev netpoll.EpollEvent) {
 			return
 		}
 	}
-	if ev&(poller.EventRead|poller.EventRdHup|poller.EventHup|poller.EventErr) != 0 {
-		s.readAll()
+	if ev&(engine.EventRead|engine.EventRdHup|engine.EventHup|engine.EventErr) != 0 {
+		s.readAll(gen0(s))
 		if s.state == stDown {
 			return
 		}
 	}
-	if ev&poller.EventWrite != 0 && s.out != nil {
+	if ev&engine.EventWrite != 0 {
 		s.flush()
 	}
 }
@@ -198,29 +197,36 @@ func (s *slot) sendUpgrade() {
 
 var wsGUID = []byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
 
-func (s *slot) readAll() {
+// readBudget bounds the reads of one event: past it the rest is read
+// after the loop's other ready sockets.
+const readBudget = 16
+
+// gen0 is the slot's socket generation now.
+func gen0(s *slot) uint32 { return s.gen }
+
+// readAll reads the socket until EAGAIN (engine.Conn.Read), continuing
+// later if the budget runs out while the same socket (gen) is open.
+func (s *slot) readAll(gen uint32) {
 	l := s.l
-	for {
-		n, err := unix.Read(s.fd, l.rbuf)
-		if n > 0 {
-			s.feed(l.rbuf[:n])
-			if s.state == stDown {
-				return
+	r, err := s.Read(l.p.ReadBuf(), readBudget, true, s)
+	switch r {
+	case engine.ReadBudget:
+		l.p.Post(func() {
+			if s.gen == gen && s.state != stDown {
+				s.readAll(gen)
 			}
-			continue
-		}
-		switch err {
-		case unix.EAGAIN:
-			return
-		case unix.EINTR:
-			continue
-		case nil: // EOF
-			s.eof("eof")
-		default:
-			s.eof("read_" + errName(err))
-		}
-		return
+		})
+	case engine.ReadEOF:
+		s.eof("eof")
+	case engine.ReadError:
+		s.eof("read_" + errName(err))
 	}
+}
+
+// OnData parses bytes read from the socket (engine.Reader).
+func (s *slot) OnData(p []byte) bool {
+	s.feed(p)
+	return s.state != stDown
 }
 
 // eof handles the end of the stream without a close frame from the server.
@@ -384,11 +390,11 @@ func (s *slot) refresh() {
 func (s *slot) scheduleRefresh() {
 	a := s.l.e.plan.Auth
 	if !a.Refresh || a.TTL <= 0 || s.tokenExp == 0 {
-		s.l.w.unlink(s)
+		s.l.w.Unlink(s)
 		return
 	}
 	d := time.Duration(s.tokenExp-time.Now().UnixNano()) - a.TTL/5
-	s.l.w.schedule(s, s.l.now+s.l.ticksOf(max(d, 0)))
+	s.l.w.Schedule(s, s.l.now+s.l.ticksOf(max(d, 0)))
 }
 
 // frame handles one complete frame.
@@ -643,52 +649,34 @@ func (s *slot) sendFrame(op ws.OpCode, p []byte) {
 	s.write(b)
 }
 
-// write sends b now, queueing what the socket does not take.
+// write sends b now, queueing what the socket does not take (engine.Conn,
+// bounded by maxPendingOut).
 func (s *slot) write(b []byte) {
-	if s.fd < 0 {
+	if s.Closed() {
 		return
 	}
-	if s.out != nil {
-		if len(*s.out)+len(b) > maxPendingOut {
-			s.fail("write_queue_full")
-			return
-		}
-		s.out = bufpool.Grow(s.out, len(b))
-		*s.out = append(*s.out, b...)
-		return
-	}
-	n, err := unix.Write(s.fd, b)
-	if err != nil && err != unix.EAGAIN && err != unix.EINTR {
-		s.writeError(err)
-		return
-	}
-	n = max(n, 0)
-	if n < len(b) {
-		s.out = bufpool.Get(len(b) - n)
-		*s.out = append(*s.out, b[n:]...)
+	s.Mu.Lock()
+	r, _ := s.WriteLocked(b, maxPendingOut)
+	s.Mu.Unlock()
+	switch r {
+	case engine.Overflow:
+		s.fail("write_queue_full")
+	case engine.Failed:
+		s.writeError(errWrite)
 	}
 }
 
+// errWrite stands for the errno of a failed write, which the engine does
+// not keep.
+var errWrite = errors.New("failed")
+
+// flush drains the write queue on EPOLLOUT.
 func (s *slot) flush() {
-	for s.out != nil {
-		n, err := unix.Write(s.fd, *s.out)
-		if err == unix.EAGAIN {
-			return
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			s.writeError(err)
-			return
-		}
-		if n == len(*s.out) {
-			bufpool.Put(s.out)
-			s.out = nil
-			return
-		}
-		m := copy(*s.out, (*s.out)[n:])
-		*s.out = (*s.out)[:m]
+	s.Mu.Lock()
+	r, _ := s.FlushLocked(s.l.p.Iov(), s.l.now)
+	s.Mu.Unlock()
+	if r == engine.FlushFailed {
+		s.writeError(errWrite)
 	}
 }
 
@@ -732,7 +720,7 @@ func (s *slot) closeGracefully(code uint16) {
 	}
 	s.endSession(false)
 	s.state = stClosing
-	s.l.w.schedule(s, s.l.now+s.l.ticksOf(s.l.e.plan.CloseTimeout))
+	s.l.w.Schedule(s, s.l.now+s.l.ticksOf(s.l.e.plan.CloseTimeout))
 }
 
 // endSession ends the open session (the device stops expecting messages);
@@ -768,19 +756,17 @@ func (s *slot) finalClose(failReason string) {
 	// run itself caused it (closeOK) or the run is over (after the cut).
 	s.endSession(!s.closeOK && !l.finishing)
 	s.closeOK = false
-	_ = l.p.Del(s.fd)
-	unix.Close(s.fd)
-	s.fd = -1
+	s.Close(l.p)
 	s.gen++
 	s.state = stDown
 	s.refreshing = false
-	for _, b := range []**[]byte{&s.in, &s.out, &s.frag} {
+	for _, b := range []**[]byte{&s.in, &s.frag} {
 		if *b != nil {
 			bufpool.Put(*b)
 			*b = nil
 		}
 	}
-	l.w.unlink(s)
+	l.w.Unlink(s)
 	if failReason != "" {
 		l.errorf(failReason)
 		l.st.fails.Add(1)

@@ -48,7 +48,7 @@ type event struct {
 // until finish (or until cmds closes: the parent is gone) and emits events.
 // emit may be called from several goroutines.
 func serveWorker(cmds <-chan command, emit func(event)) {
-	var e *engine
+	var e *clientSet
 	var stopRep chan struct{}
 	var repDone sync.WaitGroup
 	idx := 0
@@ -70,7 +70,7 @@ func serveWorker(cmds <-chan command, emit func(event)) {
 			}
 			idx = c.Plan.Index
 			var err error
-			if e, err = newEngine(c.Plan); err != nil {
+			if e, err = newClientSet(c.Plan); err != nil {
 				emit(event{Ev: "error", Worker: idx, Err: err.Error()})
 				return
 			}
@@ -112,7 +112,7 @@ const progressEvery = 250 * time.Millisecond
 
 // report emits progress every 250 ms and a time-series point at every
 // whole second of the run.
-func report(e *engine, emit func(event), stop <-chan struct{}) {
+func report(e *clientSet, emit func(event), stop <-chan struct{}) {
 	t := time.NewTicker(progressEvery)
 	defer t.Stop()
 	for {

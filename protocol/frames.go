@@ -119,6 +119,10 @@ var (
 	// node closes this connection with CloseServiceRestart a few seconds
 	// later if the client has not.
 	ReconnectJSON = []byte(`{"type":"reconnect","reason":"node draining"}`)
+	// ReconnectNATSJSON is the same request from a node that lost NATS for
+	// longer than its outage grace (nothing reaches its clients); a client
+	// still here a grace later is closed with CloseTryAgainLater.
+	ReconnectNATSJSON = []byte(`{"type":"reconnect","reason":"node lost NATS"}`)
 )
 
 // AppendError appends an error frame's JSON to dst.

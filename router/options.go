@@ -32,9 +32,15 @@ const (
 type Options struct {
 	// Listen is the HTTP API address, host:port. Default ":8090".
 	Listen string
-	// AdminListen serves /healthz, /readyz, /metrics and /debug/pprof/.
-	// Default ":8091"; "off" disables it.
+	// AdminListen serves /healthz, /readyz and /metrics (and /debug/pprof/
+	// with AdminPprof). Default "127.0.0.1:8091", loopback only: a
+	// deployment that scrapes metrics from elsewhere sets it (the Helm chart
+	// sets ":8091"); "off" disables it.
 	AdminListen string
+	// AdminPprof serves Go's profiler at /debug/pprof/ on AdminListen
+	// (unauthenticated: keep AdminListen private when it is on). Default
+	// false.
+	AdminPprof bool
 
 	// NATSURL is the NATS server(s) to publish to, comma-separated.
 	// Default "nats://127.0.0.1:4222".
@@ -138,7 +144,7 @@ func (o *Options) SetDefaults() {
 		}
 	}
 	def(&o.Listen, ":8090")
-	def(&o.AdminListen, ":8091")
+	def(&o.AdminListen, "127.0.0.1:8091")
 	def(&o.NATSURL, "nats://127.0.0.1:4222")
 	if o.NATSConnectTimeout == 0 {
 		o.NATSConnectTimeout = 10 * time.Second

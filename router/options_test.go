@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 	o.SetDefaults()
 	want := router.Options{
 		Listen:             ":8090",
-		AdminListen:        ":8091",
+		AdminListen:        "127.0.0.1:8091",
 		NATSURL:            "nats://127.0.0.1:4222",
 		NATSConnectTimeout: 10 * time.Second,
 		SubjectPrefix:      "wsfleet",

@@ -269,7 +269,7 @@ func TestAdmin(t *testing.T) {
 			`wsfleet_router_nats_connected 1`,
 			`go_goroutines`, `process_open_fds`,
 		}},
-		{name: "pprof", path: "/debug/pprof/", status: 200, contains: []string{"goroutine"}},
+		{name: "no pprof unless asked for", path: "/debug/pprof/", status: 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := do(t, http.MethodGet, adminURL(srv)+tc.path, "", nil)
@@ -282,6 +282,15 @@ func TestAdmin(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestAdminPprof(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	srv := startRouter(t, ns, func(o *router.Options) { o.AdminPprof = true })
+	r := do(t, http.MethodGet, adminURL(srv)+"/debug/pprof/", "", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), "goroutine") {
+		t.Fatalf("pprof with AdminPprof: %d", r.status)
 	}
 }
 

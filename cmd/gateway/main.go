@@ -20,12 +20,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/flagenv"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/internal/logx"
+	"github.com/wsfleet/wsfleet/internal/natsembed"
 )
 
 const usage = `Usage: gateway [flags]
@@ -52,21 +54,23 @@ func run(args []string) int {
 	var def gateway.Options
 	def.SetDefaults()
 	var o gateway.Options
-	var logFormat, logLevel, memLimit string
+	var logFormat, logLevel, memLimit, natsListen, natsStore string
 	var gcPercent int
 	fs := flagenv.New("gateway", "WSFLEET_", usage)
 	fs.String(&o.Listen, "listen", def.Listen, "WebSocket listen address")
 	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
-	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics, /debug/pprof/ ("off" disables)`)
+	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics ("off" disables; loopback by default: set ":8081" to scrape from elsewhere)`)
+	fs.Bool(&o.AdminPprof, "admin-pprof", false, "serve Go's profiler at /debug/pprof/ on --admin-listen (unauthenticated)")
 	fs.String(&o.ControlSocket, "control-socket", "", `Unix socket for actions on the node, such as `+"`gateway drain`"+` ("": none)`)
 	fs.String(&o.NodeID, "node-id", "", "node name in welcome frames, NATS headers and logs")
 	fs.ShowDefault("node-id", "<hostname>-<pid>")
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject")
-	fs.String(&o.NATSURL, "nats-url", "", `NATS server URLs, comma-separated ("" starts an embedded NATS server)`)
-	fs.String(&o.NATSEmbeddedListen, "nats-embedded-listen", def.NATSEmbeddedListen, "where the embedded NATS server listens for other processes (port 0: any)")
-	fs.String(&o.NATSEmbeddedStoreDir, "nats-embedded-store-dir", "", `JetStream directory of the embedded NATS server ("off": no JetStream)`)
+	fs.String(&o.NATSURL, "nats-url", "", `NATS server URLs, comma-separated ("" starts an embedded NATS server, for development)`)
+	fs.String(&natsListen, "nats-embedded-listen", "127.0.0.1:4222", "where the embedded NATS server listens for other processes (port 0: any)")
+	fs.String(&natsStore, "nats-embedded-store-dir", "", `JetStream directory of the embedded NATS server ("off": no JetStream)`)
 	fs.ShowDefault("nats-embedded-store-dir", "a temporary directory")
 	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection")
+	fs.Duration(&o.NATSOutageGrace, "nats-outage-grace", def.NATSOutageGrace, "without NATS this long, send clients a reconnect notice (to move to a node that can deliver), then close those left with 1013")
 	fs.Secret(&o.JWTHS256Secret, "jwt-hs256-secret", "HMAC secret for HS256/384/512 tokens (at least 32 bytes; development)")
 	fs.String(&o.JWTJWKSFile, "jwt-jwks-file", "", "JSON Web Key Set file of public keys, re-read when it changes")
 	fs.String(&o.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL, refreshed every --jwt-jwks-refresh and on an unknown kid")
@@ -104,6 +108,7 @@ func run(args []string) int {
 	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")
 	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")
 	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
+	fs.Int(&o.LoopQueueBytes, "loop-queue-bytes", def.LoopQueueBytes, "broadcast bytes queued per event loop; over it a broadcast is dropped for that loop (counted)")
 	fs.Duration(&o.PresenceInterval, "presence-interval", def.PresenceInterval, "period of the node's presence heartbeat on NATS")
 	fs.Duration(&o.PresenceBatchInterval, "presence-batch-interval", def.PresenceBatchInterval, "how long presence changes are coalesced before they are published")
 	fs.Int(&gcPercent, "gc-percent", 25, "Go GC target (GOGC): the heap may grow this percentage over live data between collections; lower holds less memory per connection for some GC CPU; the GOGC environment variable, when set, wins")
@@ -127,6 +132,21 @@ func run(args []string) int {
 		return 2
 	}
 	o.Logger = log
+	if o.NATSURL == "" {
+		// Development: a NATS server in this process, which the node
+		// reaches without a socket and the router and services on
+		// --nats-embedded-listen.
+		ns, err := natsembed.Start(natsembed.Options{Listen: natsListen, StoreDir: natsStore,
+			Name: "wsfleet-gateway-nats", Logger: log.Named("nats")})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: invalid setting --nats-embedded-listen: %v (set --nats-url to use an existing NATS server)\n", err)
+			return 2
+		}
+		defer ns.Close()
+		log.Info("started embedded NATS server", zap.String("client_url", ns.ClientURL()))
+		o.NATSURL = ns.ClientURL()
+		o.NATSOptions = append(o.NATSOptions, nats.InProcessServer(ns.Server))
+	}
 	srv, err := gateway.New(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)

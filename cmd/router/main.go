@@ -65,7 +65,8 @@ func newFlags(c *config) *flagenv.Set {
 	o := &c.opts
 	fs := flagenv.New("router", "WSFLEET_", usage)
 	fs.String(&o.Listen, "listen", def.Listen, "HTTP API listen address")
-	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics, /debug/pprof/ ("off" disables)`)
+	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics ("off" disables; loopback by default: set ":8091" to scrape from elsewhere)`)
+	fs.Bool(&o.AdminPprof, "admin-pprof", false, "serve Go's profiler at /debug/pprof/ on --admin-listen (unauthenticated)")
 	fs.String(&o.NATSURL, "nats-url", def.NATSURL, "NATS server URLs, comma-separated")
 	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection before failing")
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject (the gateways' --subject-prefix)")

@@ -65,7 +65,7 @@ func TestParseEnv(t *testing.T) {
 	}{
 		{name: "defaults", check: func(t *testing.T, c config) {
 			o := c.opts
-			if o.Listen != ":8090" || o.AdminListen != ":8091" || o.NATSURL != "nats://127.0.0.1:4222" ||
+			if o.Listen != ":8090" || o.AdminListen != "127.0.0.1:8091" || o.NATSURL != "nats://127.0.0.1:4222" ||
 				o.NATSConnectTimeout != 10*time.Second || o.SubjectPrefix != "wsfleet" || o.MaxBodyBytes != 262144 ||
 				len(o.APIKeys) != 0 || c.logFormat != "json" || c.logLevel != "info" {
 				t.Fatalf("defaults: %+v", c)

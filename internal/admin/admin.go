@@ -1,6 +1,7 @@
 // Package admin serves a process's operational HTTP endpoints on their own
 // listener: /healthz (the process serves), /readyz (it takes work),
-// /metrics (Prometheus) and /debug/pprof/ (profiles, not the command line).
+// /metrics (Prometheus) and, when asked for, /debug/pprof/ (profiles, not
+// the command line).
 // The gateway and the router each start one on their --admin-listen
 // address.
 //
@@ -40,6 +41,9 @@ type Config struct {
 	Ready Check
 	// Fields are added to every /healthz and /readyz body, e.g. the node id.
 	Fields map[string]any
+	// Pprof serves Go's profiler at /debug/pprof/ (unauthenticated: only
+	// on a private address). Default false.
+	Pprof bool
 }
 
 // Server is a running admin endpoint.
@@ -66,11 +70,13 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
-	// No /debug/pprof/cmdline: a secret given as a flag would be served.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if cfg.Pprof {
+		// No /debug/pprof/cmdline: a secret given as a flag would be served.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s := &Server{ln: ln, done: make(chan struct{}), srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -90,12 +90,9 @@ func TestDefaultsAndMetrics(t *testing.T) {
 	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "admin_test_total 3") {
 		t.Fatalf("metrics %d %s", code, body)
 	}
-	if code, _ := get(t, base+"/debug/pprof/heap"); code != 200 {
-		t.Fatalf("pprof heap %d", code)
-	}
-	// The command line may hold a secret given as a flag.
-	if code, body := get(t, base+"/debug/pprof/cmdline"); code != 404 || strings.Contains(body, os.Args[0]) {
-		t.Fatalf("pprof cmdline %d %q", code, body)
+	// The profiler is off unless asked for.
+	if code, _ := get(t, base+"/debug/pprof/heap"); code != 404 {
+		t.Fatalf("pprof heap without Pprof: %d, want 404", code)
 	}
 	resp, err := http.Post(base+"/readyz", "text/plain", nil)
 	if err != nil {
@@ -104,6 +101,17 @@ func TestDefaultsAndMetrics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST /readyz: %d", resp.StatusCode)
+	}
+}
+
+func TestPprof(t *testing.T) {
+	base := start(t, Config{Pprof: true})
+	if code, _ := get(t, base+"/debug/pprof/heap"); code != 200 {
+		t.Fatalf("pprof heap %d", code)
+	}
+	// The command line may hold a secret given as a flag.
+	if code, body := get(t, base+"/debug/pprof/cmdline"); code != 404 || strings.Contains(body, os.Args[0]) {
+		t.Fatalf("pprof cmdline %d %q", code, body)
 	}
 }
 
