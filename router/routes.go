@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -93,10 +94,8 @@ func (s *Server) newMux() *http.ServeMux {
 		p := rt.pattern
 		refuse := s.asSent(p, func(w http.ResponseWriter, r *http.Request) { s.methodNotAllowed(w, r, p) })
 		mux.HandleFunc(p, refuse)
-		for _, m := range allowedMethods(p) {
-			if m == http.MethodGet {
-				mux.HandleFunc(http.MethodHead+" "+p, refuse)
-			}
+		if slices.Contains(allowedMethods(p), http.MethodGet) {
+			mux.HandleFunc(http.MethodHead+" "+p, refuse)
 		}
 	}
 	mux.HandleFunc("/", s.notFound)
@@ -106,11 +105,12 @@ func (s *Server) newMux() *http.ServeMux {
 // serveAPI is the API listener's handler. Checks go from the cheapest to the
 // costliest: route, method, credentials, rate limit, request, NATS.
 //
-// Paths are matched as sent: ServeMux cleans a path before matching it and
-// redirects one with an empty, "." or ".." segment to the cleaned path (and
-// answers a "*" target with a bare 400), where the API answers 404, never
-// redirects, and never serves one resource under two paths. Such paths are
-// therefore answered here, without ServeMux.
+// Routing is s.mux's, for the paths it matches as sent. Two kinds of path
+// are answered before it: the user routes for the ids it cannot match
+// (outsideMux), and every other path ServeMux would clean. ServeMux
+// redirects a path with an empty, "." or ".." segment to the cleaned one
+// (and answers a "*" target with a bare 400); the API answers 404 and never
+// redirects, so no resource has two paths.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.EscapedPath()
 	if pattern, id, ok := outsideMux(p); ok {
@@ -158,8 +158,8 @@ func outsideMux(escaped string) (pattern, id string, ok bool) {
 // a pattern's literal after percent-decoding it, so it takes "/v1/%73tats"
 // for /v1/stats. The API serves each resource under the one path
 // openapi.json spells (a proxy's rule on /v1/broadcast cannot be
-// sidestepped with /v1/%62roadcast); any other spelling is 404, as it
-// always was. Only the {user} segment is decoded.
+// sidestepped with /v1/%62roadcast); any other spelling is 404. Only the
+// {user} segment is decoded.
 func (s *Server) asSent(pattern string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !literalsAsSent(pattern, r.URL.EscapedPath()) {
