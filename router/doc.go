@@ -15,6 +15,9 @@
 //	DELETE /v1/users/{user}/connections                             → 200 {"closed","nodes"}
 //	GET    /v1/openapi.json
 //
+// The routes are net/http ServeMux patterns, matched as sent (routes.go);
+// another method on a route's path is 405 with Allow, any other path 404.
+//
 // Callers authenticate with "Authorization: Bearer <api key or JWT>" (a
 // JWT must grant JWTScope); each credential has its own rate limit.
 // Publishes honour an Idempotency-Key header (idempotency.go). Errors are

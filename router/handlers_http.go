@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -18,129 +16,6 @@ import (
 
 	"github.com/wsfleet/wsfleet/protocol"
 )
-
-// route is one endpoint of the HTTP API. The OpenAPI file
-// (router/openapi.json, served at GET /v1/openapi.json) lists exactly these.
-type route struct {
-	method  string
-	pattern string // as in the OpenAPI file; also the metrics label
-	public  bool   // served without credentials
-	handle  func(s *Server, w http.ResponseWriter, r *http.Request, user, cred string) (opResult, *apiError)
-}
-
-// Patterns of the HTTP API.
-const (
-	routeUser        = "/v1/users/{user}/messages"
-	routePresence    = "/v1/users/{user}/presence"
-	routeConnections = "/v1/users/{user}/connections"
-	routeBatch       = "/v1/messages"
-	routeBroadcast   = "/v1/broadcast"
-	routeQuery       = "/v1/presence/query"
-	routeStats       = "/v1/stats"
-	routeOpenAPI     = "/v1/openapi.json"
-	routeOther       = "other" // no route matched (404)
-)
-
-var routes = []route{
-	{method: http.MethodPost, pattern: routeUser, handle: (*Server).httpPublish},
-	{method: http.MethodGet, pattern: routePresence, handle: (*Server).httpPresence},
-	{method: http.MethodDelete, pattern: routeConnections, handle: (*Server).httpKick},
-	{method: http.MethodPost, pattern: routeBatch, handle: (*Server).httpBatch},
-	{method: http.MethodPost, pattern: routeBroadcast, handle: (*Server).httpBroadcast},
-	{method: http.MethodPost, pattern: routeQuery, handle: (*Server).httpPresenceQuery},
-	{method: http.MethodGet, pattern: routeStats, handle: (*Server).httpStats},
-	{method: http.MethodGet, pattern: routeOpenAPI, public: true},
-}
-
-// userRoutes maps the last segment of a /v1/users/{user}/... path to its
-// pattern.
-var userRoutes = map[string]string{
-	"messages":    routeUser,
-	"presence":    routePresence,
-	"connections": routeConnections,
-}
-
-// matchRoute maps the escaped request path to its pattern and, for the
-// user routes, the still-escaped user segment. Matching is on the escaped
-// path so that an id holding '/' ("a%2Fb"), '.' or ".." is one segment and
-// is never cleaned or split.
-func matchRoute(escaped string) (pattern, userSeg string) {
-	switch escaped {
-	case routeBatch, routeBroadcast, routeQuery, routeStats, routeOpenAPI:
-		return escaped, ""
-	}
-	if rest, ok := strings.CutPrefix(escaped, "/v1/users/"); ok {
-		if i := strings.LastIndexByte(rest, '/'); i >= 0 && !strings.Contains(rest[:i], "/") {
-			if p, ok := userRoutes[rest[i+1:]]; ok {
-				return p, rest[:i]
-			}
-		}
-	}
-	return routeOther, ""
-}
-
-// serveAPI is the API listener's handler. Checks go from the cheapest to the
-// costliest: route, method, credentials, rate limit, request, NATS.
-func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	pattern, userSeg := matchRoute(r.URL.EscapedPath())
-	if pattern == routeOther {
-		s.fail(w, routeOther, &apiError{status: http.StatusNotFound, code: CodeNotFound,
-			msg: "no such endpoint: see GET /v1/openapi.json"})
-		return
-	}
-	var rt *route
-	var allow []string
-	for i := range routes {
-		if routes[i].pattern == pattern {
-			allow = append(allow, routes[i].method)
-			if routes[i].method == r.Method {
-				rt = &routes[i]
-			}
-		}
-	}
-	if rt == nil {
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		s.fail(w, pattern, &apiError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed,
-			msg: fmt.Sprintf("%s is not allowed here; use %s", r.Method, strings.Join(allow, " or "))})
-		return
-	}
-	if rt.public {
-		s.m.request(pattern, http.StatusOK)
-		writeBody(w, http.StatusOK, openAPI)
-		return
-	}
-	cred, aerr := s.authenticate(r)
-	if aerr != nil {
-		if aerr.status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-		}
-		s.fail(w, pattern, aerr)
-		return
-	}
-	if ok, wait := s.limits.allow(cred, time.Now()); !ok {
-		s.fail(w, pattern, &apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, retryAfter: retryAfterSeconds(wait),
-			msg: fmt.Sprintf("over the rate limit of %g requests per second for this credential (--rate-limit)", s.opts.RateLimit)})
-		return
-	}
-	var user string
-	if strings.Contains(pattern, "{user}") {
-		var err error
-		if user, err = url.PathUnescape(userSeg); err != nil {
-			s.fail(w, pattern, badUser(err))
-			return
-		}
-	}
-	res, aerr := rt.handle(s, w, r, user, cred)
-	if aerr != nil {
-		s.fail(w, pattern, aerr)
-		return
-	}
-	if res.replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	s.m.request(pattern, res.status)
-	writeBody(w, res.status, res.body)
-}
 
 func (s *Server) httpPublish(w http.ResponseWriter, r *http.Request, user, cred string) (opResult, *apiError) {
 	if _, aerr := s.checkUser(user); aerr != nil {

@@ -55,6 +55,7 @@ type Server struct {
 	napi  *natsAPI
 	ln    net.Listener
 	http  *http.Server
+	mux   *http.ServeMux // the API's routes (routes.go)
 	admin *admin.Server
 	serve sync.WaitGroup
 
@@ -96,6 +97,7 @@ func New(opts Options) (*Server, error) {
 	s.limits = newLimiters(opts.RateLimit, opts.RateLimitBurst)
 	s.t = newTracker(s)
 	s.m = newMetrics(s)
+	s.mux = s.newMux()
 	return s, nil
 }
 
