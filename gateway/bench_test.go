@@ -22,6 +22,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/internal/israce"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/poller"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -33,7 +34,7 @@ const benchSecret = "bench-secret-0123456789abcdef-0123456789"
 // started: enough to drive the delivery and parsing paths directly.
 func benchServer(tb testing.TB) (*Server, *loop) {
 	tb.Helper()
-	s, err := New(Options{JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
+	s, err := New(Options{JWT: jwtverify.Config{HS256Secret: benchSecret}, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func BenchmarkVerify(b *testing.B) {
 	js, _ := json.Marshal(set)
 	file := filepath.Join(b.TempDir(), "jwks.json")
 	os.WriteFile(file, js, 0o600)
-	o := Options{JWTHS256Secret: benchSecret, JWTJWKSFile: file}
+	o := Options{JWT: jwtverify.Config{HS256Secret: benchSecret, JWKSFile: file}}
 	o.SetDefaults()
 	v, err := newVerifier(&o, zap.NewNop())
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -50,7 +51,7 @@ func testOptions(t testing.TB) gateway.Options {
 		AdminListen:        "127.0.0.1:0",
 		NATSEmbeddedListen: "127.0.0.1:-1",
 		NodeID:             "test-node",
-		JWTHS256Secret:     testSecret,
+		JWT:                jwtverify.Config{HS256Secret: testSecret},
 		Logger:             zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/router"
 )
 
@@ -44,7 +45,7 @@ func startFleet(t *testing.T) *fleet {
 	t.Helper()
 	gw, err := gateway.New(gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSEmbeddedListen: "127.0.0.1:-1",
-		NATSEmbeddedStoreDir: "off", NodeID: "lt-test", JWTHS256Secret: testSecret,
+		NATSEmbeddedStoreDir: "off", NodeID: "lt-test", JWT: jwtverify.Config{HS256Secret: testSecret},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
@@ -175,7 +176,7 @@ func TestRefusedUpgradeCode(t *testing.T) {
 	f := startFleet(t)
 	gw, err := gateway.New(gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, NodeID: "full",
-		JWTHS256Secret: testSecret, MaxConnections: 2,
+		JWT: jwtverify.Config{HS256Secret: testSecret}, MaxConnections: 2,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {

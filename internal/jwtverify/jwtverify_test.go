@@ -25,7 +25,7 @@ func sign(t *testing.T, build func(*jwt.Builder) *jwt.Builder) string {
 }
 
 func TestScopes(t *testing.T) {
-	v, err := New(Config{HMACSecret: secret})
+	v, err := New(Config{HS256Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,12 +65,12 @@ func TestRefusals(t *testing.T) {
 	if _, err := New(Config{JWKSFile: "/nonexistent"}); err == nil {
 		t.Fatal("a missing JWKS file was accepted")
 	} else {
-		var ce *ConfigError
-		if !errors.As(err, &ce) || ce.Field != "jwks-file" {
+		var ce *OptionError
+		if !errors.As(err, &ce) || ce.Flag != "jwt-jwks-file" {
 			t.Fatalf("error %v does not name the JWKS file", err)
 		}
 	}
-	v, _ := New(Config{HMACSecret: secret})
+	v, _ := New(Config{HS256Secret: secret})
 	defer v.Close()
 	expired := sign(t, func(b *jwt.Builder) *jwt.Builder { return b.Expiration(time.Now().Add(-time.Hour)) })
 	if _, err := v.Verify(expired); err != ErrExpired {
