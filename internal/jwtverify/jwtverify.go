@@ -192,8 +192,9 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 	return v, nil
 }
 
-// Close stops the background refreshes and cancels JWKS requests under
-// way.
+// Close stops the background refreshes and cancels a forced JWKS fetch
+// under way; a periodic fetch of the jwk.Cache already under way ends on
+// its own, within JWKSTimeout.
 func (v *Verifier) Close() {
 	v.stop()
 	if v.remote != nil {
