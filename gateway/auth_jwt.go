@@ -22,23 +22,13 @@ type claims struct {
 type verifier struct{ v *jwtverify.Verifier }
 
 func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
-	v, err := jwtverify.New(jwtverify.Config{
-		HMACSecret:  o.JWTHS256Secret,
-		JWKSFile:    o.JWTJWKSFile,
-		JWKSURL:     o.JWTJWKSURL,
-		JWKSRefresh: o.JWTJWKSRefresh,
-		Algorithms:  o.JWTAlgorithms,
-		Issuer:      o.JWTIssuer,
-		Audience:    o.JWTAudience,
-		Leeway:      o.JWTLeeway,
-		AllowNoExp:  o.JWTAllowNoExp,
-		RefreshWait: min(2*time.Second, o.AuthTimeout/2),
-		Logger:      log,
-	})
+	v, err := jwtverify.New(o.JWT,
+		jwtverify.WithRefreshWait(min(2*time.Second, o.AuthTimeout/2)),
+		jwtverify.WithLogger(log))
 	if err != nil {
-		var ce *jwtverify.ConfigError
-		if errors.As(err, &ce) {
-			return nil, fmt.Errorf("%w --jwt-%s: %v", ErrBadOption, ce.Field, ce.Err)
+		var oe *jwtverify.OptionError
+		if errors.As(err, &oe) {
+			return nil, fmt.Errorf("%w %w", ErrBadOption, err)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
 	}

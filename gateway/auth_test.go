@@ -84,7 +84,7 @@ func attempt(t *testing.T, srv *gateway.Server, mode, tok string, want authOutco
 func TestAuthModes(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.AllowQueryToken = true })
 	noQuery := startGateway(t, nil)
-	allowNoExp := startGateway(t, func(o *gateway.Options) { o.JWTAllowNoExp = true })
+	allowNoExp := startGateway(t, func(o *gateway.Options) { o.JWT.AllowNoExp = true })
 	good := token(t, "alice")
 	expired := mintToken(t, jwtmint.Claims{Subject: "alice", TTL: time.Second, Now: time.Now().Add(-time.Hour)})
 	notYet := func() string {
@@ -193,7 +193,7 @@ func TestAuthTimeout(t *testing.T) {
 }
 
 func TestAuthIssuerAudience(t *testing.T) {
-	srv := startGateway(t, func(o *gateway.Options) { o.JWTIssuer = "https://idp"; o.JWTAudience = "wsfleet" })
+	srv := startGateway(t, func(o *gateway.Options) { o.JWT.Issuer = "https://idp"; o.JWT.Audience = "wsfleet" })
 	ok := mintToken(t, jwtmint.Claims{Subject: "a", TTL: time.Hour, Issuer: "https://idp", Audience: []string{"other", "wsfleet"}})
 	badIss := mintToken(t, jwtmint.Claims{Subject: "a", TTL: time.Hour, Issuer: "https://evil", Audience: []string{"wsfleet"}})
 	badAud := mintToken(t, jwtmint.Claims{Subject: "a", TTL: time.Hour, Issuer: "https://idp", Audience: []string{"other"}})
@@ -264,9 +264,9 @@ func TestAuthJWKSFileRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := startGateway(t, func(o *gateway.Options) {
-		o.JWTHS256Secret = ""
-		o.JWTJWKSFile = file
-		o.JWTJWKSRefresh = 50 * time.Millisecond
+		o.JWT.HS256Secret = ""
+		o.JWT.JWKSFile = file
+		o.JWT.JWKSRefresh = 50 * time.Millisecond
 	})
 	attempt(t, srv, "frame", signWith(t, "RS256", k1, "u1"), authOutcome{})
 	attempt(t, srv, "frame", signWith(t, "ES256", k2, "u1"), authOutcome{close: protocol.CloseUnauthorized, reason: "no key"})
@@ -309,9 +309,10 @@ func TestAuthJWKSURLRotation(t *testing.T) {
 	}))
 	defer idp.Close()
 	srv := startGateway(t, func(o *gateway.Options) {
-		o.JWTHS256Secret = ""
-		o.JWTJWKSURL = idp.URL + "/jwks.json"
-		o.JWTAlgorithms = []string{"ES256"}
+		o.JWT.HS256Secret = ""
+		o.JWT.JWKSURL = idp.URL + "/jwks.json"
+		o.JWT.JWKSAllowHTTP = true
+		o.JWT.Algorithms = []string{"ES256"}
 	})
 	attempt(t, srv, "frame", signWith(t, "ES256", k1, "u"), authOutcome{})
 	// A key rotated in at the IdP is fetched on the first token naming its kid.
@@ -331,7 +332,7 @@ func TestAuthKeyTypeMustMatchAlg(t *testing.T) {
 	k := newKey(t, "rsa", "rsa1")
 	file := filepath.Join(t.TempDir(), "jwks.json")
 	os.WriteFile(file, jwksJSON(t, k), 0o600)
-	srv := startGateway(t, func(o *gateway.Options) { o.JWTHS256Secret = ""; o.JWTJWKSFile = file })
+	srv := startGateway(t, func(o *gateway.Options) { o.JWT.HS256Secret = ""; o.JWT.JWKSFile = file })
 	other := newKey(t, "ec", "rsa1")
 	hdr := jws.NewHeaders()
 	hdr.Set(jws.KeyIDKey, "rsa1")
@@ -363,8 +364,9 @@ func TestAuthSlowJWKSURL(t *testing.T) {
 	defer close(hang)
 	srv, err := gateway.New(func() gateway.Options {
 		o := testOptions(t)
-		o.JWTHS256Secret = ""
-		o.JWTJWKSURL = idp.URL
+		o.JWT.HS256Secret = ""
+		o.JWT.JWKSURL = idp.URL
+		o.JWT.JWKSAllowHTTP = true
 		o.AuthWorkers = 1
 		o.AuthTimeout = 2 * time.Second
 		return o

@@ -23,6 +23,7 @@ import (
 	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/israce"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -40,7 +41,7 @@ func benchServer(tb testing.TB) (*Server, *loop) {
 // (0: the default).
 func benchServerBuf(tb testing.TB, rbuf int) (*Server, *loop) {
 	tb.Helper()
-	s, err := New(Options{NATSURL: "nats://127.0.0.1:4222", JWTHS256Secret: benchSecret, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
+	s, err := New(Options{NATSURL: "nats://127.0.0.1:4222", JWT: jwtverify.Config{HS256Secret: benchSecret}, Logger: zap.NewNop(), Pollers: 1, Dispatchers: 1, MaxClientMsgsPerSec: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func BenchmarkVerify(b *testing.B) {
 	js, _ := json.Marshal(set)
 	file := filepath.Join(b.TempDir(), "jwks.json")
 	os.WriteFile(file, js, 0o600)
-	o := Options{JWTHS256Secret: benchSecret, JWTJWKSFile: file}
+	o := Options{JWT: jwtverify.Config{HS256Secret: benchSecret, JWKSFile: file}}
 	o.SetDefaults()
 	v, err := newVerifier(&o, zap.NewNop())
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsembed"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -74,12 +75,12 @@ func natsServerOf(t testing.TB, srv *gateway.Server) *natsembed.Server {
 // own on a random port.
 func testOptions(t testing.TB) gateway.Options {
 	return gateway.Options{
-		Listen:         "127.0.0.1:0",
-		AdminListen:    "127.0.0.1:0",
-		NATSURL:        startNATS(t).ClientURL(),
-		NodeID:         "test-node",
-		JWTHS256Secret: testSecret,
-		Logger:         zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+		Listen:      "127.0.0.1:0",
+		AdminListen: "127.0.0.1:0",
+		NATSURL:     startNATS(t).ClientURL(),
+		NodeID:      "test-node",
+		JWT:         jwtverify.Config{HS256Secret: testSecret},
+		Logger:      zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	}
 }
 

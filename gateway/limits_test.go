@@ -167,7 +167,7 @@ func TestClientRateLimit(t *testing.T) {
 }
 
 func TestTokenExpiryAndRefresh(t *testing.T) {
-	srv := startGateway(t, func(o *gateway.Options) { o.JWTLeeway = 0 })
+	srv := startGateway(t, func(o *gateway.Options) { o.JWT.Leeway = 0 })
 	short := func(sub string, ttl time.Duration) string {
 		return mintToken(t, jwtmint.Claims{Subject: sub, TTL: ttl})
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -65,31 +66,12 @@ type Options struct {
 	// Default 10s.
 	NATSConnectTimeout time.Duration
 
-	// JWTHS256Secret is an HMAC secret (at least 32 bytes) for HS256, HS384
-	// and HS512 tokens. Default "" (none). For development.
-	JWTHS256Secret string
-	// JWTJWKSFile is a JSON Web Key Set file of public keys, re-read when it
-	// changes. Default "" (none).
-	JWTJWKSFile string
-	// JWTJWKSURL is a JWKS endpoint, refreshed every JWTJWKSRefresh and on
-	// an unknown key id. Default "" (none).
-	JWTJWKSURL string
-	// JWTJWKSRefresh is how often the JWKS file and URL are re-read.
-	// Default 5m.
-	JWTJWKSRefresh time.Duration
-	// JWTAlgorithms is the algorithm allowlist. Default: every algorithm of
-	// the configured keys among RS256/384/512, PS256/384/512, ES256/384/512,
-	// EdDSA and HS256/384/512. "none" is never accepted.
-	JWTAlgorithms []string
-	// JWTIssuer, when set, must equal the token's iss. Default "".
-	JWTIssuer string
-	// JWTAudience, when set, must be among the token's aud. Default "".
-	JWTAudience string
-	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s.
-	JWTLeeway time.Duration
-	// JWTAllowNoExp accepts tokens without an exp claim; their connections
-	// never expire. Default false: such tokens are refused with 4401.
-	JWTAllowNoExp bool
+	// JWT is how tokens are verified: the key sources (at least one is
+	// required), the algorithm allowlist and the claims checked, the
+	// --jwt-* flags; SetDefaults applies the defaults its fields document.
+	// A refused token closes the connection with 4401; the connection of a
+	// token accepted without exp (JWT.AllowNoExp) never expires.
+	JWT jwtverify.Config
 	// AllowQueryToken accepts a token in the ?token= query parameter of the
 	// upgrade request (URLs end up in logs; prefer the auth frame). Default false.
 	AllowQueryToken bool
@@ -228,8 +210,7 @@ func (o *Options) SetDefaults() {
 	}
 	def(&o.SubjectPrefix, protocol.DefaultSubjectPrefix)
 	defDur(&o.NATSConnectTimeout, 10*time.Second)
-	defDur(&o.JWTJWKSRefresh, 5*time.Minute)
-	defDur(&o.JWTLeeway, 5*time.Second)
+	o.JWT.SetDefaults()
 	defDur(&o.AuthTimeout, 5*time.Second)
 	defInt(&o.AuthWorkers, runtime.GOMAXPROCS(0))
 	defInt(&o.AuthQueue, 8192)
@@ -265,12 +246,6 @@ func (o *Options) SetDefaults() {
 	}
 }
 
-// allAlgorithms are the algorithms the gateway can verify.
-var allAlgorithms = []string{
-	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-	"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
-}
-
 func badOption(flag string, format string, args ...any) error {
 	return fmt.Errorf("%w --%s: %s", ErrBadOption, flag, fmt.Sprintf(format, args...))
 }
@@ -297,25 +272,17 @@ func (o *Options) Validate() error {
 	if err := protocol.ValidatePrefix(o.SubjectPrefix); err != nil {
 		return badOption("subject-prefix", "%q: %v", o.SubjectPrefix, err)
 	}
-	if o.JWTHS256Secret == "" && o.JWTJWKSFile == "" && o.JWTJWKSURL == "" {
+	if !o.JWT.Configured() {
 		return fmt.Errorf("%w: %w", ErrBadOption, ErrNoKeys)
 	}
-	if o.JWTHS256Secret != "" && len(o.JWTHS256Secret) < 32 {
-		return badOption("jwt-hs256-secret", "must be at least 32 bytes (RFC 7518 §3.2), got %d", len(o.JWTHS256Secret))
-	}
-	if o.JWTJWKSURL != "" && !strings.HasPrefix(o.JWTJWKSURL, "https://") && !strings.HasPrefix(o.JWTJWKSURL, "http://") {
-		return badOption("jwt-jwks-url", "%q must be an http(s) URL", o.JWTJWKSURL)
-	}
-	for _, a := range o.JWTAlgorithms {
-		if !contains(allAlgorithms, a) {
-			return badOption("jwt-algorithms", "%q is not one of %s", a, strings.Join(allAlgorithms, ","))
-		}
+	if err := o.JWT.Validate(); err != nil {
+		return fmt.Errorf("%w %w", ErrBadOption, err)
 	}
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
 	}{
-		{"nats-connect-timeout", o.NATSConnectTimeout}, {"jwt-jwks-refresh", o.JWTJWKSRefresh},
+		{"nats-connect-timeout", o.NATSConnectTimeout},
 		{"auth-timeout", o.AuthTimeout}, {"heartbeat", o.Heartbeat}, {"idle-timeout", o.IdleTimeout},
 		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
 		{"close-timeout", o.CloseTimeout}, {"write-timeout", o.WriteTimeout},
@@ -328,9 +295,6 @@ func (o *Options) Validate() error {
 		if d.v < time.Millisecond {
 			return badOption(d.flag, "must be at least 1ms, got %s", d.v)
 		}
-	}
-	if o.JWTLeeway < 0 || o.JWTLeeway > 5*time.Minute {
-		return badOption("jwt-leeway", "must be between 0 and 5m, got %s", o.JWTLeeway)
 	}
 	if o.IdleTimeout <= o.Heartbeat {
 		return badOption("idle-timeout", "(%s) must be longer than --heartbeat (%s) so a client can answer a ping", o.IdleTimeout, o.Heartbeat)
@@ -418,15 +382,6 @@ func checkHostPort(flag, addr string) error {
 		return badOption(flag, "%q: host must be an IP address or localhost", addr)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // defaultMaxConnections is the open-file limit less a reserve for

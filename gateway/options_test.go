@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 )
 
 func TestOptionsValidation(t *testing.T) {
@@ -18,8 +19,8 @@ func TestOptionsValidation(t *testing.T) {
 		flag string // the setting the error must name; "" means valid
 	}{
 		{"defaults with a secret", func(o *gateway.Options) {}, ""},
-		{"no key", func(o *gateway.Options) { o.JWTHS256Secret = "" }, "jwt-hs256-secret"},
-		{"short secret", func(o *gateway.Options) { o.JWTHS256Secret = "short" }, "--jwt-hs256-secret"},
+		{"no key", func(o *gateway.Options) { o.JWT.HS256Secret = "" }, "jwt-hs256-secret"},
+		{"short secret", func(o *gateway.Options) { o.JWT.HS256Secret = "short" }, "--jwt-hs256-secret"},
 		{"bad listen", func(o *gateway.Options) { o.Listen = "8080" }, "--listen"},
 		{"bad admin", func(o *gateway.Options) { o.AdminListen = "host:port" }, "--admin-listen"},
 		{"admin off", func(o *gateway.Options) { o.AdminListen = "off" }, ""},
@@ -33,15 +34,15 @@ func TestOptionsValidation(t *testing.T) {
 		{"node id with space", func(o *gateway.Options) { o.NodeID = "a b" }, "--node-id"},
 		{"idle not above heartbeat", func(o *gateway.Options) { o.IdleTimeout = 10 * time.Second; o.Heartbeat = 10 * time.Second }, "--idle-timeout"},
 		{"negative heartbeat", func(o *gateway.Options) { o.Heartbeat = -time.Second }, "--heartbeat"},
-		{"unknown algorithm", func(o *gateway.Options) { o.JWTAlgorithms = []string{"none"} }, "--jwt-algorithms"},
-		{"jwks url scheme", func(o *gateway.Options) { o.JWTJWKSURL = "ftp://x" }, "--jwt-jwks-url"},
+		{"unknown algorithm", func(o *gateway.Options) { o.JWT.Algorithms = []string{"none"} }, "--jwt-algorithms"},
+		{"jwks url scheme", func(o *gateway.Options) { o.JWT.JWKSURL = "ftp://x" }, "--jwt-jwks-url"},
 		{"tiny max message", func(o *gateway.Options) { o.MaxMessageBytes = 10 }, "--max-message-bytes"},
 		{"tiny pending", func(o *gateway.Options) { o.MaxPendingBytes = 10 }, "--max-pending-bytes"},
-		{"huge leeway", func(o *gateway.Options) { o.JWTLeeway = time.Hour }, "--jwt-leeway"},
+		{"huge leeway", func(o *gateway.Options) { o.JWT.Leeway = time.Hour }, "--jwt-leeway"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			o := gateway.Options{JWTHS256Secret: testSecret, NATSURL: "nats://127.0.0.1:4222"}
+			o := gateway.Options{JWT: jwtverify.Config{HS256Secret: testSecret}, NATSURL: "nats://127.0.0.1:4222"}
 			tc.mod(&o)
 			o.SetDefaults()
 			err := o.Validate()
@@ -81,7 +82,7 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 	}{
 		{"port in use", func(o *gateway.Options) { o.Listen = first.Addr().String() }, "--listen"},
 		{"control socket in a shared directory", func(o *gateway.Options) { o.ControlSocket = sharedDirSocket(t) }, "--control-socket"},
-		{"jwks file missing", func(o *gateway.Options) { o.JWTJWKSFile = "/nonexistent/jwks.json" }, "--jwt-jwks-file"},
+		{"jwks file missing", func(o *gateway.Options) { o.JWT.JWKSFile = "/nonexistent/jwks.json" }, "--jwt-jwks-file"},
 		{"nats unreachable", func(o *gateway.Options) {
 			o.NATSURL = "nats://127.0.0.1:1"
 			o.NATSConnectTimeout = 300 * time.Millisecond

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsembed"
 	"github.com/wsfleet/wsfleet/router"
 )
@@ -50,7 +51,7 @@ func startFleet(t *testing.T) *fleet {
 	t.Cleanup(ns.Close)
 	gw, err := gateway.New(gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: ns.ClientURL(),
-		NodeID: "lt-test", JWTHS256Secret: testSecret,
+		NodeID: "lt-test", JWT: jwtverify.Config{HS256Secret: testSecret},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {
@@ -181,7 +182,7 @@ func TestRefusedUpgradeCode(t *testing.T) {
 	f := startFleet(t)
 	gw, err := gateway.New(gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, NodeID: "full",
-		JWTHS256Secret: testSecret, MaxConnections: 2,
+		JWT: jwtverify.Config{HS256Secret: testSecret}, MaxConnections: 2,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
 	})
 	if err != nil {

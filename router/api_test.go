@@ -307,7 +307,7 @@ func TestIdempotencyMemoryFallback(t *testing.T) {
 
 func TestJWTAuth(t *testing.T) {
 	ns := startNATS(t, -1, nil)
-	srv := startRouter(t, ns, func(o *router.Options) { o.JWTHS256Secret = testJWTSecret })
+	srv := startRouter(t, ns, func(o *router.Options) { o.JWT.HS256Secret = testJWTSecret })
 	pub := func(tok string) response {
 		return do(t, http.MethodPost, apiURL(srv)+"/v1/users/bob/messages", tok, `1`)
 	}
@@ -324,7 +324,7 @@ func TestJWTAuth(t *testing.T) {
 	tok := mintJWT(t, "billing", time.Minute, map[string]any{"scope": "publish"})
 	pub(tok[:len(tok)-2]+"xx").refused(t, http.StatusUnauthorized, "unauthorized")
 	// A JWT-only router (no API key) is valid.
-	jwtOnly := startRouter(t, ns, func(o *router.Options) { o.APIKeys = nil; o.JWTHS256Secret = testJWTSecret; o.JWTScope = "notify" })
+	jwtOnly := startRouter(t, ns, func(o *router.Options) { o.APIKeys = nil; o.JWT.HS256Secret = testJWTSecret; o.JWTScope = "notify" })
 	do(t, http.MethodPost, apiURL(jwtOnly)+"/v1/broadcast", mintJWT(t, "svc", time.Minute, map[string]any{"scope": "notify"}), `1`).accepted(t)
 	do(t, http.MethodPost, apiURL(jwtOnly)+"/v1/broadcast", testKey, `1`).refused(t, http.StatusUnauthorized, "unauthorized")
 }
@@ -355,7 +355,7 @@ func TestErrorCodes(t *testing.T) {
 	ns := startNATS(t, -1, nil)
 	srv := startRouter(t, ns, func(o *router.Options) {
 		o.MaxBatchUsers = 3
-		o.JWTHS256Secret = testJWTSecret
+		o.JWT.HS256Secret = testJWTSecret
 	})
 	sub := watch(t, ns)
 	u := apiURL(srv)

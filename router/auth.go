@@ -32,26 +32,14 @@ func newAPIKey(k string) apiKey {
 // newJWTVerifier builds the JWT verifier from the options, or returns nil
 // when no JWT key source is set.
 func newJWTVerifier(o *Options) (*jwtverify.Verifier, error) {
-	if !o.jwtConfigured() {
+	if !o.JWT.Configured() {
 		return nil, nil
 	}
-	v, err := jwtverify.New(jwtverify.Config{
-		HMACSecret:  o.JWTHS256Secret,
-		JWKSFile:    o.JWTJWKSFile,
-		JWKSURL:     o.JWTJWKSURL,
-		JWKSRefresh: o.JWTJWKSRefresh,
-		Algorithms:  o.JWTAlgorithms,
-		Issuer:      o.JWTIssuer,
-		Audience:    o.JWTAudience,
-		Leeway:      o.JWTLeeway,
-		AllowNoExp:  o.JWTAllowNoExp,
-		RefreshWait: 2 * time.Second,
-		Logger:      o.Logger.Named("jwt"),
-	})
+	v, err := jwtverify.New(o.JWT, jwtverify.WithLogger(o.Logger.Named("jwt")))
 	if err != nil {
-		var ce *jwtverify.ConfigError
-		if errors.As(err, &ce) {
-			return nil, fmt.Errorf("%w --jwt-%s: %v", ErrBadOption, ce.Field, ce.Err)
+		var oe *jwtverify.OptionError
+		if errors.As(err, &oe) {
+			return nil, fmt.Errorf("%w %w", ErrBadOption, err)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
 	"github.com/wsfleet/wsfleet/router"
 )
@@ -38,7 +39,7 @@ func startGatewayNode(t testing.TB, ns *server.Server, id string) *gateway.Serve
 		NATSURL:               ns.ClientURL(),
 		Listen:                "127.0.0.1:0",
 		AdminListen:           "127.0.0.1:0",
-		JWTHS256Secret:        gatewaySecret,
+		JWT:                   jwtverify.Config{HS256Secret: gatewaySecret},
 		NodeID:                id,
 		PresenceInterval:      100 * time.Millisecond,
 		PresenceBatchInterval: 10 * time.Millisecond,

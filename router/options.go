@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,33 +55,15 @@ type Options struct {
 	// them is accepted, so a key can be rotated by adding the new one,
 	// moving the callers over, then removing the old one. Each is at least
 	// MinAPIKeyBytes bytes of printable ASCII. Default none; at least one
-	// key or a JWT key source (JWTHS256Secret, JWTJWKSFile, JWTJWKSURL) is
-	// required.
+	// key or a JWT key source (JWT.HS256Secret, JWT.JWKSFile, JWT.JWKSURL)
+	// is required.
 	APIKeys []string
 
-	// JWTHS256Secret is an HMAC secret (at least 32 bytes) that verifies
-	// HS256, HS384 and HS512 bearer JWTs. Default "" (none).
-	JWTHS256Secret string
-	// JWTJWKSFile is a JSON Web Key Set file of public keys, re-read when
-	// it changes. Default "" (none).
-	JWTJWKSFile string
-	// JWTJWKSURL is a JWKS endpoint, refreshed every JWTJWKSRefresh and on
-	// an unknown key id. Default "" (none).
-	JWTJWKSURL string
-	// JWTJWKSRefresh is how often the JWKS file and URL are re-read.
-	// Default 5m.
-	JWTJWKSRefresh time.Duration
-	// JWTAlgorithms is the algorithm allowlist. Default: those of the
-	// configured keys. "none" is never accepted.
-	JWTAlgorithms []string
-	// JWTIssuer, when set, must equal the token's iss. Default "".
-	JWTIssuer string
-	// JWTAudience, when set, must be among the token's aud. Default "".
-	JWTAudience string
-	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s.
-	JWTLeeway time.Duration
-	// JWTAllowNoExp accepts tokens without an exp claim. Default false.
-	JWTAllowNoExp bool
+	// JWT is how bearer JWTs are verified: the key sources, the algorithm
+	// allowlist and the claims checked, the --jwt-* flags. Its fields
+	// document their defaults; SetDefaults applies them. Without a key
+	// source the router accepts API keys only.
+	JWT jwtverify.Config
 	// JWTScope is the scope a JWT must grant ("scope" or "scp" claim);
 	// a valid token without it gets 403 forbidden. Default "publish".
 	JWTScope string
@@ -163,8 +144,7 @@ func (o *Options) SetDefaults() {
 			*p = v
 		}
 	}
-	defDur(&o.JWTJWKSRefresh, 5*time.Minute)
-	defDur(&o.JWTLeeway, 5*time.Second)
+	o.JWT.SetDefaults()
 	def(&o.JWTScope, "publish")
 	if o.RateLimit == 0 {
 		o.RateLimit = 1000
@@ -181,14 +161,6 @@ func (o *Options) SetDefaults() {
 	defDur(&o.SnapshotTimeout, 2*time.Second)
 	defDur(&o.KickTimeout, 2*time.Second)
 }
-
-// jwtConfigured reports whether a JWT key source is set.
-func (o *Options) jwtConfigured() bool {
-	return o.JWTHS256Secret != "" || o.JWTJWKSFile != "" || o.JWTJWKSURL != ""
-}
-
-// allAlgorithms are the JWT algorithms the router can verify.
-var allAlgorithms = append(append([]string(nil), jwtverify.AsymmetricAlgorithms...), jwtverify.HMACAlgorithms...)
 
 func badOption(flag string, format string, args ...any) error {
 	return fmt.Errorf("%w --%s: %s", ErrBadOption, flag, fmt.Sprintf(format, args...))
@@ -214,7 +186,7 @@ func (o *Options) Validate() error {
 	if err := protocol.ValidatePrefix(o.SubjectPrefix); err != nil {
 		return badOption("subject-prefix", "%q: %v", o.SubjectPrefix, err)
 	}
-	if len(o.APIKeys) == 0 && !o.jwtConfigured() {
+	if len(o.APIKeys) == 0 && !o.JWT.Configured() {
 		return fmt.Errorf("%w: %w", ErrBadOption, ErrNoAPIKey)
 	}
 	for i, k := range o.APIKeys {
@@ -230,19 +202,8 @@ func (o *Options) Validate() error {
 	if o.MaxBodyBytes < 1 || o.MaxBodyBytes > MaxBodyLimit {
 		return badOption("max-body-bytes", "must be between 1 and %d, got %d", MaxBodyLimit, o.MaxBodyBytes)
 	}
-	if o.JWTHS256Secret != "" && len(o.JWTHS256Secret) < 32 {
-		return badOption("jwt-hs256-secret", "must be at least 32 bytes (RFC 7518 §3.2), got %d", len(o.JWTHS256Secret))
-	}
-	if o.JWTJWKSURL != "" && !strings.HasPrefix(o.JWTJWKSURL, "https://") && !strings.HasPrefix(o.JWTJWKSURL, "http://") {
-		return badOption("jwt-jwks-url", "%q must be an http(s) URL", o.JWTJWKSURL)
-	}
-	for _, a := range o.JWTAlgorithms {
-		if !slices.Contains(allAlgorithms, a) {
-			return badOption("jwt-algorithms", "%q is not one of %s", a, strings.Join(allAlgorithms, ","))
-		}
-	}
-	if o.JWTLeeway < 0 || o.JWTLeeway > 5*time.Minute {
-		return badOption("jwt-leeway", "must be between 0 and 5m, got %s", o.JWTLeeway)
+	if err := o.JWT.Validate(); err != nil {
+		return fmt.Errorf("%w %w", ErrBadOption, err)
 	}
 	if strings.TrimSpace(o.JWTScope) != o.JWTScope || strings.ContainsAny(o.JWTScope, " \t\r\n") {
 		return badOption("jwt-scope", "%q must be one scope, without spaces", o.JWTScope)
@@ -251,7 +212,7 @@ func (o *Options) Validate() error {
 		flag string
 		v    time.Duration
 	}{
-		{"jwt-jwks-refresh", o.JWTJWKSRefresh}, {"idempotency-window", o.IdempotencyWindow},
+		{"idempotency-window", o.IdempotencyWindow},
 		{"node-ttl", o.NodeTTL}, {"snapshot-timeout", o.SnapshotTimeout}, {"kick-timeout", o.KickTimeout},
 	} {
 		if d.v < time.Millisecond {

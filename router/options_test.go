@@ -46,7 +46,7 @@ func TestDefaults(t *testing.T) {
 		o.MaxBatchUsers != 1000 || o.IdempotencyWindow != time.Hour || o.IdempotencyStore != "auto" ||
 		o.IdempotencyBucket != "wsfleet_idempotency" || o.IdempotencyMaxKeys != 100000 ||
 		o.RateLimit != 1000 || o.RateLimitBurst != 2000 || o.JWTScope != "publish" ||
-		o.JWTLeeway != 5*time.Second || o.JWTJWKSRefresh != 5*time.Minute {
+		o.JWT.Leeway != 5*time.Second || o.JWT.JWKSRefresh != 5*time.Minute {
 		t.Fatalf("defaults %+v", o)
 	}
 	o = router.Options{RateLimit: 2.5}
@@ -89,12 +89,12 @@ func TestValidate(t *testing.T) {
 		{name: "prefix empty token", mod: func(o *router.Options) { o.SubjectPrefix = "a..b" }, flag: "--subject-prefix"},
 		{name: "body negative", mod: func(o *router.Options) { o.MaxBodyBytes = -1 }, flag: "--max-body-bytes"},
 		{name: "body huge", mod: func(o *router.Options) { o.MaxBodyBytes = router.MaxBodyLimit + 1 }, flag: "--max-body-bytes"},
-		{name: "JWT only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWTHS256Secret = testJWTSecret }},
-		{name: "JWKS file only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWTJWKSFile = "/etc/keys.json" }},
-		{name: "short JWT secret", mod: func(o *router.Options) { o.JWTHS256Secret = "short" }, flag: "--jwt-hs256-secret"},
-		{name: "JWKS URL not http", mod: func(o *router.Options) { o.JWTJWKSURL = "ftp://keys" }, flag: "--jwt-jwks-url"},
-		{name: "algorithm none", mod: func(o *router.Options) { o.JWTAlgorithms = []string{"none"} }, flag: "--jwt-algorithms"},
-		{name: "leeway huge", mod: func(o *router.Options) { o.JWTLeeway = time.Hour }, flag: "--jwt-leeway"},
+		{name: "JWT only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWT.HS256Secret = testJWTSecret }},
+		{name: "JWKS file only", mod: func(o *router.Options) { o.APIKeys = nil; o.JWT.JWKSFile = "/etc/keys.json" }},
+		{name: "short JWT secret", mod: func(o *router.Options) { o.JWT.HS256Secret = "short" }, flag: "--jwt-hs256-secret"},
+		{name: "JWKS URL not http", mod: func(o *router.Options) { o.JWT.JWKSURL = "ftp://keys" }, flag: "--jwt-jwks-url"},
+		{name: "algorithm none", mod: func(o *router.Options) { o.JWT.Algorithms = []string{"none"} }, flag: "--jwt-algorithms"},
+		{name: "leeway huge", mod: func(o *router.Options) { o.JWT.Leeway = time.Hour }, flag: "--jwt-leeway"},
 		{name: "scope with space", mod: func(o *router.Options) { o.JWTScope = "a b" }, flag: "--jwt-scope"},
 		{name: "no rate limit", mod: func(o *router.Options) { o.RateLimit = -1; o.RateLimitBurst = 0 }},
 		{name: "burst negative", mod: func(o *router.Options) { o.RateLimitBurst = -1 }, flag: "--rate-limit-burst"},

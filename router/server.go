@@ -92,8 +92,8 @@ func New(opts Options) (*Server, error) {
 	for _, k := range opts.APIKeys {
 		s.keys = append(s.keys, newAPIKey(k))
 	}
-	s.opts.APIKeys = nil                                         // only the digests are kept
-	s.jwtSecret, s.opts.JWTHS256Secret = opts.JWTHS256Secret, "" // not in the options a caller may print
+	s.opts.APIKeys = nil                                           // only the digests are kept
+	s.jwtSecret, s.opts.JWT.HS256Secret = opts.JWT.HS256Secret, "" // not in the options a caller may print
 	s.limits = newLimiters(opts.RateLimit, opts.RateLimitBurst)
 	s.t = newTracker(s)
 	s.m = newMetrics(s)
@@ -121,7 +121,7 @@ func (s *Server) Start() (err error) {
 		}
 	}()
 	o := s.opts
-	o.JWTHS256Secret = s.jwtSecret
+	o.JWT.HS256Secret = s.jwtSecret
 	if s.jwt, err = newJWTVerifier(&o); err != nil {
 		return err
 	}

@@ -95,7 +95,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := jwtverify.New(jwtverify.Config{HMACSecret: o.Secret, Leeway: 5 * time.Second})
+	v, err := jwtverify.New(jwtverify.Config{HS256Secret: o.Secret, Leeway: 5 * time.Second})
 	if err != nil {
 		return nil, err
 	}

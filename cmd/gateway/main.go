@@ -26,6 +26,7 @@ import (
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/flagenv"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/logx"
 	"github.com/wsfleet/wsfleet/internal/natsembed"
 )
@@ -71,16 +72,7 @@ func run(args []string) int {
 	fs.ShowDefault("nats-embedded-store-dir", "a temporary directory")
 	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection")
 	fs.Duration(&o.NATSOutageGrace, "nats-outage-grace", def.NATSOutageGrace, "without NATS this long, send clients a reconnect notice (to move to a node that can deliver), then close those left with 1013")
-	fs.Secret(&o.JWTHS256Secret, "jwt-hs256-secret", "HMAC secret for HS256/384/512 tokens (at least 32 bytes; development)")
-	fs.String(&o.JWTJWKSFile, "jwt-jwks-file", "", "JSON Web Key Set file of public keys, re-read when it changes")
-	fs.String(&o.JWTJWKSURL, "jwt-jwks-url", "", "JWKS URL, refreshed every --jwt-jwks-refresh and on an unknown kid")
-	fs.Duration(&o.JWTJWKSRefresh, "jwt-jwks-refresh", def.JWTJWKSRefresh, "JWKS refresh interval")
-	fs.List(&o.JWTAlgorithms, "jwt-algorithms", nil, "allowed algorithms, comma-separated (default: those of the configured keys; never none)")
-	fs.ShowDefault("jwt-algorithms", "those of the configured keys")
-	fs.String(&o.JWTIssuer, "jwt-issuer", "", "required iss claim, when set")
-	fs.String(&o.JWTAudience, "jwt-audience", "", "required aud claim, when set")
-	fs.Duration(&o.JWTLeeway, "jwt-leeway", def.JWTLeeway, "clock skew allowed on exp, nbf and iat")
-	fs.Bool(&o.JWTAllowNoExp, "jwt-allow-no-exp", false, "accept tokens without an exp claim (their connections never expire)")
+	o.JWT.RegisterFlags(fs, "tokens")
 	fs.Bool(&o.AllowQueryToken, "allow-query-token", false, "accept ?token= in the upgrade URL (URLs are logged by proxies; prefer the auth frame)")
 	fs.Duration(&o.AuthTimeout, "auth-timeout", def.AuthTimeout, "time from upgrade to authentication before close 4408")
 	fs.Int(&o.AuthWorkers, "auth-workers", def.AuthWorkers, "goroutines verifying JWT signatures")
@@ -287,14 +279,17 @@ func drainCmd(args []string) int {
 }
 
 func tokenCmd(args []string) int {
-	var sub, secret, issuer, audience string
+	var sub string
 	var ttl time.Duration
+	// The gateway's own settings (and WSFLEET_* variables) for the secret,
+	// iss and aud, so a token minted beside a node passes its checks.
+	var jc jwtverify.Config
 	fs := flagenv.New("gateway token", "WSFLEET_", "Usage: gateway token --sub USER [flags]\n\nPrints an HS256 JWT for USER, for development and smoke tests.")
 	fs.String(&sub, "sub", "", "user id (the sub claim); required")
-	fs.Secret(&secret, "jwt-hs256-secret", "HMAC secret the gateway verifies with")
+	fs.Secret(&jc.HS256Secret, "jwt-hs256-secret", "HMAC secret the gateway verifies with")
 	fs.Duration(&ttl, "ttl", 24*time.Hour, "lifetime (exp = now + ttl)")
-	fs.String(&issuer, "jwt-issuer", "", "iss claim")
-	fs.String(&audience, "jwt-audience", "", "aud claim")
+	fs.String(&jc.Issuer, "jwt-issuer", "", "iss claim")
+	fs.String(&jc.Audience, "jwt-audience", "", "aud claim")
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -306,15 +301,15 @@ func tokenCmd(args []string) int {
 	case sub == "":
 		fmt.Fprintln(os.Stderr, "gateway token: --sub is required")
 		return 2
-	case len(secret) < 32:
-		fmt.Fprintln(os.Stderr, "gateway token: --jwt-hs256-secret (or WSFLEET_JWT_HS256_SECRET) of at least 32 bytes is required")
+	case len(jc.HS256Secret) < jwtverify.MinHS256SecretBytes:
+		fmt.Fprintf(os.Stderr, "gateway token: --jwt-hs256-secret (or WSFLEET_JWT_HS256_SECRET) of at least %d bytes is required\n", jwtverify.MinHS256SecretBytes)
 		return 2
 	}
-	c := jwtmint.Claims{Subject: sub, TTL: ttl, Issuer: issuer}
-	if audience != "" {
-		c.Audience = []string{audience}
+	c := jwtmint.Claims{Subject: sub, TTL: ttl, Issuer: jc.Issuer}
+	if jc.Audience != "" {
+		c.Audience = []string{jc.Audience}
 	}
-	tok, err := jwtmint.Mint("HS256", []byte(secret), c)
+	tok, err := jwtmint.Mint("HS256", []byte(jc.HS256Secret), c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway token:", err)
 		return 1

@@ -95,7 +95,7 @@ func TestParseEnv(t *testing.T) {
 			"WSFLEET_KICK_TIMEOUT":         "1s",
 		}, check: func(t *testing.T, c config) {
 			o := c.opts
-			if o.JWTHS256Secret != "0123456789abcdef0123456789abcdef" || o.JWTIssuer != "idp" || o.JWTAudience != "router" ||
+			if o.JWT.HS256Secret != "0123456789abcdef0123456789abcdef" || o.JWT.Issuer != "idp" || o.JWT.Audience != "router" ||
 				o.JWTScope != "notify" || o.RateLimit != 50 || o.RateLimitBurst != 70 || o.MaxBatchUsers != 10 ||
 				o.IdempotencyWindow != 10*time.Minute || o.IdempotencyStore != "memory" || o.IdempotencyMaxKeys != 5 ||
 				o.NodeTTL != 20*time.Second || o.SnapshotTimeout != 3*time.Second || o.KickTimeout != time.Second {

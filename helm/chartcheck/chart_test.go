@@ -745,6 +745,8 @@ func TestRenderFailures(t *testing.T) {
 		{[]string{"ingress.enabled=true", "ingress.nginx.proxyReadTimeoutSeconds=45"}, "twice the heartbeat"},
 		{[]string{"ingress.enabled=true", "ingress.stickyRouting.enabled=true"}, "header or a queryArg"},
 		{[]string{"auth.jwt.hs256Secret=short"}, "32"},
+		{[]string{"auth.jwt.jwksURL=http://idp/jwks.json"}, "gateway.config.jwt-jwks-allow-http"},
+		{[]string{"auth.jwt.jwksURL=http://idp/jwks.json", "gateway.config.jwt-jwks-allow-http=true", "router.useGatewayJWTKeys=true"}, "router.config.jwt-jwks-allow-http"},
 		{[]string{"router.apiKeys.keys={short}"}, "16"},
 		{[]string{"nats.lameDuckDuration=10s"}, "lameDuckDuration"},
 		{[]string{"nats.terminationGracePeriodSeconds=35"}, "lameDuckDuration + lameDuckGracePeriod"},

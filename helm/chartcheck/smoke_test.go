@@ -71,6 +71,7 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				env["WSFLEET_ADMIN_LISTEN"] = adminAddr
 				if env["WSFLEET_JWT_JWKS_URL"] != "" {
 					env["WSFLEET_JWT_JWKS_URL"] = jwksSrv.URL
+					env["WSFLEET_JWT_JWKS_ALLOW_HTTP"] = "true" // the local server is plain http
 				}
 				if env["WSFLEET_CONTROL_SOCKET"] != "" {
 					env["WSFLEET_CONTROL_SOCKET"] = filepath.Join(dir, c+".sock")

@@ -1,10 +1,17 @@
 // Package jwtverify checks JSON Web Tokens (RFC 7519) for the gateway and
 // the router, with jwx: an algorithm allowlist that never holds "none";
 // keys whose type must fit the algorithm; keys from an HMAC secret, a JWKS
-// file (re-read when it changes) and a JWKS URL (refreshed in the
-// background, so token checks never wait on the network but for a short,
-// rate-limited refresh on an unknown kid); issuer, audience, and exp, nbf
-// and iat with a leeway.
+// file (re-read when it changes) and an https JWKS URL (kept by a
+// jwk.Cache that refreshes it in the background, so token checks never
+// wait on the network but for a short, rate-limited refresh on an unknown
+// kid); issuer, audience, and exp, nbf and iat with a leeway.
+//
+// [Config] is the one set of --jwt-* settings both binaries use: its
+// defaults, its validation and its flags ([Config.RegisterFlags]) live
+// here, so the gateway and the router cannot drift apart.
+//
+// JWKS requests time out after JWKSTimeout, read at most MaxJWKSBytes and
+// follow redirects only on the URL's own host, never down to plain http.
 //
 // It knows nothing of users, subjects or connections: what a verified
 // token means is the caller's.
@@ -27,42 +34,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"go.uber.org/zap"
 )
-
-// Config configures a Verifier. At least one key source is required.
-type Config struct {
-	// HMACSecret verifies HS256, HS384 and HS512 tokens.
-	HMACSecret string
-	// JWKSFile is a JSON Web Key Set file, re-read when it changes.
-	JWKSFile string
-	// JWKSURL is a JWKS endpoint, fetched at New and then every JWKSRefresh.
-	JWKSURL string
-	// JWKSRefresh is how often the file is checked and the URL fetched.
-	JWKSRefresh time.Duration
-	// Algorithms is the allowlist; empty means those of the configured
-	// keys. "none" is never allowed.
-	Algorithms []string
-	// Issuer and Audience, when set, must match the token's iss and aud.
-	Issuer, Audience string
-	// Leeway is the clock skew allowed on exp, nbf and iat.
-	Leeway time.Duration
-	// AllowNoExp accepts tokens without exp.
-	AllowNoExp bool
-	// RefreshWait bounds how long a token with an unknown kid waits for a
-	// JWKS refresh (at most one such token every 10 seconds waits).
-	RefreshWait time.Duration
-	// Logger receives refresh failures and reloads.
-	Logger *zap.Logger
-}
-
-// ConfigError is a key source New could not use; Field is "jwks-file" or
-// "jwks-url", so callers can name their setting.
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return e.Field + ": " + e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Error is a refused token: Text is a short reason fit for a close frame or
 // an HTTP body, Label a stable name for metrics.
@@ -122,36 +93,56 @@ type Verifier struct {
 	wg   sync.WaitGroup
 }
 
-// HMACAlgorithms and AsymmetricAlgorithms are the algorithms a Verifier
-// supports.
-var (
-	HMACAlgorithms       = []string{"HS256", "HS384", "HS512"}
-	AsymmetricAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+// Option is a setting of New that is not a flag.
+type Option func(*newOptions)
 
-// New loads the keys (fetching the JWKS URL once) and starts the
-// background refreshes. Close stops them.
-func New(cfg Config) (*Verifier, error) {
-	if cfg.HMACSecret == "" && cfg.JWKSFile == "" && cfg.JWKSURL == "" {
-		return nil, errors.New("no key source")
+type newOptions struct {
+	log         *zap.Logger
+	refreshWait time.Duration
+	transport   http.RoundTripper
+}
+
+// WithLogger sets the logger of refresh failures and reloads. Default: none.
+func WithLogger(l *zap.Logger) Option { return func(o *newOptions) { o.log = l } }
+
+// WithRefreshWait bounds how long a token with an unknown kid waits for a
+// JWKS refresh (at most one such token every 10 seconds waits). Default 2s.
+func WithRefreshWait(d time.Duration) Option { return func(o *newOptions) { o.refreshWait = d } }
+
+// WithHTTPTransport sets the transport JWKS requests go through, under the
+// timeout, body bound and redirect rules, which still apply. Default: a
+// clone of http.DefaultTransport. For tests (the transport of an
+// httptest TLS server's client trusts its certificate); the binaries
+// leave it.
+func WithHTTPTransport(rt http.RoundTripper) Option { return func(o *newOptions) { o.transport = rt } }
+
+// New loads the keys of cfg (fetching the JWKS URL once) and starts the
+// background refreshes; Close stops them. cfg is used as given: unset
+// fields are not defaulted, so call SetDefaults and Validate first. An
+// error about one setting is an *OptionError naming its flag.
+func New(cfg Config, opts ...Option) (*Verifier, error) {
+	if !cfg.Configured() {
+		return nil, errNoKeySource
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = zap.NewNop()
+	o := newOptions{refreshWait: 2 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.log == nil {
+		o.log = zap.NewNop()
+	}
+	if o.refreshWait <= 0 {
+		o.refreshWait = 2 * time.Second
 	}
 	refresh := cfg.JWKSRefresh
 	if refresh <= 0 {
 		refresh = 5 * time.Minute
 	}
-	wait := cfg.RefreshWait
-	if wait <= 0 {
-		wait = 2 * time.Second
-	}
-	v := &Verifier{log: log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: cfg.JWKSFile, refresh: refresh,
-		noExpOK: cfg.AllowNoExp, refreshWait: wait}
+	v := &Verifier{log: o.log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: cfg.JWKSFile, refresh: refresh,
+		noExpOK: cfg.AllowNoExp, refreshWait: o.refreshWait}
 	algs := cfg.Algorithms
 	if len(algs) == 0 {
-		if cfg.HMACSecret != "" {
+		if cfg.HS256Secret != "" {
 			algs = append(algs, HMACAlgorithms...)
 		}
 		if cfg.JWKSFile != "" || cfg.JWKSURL != "" {
@@ -161,25 +152,28 @@ func New(cfg Config) (*Verifier, error) {
 	for _, a := range algs {
 		v.allowed[jwa.SignatureAlgorithm(a)] = true
 	}
-	if cfg.HMACSecret != "" {
-		v.secret = []byte(cfg.HMACSecret)
+	if cfg.HS256Secret != "" {
+		v.secret = []byte(cfg.HS256Secret)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	v.stop = cancel
 	if v.file != "" {
 		if err := v.loadFile(); err != nil {
 			cancel()
-			return nil, &ConfigError{"jwks-file", err}
+			return nil, &OptionError{Flag: "jwt-jwks-file", Err: err}
 		}
 	}
 	if cfg.JWKSURL != "" {
-		v.remote = newJWKSRemote(cfg.JWKSURL, v.refresh, log)
-		if err := v.remote.fetch(ctx); err != nil {
+		if err := checkJWKSURL(cfg.JWKSURL, cfg.JWKSAllowHTTP); err != nil {
 			cancel()
-			return nil, &ConfigError{"jwks-url", fmt.Errorf("fetching %s: %w", cfg.JWKSURL, err)}
+			return nil, &OptionError{Flag: "jwt-jwks-url", Err: err}
 		}
-		v.wg.Add(1)
-		go func() { defer v.wg.Done(); v.remote.run(ctx) }()
+		r, err := newJWKSRemote(ctx, cfg.JWKSURL, refresh, newJWKSClient(o.transport), o.log)
+		if err != nil {
+			cancel()
+			return nil, &OptionError{Flag: "jwt-jwks-url", Err: fmt.Errorf("fetching %s: %w", cfg.JWKSURL, err)}
+		}
+		v.remote = r
 	}
 	v.opts = []jwt.ParseOption{
 		jwt.WithValidate(true),
@@ -198,9 +192,14 @@ func New(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// Close stops the background refreshes.
+// Close stops the background refreshes and cancels a forced JWKS fetch
+// under way; a periodic fetch of the jwk.Cache already under way ends on
+// its own, within JWKSTimeout.
 func (v *Verifier) Close() {
 	v.stop()
+	if v.remote != nil {
+		v.remote.close()
+	}
 	v.wg.Wait()
 }
 
@@ -321,33 +320,16 @@ func (v *Verifier) findKeys(sink jws.KeySink, sig *jws.Signature) *Error {
 
 // Verify checks a token and returns its claims, or an *Error.
 func (v *Verifier) Verify(token string) (Claims, error) {
-	var keyErr *Error
 	provider := jws.KeyProviderFunc(func(_ context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
-		if keyErr = v.findKeys(sink, sig); keyErr != nil {
-			return keyErr
+		if err := v.findKeys(sink, sig); err != nil {
+			return err
 		}
 		return nil
 	})
 	opts := append([]jwt.ParseOption{jwt.WithKeyProvider(provider)}, v.opts...)
 	tok, err := jwt.ParseString(token, opts...)
 	if err != nil {
-		switch {
-		case keyErr != nil:
-			return Claims{}, keyErr
-		case errors.Is(err, jwt.ErrTokenExpired()):
-			return Claims{}, ErrExpired
-		case errors.Is(err, jwt.ErrTokenNotYetValid()), errors.Is(err, jwt.ErrInvalidIssuedAt()):
-			return Claims{}, ErrNotYetValid
-		case errors.Is(err, jwt.ErrInvalidIssuer()):
-			return Claims{}, ErrBadIssuer
-		case errors.Is(err, jwt.ErrInvalidAudience()):
-			return Claims{}, ErrBadAudience
-		case jwt.IsValidationError(err):
-			return Claims{}, ErrBadClaims
-		case strings.Contains(err.Error(), "verify"):
-			return Claims{}, ErrBadSignature
-		}
-		return Claims{}, ErrMalformed
+		return Claims{}, refusal(err)
 	}
 	var exp int64
 	if t := tok.Expiration(); !t.IsZero() {
@@ -358,6 +340,31 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	// Cloned: a JSON decoder (goccy/go-json under the jwx_goccy tag) may return
 	// strings that alias its read buffer, which a kept sub would pin.
 	return Claims{Subject: strings.Clone(tok.Subject()), Exp: exp, Scopes: scopes(tok)}, nil
+}
+
+// refusal maps a jwt.Parse error to its *Error, with jwx's own error
+// tests: the key provider's *Error (jwx wraps it), then the claim
+// validations, then a signature that did not verify; anything else is a
+// token that did not parse.
+func refusal(err error) *Error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, jwt.ErrTokenExpired()):
+		return ErrExpired
+	case errors.Is(err, jwt.ErrTokenNotYetValid()), errors.Is(err, jwt.ErrInvalidIssuedAt()):
+		return ErrNotYetValid
+	case errors.Is(err, jwt.ErrInvalidIssuer()):
+		return ErrBadIssuer
+	case errors.Is(err, jwt.ErrInvalidAudience()):
+		return ErrBadAudience
+	case jwt.IsValidationError(err):
+		return ErrBadClaims
+	case jws.IsVerificationError(err):
+		return ErrBadSignature
+	}
+	return ErrMalformed
 }
 
 // scopes reads the "scope" claim (RFC 8693: space-separated) or "scp"
@@ -383,88 +390,4 @@ func scopes(tok jwt.Token) []string {
 		}
 	}
 	return out
-}
-
-// jwksRemote is the key set behind a JWKS URL. A goroutine of its own
-// fetches it every refresh interval (and when asked); token checks only
-// read the last fetched set, never waiting on the network.
-type jwksRemote struct {
-	url     string
-	log     *zap.Logger
-	client  *http.Client
-	every   time.Duration
-	keys    atomic.Pointer[jwk.Set]
-	kick    chan struct{}
-	mu      sync.Mutex
-	fetched chan struct{} // closed when the fetch under way (or the next) ends
-	last    atomic.Int64  // unix ns of the last forced refresh
-}
-
-func newJWKSRemote(url string, every time.Duration, log *zap.Logger) *jwksRemote {
-	return &jwksRemote{
-		url: url, log: log, every: every,
-		client:  &http.Client{Timeout: 10 * time.Second},
-		kick:    make(chan struct{}, 1),
-		fetched: make(chan struct{}),
-	}
-}
-
-// fetch gets and parses the key set; on failure the previous set stays.
-func (r *jwksRemote) fetch(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	set, err := jwk.Fetch(ctx, r.url, jwk.WithHTTPClient(r.client))
-	if err == nil && set.Len() == 0 {
-		err = errors.New("the key set is empty")
-	}
-	if err == nil {
-		r.keys.Store(&set)
-	}
-	r.mu.Lock()
-	close(r.fetched)
-	r.fetched = make(chan struct{})
-	r.mu.Unlock()
-	return err
-}
-
-func (r *jwksRemote) run(ctx context.Context) {
-	t := time.NewTimer(r.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-r.kick:
-			t.Stop()
-		}
-		if err := r.fetch(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("JWKS refresh failed; keeping the previous keys", zap.String("url", r.url), zap.Error(err))
-		}
-		t.Reset(r.every)
-	}
-}
-
-// refreshNow asks for a fetch and waits for it up to wait, unless another
-// forced refresh happened in the last 10 seconds. It reports whether a
-// fetch ended while it waited.
-func (r *jwksRemote) refreshNow(wait time.Duration) bool {
-	now := time.Now().UnixNano()
-	last := r.last.Load()
-	if now-last < int64(10*time.Second) || !r.last.CompareAndSwap(last, now) {
-		return false
-	}
-	r.mu.Lock()
-	done := r.fetched
-	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-	select {
-	case <-done:
-		return true
-	case <-time.After(wait):
-		return false
-	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/protocol"
 	"github.com/wsfleet/wsfleet/router"
 	"github.com/wsfleet/wsfleet/router/client"
@@ -68,7 +69,7 @@ func startFleet(t *testing.T, mod func(*router.Options)) *fleet {
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	gw, err := gateway.New(gateway.Options{NATSURL: ns.ClientURL(), Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		JWTHS256Secret: gatewaySecret, NodeID: "gw-1", PresenceInterval: 100 * time.Millisecond,
+		JWT: jwtverify.Config{HS256Secret: gatewaySecret}, NodeID: "gw-1", PresenceInterval: 100 * time.Millisecond,
 		PresenceBatchInterval: 10 * time.Millisecond, Pollers: 1, Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))})
 	if err != nil {
 		t.Fatal(err)

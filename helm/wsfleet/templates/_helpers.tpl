@@ -236,6 +236,14 @@ listen admin-listen nats-url subject-prefix api-key jwt-hs256-secret jwt-jwks-ur
 {{- if and .Values.auth.jwt.existingSecret (not (or .Values.auth.jwt.existingSecretHS256Key .Values.auth.jwt.existingSecretJWKSKey .Values.auth.jwt.jwksURL)) -}}
 {{- fail "auth.jwt.existingSecret needs existingSecretHS256Key or existingSecretJWKSKey (or set auth.jwt.jwksURL)" -}}
 {{- end -}}
+{{- if hasPrefix "http://" .Values.auth.jwt.jwksURL -}}
+{{- if not (index .Values.gateway.config "jwt-jwks-allow-http") -}}
+{{- fail "auth.jwt.jwksURL is plain http: keys fetched without TLS can be replaced on the way; use an https URL, or set gateway.config.jwt-jwks-allow-http: true for development" -}}
+{{- end -}}
+{{- if and .Values.router.useGatewayJWTKeys (not (index .Values.router.config "jwt-jwks-allow-http")) -}}
+{{- fail "auth.jwt.jwksURL is plain http and router.useGatewayJWTKeys is set: use an https URL, or set router.config.jwt-jwks-allow-http: true for development" -}}
+{{- end -}}
+{{- end -}}
 {{- with .Values.auth.jwt.hs256Secret -}}
 {{- if lt (len .) 32 -}}
 {{- fail "auth.jwt.hs256Secret must be at least 32 bytes" -}}
