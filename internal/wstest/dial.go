@@ -11,9 +11,10 @@
 // Unlike gorilla/websocket it reports what the server sent as it is: the
 // close code of a close frame is not checked, and a connection that ends
 // without a close frame gives io.ErrUnexpectedEOF (or the network error),
-// never a CloseError. Frames that break RFC 6455 (masked, reserved bits or
-// opcodes, a continuation out of place, a fragmented or oversized control
-// frame) end the connection with an error wrapping ErrProtocol.
+// never a CloseError. A frame that breaks RFC 6455 (masked, reserved bits
+// or opcodes, a continuation out of place, a fragmented or oversized control
+// frame) is answered with close 1002 and ends reading with an error
+// wrapping ErrProtocol.
 package wstest
 
 import (
