@@ -7,9 +7,11 @@ FUZZTIME ?= 60s
 # the CPU and memory per JWT check (BenchmarkVerify).
 export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 
-CMDS := gateway router devfleet loadtest baseline-gateway
+# The binaries of this module; the benchmark harness and the naive baseline
+# gateway are built from bench/ (make bench-build).
+CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss bench-fleet fuzz clean helm-test helm-template
+.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-test fuzz clean helm-test helm-template
 
 all: build
 
@@ -21,8 +23,9 @@ run: build
 	$(BIN)/devfleet
 
 # vet, formatting, every test under the race detector, then the allocation
-# tests again without it (the race detector makes sync.Pool drop items).
-test: vet fmt-check helm-test
+# tests again without it (the race detector makes sync.Pool drop items);
+# the chart's and the benchmark harness's modules too.
+test: vet fmt-check helm-test bench-test
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run 'TestAllocs' ./...
 
@@ -55,15 +58,27 @@ bench:
 bench-rss: build
 	$(GO) test -tags benchrss -run TestIdleRSS -count=1 -v -timeout 10m ./gateway/rssbench/ $(RSSFLAGS)
 
-# The fleet benchmark (cmd/bench-fleet): NATS, K gateway processes on one
-# port (SO_REUSEPORT), the router and bin/loadtest, all on loopback;
+# The fleet benchmark harness, a Go module of its own (bench/, built against
+# this tree through a replace directive; what only the harness and the naive
+# baseline need stays out of go.mod): bin/bench-fleet, bin/baseline-gateway
+# (bench/cmd/...) and bin/nats-server.
+bench-build:
+	@mkdir -p $(BIN)
+	cd bench && $(GO) build -trimpath -o $(abspath $(BIN))/ ./cmd/bench-fleet ./cmd/baseline-gateway
+	cd bench && $(GO) build -trimpath -o $(abspath $(BIN))/nats-server github.com/nats-io/nats-server/v2
+
+# The benchmark harness's module: vet and its tests under the race detector.
+bench-test:
+	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 5m ./...
+
+# The fleet benchmark (bench/cmd/bench-fleet): NATS, K gateway processes on
+# one port (SO_REUSEPORT), the router and bin/loadtest, all on loopback;
 # connect → hold → deliver → broadcast for wsfleet and for the naive
-# baseline; one table of figures, ratios and targets. Takes ~11 minutes at
-# the default 100,000 connections. BENCHFLAGS="--conns 20000 --runs 1",
-# "--json bench.json", "--million" (1,000,000 held, wsfleet only).
-bench-fleet: build
-	$(GO) build -trimpath -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
-	$(GO) build -trimpath -o $(BIN)/bench-fleet ./cmd/bench-fleet
+# baseline (bench/cmd/baseline-gateway); one table of figures, ratios and
+# targets. Takes ~11 minutes at the default 100,000 connections.
+# BENCHFLAGS="--conns 20000 --runs 1", "--json bench.json", "--million"
+# (1,000,000 held, wsfleet only).
+bench-fleet: build bench-build
 	$(BIN)/bench-fleet --bin $(BIN) $(BENCHFLAGS)
 
 # Every fuzz target for FUZZTIME each (seeds in testdata/ run in `make test`).

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -23,6 +22,7 @@ import (
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 	"github.com/wsfleet/wsfleet/router"
 )
@@ -65,7 +65,7 @@ func fleetOpts(o *router.Options) {
 
 // wsClient is a WebSocket client of a gateway; one goroutine reads.
 type wsClient struct {
-	ws     *websocket.Conn
+	ws     *wstest.Conn
 	frames chan map[string]any
 	closed chan int // the close code (1006 when the connection just dropped)
 }
@@ -73,7 +73,7 @@ type wsClient struct {
 // connect opens a connection to addr as user and waits for its welcome.
 func connect(t testing.TB, addr, user string) *wsClient {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	ws, _, err := wstest.Dial("ws://"+addr+"/ws", nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -90,8 +90,8 @@ func connect(t testing.TB, addr, user string) *wsClient {
 		for {
 			_, b, err := ws.ReadMessage()
 			if err != nil {
-				code := websocket.CloseAbnormalClosure
-				var ce *websocket.CloseError
+				code := wstest.CloseAbnormalClosure
+				var ce *wstest.CloseError
 				if errors.As(err, &ce) {
 					code = ce.Code
 				}

@@ -22,10 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsfleet/wsfleet/internal/flagenv"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 )
 
 func main() {
@@ -233,7 +232,7 @@ func listen(args []string) int {
 		fmt.Fprintln(os.Stderr, "devfleet listen: --token is required")
 		return 2
 	}
-	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	ws, _, err := wstest.Dial(url, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
 		return 1
@@ -243,7 +242,7 @@ func listen(args []string) int {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 		<-sig
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
+		ws.WriteControl(wstest.CloseMessage, wstest.FormatCloseMessage(wstest.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
 	}()
 	if err := ws.WriteJSON(map[string]string{"type": "auth", "token": tok}); err != nil {
 		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
@@ -252,10 +251,10 @@ func listen(args []string) int {
 	for {
 		_, b, err := ws.ReadMessage()
 		if err != nil {
-			var ce *websocket.CloseError
+			var ce *wstest.CloseError
 			if errors.As(err, &ce) {
 				fmt.Printf("closed: %d %s\n", ce.Code, ce.Text)
-				if ce.Code == websocket.CloseNormalClosure {
+				if ce.Code == wstest.CloseNormalClosure {
 					return 0
 				}
 				return 1
@@ -265,7 +264,7 @@ func listen(args []string) int {
 		}
 		fmt.Println(string(b))
 		if string(b) == `{"type":"ping"}` {
-			ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"pong"}`))
+			ws.WriteMessage(wstest.TextMessage, []byte(`{"type":"pong"}`))
 		}
 	}
 }

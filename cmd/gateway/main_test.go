@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 )
 
 const secret = "cmd-test-secret-0123456789abcdef-0123"
@@ -127,9 +127,9 @@ func mint(t *testing.T, sub string) string {
 func TestSIGTERMDrains(t *testing.T) {
 	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=1s"},
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
-	var clients []*websocket.Conn
+	var clients []*wstest.Conn
 	for i := 0; i < 20; i++ {
-		ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "u")}})
+		ws, _, err := wstest.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "u")}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestSIGTERMDrains(t *testing.T) {
 				notified = notified || strings.Contains(string(b), `"reconnect"`)
 				continue
 			}
-			var ce *websocket.CloseError
+			var ce *wstest.CloseError
 			if !errors.As(err, &ce) || ce.Code != 1012 {
 				t.Fatalf("client %d: %v, want close 1012", i, err)
 			}
@@ -175,7 +175,7 @@ func TestReadyzFalseWhileDraining(t *testing.T) {
 	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=3s"},
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
 	// A connection keeps the drain going for a while.
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", nil)
+	ws, _, err := wstest.Dial("ws://"+n.listen+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +333,7 @@ wait:
 	for _, c := range held[:40] {
 		c.Close()
 	}
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+listen+"/ws", nil)
+	ws, _, err := wstest.Dial("ws://"+listen+"/ws", nil)
 	if err != nil {
 		t.Fatalf("no upgrade after descriptors freed: %v", err)
 	}
@@ -375,7 +375,7 @@ func TestDrainCommand(t *testing.T) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket %v %v, want mode 0600", fi, err)
 	}
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "w")}})
+	ws, _, err := wstest.Dial("ws://"+n.listen+"/ws", http.Header{"Authorization": {"Bearer " + mint(t, "w")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestDrainCommand(t *testing.T) {
 	}
 	select {
 	case err := <-closed:
-		var ce *websocket.CloseError
+		var ce *wstest.CloseError
 		if !errors.As(err, &ce) || ce.Code != 1012 {
 			t.Fatalf("client: %v, want close 1012", err)
 		}
@@ -416,7 +416,7 @@ func TestDrainCommand(t *testing.T) {
 	if code := get(t, "http://"+n.admin+"/healthz"); code != 200 {
 		t.Fatalf("/healthz %d after the drain, want 200 (the process serves on)", code)
 	}
-	if _, _, err := websocket.DefaultDialer.Dial("ws://"+n.listen+"/ws", nil); err == nil {
+	if _, _, err := wstest.Dial("ws://"+n.listen+"/ws", nil); err == nil {
 		t.Fatal("a drained node accepted a connection")
 	}
 	// A second drain finds the node drained.

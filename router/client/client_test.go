@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
@@ -24,6 +23,7 @@ import (
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 	"github.com/wsfleet/wsfleet/router"
 	"github.com/wsfleet/wsfleet/router/client"
@@ -115,7 +115,7 @@ type device struct {
 
 func (f *fleet) connect(t *testing.T, user string) *device {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+f.gw.Addr().String()+"/ws", nil)
+	ws, _, err := wstest.Dial("ws://"+f.gw.Addr().String()+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func (f *fleet) connect(t *testing.T, user string) *device {
 		for {
 			_, b, err := ws.ReadMessage()
 			if err != nil {
-				var ce *websocket.CloseError
+				var ce *wstest.CloseError
 				code := 1006
 				if errors.As(err, &ce) {
 					code = ce.Code

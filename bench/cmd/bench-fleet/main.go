@@ -446,8 +446,8 @@ func run(args []string) int {
 	}
 	for _, b := range need {
 		if _, err := os.Stat(filepath.Join(c.bin, b)); err != nil {
-			fmt.Fprintf(os.Stderr, "bench-fleet: %s not found: run `make build` and `go build -o %s/nats-server github.com/nats-io/nats-server/v2` (or `make bench-fleet`)\n",
-				filepath.Join(c.bin, b), c.bin)
+			fmt.Fprintf(os.Stderr, "bench-fleet: %s not found: run `make build bench-build` (or `make bench-fleet`)\n",
+				filepath.Join(c.bin, b))
 			return 1
 		}
 	}
