@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -46,7 +46,7 @@ func attempt(t *testing.T, srv *gateway.Server, mode, tok string, want authOutco
 	case "query":
 		url += "?token=" + tok
 	}
-	ws, resp, err := websocket.DefaultDialer.Dial(url, h)
+	ws, resp, err := wstest.DefaultDialer.Dial(url, h)
 	if want.httpStatus != 0 {
 		if err == nil {
 			ws.Close()
@@ -145,7 +145,7 @@ func TestAuthModes(t *testing.T) {
 func TestAuthBadAuthorizationHeader(t *testing.T) {
 	srv := startGateway(t, nil)
 	for _, v := range []string{"Basic dXNlcjpwYXNz", "Bearer", "token abc"} {
-		_, resp, err := websocket.DefaultDialer.Dial(wsURL(srv), http.Header{"Authorization": {v}})
+		_, resp, err := wstest.DefaultDialer.Dial(wsURL(srv), http.Header{"Authorization": {v}})
 		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("Authorization %q: %v %v, want HTTP 401", v, err, resp)
 		}
@@ -167,7 +167,7 @@ func TestAuthFirstFrameRules(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ws := dial(t, wsURL(srv), nil)
-			if err := ws.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
+			if err := ws.WriteMessage(wstest.TextMessage, []byte(tc.frame)); err != nil {
 				t.Fatal(err)
 			}
 			expectClose(t, ws, tc.code, "")
@@ -282,7 +282,7 @@ func TestAuthJWKSFileRotation(t *testing.T) {
 	}
 	os.Chtimes(file, future, future)
 	checkFor(t, 5*time.Second, func() error {
-		ws, _, err := websocket.DefaultDialer.Dial(wsURL(srv), http.Header{"Authorization": {"Bearer " + signWith(t, "ES256", k2, "u2")}})
+		ws, _, err := wstest.DefaultDialer.Dial(wsURL(srv), http.Header{"Authorization": {"Bearer " + signWith(t, "ES256", k2, "u2")}})
 		if err != nil {
 			return err
 		}

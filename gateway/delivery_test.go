@@ -7,16 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
 func TestMultiDeviceDeliveryInOrder(t *testing.T) {
 	srv := startGateway(t, nil)
-	var alice []*websocket.Conn
+	var alice []*wstest.Conn
 	for i := 0; i < 3; i++ {
 		ws, _ := connect(t, srv, "alice")
 		alice = append(alice, ws)
@@ -123,7 +123,7 @@ func TestSubscriptionFollowsDevices(t *testing.T) {
 
 func TestBroadcastReachesEveryone(t *testing.T) {
 	srv := startGateway(t, nil)
-	var all []*websocket.Conn
+	var all []*wstest.Conn
 	for i := 0; i < 10; i++ {
 		ws, _ := connect(t, srv, fmt.Sprintf("u%d", i%4))
 		all = append(all, ws)
@@ -154,7 +154,7 @@ func TestBroadcastReachesEveryone(t *testing.T) {
 func TestHostileUserIDsAreIsolated(t *testing.T) {
 	srv := startGateway(t, nil)
 	ids := []string{"a", "a.b", "a.*", "a.>", "*", ">", "a b", "a_2Eb", "é", "a\tb"}
-	conns := map[string]*websocket.Conn{}
+	conns := map[string]*wstest.Conn{}
 	for _, id := range ids {
 		if strings.ContainsAny(id, "\t") {
 			continue // control characters are refused at auth (TestAuthModes)
@@ -213,7 +213,7 @@ func TestClientPublishReachesNATS(t *testing.T) {
 		t.Fatalf("headers %v, welcome %v", m.Header, welcome)
 	}
 	// Bad frames get an error frame and the connection stays.
-	ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"publish"}`))
+	ws.WriteMessage(wstest.TextMessage, []byte(`{"type":"publish"}`))
 	e := readType(t, ws, protocol.TypeError)
 	if e["code"] != protocol.ErrCodeBadRequest {
 		t.Fatalf("error %v", e)
@@ -227,7 +227,7 @@ func TestWebSocketPingIsAnswered(t *testing.T) {
 	ws, _ := connect(t, srv, "frank")
 	got := make(chan string, 1)
 	ws.SetPongHandler(func(p string) error { got <- p; return nil })
-	if err := ws.WriteControl(websocket.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
+	if err := ws.WriteControl(wstest.PingMessage, []byte("are-you-there"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	go func() { ws.SetReadDeadline(time.Now().Add(5 * time.Second)); ws.ReadMessage() }()
@@ -244,7 +244,7 @@ func TestWebSocketPingIsAnswered(t *testing.T) {
 func TestBinaryFramesRefused(t *testing.T) {
 	srv := startGateway(t, nil)
 	ws, _ := connect(t, srv, "gina")
-	ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3})
+	ws.WriteMessage(wstest.BinaryMessage, []byte{1, 2, 3})
 	expectClose(t, ws, protocol.CloseUnsupportedData, "binary")
 }
 
@@ -253,7 +253,7 @@ func TestClientCloseIsEchoed(t *testing.T) {
 	for _, code := range []int{1000, 1001, 1012, 1013, 3000, 4000, 4999} { // gorilla itself refuses to read 1014
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
 			ws, _ := connect(t, srv, "hank")
-			ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(code, "bye"))
+			ws.WriteMessage(wstest.CloseMessage, wstest.FormatCloseMessage(code, "bye"))
 			expectClose(t, ws, protocol.CloseCode(code), "")
 		})
 	}

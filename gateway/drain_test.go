@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -29,7 +29,7 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 
 	var mu sync.Mutex
 	got := map[string]int{}
-	reader := func(ws *websocket.Conn, notice chan<- struct{}) {
+	reader := func(ws *wstest.Conn, notice chan<- struct{}) {
 		for {
 			_, data, err := ws.ReadMessage()
 			if err != nil {
@@ -88,7 +88,7 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 	// Make before break: the new connection first, then close the old one.
 	fresh, _ := connect(t, b, "mover")
 	go reader(fresh, nil)
-	old.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "moved"), time.Now().Add(time.Second))
+	old.WriteControl(wstest.CloseMessage, wstest.FormatCloseMessage(1000, "moved"), time.Now().Add(time.Second))
 	time.Sleep(200 * time.Millisecond) // and some after the move
 	close(stop)
 	n := <-published

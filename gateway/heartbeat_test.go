@@ -4,9 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -58,7 +57,7 @@ func TestControlPongCountsAsLiveness(t *testing.T) {
 	// Only WebSocket pong control frames for three idle timeouts: the
 	// connection stays.
 	for stop := time.Now().Add(time.Second); time.Now().Before(stop); {
-		ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second))
+		ws.WriteControl(wstest.PongMessage, nil, time.Now().Add(time.Second))
 		select {
 		case err := <-closed:
 			t.Fatalf("closed while sending pongs: %v", err)
@@ -68,7 +67,7 @@ func TestControlPongCountsAsLiveness(t *testing.T) {
 	// Silence: closed for idleness.
 	select {
 	case err := <-closed:
-		ce, ok := err.(*websocket.CloseError)
+		ce, ok := err.(*wstest.CloseError)
 		if !ok || ce.Code != int(protocol.CloseHeartbeatTimeout) {
 			t.Fatalf("ended with %v, want close %d", err, protocol.CloseHeartbeatTimeout)
 		}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -23,6 +22,7 @@ import (
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsembed"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -122,9 +122,9 @@ func mintToken(t testing.TB, c jwtmint.Claims) string {
 }
 
 // dial opens a WebSocket to srv; h may carry headers.
-func dial(t testing.TB, url string, h http.Header) *websocket.Conn {
+func dial(t testing.TB, url string, h http.Header) *wstest.Conn {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(url, h)
+	ws, resp, err := wstest.DefaultDialer.Dial(url, h)
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -137,14 +137,14 @@ func dial(t testing.TB, url string, h http.Header) *websocket.Conn {
 }
 
 // readFrame reads one JSON text frame with a deadline.
-func readFrame(t testing.TB, ws *websocket.Conn) map[string]any {
+func readFrame(t testing.TB, ws *wstest.Conn) map[string]any {
 	t.Helper()
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	typ, b, err := ws.ReadMessage()
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	if typ != websocket.TextMessage {
+	if typ != wstest.TextMessage {
 		t.Fatalf("frame type %d, want text", typ)
 	}
 	var m map[string]any
@@ -155,7 +155,7 @@ func readFrame(t testing.TB, ws *websocket.Conn) map[string]any {
 }
 
 // readType reads frames until one of type typ, skipping server pings.
-func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
+func readType(t testing.TB, ws *wstest.Conn, typ string) map[string]any {
 	t.Helper()
 	for {
 		m := readFrame(t, ws)
@@ -170,14 +170,14 @@ func readType(t testing.TB, ws *websocket.Conn, typ string) map[string]any {
 
 // connect dials and authenticates with the first-message auth frame, and
 // returns the connection and its welcome frame.
-func connect(t testing.TB, srv *gateway.Server, sub string) (*websocket.Conn, map[string]any) {
+func connect(t testing.TB, srv *gateway.Server, sub string) (*wstest.Conn, map[string]any) {
 	t.Helper()
 	ws := dial(t, wsURL(srv), nil)
 	send(t, ws, map[string]any{"type": "auth", "token": token(t, sub)})
 	return ws, readType(t, ws, protocol.TypeWelcome)
 }
 
-func send(t testing.TB, ws *websocket.Conn, v any) {
+func send(t testing.TB, ws *wstest.Conn, v any) {
 	t.Helper()
 	if err := ws.WriteJSON(v); err != nil {
 		t.Fatalf("write: %v", err)
@@ -186,7 +186,7 @@ func send(t testing.TB, ws *websocket.Conn, v any) {
 
 // expectClose reads until the server closes the connection and checks the
 // close code (and, when given, that the reason contains reason).
-func expectClose(t testing.TB, ws *websocket.Conn, code protocol.CloseCode, reason string) {
+func expectClose(t testing.TB, ws *wstest.Conn, code protocol.CloseCode, reason string) {
 	t.Helper()
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
@@ -197,7 +197,7 @@ func expectClose(t testing.TB, ws *websocket.Conn, code protocol.CloseCode, reas
 			}
 			continue
 		}
-		var ce *websocket.CloseError
+		var ce *wstest.CloseError
 		if !errors.As(err, &ce) {
 			t.Fatalf("connection ended without a close frame: %v (want %d)", err, code)
 		}

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsfleet/wsfleet/gateway"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -130,7 +129,7 @@ func TestDeviceLimit(t *testing.T) {
 		expectClose(t, a, protocol.CloseDeviceLimit, "replaced")
 		nc := natsConn(t, srv)
 		publish(t, nc, "phone", "x1", `1`)
-		for _, ws := range []*websocket.Conn{b, c} {
+		for _, ws := range []*wstest.Conn{b, c} {
 			if m := readType(t, ws, protocol.TypeMessage); m["id"] != "x1" {
 				t.Fatalf("remaining device got %v", m)
 			}
@@ -205,7 +204,7 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 
 func TestShutdownWithHalfOpenHandshake(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.DrainTimeout = 500 * time.Millisecond })
-	var clients []*websocket.Conn
+	var clients []*wstest.Conn
 	for i := 0; i < 5; i++ {
 		ws, _ := connect(t, srv, fmt.Sprintf("d%d", i))
 		clients = append(clients, ws)
@@ -270,7 +269,7 @@ func TestSubprotocol(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := websocket.Dialer{Subprotocols: tc.offered}
+			d := wstest.Dialer{Subprotocols: tc.offered}
 			ws, resp, err := d.Dial(wsURL(srv), nil)
 			if err != nil {
 				t.Fatal(err)

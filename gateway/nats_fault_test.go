@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -107,7 +107,7 @@ func TestNATSRestart(t *testing.T) {
 // metrics: every message is either received or counted as dropped.
 func TestNATSSlowConsumerCounted(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.Dispatchers = 1; o.DispatchQueue = 16 })
-	var devices []*websocket.Conn
+	var devices []*wstest.Conn
 	for i := 0; i < 20; i++ {
 		ws, _ := connect(t, srv, "busy") // 20 devices: each message costs 20 writes
 		devices = append(devices, ws)

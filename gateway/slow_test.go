@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // stalledClient authenticates, then stops reading, with a small receive
 // buffer so the gateway's socket fills quickly.
-func stalledClient(t *testing.T, srv *gateway.Server, user string) *websocket.Conn {
+func stalledClient(t *testing.T, srv *gateway.Server, user string) *wstest.Conn {
 	t.Helper()
 	// The receive buffer is set before connect, so the window scale the
 	// handshake agrees matches it (shrinking it later stalls TCP).
@@ -28,7 +28,7 @@ func stalledClient(t *testing.T, srv *gateway.Server, user string) *websocket.Co
 		rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		return serr
 	}}
-	d := websocket.Dialer{NetDial: nd.Dial}
+	d := wstest.Dialer{NetDial: nd.Dial}
 	ws, _, err := d.Dial(wsURL(srv), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +41,7 @@ func stalledClient(t *testing.T, srv *gateway.Server, user string) *websocket.Co
 
 // drainUntilClose reads everything queued for ws and returns the close
 // error it ends with.
-func drainUntilClose(t *testing.T, ws *websocket.Conn) *websocket.CloseError {
+func drainUntilClose(t *testing.T, ws *wstest.Conn) *wstest.CloseError {
 	t.Helper()
 	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
@@ -49,7 +49,7 @@ func drainUntilClose(t *testing.T, ws *websocket.Conn) *websocket.CloseError {
 		if err == nil {
 			continue
 		}
-		var ce *websocket.CloseError
+		var ce *wstest.CloseError
 		if !errors.As(err, &ce) {
 			t.Fatalf("ended without a close frame: %v", err)
 		}
@@ -116,7 +116,7 @@ func TestWriteTimeout(t *testing.T) {
 func TestBroadcastQueuedOnceInMemory(t *testing.T) {
 	srv := startGateway(t, nil)
 	const conns, size, msgs = 200, 256 << 10, 3
-	var stalled []*websocket.Conn
+	var stalled []*wstest.Conn
 	for i := 0; i < conns; i++ {
 		stalled = append(stalled, stalledClient(t, srv, fmt.Sprintf("b%d", i)))
 	}

@@ -7,15 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // rtt measures n application ping/pong round trips, gap apart, and returns
 // the median.
-func rtt(t *testing.T, ws *websocket.Conn, n int, gap time.Duration) time.Duration {
+func rtt(t *testing.T, ws *wstest.Conn, n int, gap time.Duration) time.Duration {
 	t.Helper()
 	var ds []time.Duration
 	for i := 0; i < n; i++ {
