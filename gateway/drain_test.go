@@ -29,6 +29,8 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 
 	var mu sync.Mutex
 	got := map[string]int{}
+	total := 0
+	received := func() int { mu.Lock(); defer mu.Unlock(); return total }
 	reader := func(ws *wstest.Conn, notice chan<- struct{}) {
 		for {
 			_, data, err := ws.ReadMessage()
@@ -41,6 +43,7 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 			case protocol.TypeMessage:
 				mu.Lock()
 				got[f["id"].(string)]++
+				total++
 				mu.Unlock()
 			case protocol.TypeReconnect:
 				if notice != nil {
@@ -78,7 +81,15 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 			svc.Flush()
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // some messages before the drain
+	waitReceived := func(n int) { // some messages delivered (by now)
+		checkFor(t, 5*time.Second, func() error {
+			if r := received(); r < n {
+				return errorf("%d messages received, waiting for %d", r, n)
+			}
+			return nil
+		})
+	}
+	waitReceived(10) // before the drain
 	go a.Shutdown(context.Background())
 	select {
 	case <-notice:
@@ -89,7 +100,7 @@ func TestDrainMakeBeforeBreakLosesNothing(t *testing.T) {
 	fresh, _ := connect(t, b, "mover")
 	go reader(fresh, nil)
 	old.WriteControl(wstest.CloseMessage, wstest.FormatCloseMessage(1000, "moved"), time.Now().Add(time.Second))
-	time.Sleep(200 * time.Millisecond) // and some after the move
+	waitReceived(received() + 20) // and some after the move
 	close(stop)
 	n := <-published
 	checkFor(t, 5*time.Second, func() error {

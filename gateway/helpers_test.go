@@ -299,3 +299,34 @@ func get(t testing.TB, url string) int {
 }
 
 func wsReadHeader(r io.Reader) (ws.Header, error) { return ws.ReadHeader(r) }
+
+// fakeClock is a gateway.Clock that moves only when told: the node's ticks
+// run in real time, but what they read (timeouts, heartbeats, token
+// expiry) is this clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Add moves the clock forward by d.
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// readPing reads frames until a server ping; any other frame fails.
+func readPing(t testing.TB, ws *wstest.Conn) {
+	t.Helper()
+	if m := readFrame(t, ws); m["type"] != protocol.TypePing {
+		t.Fatalf("got %v, want a server ping", m)
+	}
+}

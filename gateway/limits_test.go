@@ -165,31 +165,57 @@ func TestClientRateLimit(t *testing.T) {
 	expectClose(t, ws, protocol.CloseRateLimited, "rate")
 }
 
+// Token expiry follows the node's clock (a fake one here, moved forward
+// instead of slept through): a connection is closed 4401 at its token's
+// exp unless the client sent a fresh token first.
 func TestTokenExpiryAndRefresh(t *testing.T) {
-	srv := startGateway(t, func(o *gateway.Options) { o.JWT.Leeway = 0 })
-	short := func(sub string, ttl time.Duration) string {
+	// A node on a clock of its own: tokens are verified against the real
+	// time, their expiry on an open connection against the node's clock.
+	node := func(t *testing.T) (*gateway.Server, *fakeClock) {
+		clk := newFakeClock()
+		srv := startGateway(t, func(o *gateway.Options) {
+			o.Clock = clk
+			o.JWT.Leeway = 0
+			o.Heartbeat = time.Hour // a ping after each jump shows the node saw it
+			o.IdleTimeout = 1000 * time.Hour
+		})
+		return srv, clk
+	}
+	mint := func(sub string, ttl time.Duration) string {
 		return mintToken(t, jwtmint.Claims{Subject: sub, TTL: ttl})
 	}
 	t.Run("closed at exp", func(t *testing.T) {
+		srv, clk := node(t)
 		ws := dial(t, wsURL(srv), nil)
-		send(t, ws, map[string]any{"type": "auth", "token": short("exp1", 1500*time.Millisecond)})
+		send(t, ws, map[string]any{"type": "auth", "token": mint("exp1", 2*time.Hour)})
 		readType(t, ws, protocol.TypeWelcome)
+		clk.Add(time.Hour + time.Minute)
+		readPing(t, ws) // before exp: pinged, not closed
+		send(t, ws, map[string]string{"type": "ping"})
+		readType(t, ws, protocol.TypePong)
+		clk.Add(time.Hour)
 		expectClose(t, ws, protocol.CloseUnauthorized, "token expired")
 	})
 	t.Run("refresh moves exp", func(t *testing.T) {
+		srv, clk := node(t)
 		ws := dial(t, wsURL(srv), nil)
-		send(t, ws, map[string]any{"type": "auth", "token": short("exp2", 1500*time.Millisecond)})
+		send(t, ws, map[string]any{"type": "auth", "token": mint("exp2", time.Hour)})
 		readType(t, ws, protocol.TypeWelcome)
-		send(t, ws, map[string]any{"type": "auth", "token": short("exp2", time.Hour)})
+		send(t, ws, map[string]any{"type": "auth", "token": mint("exp2", 3*time.Hour)})
 		r := readType(t, ws, protocol.TypeRefreshed)
-		if exp, _ := r["exp"].(float64); int64(exp) < time.Now().Add(50*time.Minute).Unix() {
+		if exp, _ := r["exp"].(float64); int64(exp) < time.Now().Add(170*time.Minute).Unix() {
 			t.Fatalf("refreshed %v", r)
 		}
-		// Past the first token's exp, still served.
-		time.Sleep(2 * time.Second)
+		// Past the first token's exp: still served.
+		clk.Add(2 * time.Hour)
+		readPing(t, ws)
 		send(t, ws, map[string]string{"type": "ping"})
 		readType(t, ws, protocol.TypePong)
+		// Past the fresh token's: closed.
+		clk.Add(time.Hour + time.Minute)
+		expectClose(t, ws, protocol.CloseUnauthorized, "token expired")
 	})
+	srv, _ := node(t)
 	t.Run("refresh for another user", func(t *testing.T) {
 		ws, _ := connect(t, srv, "exp3")
 		send(t, ws, map[string]any{"type": "auth", "token": token(t, "someone-else")})
@@ -200,6 +226,38 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 		send(t, ws, map[string]any{"type": "auth", "token": "garbage"})
 		expectClose(t, ws, protocol.CloseUnauthorized, "malformed")
 	})
+}
+
+// A 60-day token on a node that ticks every millisecond. The timing wheel
+// holds deadlines at most 2^30 ticks (12.4 days here) ahead; the expiry
+// beyond that is re-armed against the clock when that deadline comes, so
+// the connection lives exactly as long as its token.
+func TestTokenExpiryExactForLongLifetimes(t *testing.T) {
+	clk := newFakeClock()
+	srv := startGateway(t, func(o *gateway.Options) {
+		o.Clock = clk
+		o.JWT.Leeway = 0
+		o.HandshakeTimeout = 20 * time.Millisecond // the tick is the shortest timeout / 20: 1 ms
+		o.Heartbeat = 24 * time.Hour
+		o.IdleTimeout = 12 * 24 * time.Hour // under the wheel's 12.4 days at 1 ms
+	})
+	const day = 24 * time.Hour
+	ws := dial(t, wsURL(srv), nil)
+	send(t, ws, map[string]any{"type": "auth", "token": mintToken(t, jwtmint.Claims{Subject: "long", TTL: 60 * day})})
+	readType(t, ws, protocol.TypeWelcome)
+	at := time.Duration(0)
+	for _, next := range []time.Duration{11 * day, 22 * day, 33 * day, 44 * day, 55 * day, 59*day + 23*time.Hour} {
+		clk.Add(next - at)
+		at = next
+		readPing(t, ws) // the node saw the jump, and the token is still good
+		// Answered, and the answer read by the node (a ping's pong comes
+		// after it) before the clock moves again.
+		send(t, ws, map[string]string{"type": "pong"})
+		send(t, ws, map[string]string{"type": "ping"})
+		readType(t, ws, protocol.TypePong)
+	}
+	clk.Add(day + time.Minute - 23*time.Hour) // a minute past exp
+	expectClose(t, ws, protocol.CloseUnauthorized, "token expired")
 }
 
 func TestShutdownWithHalfOpenHandshake(t *testing.T) {

@@ -83,6 +83,10 @@ func TestStartErrorsNameTheSetting(t *testing.T) {
 		{"port in use", func(o *gateway.Options) { o.Listen = first.Addr().String() }, "--listen"},
 		{"control socket in a shared directory", func(o *gateway.Options) { o.ControlSocket = sharedDirSocket(t) }, "--control-socket"},
 		{"jwks file missing", func(o *gateway.Options) { o.JWT.JWKSFile = "/nonexistent/jwks.json" }, "--jwt-jwks-file"},
+		{"timeout past the wheel's horizon", func(o *gateway.Options) {
+			o.HandshakeTimeout = 20 * time.Millisecond // a 1 ms tick
+			o.IdleTimeout = 30 * 24 * time.Hour
+		}, "--idle-timeout"},
 		{"nats unreachable", func(o *gateway.Options) {
 			o.NATSURL = "nats://127.0.0.1:1"
 			o.NATSConnectTimeout = 300 * time.Millisecond

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/wsfleet/wsfleet/internal/admin"
+	"github.com/wsfleet/wsfleet/internal/engine"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -103,6 +104,22 @@ func New(opts Options) (*Server, error) {
 	}
 	shortest := min(opts.Heartbeat, opts.IdleTimeout, opts.AuthTimeout, opts.HandshakeTimeout, opts.CloseTimeout)
 	s.tick = min(max(shortest/20, time.Millisecond), 100*time.Millisecond)
+	// Every timeout is a wheel deadline in ticks: it must fit the wheel's
+	// horizon at this tick (12.4 days at the smallest, 1 ms).
+	horizon := time.Duration(engine.MaxAhead) * s.tick
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"heartbeat", opts.Heartbeat}, {"idle-timeout", opts.IdleTimeout}, {"auth-timeout", opts.AuthTimeout},
+		{"handshake-timeout", opts.HandshakeTimeout}, {"close-timeout", opts.CloseTimeout},
+		{"write-timeout", opts.WriteTimeout}, {"drain-timeout", opts.DrainTimeout},
+		{"nats-outage-grace", opts.NATSOutageGrace},
+	} {
+		if d.v > horizon {
+			return nil, badOption(d.flag, "%s is longer than the %s the node's timing wheel spans at its %s tick (a twentieth of the shortest timeout)", d.v, horizon, s.tick)
+		}
+	}
 	for _, p := range opts.AllowedOrigins {
 		op, _ := parseOriginPattern(p) // checked by Validate
 		s.origins = append(s.origins, op)
