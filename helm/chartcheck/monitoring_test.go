@@ -11,7 +11,9 @@ import (
 
 // gatewayMetrics are the series names gateway/metrics.go registers, with
 // the _bucket/_sum/_count series of its histograms, and the process
-// collector's series.
+// collector's series. Names come from its helpers (counter, gauge, loopSum:
+// the per-loop counters summed at scrape time), from Opts literals and from
+// collectors' descriptors (prometheus.NewDesc(ns+"_name", ...)).
 func gatewayMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	src, err := os.ReadFile(filepath.Join(repoRoot, "gateway", "metrics.go"))
@@ -19,7 +21,7 @@ func gatewayMetrics(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
-	for _, re := range []string{`(?:counter|gauge)\("([a-z_]+)"`, `Name:\s*"([a-z_]+)"`} {
+	for _, re := range []string{`(?:counter|gauge|loopSum)\("([a-z_]+)"`, `Name:\s*"([a-z_]+)"`, `NewDesc\(ns\s*\+\s*"_([a-z_]+)"`} {
 		for _, m := range regexp.MustCompile(re).FindAllSubmatch(src, -1) {
 			n := "wsfleet_gateway_" + string(m[1])
 			names[n] = true
@@ -31,7 +33,8 @@ func gatewayMetrics(t *testing.T) map[string]bool {
 		}
 	}
 	for _, must := range []string{"wsfleet_gateway_connections", "wsfleet_gateway_max_connections", "wsfleet_gateway_nats_connected",
-		"wsfleet_gateway_slow_consumer_closes_total", "wsfleet_gateway_auth_failures_total", "wsfleet_gateway_handshake_seconds", "wsfleet_gateway_connect_seconds"} {
+		"wsfleet_gateway_slow_consumer_closes_total", "wsfleet_gateway_auth_failures_total", "wsfleet_gateway_handshake_seconds", "wsfleet_gateway_connect_seconds",
+		"wsfleet_gateway_messages_out_total", "wsfleet_gateway_nats_dropped_messages_total", "wsfleet_gateway_dropped_total"} {
 		if !names[must] {
 			t.Fatalf("gateway/metrics.go no longer registers %s (found %d series)", must, len(names))
 		}
