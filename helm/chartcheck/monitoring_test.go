@@ -88,6 +88,7 @@ func TestMonitoringUsesGatewaySeries(t *testing.T) {
 		"WsfleetGatewayNearMaxConnections":         "wsfleet_gateway_max_connections",
 		"WsfleetGatewayAuthFailureSpike":           "wsfleet_gateway_auth_failures_total",
 		"WsfleetGatewayMaxConnectionsAboveFdLimit": "process_max_fds",
+		"WsfleetGatewayBroadcastsDropped":          `wsfleet_gateway_dropped_total{reason="loop_queue_full",`,
 	} {
 		if !strings.Contains(alerts[alert], series) {
 			t.Errorf("alert %s missing or not on %s: %q", alert, series, alerts[alert])
@@ -134,7 +135,8 @@ func TestMonitoringUsesGatewaySeries(t *testing.T) {
 		}
 	}
 	for _, must := range []string{"wsfleet_gateway_handshake_seconds_bucket", "wsfleet_gateway_connect_seconds_bucket", "wsfleet_gateway_connections",
-		"wsfleet_gateway_nats_connected", "wsfleet_gateway_slow_consumer_closes_total", "wsfleet_gateway_auth_failures_total"} {
+		"wsfleet_gateway_nats_connected", "wsfleet_gateway_slow_consumer_closes_total", "wsfleet_gateway_auth_failures_total",
+		"wsfleet_gateway_dropped_total"} {
 		if !queried[must] {
 			t.Errorf("the dashboard has no panel on %s", must)
 		}
