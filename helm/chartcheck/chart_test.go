@@ -159,10 +159,19 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			sleep, hookTimeout := seconds(t, pre[3]), seconds(t, pre[5])
 			// The hook reaches the node through its control socket, which
 			// must sit on a writable volume of the container.
+			// Its directory must be one the gateway creates (mode 0700): it
+			// refuses a directory other users can open, such as the root
+			// of an emptyDir (mode 0777).
 			sock := env["WSFLEET_CONTROL_SOCKET"]
 			writable := false
 			for _, m := range c.VolumeMounts {
-				writable = writable || (!m.ReadOnly && strings.HasPrefix(sock, strings.TrimSuffix(m.MountPath, "/")+"/"))
+				if m.ReadOnly || !strings.HasPrefix(sock, strings.TrimSuffix(m.MountPath, "/")+"/") {
+					continue
+				}
+				writable = true
+				if filepath.Dir(sock) == filepath.Clean(m.MountPath) {
+					t.Errorf("control socket %q sits in the root of the volume %s, open to every user: the gateway refuses it; use a subdirectory", sock, m.MountPath)
+				}
 			}
 			if sock == "" || !writable {
 				t.Errorf("control socket %q is not on a writable volume of the gateway container", sock)

@@ -73,8 +73,8 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 					env["WSFLEET_JWT_JWKS_URL"] = jwksSrv.URL
 					env["WSFLEET_JWT_JWKS_ALLOW_HTTP"] = "true" // the local server is plain http
 				}
-				if env["WSFLEET_CONTROL_SOCKET"] != "" {
-					env["WSFLEET_CONTROL_SOCKET"] = filepath.Join(dir, c+".sock")
+				if sock := env["WSFLEET_CONTROL_SOCKET"]; sock != "" {
+					env["WSFLEET_CONTROL_SOCKET"] = standInVolumePath(t, spec, c, sock)
 				}
 				if p := env["WSFLEET_JWT_JWKS_FILE"]; p != "" {
 					env["WSFLEET_JWT_JWKS_FILE"] = writeMounted(t, o, spec, c, p, dir, jwks)
@@ -209,6 +209,36 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// standInVolumePath is path (on a writable volume of container c) below a
+// local stand-in for that volume: a new directory open to every user, as
+// an emptyDir is (mode 0777), so what the binary creates below it, and
+// refuses in it, is as in the pod. The directory is short-lived and its
+// name short, for Unix socket paths (at most 107 bytes).
+func standInVolumePath(t *testing.T, spec *corev1.PodSpec, c, path string) string {
+	t.Helper()
+	ctr := container(spec, c)
+	if ctr == nil {
+		t.Fatalf("no container %s", c)
+	}
+	for _, m := range ctr.VolumeMounts {
+		rel, ok := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !ok || m.ReadOnly {
+			continue
+		}
+		vol, err := os.MkdirTemp("", "wsfleet-vol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(vol) })
+		if err := os.Chmod(vol, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(vol, rel)
+	}
+	t.Fatalf("%s: %s is on no writable volume of the container", c, path)
+	return ""
 }
 
 func freePort(t *testing.T) int {
