@@ -135,7 +135,7 @@ func newMetrics(s *Server) *metrics {
 	m.kicked = counter("kicked_connections_total", "Connections closed by a kick (logout or ban) from a service.")
 	m.connectRate = counter("connect_rate_rejections_total", "Upgrades refused with 503 by the connect rate limit.")
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "nats_connected", Help: "1 while the node is connected to NATS."}, func() float64 {
-		if nc := s.nc; nc != nil && nc.IsConnected() {
+		if s.natsConnected() {
 			return 1
 		}
 		return 0

@@ -34,6 +34,9 @@ func (s *Server) startNATS() error {
 				s.log.Warn("NATS disconnected", zap.Error(err))
 			}
 		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			s.natsDown.CompareAndSwap(0, s.clock.Now().UnixNano())
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.natsDown.Store(0)
 			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
@@ -58,8 +61,11 @@ func (s *Server) startNATS() error {
 	}
 }
 
-// natsConnected reports whether the node's NATS connection is up.
-func (s *Server) natsConnected() bool { return s.nc != nil && s.nc.IsConnected() }
+// natsConnected reports whether the node's NATS connection is up, from the
+// state the connection's handlers keep: nats.go's IsConnected takes the
+// connection's lock, which a write blocked on a stalled server holds, and
+// /readyz and /metrics must answer then too.
+func (s *Server) natsConnected() bool { return s.nc != nil && s.natsDown.Load() == 0 }
 
 // natsError counts slow-consumer drops (a full dispatch queue) and logs the
 // rest, at most once a second.

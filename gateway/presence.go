@@ -38,8 +38,9 @@ type pendingChange struct {
 // keep each message well under NATS's payload limit.
 const maxBatchChanges = 2000
 
-// snapshotChunkUsers bounds the users in one snapshot reply.
-const snapshotChunkUsers = 10000
+// snapshotChunkUsers bounds the users in one snapshot reply (a variable
+// for tests).
+var snapshotChunkUsers = 10000
 
 func newPresence(s *Server) *presence {
 	return &presence{
@@ -159,7 +160,7 @@ func (p *presence) publish(subject string, v any) {
 		p.s.log.Error("encoding presence", zap.Error(err))
 		return
 	}
-	if err := p.s.nc.Publish(subject, b); err != nil && p.s.nc.IsConnected() {
+	if err := p.s.nc.Publish(subject, b); err != nil && p.s.natsConnected() {
 		p.s.log.Warn("publishing presence", zap.String("subject", subject), zap.Error(err))
 	}
 }
