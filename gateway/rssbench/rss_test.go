@@ -62,7 +62,8 @@ func startGateway(t *testing.T, natsURL string) (*exec.Cmd, string, string) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s missing: run make build", bin)
 	}
-	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1", "--auth-queue", "100000"}
+	// --admin-pprof: settle forces a GC through the heap profile.
+	args := []string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--admin-pprof", "--nats-embedded-listen", "127.0.0.1:-1", "--auth-queue", "100000"}
 	if natsURL != "" {
 		args = append(args, "--nats-url", natsURL)
 	}
@@ -89,9 +90,14 @@ func startGateway(t *testing.T, natsURL string) (*exec.Cmd, string, string) {
 // to stop moving.
 func settle(t *testing.T, pid int, admin string) int {
 	t.Helper()
-	if resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1"); err == nil {
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Fatalf("forcing a GC: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("forcing a GC: /debug/pprof/heap answered %d", resp.StatusCode)
 	}
 	prev := rssKB(t, pid)
 	for i := 0; i < 20; i++ {

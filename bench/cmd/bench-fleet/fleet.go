@@ -107,7 +107,8 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 		switch c.system {
 		case sysWsfleet:
 			exe = filepath.Join(c.bin, "gateway")
-			args = []string{"--listen", fmt.Sprintf("127.0.0.1:%d", p.ws()), "--reuseport", "--admin-listen", admin,
+			// --admin-pprof: the memory figures read MemStats from the heap profile.
+			args = []string{"--listen", fmt.Sprintf("127.0.0.1:%d", p.ws()), "--reuseport", "--admin-listen", admin, "--admin-pprof",
 				"--nats-url", f.natsURL, "--node-id", fmt.Sprintf("bench-gw-%d", i), "--log-level", "warn", "--drain-timeout", "1s"}
 		case sysBaseline:
 			exe = filepath.Join(c.bin, "baseline-gateway")
