@@ -35,6 +35,7 @@ const (
 type task struct {
 	c       *conn
 	sh      *bufpool.Shared
+	next    int    // taskBroadcast: the connections written so far
 	reason  string // close reason, or auth failure text
 	sub     string // authenticated user id
 	tok     string // its user token
@@ -61,6 +62,7 @@ type loop struct {
 	uio      upgradeIO
 	upgrader ws.Upgrader
 	stats    loopStats
+	bconns   []*conn // the connections of the broadcast in progress, as it started
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -230,7 +232,7 @@ func (l *loop) remove(c *conn) {
 	c.idx = -1
 }
 
-func (l *loop) onTask(t task) {
+func (l *loop) onTask(t *task) (again bool) {
 	switch t.kind {
 	case taskAuth:
 		l.authDone(t)
@@ -258,7 +260,9 @@ func (l *loop) onTask(t task) {
 			l.schedule(t.c)
 		}
 	case taskBroadcast:
-		l.broadcast(t.sh)
+		if l.broadcast(t) {
+			return true
+		}
 		t.sh.Release()
 	case taskStopAccept:
 		if l.accepting {
@@ -285,10 +289,11 @@ func (l *loop) onTask(t task) {
 		}
 		l.checkDrained()
 	}
+	return false
 }
 
 // authDone applies an auth worker's verdict.
-func (l *loop) authDone(t task) {
+func (l *loop) authDone(t *task) {
 	c := t.c
 	if t.refresh {
 		l.refreshDone(t)
@@ -320,7 +325,7 @@ func (l *loop) authDone(t task) {
 
 // refreshDone applies the verdict on a token sent on an open connection:
 // the same user's fresh token moves the expiry; anything else closes 4401.
-func (l *loop) refreshDone(t task) {
+func (l *loop) refreshDone(t *task) {
 	c := t.c
 	c.set(flRefreshing, false)
 	if c.State != stOpen {
@@ -525,20 +530,40 @@ func (l *loop) fire(c *conn) {
 	}
 }
 
-// broadcast writes one shared frame to every welcomed connection of the loop.
-func (l *loop) broadcast(sh *bufpool.Shared) {
+// broadcastStep is how many connections one step of a broadcast writes
+// to: a broadcast to a loop of many connections is spread over wake-ups,
+// so it never holds the loop's reads, flushes and tick for long.
+const broadcastStep = 256
+
+// broadcast writes one shared frame to the next step of the loop's
+// welcomed connections and reports whether some are left. It goes over the
+// connections as they were when it started (a connection that closes
+// meanwhile is skipped, one accepted meanwhile was not there when the
+// message was published), so no connection gets it twice or misses it.
+func (l *loop) broadcast(t *task) (more bool) {
+	if t.next == 0 {
+		l.bconns = append(l.bconns[:0], l.conns...)
+	}
+	end := min(t.next+broadcastStep, len(l.bconns))
 	n := 0
-	for _, c := range l.conns {
+	for i, c := range l.bconns[t.next:end] {
+		l.bconns[t.next+i] = nil
 		if c.State != stOpen {
 			continue
 		}
 		c.Mu.Lock()
-		if c.welcomedLocked() && c.writeSharedLocked(sh) {
+		if c.welcomedLocked() && c.writeSharedLocked(t.sh) {
 			n++
 		}
 		c.Mu.Unlock()
 	}
 	l.stats.msgsOut.Add(uint64(n))
+	t.next = end
+	if end < len(l.bconns) {
+		return true
+	}
+	l.bconns = l.bconns[:0]
+	return false
 }
 
 // moveStep sends the next reconnect notices and closes the connections

@@ -90,7 +90,7 @@ func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr)
 	l.lastTick = mono()
 	l.ivIdx = int((mono() - e.plan.T0) / int64(time.Second))
 	p, err := engine.New(engine.Config[func()]{
-		OnTask:   func(f func()) { f() },
+		OnTask:   func(f *func()) bool { (*f)(); return false },
 		Tick:     tick,
 		OnTick:   l.onTick,
 		Nanotime: func() int64 { return mono() - e.plan.T0 },

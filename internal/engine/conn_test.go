@@ -219,7 +219,7 @@ func TestReadBudgetDrainAndEOF(t *testing.T) {
 
 func TestCloseRefusesLaterWrites(t *testing.T) {
 	c, _ := socketPair(t)
-	l, err := New(Config[int]{OnTask: func(int) {}})
+	l, err := New(Config[int]{OnTask: func(*int) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,8 +32,12 @@ type Event = netpoll.EpollEvent
 
 // Config configures a Loop. T is the type of task posted to it.
 type Config[T any] struct {
-	// OnTask runs each posted task on the loop goroutine. Required.
-	OnTask func(T)
+	// OnTask runs a posted task on the loop goroutine. Required. A long
+	// task (a broadcast over many connections) does one step and returns
+	// true: it stays first in the queue, with what it recorded in *t, and
+	// the next wake-up goes on with it after the socket events and the tick
+	// ready meanwhile. Tasks run in the order they were posted.
+	OnTask func(t *T) (again bool)
 	// Tick is the interval of OnTick; zero means no ticks.
 	Tick time.Duration
 	// OnTick runs every Tick on the loop goroutine, after Now was updated.
@@ -60,7 +64,7 @@ type Loop[T any] struct {
 	ep       *netpoll.Epoll
 	efd      int
 	tfd      int
-	onTask   func(T)
+	onTask   func(*T) bool
 	onTick   func()
 	nanotime func() int64
 	tick     time.Duration
@@ -69,24 +73,40 @@ type Loop[T any] struct {
 
 	mu     sync.Mutex
 	closed bool
-	tasks  []item[T] // posted, not yet taken
+	life   []item[T] // lifecycle tasks posted, not yet taken
+	heavy  []item[T] // droppable tasks posted, not yet taken
 
 	cost    atomic.Int64 // of droppable tasks posted and not yet run
 	ticking atomic.Bool  // StartTicks ran: what OnTick uses is wired (and visible to this goroutine)
 
 	// Loop goroutine only.
-	pending []item[T] // taken by a wake-up and not yet run
-	head    int
-	now     atomic.Uint32
-	scratch [8]byte
-	rbuf    []byte
-	iov     []unix.Iovec
+	lq, hq     fifo[T] // taken by a wake-up and not yet run (or not yet done)
+	lifeSpare  []item[T]
+	heavySpare []item[T]
+	now        atomic.Uint32
+	scratch    [8]byte
+	rbuf       []byte
+	iov        []unix.Iovec
 }
 
 type item[T any] struct {
 	t    T
 	cost int64
-	drop bool // posted with TryPost
+}
+
+// fifo is a queue of tasks taken from the posters' side: items[head:] wait.
+type fifo[T any] struct {
+	items []item[T]
+	head  int
+}
+
+func (q *fifo[T]) empty() bool { return q.head == len(q.items) }
+
+// take appends what was posted, compacting what is left first.
+func (q *fifo[T]) take(posted []item[T]) {
+	n := copy(q.items, q.items[q.head:])
+	clear(q.items[n:])
+	q.items, q.head = append(q.items[:n], posted...), 0
 }
 
 // ReadBufSize is the size of each loop's read scratch buffer.
@@ -220,13 +240,14 @@ func (l *Loop[T]) Del(fd int) error { return l.ep.Del(fd) }
 
 // Post queues a lifecycle task (a verdict, a close, a drain step) to run on
 // the loop goroutine. It never blocks and never refuses: the caller bounds
-// how many it posts (a few per connection at most). A task posted after
-// Close is dropped.
+// how many it posts (a few per connection at most). Every lifecycle task
+// found by a wake-up runs in it, before the droppable ones. A task posted
+// after Close is dropped.
 func (l *Loop[T]) Post(t T) {
 	l.mu.Lock()
 	if !l.closed {
 		l.wakeLocked()
-		l.tasks = append(l.tasks, item[T]{t: t})
+		l.life = append(l.life, item[T]{t: t})
 	}
 	l.mu.Unlock()
 }
@@ -234,6 +255,8 @@ func (l *Loop[T]) Post(t T) {
 // TryPost queues a droppable task of the given cost (its bytes, say) unless
 // the droppable tasks already waiting cost MaxCost or more. It reports
 // whether the task was queued; a refused one is the caller's to count.
+// Droppable tasks run in the order they were posted, at most HeavyPerWake
+// a wake-up.
 func (l *Loop[T]) TryPost(t T, cost int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -242,7 +265,7 @@ func (l *Loop[T]) TryPost(t T, cost int64) bool {
 	}
 	l.cost.Add(cost)
 	l.wakeLocked()
-	l.tasks = append(l.tasks, item[T]{t: t, cost: cost, drop: true})
+	l.heavy = append(l.heavy, item[T]{t: t, cost: cost})
 	return true
 }
 
@@ -257,61 +280,63 @@ var one = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
 // only when the counter would overflow, which a pending wake-up makes
 // harmless.
 func (l *Loop[T]) wakeLocked() {
-	if len(l.tasks) == 0 {
+	if len(l.life) == 0 && len(l.heavy) == 0 {
 		_, _ = unix.Write(l.efd, one[:])
 	}
 }
 
-// onWake runs the tasks found when it starts: every lifecycle task, and at
-// most heavyMax droppable ones. What is left waits for the next wake-up,
-// which it signals, so the socket events and the tick already ready run
-// first.
+// onWake runs the tasks found when it starts: every lifecycle task, then
+// at most heavyMax droppable ones, or one step of a long one that asks to
+// run again. What is left waits for the next wake-up, which it signals, so
+// the socket events and the tick already ready run first.
 func (l *Loop[T]) onWake(ev Event) {
 	if ev == EventClosed {
 		return
 	}
-	// Reset the counter before taking the queue: a Post after the swap
+	// Reset the counter before taking the queues: a Post after the swap
 	// writes again and wakes us again.
 	_, _ = unix.Read(l.efd, l.scratch[:])
 	l.mu.Lock()
-	if l.head == len(l.pending) {
-		l.pending, l.tasks = l.tasks, l.pending[:0]
-		l.head = 0
-	} else {
-		// Tasks left by the last wake-up go first; compact them to the front.
-		n := copy(l.pending, l.pending[l.head:])
-		clear(l.pending[n:])
-		l.pending, l.head = append(l.pending[:n], l.tasks...), 0
-		clear(l.tasks)
-		l.tasks = l.tasks[:0]
-	}
+	life, heavy := l.life, l.heavy
+	l.life, l.heavy = l.lifeSpare[:0], l.heavySpare[:0]
 	l.mu.Unlock()
-	heavy := 0
-	for l.head < len(l.pending) {
-		it := &l.pending[l.head]
-		if it.drop {
-			if heavy == l.heavyMax {
-				break
-			}
-			heavy++
+	l.lq.take(life)
+	clear(life)
+	l.lifeSpare = life
+	l.hq.take(heavy)
+	clear(heavy)
+	l.heavySpare = heavy
+
+	for !l.lq.empty() {
+		it := &l.lq.items[l.lq.head]
+		if l.onTask(&it.t) {
+			break // again: first for the next wake-up
 		}
-		t, cost := it.t, it.cost
 		*it = item[T]{}
-		l.head++
-		l.onTask(t)
-		if cost != 0 {
-			l.cost.Add(-cost)
-		}
+		l.lq.head++
 	}
-	if l.head < len(l.pending) {
+	for n := 0; n < l.heavyMax && !l.hq.empty(); n++ {
+		it := &l.hq.items[l.hq.head]
+		if l.onTask(&it.t) {
+			break // a step was this wake-up's share
+		}
+		l.cost.Add(-it.cost)
+		*it = item[T]{}
+		l.hq.head++
+	}
+	if l.lq.empty() {
+		l.lq.items, l.lq.head = l.lq.items[:0], 0
+	}
+	if l.hq.empty() {
+		l.hq.items, l.hq.head = l.hq.items[:0], 0
+	}
+	if !l.lq.empty() || !l.hq.empty() {
 		l.mu.Lock()
 		if !l.closed {
 			_, _ = unix.Write(l.efd, one[:])
 		}
 		l.mu.Unlock()
-		return
 	}
-	l.pending, l.head = l.pending[:0], 0
 }
 
 func (l *Loop[T]) onTimer(ev Event) {
@@ -342,8 +367,9 @@ func (l *Loop[T]) Close() error {
 	}
 	l.mu.Lock()
 	l.closed = true
-	clear(l.tasks)
-	l.tasks = nil
+	clear(l.life)
+	clear(l.heavy)
+	l.life, l.heavy = nil, nil
 	l.cost.Store(0)
 	l.mu.Unlock()
 	if l.efd >= 0 {

@@ -35,12 +35,13 @@ func TestPostRunsEveryTaskOnOneGoroutine(t *testing.T) {
 		running atomic.Int32
 		overlap atomic.Bool
 	)
-	p, err := New(Config[int]{OnTask: func(v int) {
+	p, err := New(Config[int]{OnTask: func(v *int) bool {
 		if running.Add(1) != 1 {
 			overlap.Store(true)
 		}
-		sum.Add(int64(v))
+		sum.Add(int64(*v))
 		running.Add(-1)
+		return false
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +78,7 @@ func TestPostRunsEveryTaskOnOneGoroutine(t *testing.T) {
 
 func TestTicks(t *testing.T) {
 	var ticks atomic.Int32
-	p, err := New(Config[int]{OnTask: func(int) {}, Tick: 5 * time.Millisecond, OnTick: func() { ticks.Add(1) }})
+	p, err := New(Config[int]{OnTask: func(*int) bool { return false }, Tick: 5 * time.Millisecond, OnTick: func() { ticks.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestTicks(t *testing.T) {
 }
 
 func TestFdEventsAndClose(t *testing.T) {
-	p, err := New(Config[int]{OnTask: func(int) {}})
+	p, err := New(Config[int]{OnTask: func(*int) bool { return false }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,12 +134,13 @@ func TestFdEventsAndClose(t *testing.T) {
 func TestTryPostBoundsQueuedCost(t *testing.T) {
 	release := make(chan struct{})
 	var ran atomic.Int64
-	p, err := New(Config[int]{MaxCost: 100, OnTask: func(v int) {
-		if v == 0 {
+	p, err := New(Config[int]{MaxCost: 100, OnTask: func(v *int) bool {
+		if *v == 0 {
 			<-release // hold the loop while droppable tasks queue up
-			return
+			return false
 		}
-		ran.Add(int64(v))
+		ran.Add(int64(*v))
+		return false
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -186,11 +188,12 @@ func TestHeavyTasksLeaveRoomForEventsAndTicks(t *testing.T) {
 		Tick:         time.Millisecond,
 		OnTick:       func() { ticks.Add(1) },
 		HeavyPerWake: 1,
-		OnTask: func(v int) {
+		OnTask: func(*int) bool {
 			heavy.Add(1)
 			time.Sleep(100 * time.Microsecond) // some work
 			p.TryPost(1, 1)                    // and more of it, forever
 			p.TryPost(1, 1)
+			return false
 		},
 	})
 	if err != nil {
@@ -243,7 +246,7 @@ func TestHeavyTasksLeaveRoomForEventsAndTicks(t *testing.T) {
 }
 
 func TestEpollFdsAreCloseOnExec(t *testing.T) {
-	p, err := New(Config[int]{OnTask: func(int) {}, Tick: time.Second, OnTick: func() {}})
+	p, err := New(Config[int]{OnTask: func(*int) bool { return false }, Tick: time.Second, OnTick: func() {}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,5 +269,86 @@ func TestEpollFdsAreCloseOnExec(t *testing.T) {
 		if err != nil || flags&unix.FD_CLOEXEC == 0 {
 			t.Fatalf("%s fd %d: flags %#x (%v), want FD_CLOEXEC", fd.name, fd.fd, flags, err)
 		}
+	}
+}
+
+// A long droppable task runs one step a wake-up and keeps its place: the
+// droppable tasks posted after it wait for it, while lifecycle tasks and
+// socket events that come meanwhile are handled between its steps.
+func TestLongTaskStepsKeepOrderAndLetOthersRun(t *testing.T) {
+	type job struct {
+		name  string
+		steps int
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	var (
+		mu  sync.Mutex
+		log []string
+		p   *Loop[job]
+	)
+	record := func(s string) { mu.Lock(); log = append(log, s); mu.Unlock() }
+	p, err := New(Config[job]{
+		OnTask: func(j *job) bool {
+			record(j.name)
+			if j.steps == 4 && j.name == "long" {
+				p.Post(job{name: "lifecycle"})  // posted during the long task
+				unix.Write(fds[1], []byte("x")) // and a socket event
+			}
+			if j.steps > 1 {
+				j.steps--
+				return true
+			}
+			return false
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Add(fds[0], EventRead|EventEdge, func(ev Event) {
+		var b [8]byte
+		if n, _ := unix.Read(fds[0], b[:]); n > 0 {
+			record("event")
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.TryPost(job{name: "long", steps: 4}, 1)
+	p.TryPost(job{name: "after"}, 1)
+	checkFor(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(log) < 7 {
+			return errString("not done")
+		}
+		return nil
+	})
+	mu.Lock()
+	got := log
+	mu.Unlock()
+	pos := func(name string, nth int) int {
+		for i, s := range got {
+			if s == name {
+				if nth == 0 {
+					return i
+				}
+				nth--
+			}
+		}
+		return -1
+	}
+	if got[len(got)-1] != "after" || pos("long", 3) < 0 {
+		t.Fatalf("ran %v: want four steps of long, then after", got)
+	}
+	if l := pos("lifecycle", 0); l < 0 || l > pos("long", 3) {
+		t.Fatalf("ran %v: the lifecycle task waited for the long one", got)
+	}
+	if e := pos("event", 0); e < 0 || e > pos("long", 3) {
+		t.Fatalf("ran %v: the socket event waited for the long task", got)
 	}
 }
