@@ -469,7 +469,7 @@ func (l *loop) checkNATSOutage() {
 	switch {
 	case down == 0 && l.mv.active:
 		l.mv = move{}
-	case down != 0 && !l.mv.active && l.wall-down >= int64(l.s.opts.NATSOutageGrace):
+	case down != 0 && !l.mv.active && l.s.nanotime()-(down-1) >= int64(l.s.opts.NATSOutageGrace):
 		g := l.s.opts.NATSOutageGrace
 		l.mv = move{
 			active:     true,

@@ -29,13 +29,13 @@ func (s *Server) startNATS() error {
 		nats.Timeout(2 * time.Second),
 		nats.ErrorHandler(s.natsError),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			s.natsDown.CompareAndSwap(0, s.clock.Now().UnixNano())
+			s.natsDown.CompareAndSwap(0, s.nanotime()+1)
 			if !s.draining.Load() {
 				s.log.Warn("NATS disconnected", zap.Error(err))
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
-			s.natsDown.CompareAndSwap(0, s.clock.Now().UnixNano())
+			s.natsDown.CompareAndSwap(0, s.nanotime()+1)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			s.natsDown.Store(0)

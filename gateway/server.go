@@ -45,7 +45,7 @@ type Server struct {
 	addr     *net.TCPAddr
 	clock    Clock
 	nc       *nats.Conn
-	natsDown atomic.Int64 // unix ns (server clock) the NATS connection went down; 0 while up
+	natsDown atomic.Int64 // 1 + nanotime when the NATS connection went down; 0 while up
 	bsub     *nats.Subscription
 	admin    *admin.Server
 	ctl      *controlServer

@@ -62,7 +62,7 @@ func run(args []string) int {
 	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
 	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics ("off" disables; loopback by default: set ":8081" to scrape from elsewhere)`)
 	fs.Bool(&o.AdminPprof, "admin-pprof", false, "serve Go's profiler at /debug/pprof/ on --admin-listen (unauthenticated)")
-	fs.String(&o.ControlSocket, "control-socket", "", `Unix socket for actions on the node, such as `+"`gateway drain`"+` ("": none)`)
+	fs.String(&o.ControlSocket, "control-socket", "", `Unix socket for actions on the node, such as `+"`gateway drain`"+`, in a directory only this user can reach, e.g. /tmp/wsfleet/gateway.sock (created 0700 if missing; "": none)`)
 	fs.String(&o.NodeID, "node-id", "", "node name in welcome frames, NATS headers and logs")
 	fs.ShowDefault("node-id", "<hostname>-<pid>")
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject")
@@ -131,7 +131,11 @@ func run(args []string) int {
 		ns, err := natsembed.Start(natsembed.Options{Listen: natsListen, StoreDir: natsStore,
 			Name: "wsfleet-gateway-nats", Logger: log.Named("nats")})
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "gateway: invalid setting --nats-embedded-listen: %v (set --nats-url to use an existing NATS server)\n", err)
+			flag := "nats-embedded-store-dir"
+			if errors.Is(err, natsembed.ErrListen) {
+				flag = "nats-embedded-listen"
+			}
+			fmt.Fprintf(os.Stderr, "gateway: invalid setting --%s: %v (set --nats-url to use an existing NATS server)\n", flag, err)
 			return 2
 		}
 		defer ns.Close()
