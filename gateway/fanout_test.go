@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -68,19 +69,7 @@ func TestBroadcastFloodStaysBounded(t *testing.T) {
 				}
 			}
 		}()
-		go func() {
-			defer wg.Done()
-			tk := time.NewTicker(200 * time.Millisecond)
-			defer tk.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tk.C:
-					c.c.Write(pong)
-				}
-			}
-		}()
+		go pongEvery(&wg, c.c, pong, stop)
 	}
 
 	// The observer parses what it reads and times the server's pings.
@@ -108,19 +97,7 @@ func TestBroadcastFloodStaysBounded(t *testing.T) {
 			}
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		tk := time.NewTicker(200 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				obs.c.Write(pong)
-			}
-		}
-	}()
+	go pongEvery(&wg, obs.c, pong, stop)
 
 	// A silent client: it must be closed at its idle timeout, flood or not.
 	silent := dial(t, wsURL(srv), nil)
@@ -214,4 +191,20 @@ func TestBroadcastFloodStaysBounded(t *testing.T) {
 	}
 	obs.c.Close()
 	wg.Wait()
+}
+
+// pongEvery writes a pong frame every 200 ms until stop is closed: a
+// client that answers well inside any idle timeout.
+func pongEvery(wg *sync.WaitGroup, c net.Conn, pong []byte, stop <-chan struct{}) {
+	defer wg.Done()
+	tk := time.NewTicker(200 * time.Millisecond)
+	defer tk.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tk.C:
+			c.Write(pong)
+		}
+	}
 }
