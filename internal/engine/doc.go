@@ -27,6 +27,12 @@
 //     reference-counted buffers bounded in bytes, drained with writev on
 //     EPOLLOUT ([Conn.FlushLocked]).
 //
+// A protocol is what handles a connection's bytes ([Reader]), its timer
+// and its writes' results: the gateway's HTTP upgrade and RFC 6455 framing
+// on the server side, the load tester's client. Another protocol on a held
+// socket (a server-sent-events response after an HTTP request, say) is
+// another handler over the same Conn, loop and wheel, not another engine.
+//
 // # File descriptor rules
 //
 // One fd per connection, owned raw: accept4(2) or socket(2), never a
