@@ -72,8 +72,13 @@ func privateDir(dir string) error {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return err
 	}
-	abs, err := filepath.Abs(dir)
+	// The directory the socket really lands in: a symlink on the way is
+	// followed before the walk up, which must see that directory's parents.
+	abs, err := filepath.EvalSymlinks(dir)
 	if err != nil {
+		return err
+	}
+	if abs, err = filepath.Abs(abs); err != nil {
 		return err
 	}
 	for d := abs; ; d = filepath.Dir(d) {

@@ -167,7 +167,7 @@ func TestBroadcastFloodStaysBounded(t *testing.T) {
 	if n < int(flood/heartbeat)/2 {
 		t.Errorf("%d pings in %s at a %s heartbeat", n, flood, heartbeat)
 	}
-	if maxGap > heartbeat+2*time.Second {
+	if maxGap > heartbeat+time.Second {
 		t.Errorf("pings %s apart at the longest during the flood, heartbeat %s: timers starved", maxGap, heartbeat)
 	}
 	if c := closed.Load(); c != 0 {
@@ -177,9 +177,12 @@ func TestBroadcastFloodStaysBounded(t *testing.T) {
 	}
 	loopDrops := metricValue(t, srv, `wsfleet_gateway_dropped_total{reason="loop_queue_full"}`)
 	natsDrops := metricValue(t, srv, `wsfleet_gateway_dropped_total{reason="dispatch_queue_full"}`)
-	if loopDrops+natsDrops <= 0 {
-		t.Errorf("no drops counted (loop %v, dispatch %v) for %d broadcasts beyond capacity", loopDrops, natsDrops, published.Load())
+	if loopDrops <= 0 {
+		t.Errorf("no broadcast dropped at the loops' bound (loop %v, dispatch %v) for %d broadcasts beyond capacity", loopDrops, natsDrops, published.Load())
 	}
+	// The heap in use of this process, which holds the node, its NATS
+	// server and the clients: an unbounded queue anywhere on the way would
+	// grow it by the flood's gigabytes.
 	if growth := int64(maxHeap) - int64(baseHeap); growth > 128<<20 {
 		t.Errorf("the heap grew by %d MiB during the flood", growth>>20)
 	}

@@ -141,8 +141,10 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	}
 	c.Mu.Lock()
 	c.writeLocked(u.out)
+	failed := c.WritesDoneLocked() // the write failed: its close is posted
 	c.Mu.Unlock()
-	if c.State == stClosed {
+	if failed {
+		c.linger()
 		return n
 	}
 	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.lastPing) / 1e6) // lastPing: the accept time

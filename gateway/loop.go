@@ -70,7 +70,8 @@ type loop struct {
 	acceptHold uint32
 	draining   bool
 	drainDone  bool
-	mv         move // connections being moved to other nodes
+	mv         move   // connections being moved to other nodes
+	moveEvery  uint32 // ticks between two steps of a move (each walks every connection)
 }
 
 // move is the loop's connections being moved to other nodes, "make before
@@ -84,6 +85,7 @@ type loop struct {
 type move struct {
 	active     bool
 	drain      bool
+	last       uint32           // tick of the last step
 	noticeEnd  uint32           // notices go out until this tick
 	end        uint32           // drain: every connection is closed by this tick
 	graceTicks uint32           // a noticed connection is closed this long after its notice
@@ -111,6 +113,7 @@ func newLoop(s *Server, idx int) (*loop, error) {
 	l.handshakeTicks = s.ticks(o.HandshakeTimeout)
 	l.closeTicks = s.ticks(o.CloseTimeout)
 	l.writeTicks = s.ticks(o.WriteTimeout)
+	l.moveEvery = max(s.ticks(20*time.Millisecond), 1)
 	l.upgrader = l.newUpgrader()
 	l.accepting = true // Start adds the listener right after; set before the loop runs
 	p, err := engine.New(engine.Config[task]{
@@ -275,7 +278,7 @@ func (l *loop) onTask(t *task) (again bool) {
 		d := l.s.opts.DrainTimeout
 		l.draining = true
 		l.mv = move{
-			active: true, drain: true,
+			active: true, drain: true, last: l.now - l.moveEvery,
 			noticed:    map[*conn]uint32{},
 			noticeEnd:  l.now + l.s.ticks(d/2),
 			end:        l.now + l.s.ticks(d*8/10),
@@ -371,7 +374,8 @@ func (l *loop) expDue(exp uint32) uint32 {
 	if left <= 0 {
 		return l.now // expired (within the leeway): the next tick closes it
 	}
-	return l.now + uint32(min(int64(l.s.ticks(left)), engine.MaxAhead))
+	tick := l.s.tick
+	return l.now + uint32(min(int64((left+tick-1)/tick), engine.MaxAhead))
 }
 
 // expired reports whether the token of c expired by the wall clock.
@@ -406,9 +410,10 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
 	c.Mu.Lock()
 	c.writeLocked(frame)
-	c.setWelcomedLocked(!c.WritesDoneLocked())
+	ok := !c.WritesDoneLocked() // else the write failed or overflowed: its close is posted
+	c.setWelcomedLocked(ok)
 	c.Mu.Unlock()
-	if c.State == stClosed {
+	if !ok {
 		return
 	}
 	s.m.authSeconds.Observe(float64(s.micros()-c.lastPing) / 1e6) // lastPing: still the accept time
@@ -455,7 +460,8 @@ func (l *loop) onTick() {
 	if !l.draining {
 		l.checkNATSOutage()
 	}
-	if l.mv.active {
+	if l.mv.active && int32(l.now-l.mv.last) >= int32(l.moveEvery) {
+		l.mv.last = l.now
 		l.moveStep()
 	}
 }
@@ -473,6 +479,7 @@ func (l *loop) checkNATSOutage() {
 		g := l.s.opts.NATSOutageGrace
 		l.mv = move{
 			active:     true,
+			last:       l.now - l.moveEvery,
 			noticed:    map[*conn]uint32{},
 			noticeEnd:  l.now + l.s.ticks(min(g/2, 10*time.Second)),
 			graceTicks: l.s.ticks(min(g, 10*time.Second)),
@@ -537,9 +544,10 @@ const broadcastStep = 256
 
 // broadcast writes one shared frame to the next step of the loop's
 // welcomed connections and reports whether some are left. It goes over the
-// connections as they were when it started (a connection that closes
-// meanwhile is skipped, one accepted meanwhile was not there when the
-// message was published), so no connection gets it twice or misses it.
+// connections the loop had at its first step (one that closes meanwhile is
+// skipped; one accepted after that step does not get it, as if it had
+// connected after the message), so no connection gets it twice and none
+// that was there is missed.
 func (l *loop) broadcast(t *task) (more bool) {
 	if t.next == 0 {
 		l.bconns = append(l.bconns[:0], l.conns...)
@@ -580,8 +588,9 @@ func (l *loop) moveStep() {
 		}
 	}
 	quota := pending
-	if left := int32(m.noticeEnd - now); left > 1 {
-		quota = (pending + int(left) - 1) / int(left)
+	if left := int32(m.noticeEnd - now); left > int32(l.moveEvery) {
+		steps := int(left) / int(l.moveEvery) // the steps left to spread the notices over
+		quota = (pending + steps - 1) / steps
 	}
 	for _, c := range l.conns { // a notice removes nothing from the list
 		if quota == 0 {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/gateway"
+	"github.com/wsfleet/wsfleet/internal/wstest"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -73,7 +74,19 @@ func TestNoWelcomeWithoutNATS(t *testing.T) {
 	t.Run("closed 1013 at the auth timeout", func(t *testing.T) {
 		ws := dial(t, wsURL(srv), nil)
 		send(t, ws, map[string]any{"type": "auth", "token": token(t, "waiter")})
-		expectClose(t, ws, protocol.CloseTryAgainLater, "NATS")
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				if !wstest.IsCloseError(err, int(protocol.CloseTryAgainLater)) {
+					t.Fatalf("got %v, want close 1013", err)
+				}
+				break
+			}
+			if string(b) != string(protocol.PingJSON) {
+				t.Fatalf("got %s while NATS is down, want nothing before the close", b)
+			}
+		}
 	})
 
 	t.Run("welcomed once NATS is back", func(t *testing.T) {
@@ -139,7 +152,11 @@ func TestNATSOutageMovesClients(t *testing.T) {
 	nsrv.stop()
 	waitReady(t, srv, 503)
 	clk.Add(grace + time.Second)
+	moved := time.Now()
 	n := readType(t, ws, protocol.TypeReconnect)
+	if el := time.Since(moved); el > 2*time.Second {
+		t.Fatalf("the notice came %s after the node's clock passed the grace", el) // not the real clock's grace
+	}
 	if n["reason"] != "node lost NATS" {
 		t.Fatalf("notice %v", n)
 	}
@@ -261,6 +278,10 @@ func TestBlockedNATSWritesDoNotStallLoops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
+	replies, err := svc.SubscribeSync("inbox.snap")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := svc.PublishRequest(protocol.DefaultSubjectPrefix+".presence.snapshot", "inbox.snap", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -280,6 +301,10 @@ func TestBlockedNATSWritesDoNotStallLoops(t *testing.T) {
 		}
 		return nil
 	})
+	// The walk was stuck meanwhile: not every reply got through.
+	if got, _, _ := replies.Pending(); got > n {
+		t.Fatalf("%d of %d snapshot replies arrived: the node's NATS writes were not blocked", got, n+1)
+	}
 	newcomer := dial(t, wsURL(srv), nil) // upgraded by the loop
 	send(t, newcomer, map[string]any{"type": "auth", "token": token(t, "newcomer")})
 	expectClose(t, newcomer, protocol.CloseTryAgainLater, "NATS")

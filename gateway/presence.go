@@ -220,7 +220,15 @@ func (p *presence) close() {
 // message and answers it with how many were closed.
 func (s *Server) kickUser(conns []*conn, m *nats.Msg) {
 	for _, c := range conns {
-		c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseKicked, reason: "connections closed by the service"})
+		// One close task per connection however many kicks come: the
+		// loop's lifecycle queue stays bounded by its connections.
+		c.Mu.Lock()
+		post := c.LockedFlags&lfKicked == 0 && !c.WritesDoneLocked()
+		c.LockedFlags |= lfKicked
+		c.Mu.Unlock()
+		if post {
+			c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseKicked, reason: "connections closed by the service"})
+		}
 	}
 	s.m.kicked.Add(float64(len(conns)))
 	if m.Reply != "" {

@@ -181,6 +181,15 @@ func (s *Server) Start() (err error) {
 	s.pub = newPublisher(s)
 	s.pub.start()
 	s.auth = newAuthPool(s)
+	// The loops exist before anything can feed them (broadcasts, metrics
+	// scrapes); they accept once the listener is added below.
+	for i := 0; i < s.opts.Pollers; i++ {
+		l, err := newLoop(s, i)
+		if err != nil {
+			return err
+		}
+		s.loops = append(s.loops, l)
+	}
 	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
 		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
 	}
@@ -192,13 +201,6 @@ func (s *Server) Start() (err error) {
 	}
 	if s.lfd, s.addr, err = listenTCP(s.opts.Listen, s.opts.ReusePort); err != nil {
 		return badOption("listen", "%v", err)
-	}
-	for i := 0; i < s.opts.Pollers; i++ {
-		l, err := newLoop(s, i)
-		if err != nil {
-			return err
-		}
-		s.loops = append(s.loops, l)
 	}
 	for _, l := range s.loops {
 		if err := l.startAccept(); err != nil {

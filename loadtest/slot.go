@@ -109,6 +109,7 @@ func (s *slot) connect() {
 			s.onEvent(ev)
 		}
 	}); err != nil {
+		_ = l.p.Del(fd) // easygo may have kept the callback (engine.Loop.Add)
 		unix.Close(fd)
 		s.Init(-1)
 		s.state = stDown

@@ -18,7 +18,8 @@
 //   - [Wheel]: a hashed timing wheel, one per loop, linking connections
 //     through fields of the embedded [Conn]. It drives every deadline; no timer and no
 //     goroutine exists per connection. Far deadlines are parked and
-//     re-linked; a clock jump is handled in one pass over the wheel.
+//     re-linked; a clock jump (of less than 2^31 ticks) is one pass over the
+//     wheel.
 //   - [Conn]: the engine's part of one socket, embedded in the protocol's
 //     connection type. Reads ([Conn.Read]) go until EAGAIN within a budget
 //     and hand each chunk to the protocol's incremental parser; a budget

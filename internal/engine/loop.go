@@ -121,11 +121,24 @@ func New[T any](cfg Config[T]) (*Loop[T], error) {
 	if cfg.OnTask == nil {
 		return nil, errors.New("engine: OnTask is required")
 	}
-	onErr := cfg.OnError
-	if onErr == nil {
-		onErr = func(error) {}
+	userErr := cfg.OnError
+	if userErr == nil {
+		userErr = func(error) {}
 	}
-	l := &Loop[T]{
+	var l *Loop[T]
+	// After a failed epoll_wait the loop runs nothing more: posts are
+	// refused from then on, so nothing queues for a loop that is gone.
+	onErr := func(err error) {
+		l.mu.Lock()
+		l.closed = true
+		clear(l.life)
+		clear(l.heavy)
+		l.life, l.heavy = nil, nil
+		l.cost.Store(0)
+		l.mu.Unlock()
+		userErr(err)
+	}
+	l = &Loop[T]{
 		efd: -1, tfd: -1,
 		onTask: cfg.OnTask, onTick: cfg.OnTick, nanotime: cfg.Nanotime, tick: cfg.Tick,
 		maxCost: cfg.MaxCost, heavyMax: max(cfg.HeavyPerWake, 1),
@@ -226,7 +239,10 @@ func (l *Loop[T]) ReadBuf() []byte { return l.rbuf }
 func (l *Loop[T]) Iov() []unix.Iovec { return l.iov }
 
 // Add registers fd; cb runs on the loop goroutine for each event, and once
-// with EventClosed when the loop closes with fd still added.
+// with EventClosed (on the goroutine that calls Close) when the loop closes
+// with fd still added. When Add fails, call Del(fd) before closing fd:
+// easygo may have kept the callback, which would refuse the fd number's
+// next registration.
 func (l *Loop[T]) Add(fd int, events Event, cb func(Event)) error {
 	return l.ep.Add(fd, events, cb)
 }
@@ -253,14 +269,17 @@ func (l *Loop[T]) Post(t T) {
 }
 
 // TryPost queues a droppable task of the given cost (its bytes, say) unless
-// the droppable tasks already waiting cost MaxCost or more. It reports
-// whether the task was queued; a refused one is the caller's to count.
+// droppable tasks are already waiting and it would take their cost past
+// MaxCost. It reports whether the task was queued; a refused one is the
+// caller's to count.
 // Droppable tasks run in the order they were posted, at most HeavyPerWake
 // a wake-up.
 func (l *Loop[T]) TryPost(t T, cost int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed || (l.maxCost > 0 && l.cost.Load()+cost > l.maxCost) {
+	// A task alone in the queue is taken whatever its cost, so one larger
+	// than MaxCost still runs; with others waiting, MaxCost is the bound.
+	if queued := l.cost.Load(); l.closed || (l.maxCost > 0 && queued > 0 && queued+cost > l.maxCost) {
 		return false
 	}
 	l.cost.Add(cost)

@@ -166,6 +166,15 @@ func TestTryPostBoundsQueuedCost(t *testing.T) {
 	if c := p.QueuedCost(); c != 100 {
 		t.Fatalf("queued cost %d, want 100", c)
 	}
+	// Alone in the queue, a task larger than the bound is taken.
+	q, err := New(Config[int]{MaxCost: 100, OnTask: func(*int) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if !q.TryPost(1, 500) {
+		t.Fatal("a task over MaxCost was refused with nothing queued")
+	}
 	p.Post(-1000) // lifecycle tasks are never refused
 	close(release)
 	checkFor(t, 5*time.Second, func() error {

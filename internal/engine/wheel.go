@@ -91,7 +91,9 @@ func (w *Wheel[P]) Unlink(c P) {
 // Advance processes every tick up to now and calls fire for each connection
 // whose deadline passed, after taking it out of the wheel; fire may
 // schedule it again. A jump of a whole rotation or more (a stalled loop, a
-// test clock) is one pass over every slot, not one step per tick.
+// test clock) is one pass over every slot, not one step per tick; the
+// clock must not move 2^31 ticks or more at once (ticks compare as int32
+// differences).
 func (w *Wheel[P]) Advance(now uint32, fire func(P)) {
 	if int32(now-w.cur) >= int32(len(w.slots)) {
 		w.jump(now, fire)
