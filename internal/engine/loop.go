@@ -129,13 +129,7 @@ func New[T any](cfg Config[T]) (*Loop[T], error) {
 	// After a failed epoll_wait the loop runs nothing more: posts are
 	// refused from then on, so nothing queues for a loop that is gone.
 	onErr := func(err error) {
-		l.mu.Lock()
-		l.closed = true
-		clear(l.life)
-		clear(l.heavy)
-		l.life, l.heavy = nil, nil
-		l.cost.Store(0)
-		l.mu.Unlock()
+		l.stopPosts()
 		userErr(err)
 	}
 	l = &Loop[T]{
@@ -376,6 +370,17 @@ func (l *Loop[T]) onTimer(ev Event) {
 	l.onTick()
 }
 
+// stopPosts refuses posts from now on and drops the tasks queued.
+func (l *Loop[T]) stopPosts() {
+	l.mu.Lock()
+	l.closed = true
+	clear(l.life)
+	clear(l.heavy)
+	l.life, l.heavy = nil, nil
+	l.cost.Store(0)
+	l.mu.Unlock()
+}
+
 // Close stops the goroutine and releases the epoll, eventfd and timerfd.
 // Every fd still added gets EventClosed; closing those fds is the caller's.
 // Tasks still queued are dropped.
@@ -384,13 +389,7 @@ func (l *Loop[T]) Close() error {
 	if l.ep != nil {
 		err = l.ep.Close()
 	}
-	l.mu.Lock()
-	l.closed = true
-	clear(l.life)
-	clear(l.heavy)
-	l.life, l.heavy = nil, nil
-	l.cost.Store(0)
-	l.mu.Unlock()
+	l.stopPosts()
 	if l.efd >= 0 {
 		unix.Close(l.efd)
 		l.efd = -1
