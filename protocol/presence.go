@@ -9,7 +9,13 @@ package protocol
 // node's epoch (new at every start) and the sequence number of its last
 // batch, so a listener detects a missed batch or a restarted node and asks
 // that node for a snapshot on <prefix>.presence.snapshot. A node that stops
-// sending heartbeats is dead: listeners drop it with all its users.
+// sending heartbeats may be dead or only starved of CPU: a listener asks
+// it on its own subject, <prefix>.presence.node.<token> (PresenceNode), and
+// the NATS server's answer tells the two apart. While the node's NATS
+// connection is up its subscription there exists, so a request either gets
+// the node's heartbeat back or times out (alive, late); once the node's
+// connection is gone the server answers at once that nothing listens (a
+// "no responders" status), and listeners drop the node with all its users.
 //
 // Listeners (routers, services) build the fleet's view from a snapshot of
 // every node plus the batches that follow it.
@@ -19,6 +25,7 @@ const (
 	presenceEvents    = ".presence.events"
 	presenceHeartbeat = ".presence.heartbeat"
 	presenceSnapshot  = ".presence.snapshot"
+	presenceNode      = ".presence.node."
 )
 
 // PresenceEvents returns the subject of presence batches.
@@ -30,6 +37,18 @@ func (s Subjects) PresenceHeartbeat() string { return s.prefix + presenceHeartbe
 // PresenceSnapshot returns the subject snapshot requests go to. Every node
 // answers a request (or only the node it names) on the reply subject.
 func (s Subjects) PresenceSnapshot() string { return s.prefix + presenceSnapshot }
+
+// PresenceNode returns the subject a node answers liveness probes on:
+// "<prefix>.presence.node.<token>", the token being the node id encoded as
+// a user id is ([EncodeUserToken]), so no node id can name a wildcard or
+// another node's subject. A probe's reply is the node's [NodeHeartbeat].
+func (s Subjects) PresenceNode(node string) (string, error) {
+	tok, err := EncodeUserToken(node)
+	if err != nil {
+		return "", err
+	}
+	return s.prefix + presenceNode + tok, nil
+}
 
 // PresenceChange is one user's device count on a node after a change.
 // Devices 0 means the user's last device on the node left.
@@ -58,6 +77,11 @@ type NodeHeartbeat struct {
 	Users       int    `json:"users"`
 	IntervalMS  int    `json:"interval_ms"` // until the next heartbeat
 	Draining    bool   `json:"draining,omitempty"`
+	// Shedding is true while the node refuses new connections because it
+	// is behind (its event loops, auth workers or NATS confirmations run
+	// late): the node is alive but loaded, and its next heartbeat may come
+	// late.
+	Shedding bool `json:"shedding,omitempty"`
 }
 
 // SnapshotRequest asks for snapshots; Node empty means every node.

@@ -179,3 +179,31 @@ func FuzzDecodeUserToken(f *testing.F) {
 		}
 	})
 }
+
+func TestPresenceNode(t *testing.T) {
+	s, err := NewSubjects("wsfleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, node, want string
+		err              bool
+	}{
+		{name: "plain", node: "gw-1", want: "wsfleet.presence.node.gw-1"},
+		{name: "dots and wildcards are encoded", node: "a.*.>", want: "wsfleet.presence.node.a_2E_2A_2E_3E"},
+		{name: "empty", node: "", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.PresenceNode(tc.node)
+			if tc.err {
+				if err == nil {
+					t.Fatalf("PresenceNode(%q) = %q, want an error", tc.node, got)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("PresenceNode(%q) = %q, %v; want %q", tc.node, got, err, tc.want)
+			}
+		})
+	}
+}
