@@ -20,7 +20,8 @@ type authPool struct {
 type authJob struct {
 	c       *conn
 	token   string
-	refresh bool // a token sent on an open connection
+	refresh bool  // a token sent on an open connection
+	queued  int64 // mono() when queued
 }
 
 func newAuthPool(s *Server) *authPool {
@@ -35,7 +36,7 @@ func newAuthPool(s *Server) *authPool {
 // submit queues a token without blocking; false means the queue is full.
 func (a *authPool) submit(c *conn, token string, refresh bool) bool {
 	select {
-	case a.jobs <- authJob{c: c, token: token, refresh: refresh}:
+	case a.jobs <- authJob{c: c, token: token, refresh: refresh, queued: mono()}:
 		return true
 	default:
 		return false
@@ -50,6 +51,7 @@ func (a *authPool) close() {
 func (a *authPool) worker() {
 	defer a.wg.Done()
 	for j := range a.jobs {
+		a.s.adm.authWait.Store(mono() - j.queued)
 		j.c.l.p.Post(a.check(j))
 	}
 }

@@ -30,6 +30,7 @@ const (
 	flRegistered                   // in the user registry
 	flRefreshing                   // a refreshed token is with an auth worker
 	flReadAgain                    // a read continuation is queued (taskRead)
+	flPending                      // admitted, not yet welcomed: counted in admission.pending
 )
 
 // Bits of engine.Conn.LockedFlags (guarded by Mu).
@@ -315,6 +316,7 @@ func (c *conn) closeWith(code protocol.CloseCode, reason string) {
 		c.finalClose()
 		return
 	}
+	c.endPending()
 	c.State = stClosing
 	var buf [2 + 2 + 125]byte
 	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(code), reason)
@@ -336,6 +338,7 @@ func (c *conn) linger() {
 	if c.State >= stLinger {
 		return
 	}
+	c.endPending()
 	c.State = stLinger
 	c.Mu.Lock()
 	c.setWelcomedLocked(false)
@@ -350,6 +353,7 @@ func (c *conn) finalClose() {
 		return
 	}
 	prev := c.State
+	c.endPending()
 	c.State = stClosed
 	l := c.l
 	c.Close(l.p) // deregisters, then closes under Mu: writes after it are refused

@@ -117,6 +117,10 @@ func (c *conn) handshake(data []byte, scanned int) int {
 		c.rejectHTTP(http.StatusRequestHeaderFieldsTooLarge, "request_too_large", "the upgrade request headers are larger than the node accepts")
 		return n
 	}
+	if reason := l.shedReason(); reason != "" {
+		c.shed(reason)
+		return n
+	}
 	u := &l.uio
 	u.req, u.out, u.token, u.errCode, u.retryAfter = data[:n], u.out[:0], "", "", 0
 	_, err := l.upgrader.Upgrade(u)
@@ -149,6 +153,7 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	}
 	l.s.m.handshakeSeconds.Observe(float64(l.s.micros()-c.lastPing) / 1e6) // lastPing: the accept time
 	c.State = stAuthWait
+	c.beginPending()
 	c.rlTick, c.rlTokens = l.now, float32(l.s.opts.MaxClientMsgsBurst)
 	l.wheel.Schedule(c, l.now+l.authTicks)
 	if u.token != "" {

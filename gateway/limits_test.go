@@ -98,6 +98,38 @@ func TestMaxConnections(t *testing.T) {
 	}
 }
 
+// Connections upgraded but not yet welcomed count against
+// --max-pending-connects; over it an upgrade is refused at once with 503
+// overloaded, and a welcome makes room again.
+func TestShedPendingConnects(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) {
+		o.MaxPendingConnects = 2
+		o.AuthTimeout = 30 * time.Second
+	})
+	waiting := []*wstest.Conn{dial(t, wsURL(srv), nil), dial(t, wsURL(srv), nil)} // upgraded, no auth frame yet
+	checkFor(t, 5*time.Second, func() error {
+		if v := metricValue(t, srv, "wsfleet_gateway_pending_connects"); v != 2 {
+			return errorf("pending_connects %v, want 2", v)
+		}
+		return nil
+	})
+	status, h, body := handshakeStatus(t, srv, upgradeReq(""))
+	var e struct{ Code, Reason string }
+	if status != 503 || h.Get("Retry-After") == "" || json.Unmarshal([]byte(body), &e) != nil || e.Code != "overloaded" || !strings.Contains(e.Reason, "pending") {
+		t.Fatalf("third upgrade: %d Retry-After=%q %s, want 503 overloaded (pending) with Retry-After", status, h.Get("Retry-After"), body)
+	}
+	if v := metricValue(t, srv, `wsfleet_gateway_connections_shed_total{reason="pending"}`); v != 1 {
+		t.Fatalf(`connections_shed_total{reason="pending"} = %v, want 1`, v)
+	}
+	// One of the two is welcomed: there is room for one more.
+	send(t, waiting[0], map[string]any{"type": "auth", "token": token(t, "first")})
+	readType(t, waiting[0], protocol.TypeWelcome)
+	connect(t, srv, "third")
+	if v := metricValue(t, srv, "wsfleet_gateway_welcomes_unconfirmed_total"); v != 0 {
+		t.Fatalf("welcomes_unconfirmed_total = %v, want 0", v)
+	}
+}
+
 func TestMaxConnectRate(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.MaxConnectRate = 5 })
 	refused := 0

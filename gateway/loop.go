@@ -66,6 +66,9 @@ type loop struct {
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
+	lag      int64 // ns the last tick came after it was due (admission.go)
+	lastTick int64 // mono() at the last tick
+
 	accepting  bool // the listener is registered with this loop
 	acceptHold uint32
 	draining   bool
@@ -408,6 +411,7 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	body = append(body, '}')
 	var fbuf [1024]byte
 	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
+	c.endPending() // admitted: whatever the write's outcome, it waits no more
 	c.Mu.Lock()
 	c.writeLocked(frame)
 	ok := !c.WritesDoneLocked() // else the write failed or overflowed: its close is posted
@@ -415,6 +419,9 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	c.Mu.Unlock()
 	if !ok {
 		return
+	}
+	if c.user.confirmed.Load() != s.natsEpoch.Load()+1 {
+		s.m.unconfirmed.Inc() // NATS was lost since the confirmation: see welcomes_unconfirmed_total
 	}
 	s.m.authSeconds.Observe(float64(s.micros()-c.lastPing) / 1e6) // lastPing: still the accept time
 	c.State = stOpen
@@ -448,6 +455,7 @@ func (l *loop) schedule(c *conn) {
 }
 
 func (l *loop) onTick() {
+	l.measureLag()
 	l.now = l.p.Now()
 	l.wall = l.s.clock.Now().UnixNano()
 	l.wheel.Advance(l.now, l.fire)

@@ -41,6 +41,8 @@ type metrics struct {
 	connLimit         prometheus.Counter
 	connectRate       prometheus.Counter
 	kicked            prometheus.Counter
+	shed              *prometheus.CounterVec
+	unconfirmed       prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -114,7 +116,26 @@ func newMetrics(s *Server) *metrics {
 			`"dispatch_queue_full" (a NATS message, dropped by NATS for a full dispatch queue: size --dispatch-queue), `+
 			`"loop_queue_full" (a broadcast, for one event loop's connections: --loop-queue-bytes).`,
 		[]string{"reason"}, nil)})
-	m.confirmFailures = counter("subscription_confirm_failures_total", "NATS flushes that did not confirm new subscriptions in time; the clients waiting on them were not welcomed then.")
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_shed_total",
+		Help: "Upgrade requests refused with 503 overloaded because the node was behind, by reason: " +
+			`"pending" (--max-pending-connects admitted and not yet welcomed), "loop_lag" (the event loops ran --shed-lag late), ` +
+			`"auth_lag" (tokens waited --shed-lag for an auth worker), "nats_lag" (a subscription waited --shed-lag for NATS to confirm it).`},
+		[]string{"reason"})
+	f(m.shed)
+	for _, r := range shedReasons {
+		m.shed.WithLabelValues(r)
+	}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "pending_connects", Help: "Connections admitted and not yet welcomed (authenticating, or waiting for their subscription's confirmation)."},
+		func() float64 { return float64(s.adm.pending.Load()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "subscription_confirm_wait_seconds", Help: "How long the oldest client waiting for NATS to confirm its subscription has waited (0: none waits); at --shed-lag the node sheds new connections."},
+		func() float64 {
+			if since := s.adm.natsSince.Load(); since != 0 {
+				return float64(mono()-(since-1)) / 1e9
+			}
+			return 0
+		}))
+	m.unconfirmed = counter("welcomes_unconfirmed_total", "Welcome frames written while the user's subscription was not confirmed by NATS on the current connection; a welcome promises that what is published after it arrives, so this must stay 0.")
+	m.confirmFailures = counter("subscription_confirm_failures_total", "NATS round trips that failed to confirm new subscriptions (NATS was lost, or no answer came within --auth-timeout); the clients waiting on them were not welcomed then and wait for the next one.")
 	m.published = counter("client_publishes_total", "Client publish frames forwarded to NATS.")
 	m.publishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "client_publish_errors_total", Help: "Client publish frames refused, by reason."}, []string{"reason"})
 	f(m.publishErrors)

@@ -24,17 +24,26 @@ func (s *Server) startNATS() error {
 		// No buffering while disconnected: a client publish then fails
 		// visibly (an error frame) instead of waiting in memory.
 		nats.ReconnectBufSize(-1),
+		// Liveness of the link: a ping every 20 s, and the connection is
+		// stale only after 5 of them went unanswered (100-120 s without a
+		// PONG). A NATS server starved of CPU answers late, sometimes by
+		// tens of seconds, and a reconnect would cost every client of the
+		// node its subscription for a while (and past NATSOutageGrace its
+		// connection); a server that dies or closes the socket is noticed
+		// at once, by EOF, whatever these say.
 		nats.PingInterval(20 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		nats.MaxPingsOutstanding(5),
 		nats.Timeout(2 * time.Second),
 		nats.ErrorHandler(s.natsError),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.natsEpoch.Add(1)
 			s.natsDown.CompareAndSwap(0, s.nanotime()+1)
 			if !s.draining.Load() {
 				s.log.Warn("NATS disconnected", zap.Error(err))
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
+			s.natsEpoch.Add(1)
 			s.natsDown.CompareAndSwap(0, s.nanotime()+1)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -169,20 +170,32 @@ func encodeDelivery(m *nats.Msg) *bufpool.Shared {
 
 // subManager applies subscription changes on one goroutine and sends welcome
 // frames once the user's subscription is confirmed live: after subscribing,
-// it flushes the NATS connection (one round trip per batch of connects, not
-// per connect), so a message published after a client got its welcome
-// reaches it. The welcome is honest: while NATS is disconnected, or when the
-// confirmation fails, clients wait (retried every confirmRetry, and at once
-// on reconnect) until they are confirmed or their auth timeout closes them
-// with 1013; no client is welcomed on a subscription the server has not
-// confirmed.
+// it makes a NATS round trip (a flush: the server answers the PING after it
+// has processed every SUB sent before it), so a message published after a
+// client got its welcome reaches it.
+//
+// Confirmations are pipelined and bulk: one round trip is in flight at a
+// time, on a goroutine of its own, covering every client queued before it
+// was sent; the clients queued meanwhile are covered by the next one. Under
+// load a round trip confirms thousands of subscriptions, and the manager
+// goes on applying changes while it waits. A round trip has no timeout of
+// its own shorter than the clients' auth timeout: a NATS server that is
+// slow (starved of CPU, say) confirms late, never falsely. The welcome is
+// honest: while NATS is disconnected, or when a round trip fails, clients
+// wait (tried again every confirmRetry, and at once on reconnect) until
+// they are confirmed or their auth timeout closes them with 1013; no
+// client is welcomed on a subscription the server has not confirmed. The
+// oldest wait feeds the node's load shedding (admission.go, "nats_lag").
 type subManager struct {
 	s       *Server
 	drops   dropCounter
 	mu      sync.Mutex
 	ops     []subOp
 	spare   []subOp
-	waiting []waiter // loop-free: subManager goroutine only
+	waiting []waiter // subManager goroutine only: queued for the next round trip
+	flight  []waiter // covered by the round trip in flight
+	flying  bool
+	flushed chan flushResult // the round trip's outcome
 	wake    chan struct{}
 	done    chan struct{}
 }
@@ -205,17 +218,20 @@ type subOp struct {
 // Its loop closes it at its auth deadline; past that it is dropped here.
 type waiter struct {
 	c        *conn
+	queued   int64 // mono() when it started waiting
 	deadline time.Time
+}
+
+type flushResult struct {
+	err   error
+	epoch uint32 // Server.natsEpoch when the round trip was sent
 }
 
 // confirmRetry is how often unconfirmed welcomes are tried again.
 const confirmRetry = 250 * time.Millisecond
 
-// confirmTimeout bounds one confirmation round trip.
-const confirmTimeout = 2 * time.Second
-
 func newSubManager(s *Server) *subManager {
-	return &subManager{s: s, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &subManager{s: s, wake: make(chan struct{}, 1), done: make(chan struct{}), flushed: make(chan flushResult, 1)}
 }
 
 func (m *subManager) post(op subOp) {
@@ -237,7 +253,8 @@ func (m *subManager) subscribe(u *user)   { m.post(subOp{u: u, kind: opSubscribe
 func (m *subManager) unsubscribe(u *user) { m.post(subOp{u: u, kind: opUnsubscribe}) }
 func (m *subManager) welcome(c *conn)     { m.post(subOp{c: c, kind: opWelcome}) }
 
-// run works until stop is closed, then applies what is left and returns.
+// run works until stop is closed, then applies what is left, waits for the
+// round trip in flight and returns.
 func (m *subManager) run(stop <-chan struct{}) {
 	defer close(m.done)
 	retry := time.NewTimer(confirmRetry)
@@ -246,14 +263,19 @@ func (m *subManager) run(stop <-chan struct{}) {
 		select {
 		case <-m.wake:
 		case <-retry.C:
+		case r := <-m.flushed:
+			m.landed(r)
 		case <-stop:
 			m.batch()
 			m.confirm()
+			if m.flying {
+				m.landed(<-m.flushed)
+			}
 			return
 		}
 		m.batch()
 		m.confirm()
-		if len(m.waiting) > 0 {
+		if len(m.waiting) > 0 && !m.flying {
 			retry.Reset(confirmRetry)
 		}
 	}
@@ -268,12 +290,14 @@ func (m *subManager) batch() {
 	nc := m.s.nc
 	authTimeout := m.s.opts.AuthTimeout
 	now := time.Now()
+	queued := mono()
 	for _, op := range ops {
 		u := op.u
 		switch op.kind {
 		case opSubscribe:
 			subject := m.s.subjects.User(u.token())
 			var err error
+			u.confirmed.Store(0)
 			// While NATS is disconnected nats.go records the subscription
 			// and sends it on reconnect; the welcome waits for that.
 			u.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
@@ -294,43 +318,87 @@ func (m *subManager) batch() {
 				m.sendWelcome(op.c, false)
 				continue
 			}
-			m.waiting = append(m.waiting, waiter{c: op.c, deadline: now.Add(authTimeout)})
+			m.waiting = append(m.waiting, waiter{c: op.c, queued: queued, deadline: now.Add(authTimeout)})
 		}
 	}
 	clear(ops)
 	m.spare = ops
+	m.publishOldest()
 }
 
-// confirm flushes the NATS connection (the server has then processed every
-// subscription sent before) and welcomes the waiting clients; when NATS is
-// down or the flush fails they keep waiting, and those past their auth
-// deadline are forgotten (their loop closed them with 1013).
+// confirm sends a round trip for the queued clients when none is in flight
+// and NATS is up. Clients past their auth deadline are forgotten first
+// (their loop closed them with 1013).
 func (m *subManager) confirm() {
-	if len(m.waiting) == 0 {
+	if m.flying || len(m.waiting) == 0 {
 		return
 	}
-	now := time.Now()
-	kept := m.waiting[:0]
-	for _, w := range m.waiting {
+	m.waiting = expire(m.waiting, time.Now())
+	m.publishOldest()
+	if len(m.waiting) == 0 || !m.s.natsConnected() {
+		return
+	}
+	m.flight, m.waiting = m.waiting, m.flight[:0]
+	m.flying = true
+	// The round trip covers every SUB written so far; it may take as long
+	// as the clients may wait, never less than a second.
+	timeout := max(time.Until(m.flight[len(m.flight)-1].deadline), time.Second)
+	epoch := m.s.natsEpoch.Load()
+	nc := m.s.nc
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := nc.FlushWithContext(ctx)
+		cancel()
+		m.flushed <- flushResult{err: err, epoch: epoch}
+	}()
+}
+
+// landed takes a round trip's outcome: on success every client it covered
+// is welcomed, else they go back to the front of the queue.
+func (m *subManager) landed(r flushResult) {
+	m.flying = false
+	if r.err != nil || m.s.natsEpoch.Load() != r.epoch {
+		m.s.m.confirmFailures.Inc()
+		if r.err != nil && m.s.natsConnected() {
+			m.s.log.Warn("NATS did not confirm new subscriptions; the clients wait for the next round trip", zap.Int("clients", len(m.flight)), zap.Error(r.err))
+		}
+		m.waiting = append(m.flight, m.waiting...)
+		m.flight = nil
+		m.publishOldest()
+		return
+	}
+	for _, w := range m.flight {
+		w.c.user.confirmed.Store(r.epoch + 1)
+		m.sendWelcome(w.c, true)
+	}
+	clear(m.flight)
+	m.flight = m.flight[:0]
+	m.publishOldest()
+}
+
+// publishOldest tells admission when the oldest unconfirmed client started
+// waiting.
+func (m *subManager) publishOldest() {
+	var oldest int64
+	switch {
+	case len(m.flight) > 0:
+		oldest = m.flight[0].queued + 1
+	case len(m.waiting) > 0:
+		oldest = m.waiting[0].queued + 1
+	}
+	m.s.adm.natsSince.Store(oldest)
+}
+
+// expire drops the waiters past their deadline, keeping the order.
+func expire(ws []waiter, now time.Time) []waiter {
+	kept := ws[:0]
+	for _, w := range ws {
 		if now.Before(w.deadline) {
 			kept = append(kept, w)
 		}
 	}
-	clear(m.waiting[len(kept):])
-	m.waiting = kept
-	if len(kept) == 0 || !m.s.natsConnected() {
-		return
-	}
-	if err := m.s.nc.FlushTimeout(confirmTimeout); err != nil {
-		m.s.m.confirmFailures.Inc()
-		m.s.log.Warn("NATS flush after subscribing failed; the clients wait for a confirmation", zap.Int("clients", len(kept)), zap.Error(err))
-		return
-	}
-	for _, w := range kept {
-		m.sendWelcome(w.c, true)
-	}
-	clear(kept)
-	m.waiting = kept[:0]
+	clear(ws[len(kept):])
+	return kept
 }
 
 // dropCounter counts the NATS messages dropped because a dispatch queue

@@ -67,6 +67,7 @@ func TestNoWelcomeWithoutNATS(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) {
 		o.NATSURL = nsrv.url
 		o.AuthTimeout = 3 * time.Second
+		o.ShedLag = 500 * time.Millisecond
 	})
 	nsrv.stop()
 	waitReady(t, srv, 503)
@@ -90,6 +91,13 @@ func TestNoWelcomeWithoutNATS(t *testing.T) {
 	})
 
 	t.Run("welcomed once NATS is back", func(t *testing.T) {
+		// The first client's wait is over (it was closed): nothing waits.
+		checkFor(t, 5*time.Second, func() error {
+			if v := metricValue(t, srv, "wsfleet_gateway_subscription_confirm_wait_seconds"); v != 0 {
+				return errorf("the oldest confirmation wait is %vs, want none", v)
+			}
+			return nil
+		})
 		welcomes := metricValue(t, srv, "wsfleet_gateway_connect_seconds_count")
 		ws := dial(t, wsURL(srv), nil)
 		send(t, ws, map[string]any{"type": "auth", "token": token(t, "patient")})
@@ -102,6 +110,22 @@ func TestNoWelcomeWithoutNATS(t *testing.T) {
 		})
 		if v := metricValue(t, srv, "wsfleet_gateway_connect_seconds_count"); v != welcomes {
 			t.Fatalf("a client was welcomed while NATS was down (%v welcomes, %v before)", v, welcomes)
+		}
+		// Once it has waited --shed-lag, the node is behind on NATS: a
+		// newcomer is refused at once, before any work, instead of being
+		// upgraded to wait and time out.
+		checkFor(t, 5*time.Second, func() error {
+			if v := metricValue(t, srv, "wsfleet_gateway_subscription_confirm_wait_seconds"); v < 0.5 {
+				return errorf("the oldest confirmation wait is %vs, want --shed-lag (0.5s)", v)
+			}
+			return nil
+		})
+		status, h, body := handshakeStatus(t, srv, upgradeReq(""))
+		if status != 503 || h.Get("Retry-After") == "" || !strings.Contains(body, `"overloaded"`) || !strings.Contains(body, "nats_lag") {
+			t.Fatalf("newcomer while NATS is behind: %d Retry-After=%q %s, want 503 overloaded (nats_lag) with Retry-After", status, h.Get("Retry-After"), body)
+		}
+		if v := metricValue(t, srv, `wsfleet_gateway_connections_shed_total{reason="nats_lag"}`); v != 1 {
+			t.Fatalf("connections_shed_total{nats_lag} = %v, want 1", v)
 		}
 		nsrv.start()
 		readType(t, ws, protocol.TypeWelcome)

@@ -127,6 +127,20 @@ type Options struct {
 	// (a token bucket holding one second's worth), flattening reconnect
 	// storms; over it the upgrade gets 503 with Retry-After. Default 0: no limit.
 	MaxConnectRate float64
+	// MaxPendingConnects bounds the connections admitted but not yet
+	// welcomed (upgraded, waiting for their token's check or for the
+	// confirmation of their subscription). Over it a new upgrade request is
+	// refused at once with 503 {"code":"overloaded"} and Retry-After,
+	// before any work is spent on it, so the connections already admitted
+	// keep their guarantees. Default 1024.
+	MaxPendingConnects int
+	// ShedLag is how far behind the node may run before it refuses new
+	// connections the same way: when its event loops run this late (the
+	// process is starved of CPU), when a token has waited this long for an
+	// auth worker, or when a subscription has waited this long for NATS to
+	// confirm it. Refusals are counted by reason in
+	// wsfleet_gateway_connections_shed_total. Default 1s.
+	ShedLag time.Duration
 	// MaxDevicesPerUser bounds one user's connections on this node; see
 	// DevicePolicy. Default 0: no limit.
 	MaxDevicesPerUser int
@@ -225,6 +239,8 @@ func (o *Options) SetDefaults() {
 	defDur(&o.WriteTimeout, 10*time.Second)
 	defDur(&o.PresenceInterval, 5*time.Second)
 	defDur(&o.PresenceBatchInterval, 100*time.Millisecond)
+	defInt(&o.MaxPendingConnects, 1024)
+	defDur(&o.ShedLag, time.Second)
 	if o.MaxConnections == 0 {
 		o.MaxConnections = defaultMaxConnections()
 	}
@@ -287,7 +303,7 @@ func (o *Options) Validate() error {
 		{"handshake-timeout", o.HandshakeTimeout}, {"drain-timeout", o.DrainTimeout},
 		{"close-timeout", o.CloseTimeout}, {"write-timeout", o.WriteTimeout},
 		{"presence-interval", o.PresenceInterval}, {"presence-batch-interval", o.PresenceBatchInterval},
-		{"nats-outage-grace", o.NATSOutageGrace},
+		{"nats-outage-grace", o.NATSOutageGrace}, {"shed-lag", o.ShedLag},
 	} {
 		if d.v <= 0 {
 			return badOption(d.flag, "must be positive, got %s", d.v)
@@ -308,6 +324,7 @@ func (o *Options) Validate() error {
 		{"max-header-bytes", o.MaxHeaderBytes, 1024}, {"pollers", o.Pollers, 1},
 		{"dispatchers", o.Dispatchers, 1}, {"dispatch-queue", o.DispatchQueue, 16},
 		{"publish-queue", o.PublishQueue, 1}, {"loop-queue-bytes", o.LoopQueueBytes, 64 << 10},
+		{"max-pending-connects", o.MaxPendingConnects, 1},
 	} {
 		if n.v < n.min_ {
 			return badOption(n.flag, "must be at least %d, got %d", n.min_, n.v)

@@ -14,8 +14,11 @@ import (
 // presence announces who is connected to this node (protocol/presence.go):
 // batches of device-count changes on <prefix>.presence.events, coalesced
 // over PresenceBatchInterval so a connect storm is a few messages; a
-// heartbeat every PresenceInterval; snapshots on request. One goroutine does
-// all of it; the registry records changes under its shard locks, so a
+// heartbeat every PresenceInterval; snapshots on request; the heartbeat
+// again, on <prefix>.presence.node.<token>, to a listener that probes
+// whether the node is alive (protocol.Subjects.PresenceNode: the
+// subscription lives exactly as long as the node's NATS connection, so a
+// dead node is told from a late one). One goroutine does all of it; the registry records changes under its shard locks, so a
 // user's changes are recorded in the order they happened.
 type presence struct {
 	s        *Server
@@ -23,7 +26,9 @@ type presence struct {
 	pending  map[string]*pendingChange // user id -> change since the last batch
 	seq      uint64                    // of the last published batch; presence goroutine only
 	requests chan *nats.Msg            // snapshot requests (a channel subscription)
+	probes   chan *nats.Msg            // liveness probes (a channel subscription)
 	sub      *nats.Subscription
+	probeSub *nats.Subscription
 	kick     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -47,6 +52,7 @@ func newPresence(s *Server) *presence {
 		s:        s,
 		pending:  map[string]*pendingChange{},
 		requests: make(chan *nats.Msg, 64),
+		probes:   make(chan *nats.Msg, 16),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -56,6 +62,13 @@ func newPresence(s *Server) *presence {
 func (p *presence) start() error {
 	var err error
 	if p.sub, err = p.s.nc.ChanSubscribe(p.s.subjects.PresenceSnapshot(), p.requests); err != nil {
+		return err
+	}
+	subj, err := p.s.subjects.PresenceNode(p.s.opts.NodeID)
+	if err != nil {
+		return err
+	}
+	if p.probeSub, err = p.s.nc.ChanSubscribe(subj, p.probes); err != nil {
 		return err
 	}
 	go p.run()
@@ -105,6 +118,10 @@ func (p *presence) run() {
 			p.heartbeat()
 		case m := <-p.requests:
 			p.snapshot(m)
+		case m := <-p.probes:
+			if m.Reply != "" {
+				p.publish(m.Reply, p.beat())
+			}
 		}
 	}
 }
@@ -142,8 +159,11 @@ func (p *presence) flush() {
 	})
 }
 
-func (p *presence) heartbeat() {
-	p.publish(p.s.subjects.PresenceHeartbeat(), protocol.NodeHeartbeat{
+func (p *presence) heartbeat() { p.publish(p.s.subjects.PresenceHeartbeat(), p.beat()) }
+
+// beat is the node's heartbeat now.
+func (p *presence) beat() protocol.NodeHeartbeat {
+	return protocol.NodeHeartbeat{
 		Node:        p.s.opts.NodeID,
 		Epoch:       p.s.runID,
 		Seq:         p.seq,
@@ -151,7 +171,8 @@ func (p *presence) heartbeat() {
 		Users:       int(p.s.reg.users.Load()),
 		IntervalMS:  int(p.s.opts.PresenceInterval / time.Millisecond),
 		Draining:    p.s.draining.Load(),
-	})
+		Shedding:    p.s.adm.shedding(p.s.opts.PresenceInterval),
+	}
 }
 
 func (p *presence) publish(subject string, v any) {
@@ -213,6 +234,9 @@ func (p *presence) close() {
 	<-p.done
 	if p.sub != nil {
 		_ = p.sub.Unsubscribe()
+	}
+	if p.probeSub != nil {
+		_ = p.probeSub.Unsubscribe()
 	}
 }
 

@@ -131,6 +131,36 @@ func TestPresenceBatchesAndSnapshot(t *testing.T) {
 }
 
 // A connect storm is a few presence messages, not one per connection.
+// A probe on the node's own subject is answered with its heartbeat while
+// the node is up; once it is gone, NATS itself answers that nobody
+// listens, which is how listeners tell a dead node from a late one.
+func TestPresenceProbe(t *testing.T) {
+	srv := startGateway(t, func(o *gateway.Options) { o.NodeID = "probe.node*1" })
+	connect(t, srv, "alice")
+	nc := natsConn(t, srv)
+	subj, err := mustSubjects(t).PresenceNode("probe.node*1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := nc.Request(subj, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("probe while the node is up: %v", err)
+	}
+	var h protocol.NodeHeartbeat
+	if err := json.Unmarshal(m.Data, &h); err != nil || h.Node != "probe.node*1" || h.Connections != 1 || h.Users != 1 || h.IntervalMS <= 0 {
+		t.Fatalf("probe reply %s (%v), want the node's heartbeat", m.Data, err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if _, err := nc.Request(subj, nil, time.Second); err != nats.ErrNoResponders {
+			return errorf("probe after the node closed: %v, want %v", err, nats.ErrNoResponders)
+		}
+		return nil
+	})
+}
+
 func TestPresenceCoalescesStorms(t *testing.T) {
 	srv := startGateway(t, func(o *gateway.Options) { o.PresenceBatchInterval = 200 * time.Millisecond })
 	nc := natsConn(t, srv)
@@ -169,4 +199,13 @@ func TestKick(t *testing.T) {
 	if got := readType(t, other, protocol.TypeMessage); got["id"] != "after" {
 		t.Fatalf("got %v", got)
 	}
+}
+
+func mustSubjects(t testing.TB) protocol.Subjects {
+	t.Helper()
+	s, err := protocol.NewSubjects(protocol.DefaultSubjectPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

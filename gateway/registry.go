@@ -19,6 +19,9 @@ type user struct {
 	sub       *nats.Subscription // owned by the subscription manager goroutine
 	disp      int32              // dispatcher whose channel carries its messages
 	subFailed bool               // owned by the subscription manager goroutine
+	// confirmed is 1 + the NATS epoch (Server.natsEpoch) in which a round
+	// trip confirmed the user's subscription; 0: not confirmed.
+	confirmed atomic.Uint32
 }
 
 // token returns the user's subject token (not kept: it is the id itself for

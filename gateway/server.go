@@ -53,6 +53,10 @@ type Server struct {
 	origins     []originPattern
 	connectRate *rate.Limiter // nil: no limit
 	nconns      atomic.Int64  // open sockets, in any state
+	adm         admission     // load signals for shedding new connections
+	// natsEpoch counts the NATS connection's losses: a subscription
+	// confirmed in one epoch is not known to be live in a later one.
+	natsEpoch atomic.Uint32
 
 	connSeq   atomic.Uint64
 	runID     string

@@ -91,6 +91,8 @@ func run(args []string) int {
 	fs.Int(&o.MaxConnections, "max-connections", 0, "sockets the node holds; upgrades over it get 503 with Retry-After")
 	fs.ShowDefault("max-connections", "the open-file limit less 256 ("+strconv.Itoa(def.MaxConnections)+" here)")
 	fs.Float(&o.MaxConnectRate, "max-connect-rate", 0, "new upgrades per second on the node; over it 503 with Retry-After (0: no limit)")
+	fs.Int(&o.MaxPendingConnects, "max-pending-connects", def.MaxPendingConnects, "connections admitted but not yet welcomed; over it new upgrades get 503 overloaded with Retry-After")
+	fs.Duration(&o.ShedLag, "shed-lag", def.ShedLag, "refuse new upgrades (503 overloaded) while the event loops, auth workers or NATS confirmations run this late")
 	fs.Int(&o.MaxDevicesPerUser, "max-devices-per-user", 0, "connections per user on the node (0: no limit); see --device-policy")
 	fs.String(&o.DevicePolicy, "device-policy", def.DevicePolicy, "over --max-devices-per-user: close-oldest or reject-newest (both close 4409)")
 	fs.Float(&o.MaxClientMsgsPerSec, "max-client-msgs-per-sec", def.MaxClientMsgsPerSec, "messages per second per connection; over it an error frame, then 4429 (negative: no limit)")
