@@ -46,6 +46,40 @@ func Sum(r io.Reader, names ...string) (map[string]float64, error) {
 	return out, nil
 }
 
+// SumBy is Sum, and for each of names also its samples summed per value
+// of each of labels, under the key name{label="value"} (the exposition
+// format's own spelling). Series without the labels count only in the
+// name's sum.
+func SumBy(r io.Reader, labels []string, names ...string) (map[string]float64, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("metrics text: %w", err)
+	}
+	out := make(map[string]float64, len(names))
+	for _, n := range names {
+		fam, ok := fams[n]
+		if !ok {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			v, ok := value(fam.GetType(), m)
+			if !ok {
+				continue
+			}
+			out[n] += v
+			for _, lp := range m.GetLabel() {
+				for _, label := range labels {
+					if lp.GetName() == label {
+						out[n+"{"+label+"=\""+lp.GetValue()+"\"}"] += v
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
 func value(t dto.MetricType, m *dto.Metric) (float64, bool) {
 	switch t {
 	case dto.MetricType_GAUGE:

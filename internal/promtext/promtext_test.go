@@ -49,6 +49,32 @@ lat_count 4
 	}
 }
 
+func TestSumBy(t *testing.T) {
+	const page = `# TYPE shed_total counter
+shed_total{reason="pending",loop="0"} 2
+shed_total{reason="pending",loop="1"} 3
+shed_total{reason="nats_lag",loop="0"} 1
+# TYPE up gauge
+up 1
+`
+	got, err := SumBy(strings.NewReader(page), []string{"reason"}, "shed_total", "up", "absent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"shed_total": 6, `shed_total{reason="pending"}`: 5, `shed_total{reason="nats_lag"}`: 1, "up": 1}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if _, err := SumBy(strings.NewReader("up{ 1\n"), []string{"reason"}, "up"); err == nil {
+		t.Fatal("malformed input: no error")
+	}
+}
+
 func TestSumMalformed(t *testing.T) {
 	for _, tc := range []struct{ name, text string }{
 		{"no value", "go_goroutines\n"},

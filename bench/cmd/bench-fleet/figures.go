@@ -172,8 +172,11 @@ type MillionResult struct {
 	RampSeconds    float64          `json:"ramp_s"`
 	GatewayRSS     float64          `json:"gateway_rss_bytes"`
 	MachineMemUsed uint64           `json:"machine_mem_used_bytes"` // MemTotal - MemAvailable during the hold, less before the start
-	Yes            bool             `json:"yes"`
-	Why            string           `json:"why,omitempty"`
+	// Phases says, for the ramp, the hold and the broadcasts, what the
+	// fleet refused and why and how NATS and the router fared.
+	Phases []PhaseDiag `json:"phases,omitempty"`
+	Yes    bool        `json:"yes"`
+	Why    string      `json:"why,omitempty"`
 }
 
 // Stats summarizes the samples of one figure.

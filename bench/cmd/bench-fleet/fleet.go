@@ -60,7 +60,9 @@ type fleet struct {
 	wsURL     string
 	natsURL   string
 	routerURL string
-	tag       string
+	// routerAdmin is the router's admin endpoint, http://127.0.0.1:port.
+	routerAdmin string
+	tag         string
 }
 
 type fleetConfig struct {
@@ -79,9 +81,10 @@ type fleetConfig struct {
 func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err error) {
 	p := c.ports
 	f = &fleet{system: c.system, ps: ps, tag: c.tag,
-		wsURL:     fmt.Sprintf("ws://127.0.0.1:%d/ws", p.ws()),
-		natsURL:   fmt.Sprintf("nats://127.0.0.1:%d", p.nats()),
-		routerURL: fmt.Sprintf("http://127.0.0.1:%d", p.router())}
+		wsURL:       fmt.Sprintf("ws://127.0.0.1:%d/ws", p.ws()),
+		natsURL:     fmt.Sprintf("nats://127.0.0.1:%d", p.nats()),
+		routerURL:   fmt.Sprintf("http://127.0.0.1:%d", p.router()),
+		routerAdmin: fmt.Sprintf("http://127.0.0.1:%d", p.routerAdmin())}
 	defer func() {
 		if err != nil {
 			f.stop()

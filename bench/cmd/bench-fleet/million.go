@@ -24,6 +24,11 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 		return mr, err
 	}
 	defer f.stop()
+	rw := watchRouter(ctx, f)
+	defer rw.close()
+	cStart := readCounters(ctx, f)
+	var cRamp, cHold counters
+	var upRamp, upHold []float64
 	interval := c.hold + time.Second
 	holdStarted := make(chan struct{})
 	var once sync.Once
@@ -46,6 +51,7 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 	var memUsed uint64
 	select {
 	case <-holdStarted:
+		cRamp, upRamp = readCounters(ctx, f), rw.take()
 		h.logf("million: ramp done; holding %s, polling the gateways every 5 s", interval)
 		end := time.Now().Add(c.hold - 2*time.Second)
 		for time.Now().Before(end) {
@@ -64,10 +70,26 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 			case <-time.After(5 * time.Second):
 			}
 		}
+		cHold, upHold = readCounters(ctx, f), rw.take()
 	case <-done:
 	case <-ctx.Done():
 	}
 	<-done
+	cEnd, upEnd := readCounters(ctx, f), rw.take()
+	if cRamp.at.IsZero() { // the ramp never ended
+		mr.Phases = []PhaseDiag{diagBetween("ramp", cStart, cEnd, upEnd)}
+	} else {
+		if cHold.at.IsZero() {
+			cHold = cRamp
+		}
+		mr.Phases = []PhaseDiag{diagBetween("ramp", cStart, cRamp, upRamp), diagBetween("hold", cRamp, cHold, upHold),
+			diagBetween("broadcast", cHold, cEnd, upEnd)}
+	}
+	var unconfirmed float64
+	for _, p := range mr.Phases {
+		h.logf("million: %s", p)
+		unconfirmed += p.Unconfirmed
+	}
 	if math.IsInf(mr.MinDuringHold, 1) {
 		mr.MinDuringHold = 0
 	}
@@ -96,6 +118,9 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 	}
 	if mr.Unexpected > 0 {
 		why = append(why, fmt.Sprintf("%d unexpected closes %v", mr.Unexpected, mr.Closes))
+	}
+	if unconfirmed > 0 {
+		why = append(why, fmt.Sprintf("%.0f clients welcomed on a subscription NATS had not confirmed", unconfirmed))
 	}
 	if mr.Receivers < int64(c.conns) {
 		why = append(why, fmt.Sprintf("the broadcast after the hold reached %s", numfmt.Thousands(mr.Receivers)))
