@@ -217,7 +217,9 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("publish"), []byte(req.User), req.Data, boolBytes(req.RequireOnline))
-	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+	w := s.newNATSWait(ctx)
+	defer w.stop()
+	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
 		s.t.v.mu.RLock()
 		devices, _ := s.t.v.lookup(req.User, false)
 		s.t.v.mu.RUnlock()
@@ -225,17 +227,17 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 			return opResult{}, &apiError{status: http.StatusNotFound, code: CodeUserOffline,
 				msg: "the user has no device connected (require_online); nothing was published"}
 		}
-		nc, aerr := s.connected()
-		if aerr != nil {
+		var id string
+		var start time.Time
+		if aerr := s.publishing(w, func(nc *nats.Conn) error {
+			start = time.Now()
+			var err error
+			if id, err = s.pub(nc, targetUser, subj, req.Data); err != nil {
+				return unsent(err)
+			}
+			return s.flush(ctx, nc)
+		}); aerr != nil {
 			return opResult{}, aerr
-		}
-		start := time.Now()
-		id, err := s.pub(nc, targetUser, subj, req.Data)
-		if err == nil {
-			err = s.flush(ctx, nc)
-		}
-		if err != nil {
-			return opResult{}, publishError(err)
 		}
 		s.m.publish.WithLabelValues(targetUser).Observe(time.Since(start).Seconds())
 		return result(http.StatusAccepted, publishAnswer{ID: id, Online: devices > 0, Devices: devices})
@@ -252,11 +254,9 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("batch"), []byte(strings.Join(users, "\x00")), req.Data, boolBytes(req.RequireOnline))
-	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
-		nc, aerr := s.connected()
-		if aerr != nil {
-			return opResult{}, aerr
-		}
+	w := s.newNATSWait(ctx)
+	defer w.stop()
+	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
 		results := make([]userResult, len(users))
 		subjects := make([]string, len(users))
 		s.t.v.mu.RLock()
@@ -277,19 +277,30 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 			subjects[i] = subj
 		}
 		s.t.v.mu.RUnlock()
-		start := time.Now()
-		for i := range results {
-			if subjects[i] == "" {
-				continue
+		var start time.Time
+		if aerr := s.publishing(w, func(nc *nats.Conn) error {
+			start = time.Now()
+			sent := 0
+			for i := range results {
+				if subjects[i] == "" {
+					continue
+				}
+				id, err := s.pub(nc, targetUser, subjects[i], req.Data)
+				switch {
+				case err != nil && sent == 0:
+					return unsent(err)
+				case err != nil:
+					if natsDown(err) { // pub counts the other errors
+						s.m.publishErrors.WithLabelValues("publish").Inc()
+					}
+					return err // the messages before it may have gone out
+				}
+				results[i].ID = id
+				sent++
 			}
-			id, err := s.pub(nc, targetUser, subjects[i], req.Data)
-			if err != nil {
-				return opResult{}, publishError(err)
-			}
-			results[i].ID = id
-		}
-		if err := s.flush(ctx, nc); err != nil {
-			return opResult{}, publishError(err)
+			return s.flush(ctx, nc)
+		}); aerr != nil {
+			return opResult{}, aerr
 		}
 		s.m.publish.WithLabelValues(targetBatch).Observe(time.Since(start).Seconds())
 		return result(http.StatusAccepted, resultsAnswer{Results: results})
@@ -302,18 +313,20 @@ func (s *Server) opBroadcast(ctx context.Context, scope string, req *broadcastRe
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("broadcast"), req.Data)
-	return s.idempotent(ctx, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
-		nc, aerr := s.connected()
-		if aerr != nil {
+	w := s.newNATSWait(ctx)
+	defer w.stop()
+	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+		var id string
+		var start time.Time
+		if aerr := s.publishing(w, func(nc *nats.Conn) error {
+			start = time.Now()
+			var err error
+			if id, err = s.pub(nc, targetBroadcast, s.subjects.Broadcast(), req.Data); err != nil {
+				return unsent(err)
+			}
+			return s.flush(ctx, nc)
+		}); aerr != nil {
 			return opResult{}, aerr
-		}
-		start := time.Now()
-		id, err := s.pub(nc, targetBroadcast, s.subjects.Broadcast(), req.Data)
-		if err == nil {
-			err = s.flush(ctx, nc)
-		}
-		if err != nil {
-			return opResult{}, publishError(err)
 		}
 		s.m.publish.WithLabelValues(targetBroadcast).Observe(time.Since(start).Seconds())
 		return result(http.StatusAccepted, broadcastAnswer{ID: id})
@@ -456,10 +469,11 @@ wait:
 	return result(http.StatusOK, a)
 }
 
-// connected returns the NATS connection, or 503 when it is down.
+// connected returns the NATS connection, or 503 when it is down (a kick
+// does not wait for it).
 func (s *Server) connected() (*nats.Conn, *apiError) {
 	nc := s.nc.Load()
-	if !nc.IsConnected() {
+	if !s.natsConnected() {
 		s.m.publishErrors.WithLabelValues("disconnected").Inc()
 		return nil, publishError(errDisconnected)
 	}
@@ -483,7 +497,11 @@ func publishError(err error) *apiError {
 		return &apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge, msg: "the message is larger than the NATS server's max_payload"}
 	}
 	msg := "NATS is disconnected; nothing was published, retry later"
-	if !errors.Is(err, errDisconnected) {
+	var u *unsentError
+	switch {
+	case errors.As(err, &u):
+		msg = "publishing to NATS failed; nothing was published, retry later: " + err.Error()
+	case !errors.Is(err, errDisconnected):
 		// The server may have received the message before the failure.
 		msg = "publishing to NATS failed, retry later (the message may have gone out): " + err.Error()
 	}

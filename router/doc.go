@@ -23,6 +23,14 @@
 // Publishes honour an Idempotency-Key header (idempotency.go). Errors are
 // {"code":"<code>","message":"<text>"} with a stable code (api.go).
 //
+// A publish that finds NATS disconnected before anything of it was written
+// waits for the connection to come back, up to PublishWait and the
+// request's deadline, then publishes; only then is it answered 503
+// nats_unavailable (natslink.go). The NATS connection's state is kept from
+// its handlers, never read under its lock, and it is taken for stale only
+// after 100-120 s without a PONG, so a router or server starved of CPU for
+// many seconds does not lose its link.
+//
 // The same operations are served as NATS request/reply on
 // <prefix>.router.<op> (handlers_nats.go), for services on NATS.
 //
@@ -30,8 +38,18 @@
 //
 // The router keeps the fleet's presence view (presence.go) from the
 // gateways' batches, heartbeats and snapshots (protocol/presence.go); the
-// tracker (presence_sync.go) keeps it converged and drops nodes that stop
-// sending heartbeats.
+// tracker (presence_sync.go) keeps it converged and tells dead nodes from
+// nodes that are only late. A node silent for NodeTTL is probed on its own
+// subject, <prefix>.presence.node.<token>, which it listens on for as long
+// as its NATS connection lives: an answer keeps it; the NATS server's "no
+// responders" means its connection is gone, and it is dropped with its
+// users at once; no answer means it is alive but late (starved of CPU),
+// and it is kept and probed again every NodeTTL/2. A node silent for
+// NodeMaxSilence is dropped whatever the probes say. So a dead node's
+// users stay online at most NodeTTL plus a probe's round trip, and those
+// of a node hung with its connection open, or cut off by a partition the
+// NATS server has not noticed, at most NodeMaxSilence. Nothing expires
+// while the router's own connection is down or carries nothing.
 //
 // The admin listener serves /healthz, /readyz, /metrics
 // (wsfleet_router_* series) and /debug/pprof/.

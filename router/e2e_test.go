@@ -356,7 +356,7 @@ func TestFleetGatewayKilled(t *testing.T) {
 	if s.Nodes != 1 || s.NodeList[0].Node != "gw-2" || s.Users != 1 {
 		t.Fatalf("stats after the kill: %+v", s)
 	}
-	if !strings.Contains(metricsText(t, srv), "wsfleet_router_presence_nodes_expired_total 1") {
-		t.Fatal("the expiry is not counted")
+	if !strings.Contains(metricsText(t, srv), `wsfleet_router_presence_nodes_expired_total{reason="gone"} 1`) {
+		t.Fatal("the expiry is not counted as gone")
 	}
 }

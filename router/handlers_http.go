@@ -176,12 +176,17 @@ func tooLargeMsg(limit int64) string {
 }
 
 // pub publishes body to subject with a new message id, without waiting.
+// It counts and logs its failures, but for those of NATS being down
+// (natsDown), which the caller handles.
 func (s *Server) pub(nc *nats.Conn, target, subject string, body []byte) (string, error) {
 	id := newMsgID()
 	msg := nats.NewMsg(subject)
 	msg.Header.Set(protocol.HeaderMsgID, id)
 	msg.Data = body
 	if err := nc.PublishMsg(msg); err != nil {
+		if natsDown(err) {
+			return "", err // the caller waits for NATS, or counts its answer
+		}
 		reason := "publish"
 		if errors.Is(err, nats.ErrMaxPayload) {
 			reason = "too_large"

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,4 +275,92 @@ func metricsText(t testing.TB, srv *router.Server) string {
 	return string(r.body)
 }
 
+// metricValue returns the value of one series on the admin /metrics page,
+// given as it appears there (`name{label="value"}`); 0 when it is absent.
+func metricValue(t testing.TB, srv *router.Server, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(metricsText(t, srv), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
+
+// natsProxy forwards TCP to a NATS server, and can cut the link: cut
+// closes every forwarded connection and refuses new ones (to its clients
+// the server is gone) until restore. The server itself stays up, so other
+// clients keep their subscriptions.
+type natsProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func newNATSProxy(t testing.TB, ns *server.Server) *natsProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &natsProxy{ln: ln, target: ns.Addr().String()}
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.cut()
+	})
+	return p
+}
+
+func (p *natsProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *natsProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		u, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
+		go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
+	}
+}
+
+// cut closes the forwarded connections and refuses new ones.
+func (p *natsProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// restore forwards new connections again.
+func (p *natsProxy) restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
+}

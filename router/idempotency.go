@@ -103,13 +103,17 @@ func fingerprint(parts ...[]byte) string {
 
 // idempotent runs do at most once per (scope, key) within the window and
 // returns its answer, or the stored answer of the first run. An empty key
-// runs do.
-func (s *Server) idempotent(ctx context.Context, scope, key, fp string, do func() (opResult, *apiError)) (opResult, *apiError) {
+// runs do. The JetStream store needs NATS: while it is down the claim
+// waits for it, from the request's allowance w (natsWait).
+func (s *Server) idempotent(ctx context.Context, w *natsWait, scope, key, fp string, do func() (opResult, *apiError)) (opResult, *apiError) {
 	if key == "" {
 		return do()
 	}
 	if aerr := checkIdempotencyKey(key); aerr != nil {
 		return opResult{}, aerr
+	}
+	if _, kv := s.idem.(*kvStore); kv && !w.untilUp() {
+		return opResult{}, w.gaveUp()
 	}
 	sk := storeKey(scope, key)
 	cctx, cancel := context.WithTimeout(ctx, idemTimeout)

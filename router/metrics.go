@@ -32,7 +32,12 @@ type metrics struct {
 	presenceMsgs     *prometheus.CounterVec
 	presenceGaps     prometheus.Counter
 	snapshotRequests *prometheus.CounterVec
-	nodesExpired     prometheus.Counter
+	probes           *prometheus.CounterVec
+	nodesExpired     *prometheus.CounterVec
+
+	natsReconnects prometheus.Counter
+	publishWaits   *prometheus.CounterVec
+	publishWaiting prometheus.Gauge
 }
 
 func newMetrics(s *Server) *metrics {
@@ -57,15 +62,24 @@ func newMetrics(s *Server) *metrics {
 	m.kicks = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "kicks_total",
 		Help: "Kick requests (every connection of a user closed)."})
 	m.presenceMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_messages_total",
-		Help: "Presence messages received from gateway nodes, by kind (batch, heartbeat, snapshot_chunk, invalid)."}, []string{"kind"})
+		Help: "Presence messages received from gateway nodes, by kind (batch, heartbeat, snapshot_chunk, probe_reply, invalid)."}, []string{"kind"})
 	m.presenceGaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "presence_gaps_total",
 		Help: "Missed presence batches noticed (a Seq skipped in a batch or a heartbeat), each answered with a snapshot request."})
 	m.snapshotRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_snapshots_total",
 		Help: "Presence snapshot requests sent, failed to send (error), timed out, and node snapshots applied (node_complete)."}, []string{"result"})
-	m.nodesExpired = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "presence_nodes_expired_total",
-		Help: "Gateway nodes dropped, with their users, after --node-ttl without a heartbeat."})
+	m.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_probes_total",
+		Help: "Probes of gateway nodes silent for --node-ttl, by result: alive (answered), late (timed out: the node's NATS connection is up, it is kept), gone (no responders: its connection is gone, it is dropped)."}, []string{"result"})
+	m.nodesExpired = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_nodes_expired_total",
+		Help: "Gateway nodes dropped with their users, by reason: gone (silent for --node-ttl and its NATS connection gone), silent (silent for --node-max-silence)."}, []string{"reason"})
+	m.natsReconnects = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "nats_reconnects_total",
+		Help: "Reconnects of the router's NATS connection."})
+	m.publishWaits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "publish_waits_total",
+		Help: "Publishes that found NATS disconnected and waited for it (--publish-wait), by result: published (it came back), timeout (answered 503)."}, []string{"result"})
+	m.publishWaiting = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "publish_waiting",
+		Help: "Publishes waiting for NATS to come back now."})
 	reg.MustRegister(m.requests, m.publish, m.publishErrors, m.bodyBytes, m.natsRequests, m.authFailures, m.idempotency,
-		m.kicks, m.presenceMsgs, m.presenceGaps, m.snapshotRequests, m.nodesExpired)
+		m.kicks, m.presenceMsgs, m.presenceGaps, m.snapshotRequests, m.probes, m.nodesExpired, m.natsReconnects, m.publishWaits,
+		m.publishWaiting)
 	viewGauge := func(name, help string, f func(v *view) int) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
 			if s.t == nil {
@@ -102,6 +116,15 @@ func newMetrics(s *Server) *metrics {
 	}
 	for _, r := range []string{"disconnected", "publish", "flush", "too_large"} {
 		m.publishErrors.WithLabelValues(r)
+	}
+	for _, r := range []string{probeAlive, probeLate, probeGone} {
+		m.probes.WithLabelValues(r)
+	}
+	for _, r := range []string{dropGone, dropSilent} {
+		m.nodesExpired.WithLabelValues(r)
+	}
+	for _, r := range []string{"published", "timeout"} {
+		m.publishWaits.WithLabelValues(r)
 	}
 	return m
 }

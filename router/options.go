@@ -25,6 +25,11 @@ const (
 	MaxBatchUsersLimit = 100000
 )
 
+// NoPublishWait as Options.PublishWait answers a publish that finds NATS
+// disconnected with 503 at once (a zero PublishWait is unset and becomes
+// the default).
+const NoPublishWait time.Duration = math.MinInt64
+
 // Options configures a router. Every field documents its default; the
 // defaults are applied by [Options.SetDefaults] in one place and checked by
 // [Options.Validate], whose errors name the command-line flag.
@@ -96,9 +101,23 @@ type Options struct {
 	// first. Default 100000.
 	IdempotencyMaxKeys int
 
-	// NodeTTL drops a gateway node, with all its users, when no heartbeat
-	// (or batch) came from it for this long. Default 15s.
+	// NodeTTL is how long a gateway node may be silent (no batch,
+	// heartbeat, snapshot chunk or probe reply from it) before the router
+	// probes it on its own subject (protocol.Subjects.PresenceNode). When
+	// the NATS server answers that nothing listens there, the node's NATS
+	// connection is gone and the node is dropped with all its users at
+	// once: a dead node's users go NodeTTL plus one round trip after its
+	// last message. A probe answered, or one that times out (the node's
+	// subscription, so its connection, is still there: a node starved of
+	// CPU), keeps the node; it is probed again every NodeTTL/2 while it
+	// stays silent. Nothing expires while the router's own NATS connection
+	// is down or carries nothing. Default 15s.
 	NodeTTL time.Duration
+	// NodeMaxSilence drops a silent node with all its users whatever its
+	// probes say: a process hung with its NATS connection open, or a
+	// partition the NATS server has not noticed, keeps a node's users
+	// online at most this long. It must be longer than NodeTTL. Default 2m.
+	NodeMaxSilence time.Duration
 	// SnapshotTimeout bounds a presence snapshot request; a node that has
 	// not sent its last chunk by then is asked again later. Default 2s.
 	SnapshotTimeout time.Duration
@@ -106,6 +125,14 @@ type Options struct {
 	// it ends earlier once every node the presence view lists for the
 	// user has answered. Default 2s.
 	KickTimeout time.Duration
+
+	// PublishWait is how long a publish (user, batch, broadcast, over HTTP
+	// or NATS) that finds NATS disconnected before anything of it was
+	// written waits for the connection to come back, then publishes; the
+	// request's context bounds it too. Only when NATS is not back in time
+	// is the answer 503 nats_unavailable. Default 5s; NoPublishWait (0 on
+	// the command line) answers 503 at once.
+	PublishWait time.Duration
 
 	// MaxBodyBytes bounds a request body (the message data); over it the
 	// reply is 413. It must leave room for the message id header within the
@@ -158,6 +185,8 @@ func (o *Options) SetDefaults() {
 	def(&o.IdempotencyBucket, "wsfleet_idempotency")
 	defInt(&o.IdempotencyMaxKeys, 100000)
 	defDur(&o.NodeTTL, 15*time.Second)
+	defDur(&o.NodeMaxSilence, 2*time.Minute)
+	defDur(&o.PublishWait, 5*time.Second)
 	defDur(&o.SnapshotTimeout, 2*time.Second)
 	defDur(&o.KickTimeout, 2*time.Second)
 }
@@ -218,6 +247,12 @@ func (o *Options) Validate() error {
 		if d.v < time.Millisecond {
 			return badOption(d.flag, "must be at least 1ms, got %s", d.v)
 		}
+	}
+	if o.NodeMaxSilence <= o.NodeTTL {
+		return badOption("node-max-silence", "must be longer than --node-ttl (%s), got %s", o.NodeTTL, o.NodeMaxSilence)
+	}
+	if o.PublishWait < 0 && o.PublishWait != NoPublishWait {
+		return badOption("publish-wait", "must not be negative, got %s (0 answers 503 at once)", o.PublishWait)
 	}
 	if o.RateLimit > 0 && o.RateLimitBurst < 1 {
 		return badOption("rate-limit-burst", "must be at least 1, got %d", o.RateLimitBurst)

@@ -42,7 +42,8 @@ func TestDefaults(t *testing.T) {
 		o.MaxBodyBytes != want.MaxBodyBytes || o.APIKeys != nil {
 		t.Fatalf("defaults %+v, want %+v", o, want)
 	}
-	if o.NodeTTL != 15*time.Second || o.SnapshotTimeout != 2*time.Second || o.KickTimeout != 2*time.Second ||
+	if o.NodeTTL != 15*time.Second || o.NodeMaxSilence != 2*time.Minute || o.PublishWait != 5*time.Second ||
+		o.SnapshotTimeout != 2*time.Second || o.KickTimeout != 2*time.Second ||
 		o.MaxBatchUsers != 1000 || o.IdempotencyWindow != time.Hour || o.IdempotencyStore != "auto" ||
 		o.IdempotencyBucket != "wsfleet_idempotency" || o.IdempotencyMaxKeys != 100000 ||
 		o.RateLimit != 1000 || o.RateLimitBurst != 2000 || o.JWTScope != "publish" ||
@@ -105,6 +106,11 @@ func TestValidate(t *testing.T) {
 		{name: "bucket dotted", mod: func(o *router.Options) { o.IdempotencyBucket = "a.b" }, flag: "--idempotency-bucket"},
 		{name: "max keys negative", mod: func(o *router.Options) { o.IdempotencyMaxKeys = -1 }, flag: "--idempotency-max-keys"},
 		{name: "node ttl negative", mod: func(o *router.Options) { o.NodeTTL = -time.Second }, flag: "--node-ttl"},
+		{name: "max silence equal to the ttl", mod: func(o *router.Options) { o.NodeMaxSilence = o.NodeTTL }, flag: "--node-max-silence"},
+		{name: "ttl above the default max silence", mod: func(o *router.Options) { o.NodeTTL = 3 * time.Minute }, flag: "--node-max-silence"},
+		{name: "max silence above a long ttl", mod: func(o *router.Options) { o.NodeTTL, o.NodeMaxSilence = 3*time.Minute, 5*time.Minute }},
+		{name: "publish wait negative", mod: func(o *router.Options) { o.PublishWait = -time.Second }, flag: "--publish-wait"},
+		{name: "no publish wait", mod: func(o *router.Options) { o.PublishWait = router.NoPublishWait }},
 		{name: "snapshot timeout tiny", mod: func(o *router.Options) { o.SnapshotTimeout = time.Nanosecond }, flag: "--snapshot-timeout"},
 		{name: "kick timeout negative", mod: func(o *router.Options) { o.KickTimeout = -1 }, flag: "--kick-timeout"},
 	}

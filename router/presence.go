@@ -42,7 +42,7 @@ type nodeInfo struct {
 	hbUsers       int
 	draining      bool
 	lastHeartbeat time.Time // zero before the first
-	lastSeen      time.Time // last heartbeat, batch or snapshot from it
+	lastSeen      time.Time // last batch, heartbeat, snapshot chunk or probe reply from it
 	synced        bool      // the state is a snapshot plus every batch after it
 
 	// ---- tracker only ----
@@ -52,6 +52,8 @@ type nodeInfo struct {
 	lastAsked time.Time
 	buffered  []bufferedBatch // batches since the view lost sync, for replay after a snapshot
 	warnedTTL bool            // logged that its heartbeat interval is too long for NodeTTL
+	probeSubj string          // the subject it answers probes on; "": its id names none
+	probe     *probe          // the last probe sent to it; nil: none
 }
 
 // bufferedBatch is a batch kept while a node's snapshot is awaited.

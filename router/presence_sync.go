@@ -35,14 +35,60 @@ import (
 // with a Seq above the snapshot's. Every router replica, however late it
 // started, thus converges on the same view.
 //
-// Liveness. A node from which nothing came for NodeTTL is dropped with all
-// its users. While the router itself is cut off from NATS nodes are not
-// expired (silence is then no evidence), and each gets a fresh NodeTTL
-// once the connection is back.
+// Liveness. A node that is silent (no batch, heartbeat, snapshot chunk or
+// probe reply from it) may be dead or only starved of CPU, and the NATS
+// server tells the two apart: the node subscribes to its own subject,
+// <prefix>.presence.node.<token>, and that subscription lives exactly as
+// long as the node's NATS connection. So a node silent for NodeTTL is
+// probed there, with a reply subject under the tracker's inbox:
+//
+//   - a reply (the node's heartbeat) is hearing from it, handled as a
+//     heartbeat: "alive";
+//   - the server's "no responders" status (an empty message with the
+//     header Status: 503) means its connection is gone: it is dropped with
+//     all its users at once, "gone";
+//   - no answer within probeEvery (NodeTTL/2) means its subscription, so
+//     its connection, is still there: it is alive but late and is kept,
+//     "late", and probed again.
+//
+// At most one probe per node is in flight, one every probeEvery at most.
+// A node silent for NodeMaxSilence is dropped whatever its probes say
+// ("silent"): a process hung with its socket open, or a partition the
+// server has not noticed, keeps its users online that long at most. A dead
+// node's users go NodeTTL plus a probe's round trip after its last
+// message (its connection closes when it dies; if the server notices only
+// later, within probeEvery of that).
+//
+// Nothing expires while the router itself is cut off from NATS: silence is
+// then no evidence. That holds while the connection is down (each node
+// gets a fresh NodeTTL once it is back) and also while it only seems up:
+// nodes are dropped for silence only when something came in over it within
+// NodeTTL. Any message counts, and when nothing else comes the tracker
+// sends itself one on its inbox every probeEvery.
 
 // maxBufferedBatches bounds the batches kept per node while a snapshot is
 // awaited; older ones are dropped, which the replay notices as a gap.
 const maxBufferedBatches = 4096
+
+// Probe results and drop reasons (the metrics' labels).
+const (
+	probeAlive = "alive"
+	probeLate  = "late"
+	probeGone  = "gone"
+	dropGone   = "gone"
+	dropSilent = "silent"
+)
+
+// lateLogEvery bounds the log lines about late nodes.
+const lateLogEvery = 10 * time.Second
+
+// probe is a liveness probe of a silent node.
+type probe struct {
+	id   uint64
+	node *nodeInfo
+	sent time.Time
+	late bool // timed out
+}
 
 // snapReq is a snapshot request in flight.
 type snapReq struct {
@@ -70,6 +116,16 @@ type tracker struct {
 	stop        chan struct{}
 	done        chan struct{}
 	tick        time.Duration
+
+	// Liveness (see above).
+	probes      map[uint64]*probe // by id: those in flight, and each node's last one after it timed out
+	nextProbe   uint64
+	probeEvery  time.Duration // a probe's timeout, and the least time between two probes of a node
+	linkSeen    time.Time     // when the last message of any kind came in
+	linkChecked time.Time     // when the tracker last sent itself a message
+	lateLogged  time.Time
+	lateCount   int // late probes since the last log line about them
+
 	// test hook: called by the loop after each message (nil in production)
 	handled func()
 }
@@ -87,6 +143,8 @@ func newTracker(s *Server) *tracker {
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 		tick:        tick,
+		probes:      map[uint64]*probe{},
+		probeEvery:  s.opts.NodeTTL / 2,
 	}
 }
 
@@ -136,29 +194,46 @@ func (t *tracker) run() {
 	defer close(t.done)
 	tick := time.NewTicker(t.tick)
 	defer tick.Stop()
-	t.request("", time.Now())
+	t.linkSeen = time.Now()
+	t.request("", t.linkSeen)
 	for {
 		select {
 		case <-t.stop:
 			return
 		case m := <-t.ch:
-			t.handle(m, time.Now())
-			if t.handled != nil {
-				t.handled()
+			t.receive(m)
+		case <-tick.C:
+			// What has already arrived is handled first: a router that
+			// was itself starved of CPU must not take the backlog in its
+			// own queue for the nodes' silence.
+			for k := len(t.ch); k > 0; k-- {
+				t.receive(<-t.ch)
 			}
-		case now := <-tick.C:
-			t.sweep(now)
+			t.sweep(time.Now())
 		case <-t.reconnected:
-			now := time.Now()
-			t.v.mu.Lock()
-			for _, n := range t.v.nodes {
-				if n != nil {
-					n.lastSeen = now
-				}
-			}
-			t.v.mu.Unlock()
+			t.natsBack(time.Now())
 		}
 	}
+}
+
+func (t *tracker) receive(m *nats.Msg) {
+	now := time.Now()
+	t.linkSeen = now
+	t.handle(m, now)
+	if t.handled != nil {
+		t.handled()
+	}
+}
+
+// natsBack forgets the probes sent before the router's connection went
+// down: their answers may be lost. (Every node gets a fresh NodeTTL from
+// the reconnect: see sweep.)
+func (t *tracker) natsBack(now time.Time) {
+	for id, p := range t.probes {
+		p.node.probe = nil
+		delete(t.probes, id)
+	}
+	t.linkSeen = now
 }
 
 func (t *tracker) handle(m *nats.Msg, now time.Time) {
@@ -180,7 +255,15 @@ func (t *tracker) handle(m *nats.Msg, now time.Time) {
 		t.s.m.presenceMsgs.WithLabelValues("heartbeat").Inc()
 		t.heartbeat(&h, now)
 	case strings.HasPrefix(m.Subject, t.inbox+"."):
-		id, err := strconv.ParseUint(m.Subject[len(t.inbox)+1:], 10, 64)
+		tok := m.Subject[len(t.inbox)+1:]
+		switch {
+		case tok == linkToken:
+			return // the tracker's own message: its arrival was the point
+		case strings.HasPrefix(tok, "p"):
+			t.probeReply(tok[1:], m, now)
+			return
+		}
+		id, err := strconv.ParseUint(tok, 10, 64)
 		if err != nil || len(m.Data) == 0 { // an empty body: a no-responders status
 			return
 		}
@@ -206,6 +289,11 @@ func (t *tracker) nodeFor(id, epoch string, now time.Time) *nodeInfo {
 	}
 	t.v.mu.Unlock()
 	if added {
+		var err error
+		if n.probeSubj, err = t.s.subjects.PresenceNode(id); err != nil {
+			t.log.Warn("gateway node id names no probe subject; it is dropped after --node-ttl of silence without a probe",
+				zap.String("node", id), zap.Error(err))
+		}
 		t.log.Info("gateway node appeared", zap.String("node", id))
 	}
 	if restarted && old != "" {
@@ -265,7 +353,7 @@ func (t *tracker) heartbeat(h *protocol.NodeHeartbeat, now time.Time) {
 	t.v.mu.Unlock()
 	if every := time.Duration(h.IntervalMS) * time.Millisecond; !n.warnedTTL && 2*every > t.s.opts.NodeTTL {
 		n.warnedTTL = true
-		t.log.Warn("a gateway's heartbeat interval is more than half of --node-ttl: one late heartbeat drops its users",
+		t.log.Warn("a gateway's heartbeat interval is more than half of --node-ttl: each late heartbeat makes the router probe it",
 			zap.String("node", n.id), zap.Duration("heartbeat_interval", every), zap.Duration("node_ttl", t.s.opts.NodeTTL))
 	}
 	if ahead {
@@ -353,6 +441,11 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 		}
 	}
 	if !c.Last {
+		if n := t.nodeByID(c.Node); n != nil {
+			t.v.mu.Lock()
+			n.lastSeen = now // hearing from it (the last chunk goes through nodeFor)
+			t.v.mu.Unlock()
+		}
 		return
 	}
 	delete(r.partial, c.Node)
@@ -409,8 +502,8 @@ func (t *tracker) finish(r *snapReq) {
 	t.v.mu.RUnlock()
 }
 
-// sweep ends timed-out requests, asks unsynced nodes again and drops nodes
-// silent for NodeTTL.
+// sweep ends timed-out requests, asks unsynced nodes again, and probes
+// and drops silent nodes (see Liveness above).
 func (t *tracker) sweep(now time.Time) {
 	for _, r := range t.reqs {
 		if now.After(r.deadline) {
@@ -421,17 +514,25 @@ func (t *tracker) sweep(now time.Time) {
 			t.finish(r)
 		}
 	}
-	connected := t.s.natsConnected()
-	var dead []*nodeInfo
-	var unsynced []*nodeInfo
+	up, since := t.s.link.state()
+	// Silence is evidence only while the router's own connection carries
+	// messages: it is up, and something came in within NodeTTL.
+	trusted := up && now.Sub(t.linkSeen) <= t.s.opts.NodeTTL
+	t.probeTimeouts(now, trusted)
+	var unsynced, silent, drop []*nodeInfo
 	t.v.mu.RLock()
+	nodes := len(t.v.byID)
 	for _, n := range t.v.nodes {
 		if n == nil {
 			continue
 		}
-		if connected && now.Sub(n.lastSeen) > t.s.opts.NodeTTL {
-			dead = append(dead, n)
-		} else if !n.synced {
+		quiet := now.Sub(later(n.lastSeen, since)) // a fresh NodeTTL from a reconnect
+		switch {
+		case trusted && (quiet > t.s.opts.NodeMaxSilence || quiet > t.s.opts.NodeTTL && n.probeSubj == ""):
+			drop = append(drop, n)
+		case up && quiet > t.s.opts.NodeTTL:
+			silent = append(silent, n)
+		case !n.synced:
 			unsynced = append(unsynced, n)
 		}
 	}
@@ -439,12 +540,138 @@ func (t *tracker) sweep(now time.Time) {
 	for _, n := range unsynced {
 		t.ensureSnapshot(n, now)
 	}
-	for _, n := range dead {
-		t.log.Warn("gateway node silent for --node-ttl; dropping it and its users",
-			zap.String("node", n.id), zap.Int("users", n.users), zap.Duration("node_ttl", t.s.opts.NodeTTL))
-		t.v.removeNode(n)
-		t.s.m.nodesExpired.Inc()
+	for _, n := range silent {
+		t.sendProbe(n, now)
 	}
+	for _, n := range drop {
+		msg := "gateway node silent for --node-max-silence; dropping it and its users whatever its probes say"
+		if n.probeSubj == "" {
+			msg = "gateway node silent for --node-ttl and its id names no probe subject; dropping it and its users"
+		}
+		t.log.Warn(msg, zap.String("node", n.id), zap.Int("users", n.users),
+			zap.Duration("silent", now.Sub(later(n.lastSeen, since)).Round(time.Millisecond)))
+		t.drop(n, dropSilent)
+	}
+	if up && nodes > 0 && now.Sub(t.linkSeen) >= t.probeEvery && now.Sub(t.linkChecked) >= t.probeEvery {
+		// Nothing came in for a while: a message to itself shows whether
+		// the connection still carries any.
+		t.linkChecked = now
+		if err := t.s.nc.Load().Publish(t.inbox+"."+linkToken, nil); err != nil {
+			t.log.Debug("link check not sent", zap.Error(err))
+		}
+	}
+}
+
+// linkToken ends the subject of the tracker's messages to itself.
+const linkToken = "link"
+
+// sendProbe probes a silent node, unless a probe of it went out less than
+// probeEvery ago.
+func (t *tracker) sendProbe(n *nodeInfo, now time.Time) {
+	if p := n.probe; p != nil && now.Sub(p.sent) < t.probeEvery {
+		return
+	}
+	if old := n.probe; old != nil {
+		delete(t.probes, old.id)
+	}
+	t.nextProbe++
+	p := &probe{id: t.nextProbe, node: n, sent: now}
+	n.probe = p
+	if err := t.s.nc.Load().PublishRequest(n.probeSubj, t.inbox+".p"+strconv.FormatUint(p.id, 10), nil); err != nil {
+		t.log.Debug("probe not sent", zap.String("node", n.id), zap.Error(err))
+		return // tried again after probeEvery
+	}
+	t.probes[p.id] = p
+}
+
+// probeTimeouts marks the probes unanswered for probeEvery late: the
+// node's subscription exists, so its NATS connection is up. They are
+// counted, and logged at most every lateLogEvery, only while the router's
+// own connection is trusted (see sweep).
+func (t *tracker) probeTimeouts(now time.Time, trusted bool) {
+	for _, p := range t.probes {
+		if p.late || now.Sub(p.sent) < t.probeEvery {
+			continue
+		}
+		p.late = true // kept: a "no responders" may still come
+		if !trusted {
+			continue
+		}
+		t.s.m.probes.WithLabelValues(probeLate).Inc()
+		t.lateCount++
+		if now.Sub(t.lateLogged) >= lateLogEvery {
+			t.log.Warn("gateway node silent for --node-ttl, but its NATS connection is up (a probe went unanswered): keeping it and its users",
+				zap.String("node", p.node.id), zap.Duration("silent", now.Sub(p.node.lastSeen).Round(time.Millisecond)),
+				zap.Int("late_probes", t.lateCount))
+			t.lateLogged, t.lateCount = now, 0
+		}
+	}
+}
+
+// probeReply handles an answer on a probe's reply subject (tok is the
+// probe's id): the node's heartbeat, or the server's "no responders".
+func (t *tracker) probeReply(tok string, m *nats.Msg, now time.Time) {
+	id, err := strconv.ParseUint(tok, 10, 64)
+	if err != nil {
+		return
+	}
+	p := t.probes[id]
+	if len(m.Data) == 0 {
+		if p != nil && m.Header.Get("Status") == noRespondersStatus {
+			t.gone(p, now)
+		}
+		return
+	}
+	var h protocol.NodeHeartbeat
+	if err := json.Unmarshal(m.Data, &h); err != nil || h.Node == "" || h.Epoch == "" || (p != nil && h.Node != p.node.id) {
+		t.s.m.presenceMsgs.WithLabelValues("invalid").Inc()
+		return
+	}
+	t.s.m.presenceMsgs.WithLabelValues("probe_reply").Inc()
+	if p != nil {
+		delete(t.probes, id)
+		if !p.late {
+			t.s.m.probes.WithLabelValues(probeAlive).Inc()
+		}
+	}
+	t.heartbeat(&h, now)
+}
+
+// noRespondersStatus is the Status header of the NATS server's answer to a
+// request nobody is subscribed to (nats.go's "no responders").
+const noRespondersStatus = "503"
+
+// gone drops the node of probe p, which nothing listens for any more: its
+// NATS connection is gone. Unless the node was heard from since the probe
+// went out (it reconnected) or was dropped already.
+func (t *tracker) gone(p *probe, now time.Time) {
+	delete(t.probes, p.id)
+	n := p.node
+	if t.nodeByID(n.id) != n || n.lastSeen.After(p.sent) {
+		return
+	}
+	t.s.m.probes.WithLabelValues(probeGone).Inc()
+	t.log.Warn("gateway node silent and its NATS connection is gone (nothing listens on its probe subject); dropping it and its users",
+		zap.String("node", n.id), zap.Int("users", n.users), zap.Duration("silent", now.Sub(n.lastSeen).Round(time.Millisecond)))
+	t.drop(n, dropGone)
+}
+
+// drop removes n and its users from the view.
+func (t *tracker) drop(n *nodeInfo, reason string) {
+	if p := n.probe; p != nil {
+		delete(t.probes, p.id)
+		n.probe = nil
+	}
+	t.v.removeNode(n)
+	t.s.m.nodesExpired.WithLabelValues(reason).Inc()
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func clampDevices(d int) uint32 {

@@ -211,8 +211,10 @@ func TestPresenceNodeRestart(t *testing.T) {
 	waitWhere(t, srv, "bob", "")
 }
 
-// TestPresenceNodeExpiry: a node that stops sending heartbeats (as after
-// kill -9) is dropped with its users after --node-ttl; the others stay.
+// TestPresenceNodeExpiry: a node that stops sending heartbeats and does
+// not listen on its probe subject (as a gateway whose NATS connection is
+// gone) is dropped with its users after --node-ttl, when its probe finds
+// no responders; the others stay.
 func TestPresenceNodeExpiry(t *testing.T) {
 	t.Parallel()
 	ns := startNATS(t, -1, nil)
@@ -234,8 +236,8 @@ func TestPresenceNodeExpiry(t *testing.T) {
 	if s := statsOf(t, srv); s.Nodes != 1 || s.Users != 2 || s.NodeList[0].Node != "gw-b" {
 		t.Fatalf("stats after the expiry: %+v", s)
 	}
-	if m := metricsText(t, srv); !strings.Contains(m, "wsfleet_router_presence_nodes_expired_total 1") {
-		t.Fatal("the expiry is not counted")
+	if m := metricsText(t, srv); !strings.Contains(m, `wsfleet_router_presence_nodes_expired_total{reason="gone"} 1`) {
+		t.Fatal("the expiry is not counted as gone")
 	}
 	// It comes back (a network partition healed): it is asked for a snapshot.
 	a.heartbeats(50 * time.Millisecond)

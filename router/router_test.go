@@ -194,7 +194,7 @@ func TestErrors(t *testing.T) {
 func TestNATSDown(t *testing.T) {
 	ns := startNATS(t, -1, nil)
 	port := natsPort(t, ns)
-	srv := startRouter(t, ns, nil)
+	srv := startRouter(t, ns, func(o *router.Options) { o.PublishWait = router.NoPublishWait })
 	post(t, srv, "bob", `"before"`).accepted(t)
 
 	ns.Shutdown()

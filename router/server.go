@@ -50,6 +50,7 @@ type Server struct {
 	t         *tracker
 
 	nc    atomic.Pointer[nats.Conn]
+	link  *natsLink           // the connection's state, from its handlers
 	jwt   *jwtverify.Verifier // nil without a JWT key source
 	idem  idemStore
 	napi  *natsAPI
@@ -88,6 +89,7 @@ func New(opts Options) (*Server, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		subjects: subjects,
+		link:     newNATSLink(),
 	}
 	for _, k := range opts.APIKeys {
 		s.keys = append(s.keys, newAPIKey(k))
@@ -184,9 +186,23 @@ func (s *Server) Start() (err error) {
 	return nil
 }
 
+// NATS keepalive. The router pings the server every natsPingInterval and
+// takes the connection for stale (then reconnects) after natsMaxPingsOut
+// pings without a PONG: 100-120 s of silence. On a host starved of CPU the
+// router or the server can go many seconds without running; with fewer
+// pings outstanding the connection was declared stale while both were
+// merely late, and every publish in flight failed during the reconnect. A
+// server that exits or closes the socket is still noticed at once (EOF),
+// so the long bound only delays noticing a link that died silently.
+const (
+	natsPingInterval = 20 * time.Second
+	natsMaxPingsOut  = 5
+)
+
 // connectNATS makes the first NATS connection, retrying until
 // NATSConnectTimeout. The connection never buffers while it reconnects, so
-// a publish while NATS is away fails instead of waiting in memory.
+// a publish while NATS is away fails (or waits for the reconnect,
+// PublishWait) instead of waiting in memory. Its handlers keep s.link.
 func (s *Server) connectNATS() error {
 	opts := []nats.Option{
 		nats.Name("wsfleet-router"),
@@ -195,27 +211,42 @@ func (s *Server) connectNATS() error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(-1),
-		nats.PingInterval(20 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOut),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			s.logRateLimited("NATS error", zap.Error(err))
 		}),
+		nats.ConnectHandler(func(*nats.Conn) { s.link.setUp(time.Now()) }),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			s.link.setDown()
 			if nc.IsClosed() {
 				return // Shutdown or Close
 			}
-			s.log.Warn("NATS disconnected; publishes fail with 503 until it is back", zap.Error(err))
+			s.log.Warn("NATS disconnected; publishes wait for it (--publish-wait), then fail with 503", zap.Error(err))
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.link.setUp(time.Now())
+			s.m.natsReconnects.Inc()
 			s.log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
 			s.t.natsReconnected()
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { s.link.setClosed() }),
 	}
 	deadline := time.Now().Add(s.opts.NATSConnectTimeout)
 	for {
+		up := s.link.next()
 		nc, err := nats.Connect(s.opts.NATSURL, opts...)
 		if err == nil {
 			s.nc.Store(nc)
+			// The connect handler runs on nats.go's callback goroutine,
+			// before any later disconnect's: wait for it, so the router
+			// starts connected.
+			t := time.NewTimer(5 * time.Second)
+			select {
+			case <-up:
+			case <-t.C:
+			}
+			t.Stop()
 			s.log.Info("connected to NATS", zap.String("url", nc.ConnectedUrlRedacted()))
 			return nil
 		}
@@ -248,10 +279,9 @@ func (s *Server) AdminAddr() net.Addr {
 // NATSConn returns the router's NATS connection, or nil before Start.
 func (s *Server) NATSConn() *nats.Conn { return s.nc.Load() }
 
-func (s *Server) natsConnected() bool {
-	nc := s.nc.Load()
-	return nc != nil && nc.IsConnected()
-}
+// natsConnected reports whether the NATS connection is up, from its
+// handlers (s.link): it never waits for the connection's lock.
+func (s *Server) natsConnected() bool { return s.link.connected() }
 
 // readiness reports whether the router takes requests, and why not.
 func (s *Server) readiness() (bool, []string) {
@@ -349,7 +379,10 @@ func (s *Server) stopBackground() {
 func (s *Server) drainNATS(ctx context.Context) {
 	nc := s.nc.Load()
 	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	nc.SetClosedHandler(func(*nats.Conn) {
+		s.link.setClosed()
+		close(closed)
+	})
 	if err := nc.Drain(); err != nil {
 		nc.Close()
 		return

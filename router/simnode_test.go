@@ -18,7 +18,8 @@ import (
 // simNode is a simulated gateway node speaking the presence protocol
 // (protocol/presence.go) on a real NATS server: it publishes batches and
 // heartbeats, answers snapshot requests (in chunks of two users, so
-// snapshots take several chunks) and kicks.
+// snapshots take several chunks) and kicks, and after listenProbes
+// listens on its probe subject.
 type simNode struct {
 	t        testing.TB
 	nc       *nats.Conn
@@ -34,6 +35,7 @@ type simNode struct {
 
 	answerSnapshots atomic.Bool
 	snapshotReqs    atomic.Int32
+	probesSeen      atomic.Int32
 	hbStop          chan struct{}
 	hbDone          chan struct{}
 }
@@ -113,16 +115,48 @@ func (n *simNode) userSubject(user string) string {
 	return s
 }
 
-func (n *simNode) heartbeat() {
+func (n *simNode) heartbeatMsg() protocol.NodeHeartbeat {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	conns := 0
 	for _, d := range n.users {
 		conns += d
 	}
-	h := protocol.NodeHeartbeat{Node: n.id, Epoch: n.epoch, Seq: n.seq, Connections: conns, Users: len(n.users), IntervalMS: 50}
-	n.mu.Unlock()
-	n.publish(n.subjects.PresenceHeartbeat(), h)
+	return protocol.NodeHeartbeat{Node: n.id, Epoch: n.epoch, Seq: n.seq, Connections: conns, Users: len(n.users), IntervalMS: 50}
+}
+
+func (n *simNode) heartbeat() {
+	n.publish(n.subjects.PresenceHeartbeat(), n.heartbeatMsg())
 	_ = n.nc.Flush()
+}
+
+// listenProbes subscribes to the node's probe subject, as a gateway does
+// for as long as its NATS connection lives. With answer it replies with
+// its heartbeat; without, it never replies, like a node starved of CPU.
+func (n *simNode) listenProbes(answer bool) {
+	n.t.Helper()
+	subj, err := n.subjects.PresenceNode(n.id)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if _, err := n.nc.Subscribe(subj, func(m *nats.Msg) {
+		n.probesSeen.Add(1)
+		if answer {
+			b, _ := json.Marshal(n.heartbeatMsg())
+			_ = m.Respond(b)
+		}
+	}); err != nil {
+		n.t.Fatal(err)
+	}
+	if err := n.nc.Flush(); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// kill closes the node's NATS connection, as its process dying does.
+func (n *simNode) kill() {
+	n.stopHeartbeats()
+	n.nc.Close()
 }
 
 // heartbeats sends a heartbeat every interval until stopHeartbeats.

@@ -83,7 +83,9 @@ func newFlags(c *config) *flagenv.Set {
 	fs.String(&o.IdempotencyStore, "idempotency-store", def.IdempotencyStore, "auto (JetStream KV when available, else memory), jetstream (shared by the replicas) or memory (per replica)")
 	fs.String(&o.IdempotencyBucket, "idempotency-bucket", def.IdempotencyBucket, "JetStream KV bucket of the idempotency keys")
 	fs.Int(&o.IdempotencyMaxKeys, "idempotency-max-keys", def.IdempotencyMaxKeys, "keys the in-memory idempotency store holds (oldest dropped first)")
-	fs.Duration(&o.NodeTTL, "node-ttl", def.NodeTTL, "drop a gateway node and its users after this long without a heartbeat")
+	fs.Duration(&o.NodeTTL, "node-ttl", def.NodeTTL, "probe a gateway node silent this long; it is dropped with its users at once if its NATS connection is gone, kept if only late")
+	fs.Duration(&o.NodeMaxSilence, "node-max-silence", def.NodeMaxSilence, "drop a gateway node and its users after this long silent whatever its probes say (more than --node-ttl)")
+	fs.Duration(&o.PublishWait, "publish-wait", def.PublishWait, "how long a publish that finds NATS disconnected waits for it to come back before answering 503 (0: at once)")
 	fs.Duration(&o.SnapshotTimeout, "snapshot-timeout", def.SnapshotTimeout, "bound on a presence snapshot request")
 	fs.Duration(&o.KickTimeout, "kick-timeout", def.KickTimeout, "longest wait for the nodes' answers to a kick")
 	fs.String(&c.logFormat, "log-format", "json", "log format: json or console")
@@ -95,6 +97,11 @@ func newFlags(c *config) *flagenv.Set {
 func parse(args []string, environ func(string) (string, bool)) (config, error) {
 	var c config
 	err := newFlags(&c).Parse(args, environ)
+	if err == nil && c.opts.PublishWait == 0 {
+		// --publish-wait 0 answers at once; in router.Options a zero is
+		// unset and becomes the default.
+		c.opts.PublishWait = router.NoPublishWait
+	}
 	return c, err
 }
 

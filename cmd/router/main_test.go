@@ -91,6 +91,8 @@ func TestParseEnv(t *testing.T) {
 			"WSFLEET_IDEMPOTENCY_STORE":    "memory",
 			"WSFLEET_IDEMPOTENCY_MAX_KEYS": "5",
 			"WSFLEET_NODE_TTL":             "20s",
+			"WSFLEET_NODE_MAX_SILENCE":     "90s",
+			"WSFLEET_PUBLISH_WAIT":         "2s",
 			"WSFLEET_SNAPSHOT_TIMEOUT":     "3s",
 			"WSFLEET_KICK_TIMEOUT":         "1s",
 		}, check: func(t *testing.T, c config) {
@@ -98,8 +100,24 @@ func TestParseEnv(t *testing.T) {
 			if o.JWT.HS256Secret != "0123456789abcdef0123456789abcdef" || o.JWT.Issuer != "idp" || o.JWT.Audience != "router" ||
 				o.JWTScope != "notify" || o.RateLimit != 50 || o.RateLimitBurst != 70 || o.MaxBatchUsers != 10 ||
 				o.IdempotencyWindow != 10*time.Minute || o.IdempotencyStore != "memory" || o.IdempotencyMaxKeys != 5 ||
-				o.NodeTTL != 20*time.Second || o.SnapshotTimeout != 3*time.Second || o.KickTimeout != time.Second {
+				o.NodeTTL != 20*time.Second || o.NodeMaxSilence != 90*time.Second || o.PublishWait != 2*time.Second ||
+				o.SnapshotTimeout != 3*time.Second || o.KickTimeout != time.Second {
 				t.Fatalf("from the environment: %+v", o)
+			}
+		}},
+		{name: "liveness and publish wait defaults", check: func(t *testing.T, c config) {
+			if o := c.opts; o.NodeTTL != 15*time.Second || o.NodeMaxSilence != 2*time.Minute || o.PublishWait != 5*time.Second {
+				t.Fatalf("defaults: node-ttl %s, node-max-silence %s, publish-wait %s", o.NodeTTL, o.NodeMaxSilence, o.PublishWait)
+			}
+		}},
+		{name: "publish wait 0 answers at once", args: []string{"--publish-wait", "0"}, check: func(t *testing.T, c config) {
+			if c.opts.PublishWait != router.NoPublishWait {
+				t.Fatalf("--publish-wait 0: %s, want router.NoPublishWait", c.opts.PublishWait)
+			}
+		}},
+		{name: "publish wait 0 from the environment", env: map[string]string{"WSFLEET_PUBLISH_WAIT": "0s"}, check: func(t *testing.T, c config) {
+			if c.opts.PublishWait != router.NoPublishWait {
+				t.Fatalf("WSFLEET_PUBLISH_WAIT=0s: %s, want router.NoPublishWait", c.opts.PublishWait)
 			}
 		}},
 		{name: "flags win", env: full, args: []string{"--api-key", key2, "--max-body-bytes=2000", "--listen", ":1"}, check: func(t *testing.T, c config) {
@@ -148,7 +166,8 @@ func TestHelpHidesKeys(t *testing.T) {
 		t.Fatal("help shows the API key")
 	}
 	for _, flag := range []string{"--jwt-hs256-secret", "--jwt-scope", "--rate-limit", "--max-batch-users",
-		"--idempotency-window", "--node-ttl", "--kick-timeout", "default 2x --rate-limit"} {
+		"--idempotency-window", "--node-ttl", "--kick-timeout", "default 2x --rate-limit",
+		"default 2m0s, env WSFLEET_NODE_MAX_SILENCE", "default 5s, env WSFLEET_PUBLISH_WAIT"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("help lacks %s", flag)
 		}
@@ -171,6 +190,10 @@ func TestBadSettings(t *testing.T) {
 		{name: "bad listen", env: ok, args: []string{"--listen", "nowhere"}, want: "--listen"},
 		{name: "bad prefix", env: ok, args: []string{"--subject-prefix", "a.>"}, want: "--subject-prefix"},
 		{name: "bad log format", env: ok, args: []string{"--log-format", "xml"}, want: "--log-format"},
+		{name: "max silence not above the ttl", env: ok, args: []string{"--node-ttl", "30s", "--node-max-silence", "30s"}, want: "--node-max-silence"},
+		{name: "ttl above the default max silence", env: ok, args: []string{"--node-ttl", "3m"}, want: "--node-max-silence"},
+		{name: "negative publish wait", env: ok, args: []string{"--publish-wait=-1s"}, want: "--publish-wait"},
+		{name: "bad publish wait in the environment", env: map[string]string{"WSFLEET_API_KEY": key1, "WSFLEET_PUBLISH_WAIT": "soon"}, want: "WSFLEET_PUBLISH_WAIT"},
 		{name: "stray argument", env: ok, args: []string{"serve"}, want: "serve"},
 	}
 	for _, tc := range cases {

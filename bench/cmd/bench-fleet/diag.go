@@ -52,7 +52,7 @@ const (
 	mConfirmFail = "wsfleet_gateway_subscription_confirm_failures_total"
 	mRouterUp    = "wsfleet_router_nats_connected"
 	mRouterRecon = "wsfleet_router_nats_reconnects_total"
-	mRouterDrop  = "wsfleet_router_presence_nodes_dropped_total"
+	mRouterDrop  = "wsfleet_router_presence_nodes_expired_total"
 	mRouterProbe = "wsfleet_router_presence_probes_total"
 )
 
