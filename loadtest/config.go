@@ -32,6 +32,11 @@ type Config struct {
 	Devices     int           // connections per user
 	UserPrefix  string
 
+	// OpenLoopRamp starts the ramp's connects at ConnectRate whatever the
+	// fleet answers (--ramp-backoff=false). Default false: each event loop
+	// bounds its attempts in flight and backs off on refusals and timeouts.
+	OpenLoopRamp bool
+
 	Auth           AuthConfig
 	PrivateKeyFile string
 

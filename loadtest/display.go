@@ -91,6 +91,24 @@ func (d *display) stop() {
 	<-d.done
 }
 
+// rampNote is what the progress adds about refusals and a ramp that backs
+// off: ", 1,204 refused, ramp 500/s of 2,000/s" ("ramp paused" while a
+// Retry-After holds every loop); nothing when there is neither.
+func rampNote(p Progress) string {
+	var s string
+	if p.Refused > 0 {
+		s += ", " + numfmt.Thousands(p.Refused) + " refused"
+	}
+	switch {
+	case p.RampTarget <= 0 || p.RampRate >= p.RampTarget*0.999:
+	case p.RampRate == 0:
+		s += ", ramp paused"
+	default:
+		s += fmt.Sprintf(", ramp %s/s of %s/s", numfmt.Thousands(int64(p.RampRate+0.5)), numfmt.Thousands(int64(p.RampTarget+0.5)))
+	}
+	return s
+}
+
 func (d *display) draw() {
 	p, _ := d.r.progress()
 	now := time.Now()
@@ -106,9 +124,10 @@ func (d *display) draw() {
 	errs := p.Fails + p.PubFailed + p.Dups + p.OOO
 	phase := d.r.getPhase()
 	target := int64(d.r.cfg.Conns)
+	back := rampNote(p)
 	if !d.bars {
-		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting)  published %s  received %s (%s/s)  errors %s\n",
-			el, phase, numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting),
+		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting%s)  published %s  received %s (%s/s)  errors %s\n",
+			el, phase, numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting), back,
 			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts), numfmt.Thousands(int64(recvRate)), numfmt.Thousands(errs))
 		return
 	}
@@ -131,7 +150,7 @@ func (d *display) draw() {
 		b.WriteByte('\n')
 	}
 	line("%s  %.1fs  %s", d.r.cfg.Scenario, el, phase)
-	line("conns    %s %s/%s  +%s/s  %s connecting", bar(p.Live, target), numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting))
+	line("conns    %s %s/%s  +%s/s  %s connecting%s", bar(p.Live, target), numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting), back)
 	if d.r.cfg.publishes() || d.r.cfg.Scenario == ScenarioBroadcast {
 		rateTarget := int64(d.r.cfg.MsgRate)
 		if d.r.cfg.Scenario == ScenarioBroadcast {

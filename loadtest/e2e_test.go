@@ -177,14 +177,17 @@ func TestSinkReportsRouterCodes(t *testing.T) {
 	}
 }
 
-// A refused upgrade is reported with the gateway's error code.
-func TestRefusedUpgradeCode(t *testing.T) {
-	f := startFleet(t)
-	gw, err := gateway.New(gateway.Options{
-		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, NodeID: "full",
-		JWT: jwtverify.Config{HS256Secret: testSecret}, MaxConnections: 2,
+// startGateway starts another gateway on the fleet's NATS, with mod
+// applied to its options, and returns its WebSocket URL.
+func (f *fleet) startGateway(t *testing.T, nodeID string, mod func(*gateway.Options)) string {
+	t.Helper()
+	o := gateway.Options{
+		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL, NodeID: nodeID,
+		JWT:    jwtverify.Config{HS256Secret: testSecret},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-	})
+	}
+	mod(&o)
+	gw, err := gateway.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +195,14 @@ func TestRefusedUpgradeCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
+	return "ws://" + gw.Addr().String() + "/ws"
+}
+
+// A refused upgrade is reported with the gateway's error code.
+func TestRefusedUpgradeCode(t *testing.T) {
+	f := startFleet(t)
 	cfg := f.config(ScenarioConnect)
-	cfg.URLs = []string{"ws://" + gw.Addr().String() + "/ws"}
+	cfg.URLs = []string{f.startGateway(t, "full", func(o *gateway.Options) { o.MaxConnections = 2 })}
 	cfg.MetricsURLs = nil
 	cfg.Conns, cfg.ConnectRate, cfg.Duration = 3, 100, 100*time.Millisecond
 	cfg.ConnectTimeout = time.Second // the ramp gives up ConnectTimeout + 5s after its last connect
@@ -203,6 +212,9 @@ func TestRefusedUpgradeCode(t *testing.T) {
 	}
 	if res.Connections.Errors["http_503_node_full"] == 0 {
 		t.Fatalf("connect errors %v, want http_503_node_full", res.Connections.Errors)
+	}
+	if res.Connections.Refusals["http_503_node_full"] != res.Connections.Errors["http_503_node_full"] {
+		t.Fatalf("refusals %v, errors %v: want the 503s in both", res.Connections.Refusals, res.Connections.Errors)
 	}
 	if ExitStatus(res) != ExitFailed {
 		t.Fatalf("exit status %d with a connection never welcomed, want %d", ExitStatus(res), ExitFailed)

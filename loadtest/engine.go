@@ -3,6 +3,7 @@ package loadtest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
@@ -44,6 +45,7 @@ type workerPlan struct {
 	BackoffMin     time.Duration `json:"backoff_min"`
 	BackoffMax     time.Duration `json:"backoff_max"`
 	CloseTimeout   time.Duration `json:"close_timeout"`
+	OpenLoopRamp   bool          `json:"open_loop_ramp,omitempty"` // --ramp-backoff=false
 	Pollers        int           `json:"pollers"`
 	Seed           uint64        `json:"seed"`
 }
@@ -211,7 +213,8 @@ func (e *clientSet) onLoops(f func(l *loop)) {
 }
 
 // connect starts the ramp: every slot that is down is connected, rate per
-// second across this process.
+// second across this process, each loop backing off on its own unless the
+// plan asks for the open-loop ramp.
 func (e *clientSet) connect(rate float64) {
 	e.rampStart.CompareAndSwap(0, mono())
 	per := rate / float64(len(e.loops))
@@ -224,6 +227,9 @@ func (e *clientSet) connect(rate float64) {
 			}
 		}
 		l.rampNext = 0
+		if len(l.ramp) > 0 {
+			l.rc.start(per, !e.plan.OpenLoopRamp, mono())
+		}
 	})
 	if len(e.slots) == 0 {
 		e.rampDone.CompareAndSwap(0, mono())
@@ -296,6 +302,12 @@ type Progress struct {
 	RampDone     int64 `json:"ramp_done"`
 	FirstDrop    int64 `json:"first_drop"`
 	LastRecovery int64 `json:"last_recovery"`
+
+	Refused int64 `json:"refused"` // attempts the gateways refused (HTTP 503, 429, close 1013)
+	// The ramp's allowed rate (0 while paused) and its target, summed over
+	// the loops that have connections left to start.
+	RampRate   float64 `json:"ramp_rate"`
+	RampTarget float64 `json:"ramp_target"`
 }
 
 func (e *clientSet) progress() Progress {
@@ -314,6 +326,9 @@ func (e *clientSet) progress() Progress {
 		p.OOO += st.ooo.Load()
 		p.Dropped += st.dropped.Load()
 		p.Recovered += st.recovered.Load()
+		p.Refused += st.refused.Load()
+		p.RampRate += math.Float64frombits(st.rampRate.Load())
+		p.RampTarget += math.Float64frombits(st.rampTarget.Load())
 		p.LastRecv = max(p.LastRecv, st.lastRecv.Load())
 	}
 	if e.pub != nil {
@@ -348,6 +363,8 @@ type workerResult struct {
 	Broadcasts []BroadcastStat     `json:"broadcasts,omitempty"`
 	Closes     map[string]int64    `json:"closes"`
 	Errors     map[string]int64    `json:"errors"`
+	Refusals   map[string]int64    `json:"refusals"` // of Errors, the gateways' refusals
+	Ramp       rampWire            `json:"ramp"`
 	PubErrors  map[string]int64    `json:"pub_errors"`
 	Foreign    int64               `json:"foreign"`
 	Misrouted  int64               `json:"misrouted"`
@@ -362,6 +379,28 @@ type workerResult struct {
 	CPUSys     float64             `json:"cpu_sys_s"`
 	Series     []seriesWire        `json:"series,omitempty"`
 	Lats       []secHist           `json:"lats,omitempty"`
+}
+
+// rampWire is a process's ramp figures (see RampResult).
+type rampWire struct {
+	Pushbacks int64   `json:"pushbacks"`
+	Cuts      int64   `json:"cuts"`
+	MinRate   float64 `json:"min_rate"`  // sum of each loop's lowest allowed rate
+	Below     int64   `json:"below_ns"`  // the longest a loop spent below its target or paused
+	Paused    int64   `json:"paused_ns"` // the longest a loop was paused
+	Held      int64   `json:"held_ns"`   // the longest a loop waited with its window full
+	Window    int64   `json:"window"`    // sum of the loops' windows
+}
+
+// add merges another loop's or process's figures.
+func (w *rampWire) add(o rampWire) {
+	w.Pushbacks += o.Pushbacks
+	w.Cuts += o.Cuts
+	w.MinRate += o.MinRate
+	w.Below = max(w.Below, o.Below)
+	w.Paused = max(w.Paused, o.Paused)
+	w.Held = max(w.Held, o.Held)
+	w.Window += o.Window
 }
 
 // finish stops publishing, stops reconnecting, takes the accounting cut
@@ -382,10 +421,14 @@ func (e *clientSet) finish() *workerResult {
 	blog := append([]pubRec(nil), e.bLog...)
 	e.bMu.Unlock()
 
-	r := &workerResult{Index: e.plan.Index, Hists: map[string]HistWire{}, Closes: map[string]int64{}, Errors: map[string]int64{}}
+	r := &workerResult{Index: e.plan.Index, Hists: map[string]HistWire{}, Closes: map[string]int64{}, Errors: map[string]int64{}, Refusals: map[string]int64{}}
 	var mu sync.Mutex
 	e.onLoops(func(l *loop) {
+		if l.ramping() {
+			l.rc.advance(mono())
+		}
 		l.rampRate, l.churnRate = 0, 0
+		l.rampStopped()
 		var msgs, bc SeqCounts
 		var open, notBack int64
 		for _, s := range l.slots {
@@ -458,6 +501,12 @@ func (e *clientSet) finish() *workerResult {
 		for k, v := range l.errs {
 			r.Errors[k] += v
 		}
+		for k, v := range l.refusals {
+			r.Refusals[k] += v
+		}
+		if c := &l.rc; c.target > 0 {
+			r.Ramp.add(rampWire{Pushbacks: c.pushbacks, Cuts: c.cuts, MinRate: c.minRate, Below: c.below, Paused: c.paused, Held: l.rampHeld, Window: int64(c.window)})
+		}
 		r.Foreign += l.st.foreign.Load()
 		r.Misrouted += l.st.misrouted.Load()
 		r.Refreshed += l.st.refreshed.Load()
@@ -504,14 +553,15 @@ func (e *clientSet) finish() *workerResult {
 // seriesWire is a process's cumulative counters sampled at second I of
 // the run.
 type seriesWire struct {
-	I         int   `json:"i"`
-	Live      int64 `json:"live"`
-	Welcomes  int64 `json:"welcomes"`
-	Fails     int64 `json:"fails"`
-	Closes    int64 `json:"closes"`
-	Receipts  int64 `json:"receipts"`
-	BReceipts int64 `json:"broadcast_receipts"`
-	Acked     int64 `json:"acked"`
+	I         int     `json:"i"`
+	Live      int64   `json:"live"`
+	Welcomes  int64   `json:"welcomes"`
+	Fails     int64   `json:"fails"`
+	Closes    int64   `json:"closes"`
+	Receipts  int64   `json:"receipts"`
+	BReceipts int64   `json:"broadcast_receipts"`
+	Acked     int64   `json:"acked"`
+	RampRate  float64 `json:"ramp_rate,omitempty"`
 }
 
 // secHist is the end-to-end latencies recorded during second Sec of the
@@ -549,7 +599,7 @@ func (c *seriesCollector) sampleUpTo(sec int, p Progress) {
 	c.mu.Lock()
 	for i := c.last + 1; i <= sec; i++ {
 		c.points = append(c.points, seriesWire{I: i, Live: p.Live, Welcomes: p.Welcomes, Fails: p.Fails, Closes: p.Closes,
-			Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked})
+			Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked, RampRate: p.RampRate})
 	}
 	c.last = max(c.last, sec)
 	c.mu.Unlock()

@@ -14,11 +14,14 @@ import (
 func WriteHTML(w io.Writer, res *Result) error {
 	var rep strings.Builder
 	WriteReport(&rep, res)
-	var xs, live, conn, p50, p99, pmax, deliv []float64
+	var xs, live, conn, ramp, p50, p99, pmax, deliv []float64
+	ramped := false
 	for _, p := range res.Series {
 		xs = append(xs, p.T)
 		live = append(live, float64(p.Live))
 		conn = append(conn, float64(p.Connects))
+		ramp = append(ramp, p.RampRate)
+		ramped = ramped || p.RampRate > 0
 		deliv = append(deliv, float64(p.Delivered))
 		if p.LatCount > 0 {
 			p50 = append(p50, p.LatP50)
@@ -30,11 +33,11 @@ func WriteHTML(w io.Writer, res *Result) error {
 			pmax = append(pmax, math.NaN())
 		}
 	}
-	charts := []template.HTML{
-		lineChart("connections", "Connections over time", "seconds", "", xs, []series{
-			{"open connections", "#2b6cb0", live}, {"welcomed per second", "#38a169", conn},
-		}, false),
+	conns := []series{{"open connections", "#2b6cb0", live}, {"welcomed per second", "#38a169", conn}}
+	if ramped {
+		conns = append(conns, series{"ramp rate allowed", "#dd6b20", ramp})
 	}
+	charts := []template.HTML{lineChart("connections", "Connections over time", "seconds", "", xs, conns, false)}
 	if res.Messages != nil || res.Broadcasts != nil {
 		charts = append(charts, lineChart("deliveries", "Deliveries per second", "seconds", "", xs, []series{
 			{"receipts per second", "#805ad5", deliv},

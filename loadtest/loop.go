@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
@@ -20,6 +21,10 @@ type loopStats struct {
 	receipts, breceipts, dups, ooo, foreign, misrouted  atomic.Int64
 	refreshed, dropped, recovered, churned, lastRecv    atomic.Int64
 	unexpected                                          atomic.Int64 // live sessions the gateway or the network ended
+	refused                                             atomic.Int64
+	// the ramp's allowed rate (0 while paused) and target while the loop
+	// has connections left to start, as math.Float64bits
+	rampRate, rampTarget atomic.Uint64
 }
 
 // loop is one epoll poller and the slots it owns; everything in it but st
@@ -42,6 +47,9 @@ type loop struct {
 	rampNext    int
 	rampRate    float64 // connects per second
 	rampBudget  float64
+	rc          rampControl
+	rampHeld    int64 // ns the ramp had connects due but its window was full
+	inFlight    int   // attempts connecting, upgrading or waiting for the welcome
 	churnRate   float64
 	churnDown   time.Duration
 	lastTick    int64
@@ -53,9 +61,10 @@ type loop struct {
 	ivE2E                                        *hdrhistogram.Histogram
 	ivIdx                                        int
 
-	closes map[string]int64
-	errs   map[string]int64
-	bstats []BroadcastStat // by seq-1
+	closes   map[string]int64
+	errs     map[string]int64
+	refusals map[string]int64
+	bstats   []BroadcastStat // by seq-1
 
 	st loopStats
 }
@@ -73,6 +82,7 @@ func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr)
 		ivE2E:      newSeriesHist(),
 		closes:     map[string]int64{},
 		errs:       map[string]int64{},
+		refusals:   map[string]int64{},
 	}
 	l.fam = unix.AF_INET
 	if targets[0].Addr().Is6() && !targets[0].Addr().Is4In6() {
@@ -124,18 +134,8 @@ func (l *loop) onTick() {
 	l.w.Advance(l.now, l.fire)
 	dt := float64(now-l.lastTick) / 1e9
 	l.lastTick = now
-	if l.rampRate > 0 && l.rampNext < len(l.ramp) && l.e.running.Load() {
-		l.rampBudget = min(l.rampBudget+l.rampRate*dt, max(l.rampRate*0.1, 1)+1)
-		for l.rampBudget >= 1 && l.rampNext < len(l.ramp) {
-			s := l.ramp[l.rampNext]
-			l.ramp[l.rampNext] = nil
-			l.rampNext++
-			if s.state == stDown && !s.want {
-				s.want = true
-				l.rampBudget--
-				s.connect()
-			}
-		}
+	if l.ramping() && l.e.running.Load() {
+		l.rampTick(now, dt)
 	}
 	if l.churnRate > 0 && l.e.running.Load() {
 		l.churnBudget += l.churnRate * dt
@@ -155,6 +155,72 @@ func (l *loop) onTick() {
 		l.ivIdx = iv
 	}
 }
+
+// ramping reports whether the loop has ramp connections left to start.
+func (l *loop) ramping() bool { return l.rampRate > 0 && l.rampNext < len(l.ramp) }
+
+// rampTick starts the ramp connects due: at the rate the ramp control
+// allows (the target, open-loop), while fewer than its window of attempts
+// are in flight (open-loop: whatever is in flight).
+func (l *loop) rampTick(now int64, dt float64) {
+	c := &l.rc
+	c.advance(now)
+	rate := c.allowed(now)
+	if rate == 0 {
+		l.rampBudget = min(l.rampBudget, 1) // no burst after a pause
+	} else {
+		l.rampBudget = min(l.rampBudget+rate*dt, max(rate*0.1, 1)+1)
+	}
+	for l.rampBudget >= 1 && l.rampNext < len(l.ramp) && rate > 0 {
+		if c.on && l.inFlight >= c.window {
+			l.rampHeld += int64(dt * 1e9)
+			break
+		}
+		s := l.ramp[l.rampNext]
+		l.ramp[l.rampNext] = nil
+		l.rampNext++
+		if s.state == stDown && !s.want {
+			s.want = true
+			l.rampBudget--
+			s.connect()
+		}
+	}
+	if l.rampNext >= len(l.ramp) {
+		l.rampStopped() // nothing is left to start: the figures stop here
+		return
+	}
+	l.st.rampRate.Store(math.Float64bits(rate))
+	l.st.rampTarget.Store(math.Float64bits(c.target))
+}
+
+// rampStopped clears the ramp's rate from the loop's progress.
+func (l *loop) rampStopped() {
+	l.st.rampRate.Store(0)
+	l.st.rampTarget.Store(0)
+}
+
+// attemptFailed takes a failed attempt's reason: a refusal is counted,
+// and while the loop ramps a pushback slows it (a Retry-After of ra
+// seconds pauses its new connects for a random ½–1 of it).
+func (l *loop) attemptFailed(reason string, ra int) {
+	refused, push := classify(reason)
+	if refused {
+		l.refusals[reason]++
+		l.st.refused.Add(1)
+	}
+	if !push || !l.ramping() {
+		return
+	}
+	var pause time.Duration
+	if ra > 0 {
+		d := time.Duration(ra) * time.Second
+		pause = d/2 + time.Duration(l.rng.Int64N(int64(d/2)+1))
+	}
+	l.rc.pushback(mono(), pause)
+}
+
+// addInFlight counts attempts starting (1) or ending (-1).
+func (l *loop) addInFlight(n int) { l.inFlight += n }
 
 // randomLive returns a random open connection of this loop, or nil.
 func (l *loop) randomLive() *slot {

@@ -88,6 +88,37 @@ type ConnResult struct {
 	// asked for), and connections still down after one at the end.
 	ClosedUnexpectedly int64 `json:"closed_unexpectedly"`
 	ClosedNotBack      int64 `json:"closed_not_back"`
+	// Refusals are the attempts the gateways refused for now, by reason
+	// (HTTP 503 whatever its code, 429, a close 1013 before the welcome);
+	// Errors counts them too. A refused device retries after its back-off
+	// and the refusal's Retry-After.
+	Refusals map[string]int64 `json:"refusals,omitempty"`
+	Ramp     *RampResult      `json:"ramp,omitempty"` // how the ramp backed off
+}
+
+// RampResult is how the ramp backed off. Each event loop runs its share of
+// --connect-rate and backs off on its own (see docs/loadtest.md).
+type RampResult struct {
+	Backoff bool `json:"backoff"` // --ramp-backoff: false, the ramp ran open-loop
+	// Signs of a fleet behind while the ramp had connections left to start:
+	// refusals, 408s, attempts that timed out (counted with or without
+	// --ramp-backoff).
+	Pushbacks int64 `json:"pushbacks"`
+	RateCuts  int64 `json:"rate_cuts"` // times a loop halved its rate
+	// MinRate is the lowest rate the ramp backed off to, connects per
+	// second: the sum of each loop's lowest (pauses aside). Loops back off
+	// on their own, so the ramp's total rate was never below it.
+	MinRate float64 `json:"min_rate"`
+	// BelowTargetSeconds is the longest a loop spent below its share of
+	// --connect-rate, or paused by a Retry-After; PausedSeconds the
+	// longest a loop was paused.
+	BelowTargetSeconds float64 `json:"below_target_s"`
+	PausedSeconds      float64 `json:"paused_s"`
+	// InFlightLimit is the attempts in flight past which the ramp starts no
+	// new connect (the sum of the loops' limits); HeldSeconds the longest a
+	// loop had connects due but waited for its attempts to finish.
+	InFlightLimit int64   `json:"in_flight_limit,omitempty"`
+	HeldSeconds   float64 `json:"held_s"`
 }
 
 // MsgResult is about messages to users.
@@ -167,6 +198,9 @@ type Point struct {
 	LatP50    float64 `json:"lat_p50_ms"`
 	LatP99    float64 `json:"lat_p99_ms"`
 	LatMax    float64 `json:"lat_max_ms"`
+	// RampRate is the rate the ramp allowed at the second (0 while paused,
+	// and once every connection was started).
+	RampRate float64 `json:"ramp_rate,omitempty"`
 }
 
 // Accounting says whether the counts add up.
@@ -196,7 +230,8 @@ func (r *runner) result(end int64) *Result {
 
 	hs := map[string]*hdrhistogram.Histogram{}
 	var msgs, bc SeqCounts
-	errs, perrs := map[string]int64{}, map[string]int64{}
+	errs, perrs, refusals := map[string]int64{}, map[string]int64{}, map[string]int64{}
+	var ramp rampWire
 	bstats := map[int]*BroadcastStat{}
 	var foreign, misrouted, refreshed, churned, behind, open, mints, unexpected, notBack int64
 	for _, w := range results {
@@ -216,6 +251,10 @@ func (r *runner) result(end int64) *Result {
 		for k, v := range w.Errors {
 			errs[k] += v
 		}
+		for k, v := range w.Refusals {
+			refusals[k] += v
+		}
+		ramp.add(w.Ramp)
 		for k, v := range w.PubErrors {
 			perrs[k] += v
 		}
@@ -270,6 +309,12 @@ func (r *runner) result(end int64) *Result {
 	cr.RateTarget = c.ConnectRate
 	cr.Upgrade, cr.Handshake = statsOf(hs["upgrade"]), statsOf(hs["welcome"])
 	cr.Errors, cr.Refreshed, cr.TokenMints = errs, refreshed, mints
+	cr.Refusals = refusals
+	cr.Ramp = &RampResult{Backoff: !c.OpenLoopRamp, Pushbacks: ramp.Pushbacks, RateCuts: ramp.Cuts, MinRate: ramp.MinRate,
+		BelowTargetSeconds: float64(ramp.Below) / 1e9, PausedSeconds: float64(ramp.Paused) / 1e9, HeldSeconds: float64(ramp.Held) / 1e9}
+	if cr.Ramp.Backoff {
+		cr.Ramp.InFlightLimit = ramp.Window
+	}
 	_, all := r.progress()
 	cr.RampDone = len(all) > 0
 	var rampStart, rampDone int64
@@ -363,9 +408,10 @@ func (r *runner) mergedSeries() []Point {
 			s.Closes += last[w].Closes
 			s.Receipts += last[w].Receipts + last[w].BReceipts
 			s.Acked += last[w].Acked
+			s.RampRate += last[w].RampRate
 		}
 		p := Point{T: float64(i), Live: s.Live, Connects: s.Welcomes - prev.Welcomes, Closes: s.Closes - prev.Closes,
-			Delivered: s.Receipts - prev.Receipts, Acked: s.Acked - prev.Acked}
+			Delivered: s.Receipts - prev.Receipts, Acked: s.Acked - prev.Acked, RampRate: s.RampRate}
 		if h := r.seriesLat[i-1]; h != nil && h.TotalCount() > 0 {
 			v := h.ValueAtPercentilesSlice([]float64{50, 99})
 			p.LatCount, p.LatP50, p.LatP99, p.LatMax = h.TotalCount(), ms(v[0]), ms(v[1]), ms(h.Max())
@@ -492,8 +538,11 @@ func WriteReport(out io.Writer, res *Result) {
 	fmt.Fprintf(w, "  attempts\t%s\twelcomed %s\tfailed %s\n", numfmt.Thousands(c.Attempts), numfmt.Thousands(c.Welcomes), numfmt.Thousands(c.Failures))
 	latRow(w, "handshake (connect → welcome)", c.Handshake)
 	latRow(w, "upgrade (connect → 101)", c.Upgrade)
+	rampRows(w, c)
 	for _, k := range sortedKeys(c.Errors) {
-		fmt.Fprintf(w, "  error %s\t%s\n", k, numfmt.Thousands(c.Errors[k]))
+		if _, ok := c.Refusals[k]; !ok {
+			fmt.Fprintf(w, "  error %s\t%s\n", k, numfmt.Thousands(c.Errors[k]))
+		}
 	}
 	if c.Refreshed > 0 {
 		fmt.Fprintf(w, "  tokens refreshed\t%s\n", numfmt.Thousands(c.Refreshed))
@@ -592,6 +641,34 @@ func WriteReport(out io.Writer, res *Result) {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
 	w.Flush()
+}
+
+// rampRows writes the refusals (apart from the other errors) and, when
+// there is something to say, how the ramp backed off.
+func rampRows(w io.Writer, c ConnResult) {
+	if len(c.Refusals) > 0 {
+		var n int64
+		var parts []string
+		for _, k := range sortedKeys(c.Refusals) {
+			n += c.Refusals[k]
+			parts = append(parts, k+" "+numfmt.Thousands(c.Refusals[k]))
+		}
+		fmt.Fprintf(w, "  refused (retried)\t%s\t%s\n", numfmt.Thousands(n), strings.Join(parts, "  "))
+	}
+	r := c.Ramp
+	switch {
+	case r == nil:
+	case !r.Backoff:
+		fmt.Fprintf(w, "  ramp\topen loop (--ramp-backoff=false)\t%s pushbacks\n", numfmt.Thousands(r.Pushbacks))
+	case r.Pushbacks > 0 || r.HeldSeconds > 0:
+		held := ""
+		if r.HeldSeconds > 0 {
+			held = fmt.Sprintf("\theld %.2f s at %s in flight", r.HeldSeconds, numfmt.Thousands(r.InFlightLimit))
+		}
+		fmt.Fprintf(w, "  ramp back-off\t%s pushbacks\t%s rate cuts\tlowest %s/s\t%.2f s below target (%.2f s paused)%s\n",
+			numfmt.Thousands(r.Pushbacks), numfmt.Thousands(r.RateCuts), numfmt.Thousands(int64(r.MinRate+0.5)),
+			r.BelowTargetSeconds, r.PausedSeconds, held)
+	}
 }
 
 func seqRows(w io.Writer, c SeqCounts) {

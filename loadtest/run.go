@@ -164,7 +164,7 @@ func (r *runner) plan() error {
 			Devices: c.Devices, UserPrefix: c.UserPrefix, Auth: c.Auth, Publish: c.Publish,
 			NeedPublisher:  c.publishes(),
 			ConnectTimeout: c.ConnectTimeout, BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax,
-			CloseTimeout: c.CloseTimeout, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
+			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
 		}
 		from += n
 		r.plans = append(r.plans, p)
@@ -569,6 +569,9 @@ func (r *runner) progress() (Progress, []Progress) {
 		s.Outstanding += p.Outstanding
 		s.Dropped += p.Dropped
 		s.Recovered += p.Recovered
+		s.Refused += p.Refused
+		s.RampRate += p.RampRate
+		s.RampTarget += p.RampTarget
 		s.LastRecv = max(s.LastRecv, p.LastRecv)
 		s.RampDone = max(s.RampDone, p.RampDone)
 		s.LastRecovery = max(s.LastRecovery, p.LastRecovery)

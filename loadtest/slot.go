@@ -28,6 +28,9 @@ const (
 	stClosing                 // our close frame sent, waiting for the echo
 )
 
+// inFlight reports whether a slot in state st is an attempt in flight.
+func inFlight(st uint8) bool { return st >= stConnecting && st <= stAuthing }
+
 const (
 	maxFrame      = 16 << 20 // largest server frame accepted
 	maxPendingOut = 1 << 20  // queued output before the connection is failed
@@ -102,6 +105,7 @@ func (s *slot) connect() {
 	s.state = stConnecting
 	s.t0 = mono()
 	l.st.connecting.Add(1)
+	l.addInFlight(1)
 	// The slot outlives its sockets: an event of an old socket (see the
 	// engine's fd rules) is told apart by its generation.
 	if err := l.p.Add(fd, engine.EventRead|engine.EventWrite|engine.EventRdHup|engine.EventEdge, func(ev engine.Event) {
@@ -114,6 +118,7 @@ func (s *slot) connect() {
 		s.Init(-1)
 		s.state = stDown
 		l.st.connecting.Add(-1)
+		l.addInFlight(-1)
 		s.retry("epoll_add")
 		return
 	}
@@ -514,6 +519,7 @@ func (s *slot) welcomed() {
 	l := s.l
 	e := l.e
 	w := e.sessionOpened(s.user)
+	l.addInFlight(-1)
 	s.state = stLive
 	s.attempts = 0
 	recordMicros(l.hWelcome, w-s.t0)
@@ -752,6 +758,9 @@ func (s *slot) finalClose(failReason string) {
 	if s.state == stConnecting {
 		l.st.connecting.Add(-1)
 	}
+	if inFlight(s.state) {
+		l.addInFlight(-1)
+	}
 	// A live session ends here when the gateway closed it, the stream
 	// ended, a write failed or the framing broke: unexpected, unless the
 	// run itself caused it (closeOK) or the run is over (after the cut).
@@ -771,6 +780,7 @@ func (s *slot) finalClose(failReason string) {
 	if failReason != "" {
 		l.errorf(failReason)
 		l.st.fails.Add(1)
+		l.attemptFailed(failReason, s.retryAfter)
 	}
 	if l.finishing {
 		l.checkFinished()
