@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wsfleet/wsfleet/internal/numfmt"
+	"github.com/wsfleet/wsfleet/loadtest"
 )
 
 // Report is everything a bench-fleet run measured: what --json writes.
@@ -175,8 +176,14 @@ type MillionResult struct {
 	// Phases says, for the ramp, the hold and the broadcasts, what the
 	// fleet refused and why and how NATS and the router fared.
 	Phases []PhaseDiag `json:"phases,omitempty"`
-	Yes    bool        `json:"yes"`
-	Why    string      `json:"why,omitempty"`
+	// The load tester's side: the attempts the gateways refused for now by
+	// reason, every failed attempt by reason, and how the ramp backed off.
+	Refusals map[string]int64     `json:"refusals,omitempty"`
+	Attempts int64                `json:"attempts,omitempty"`
+	Failures map[string]int64     `json:"failures,omitempty"`
+	Ramp     *loadtest.RampResult `json:"ramp,omitempty"`
+	Yes      bool                 `json:"yes"`
+	Why      string               `json:"why,omitempty"`
 }
 
 // Stats summarizes the samples of one figure.

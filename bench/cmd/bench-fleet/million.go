@@ -101,6 +101,11 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 		return mr, runErr
 	}
 	mr.Peak = r.Connections.Peak
+	mr.Attempts, mr.Failures, mr.Refusals, mr.Ramp = r.Connections.Attempts, r.Connections.Errors, r.Connections.Refusals, r.Connections.Ramp
+	if mr.Ramp != nil {
+		h.logf("million: %s attempts for %s connections; refused %v; ramp: %d pushbacks, %d rate cuts, lowest %.0f/s, %.0f s below target, %.0f s paused",
+			numfmt.Thousands(mr.Attempts), numfmt.Thousands(int64(c.conns)), mr.Refusals, mr.Ramp.Pushbacks, mr.Ramp.RateCuts, mr.Ramp.MinRate, mr.Ramp.BelowTargetSeconds, mr.Ramp.PausedSeconds)
+	}
 	mr.RampSeconds = r.Connections.RampSeconds
 	mr.Closes = r.Closes
 	mr.Unexpected = sumCloses(r.Closes)
