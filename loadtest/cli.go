@@ -101,7 +101,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Int(&c.Conns, "conns", 1000, "connections to open (N)")
 	fs.Float(&c.ConnectRate, "connect-rate", 1000, "new connections per second during the ramp")
 	backoff := true
-	fs.Bool(&backoff, "ramp-backoff", true, "slow the ramp when the fleet is behind: bound its attempts in flight, halve its rate at a refusal (503, close 1013) or timeout and wait out Retry-After; false: --connect-rate whatever the fleet answers (open loop)")
+	fs.Bool(&backoff, "ramp-backoff", true, "slow the ramp when the fleet is behind: bound its attempts in flight, cut its rate to 70% each second a tenth or more of its attempts are refused (503, close 1013) or time out, and wait out Retry-After when most are; false: --connect-rate whatever the fleet answers (open loop)")
 	fs.Duration(&c.Duration, "duration", 30*time.Second, "the measured phase after the ramp: hold (connect), publishing (deliver, storm, churn)")
 	fs.Int(&c.MaxConns, "max-conns", 100000, "hard cap: --conns above it is refused")
 	fs.Int(&c.Devices, "devices-per-user", 1, "connections per user: users are <user-prefix>0, 1, …; every device of a user must receive each of its messages")

@@ -169,7 +169,11 @@ func (l *loop) rampTick(now int64, dt float64) {
 	if rate == 0 {
 		l.rampBudget = min(l.rampBudget, 1) // no burst after a pause
 	} else {
-		l.rampBudget = min(l.rampBudget+rate*dt, max(rate*0.1, 1)+1)
+		// A tick that came late (the process waited for CPU) starts the
+		// connects it owes, up to rampCatchUp's worth: the ramp keeps its
+		// rate on a busy machine, and the window still bounds what is in
+		// flight.
+		l.rampBudget = min(l.rampBudget+rate*dt, max(rate*rampCatchUp.Seconds(), 1)+1)
 	}
 	for l.rampBudget >= 1 && l.rampNext < len(l.ramp) && rate > 0 {
 		if c.on && l.inFlight >= c.window {
@@ -200,8 +204,9 @@ func (l *loop) rampStopped() {
 }
 
 // attemptFailed takes a failed attempt's reason: a refusal is counted,
-// and while the loop ramps a pushback slows it (a Retry-After of ra
-// seconds pauses its new connects for a random ½–1 of it).
+// and while the loop ramps a pushback counts against its rate (a
+// Retry-After of ra seconds, when most attempts are pushed back, pauses
+// its new connects for a random ½–1 of it).
 func (l *loop) attemptFailed(reason string, ra int) {
 	refused, push := classify(reason)
 	if refused {
@@ -219,8 +224,14 @@ func (l *loop) attemptFailed(reason string, ra int) {
 	l.rc.pushback(mono(), pause)
 }
 
-// addInFlight counts attempts starting (1) or ending (-1).
-func (l *loop) addInFlight(n int) { l.inFlight += n }
+// addInFlight counts attempts starting (1) or ending (-1); the ramp
+// control weighs its pushbacks against the attempts that ended.
+func (l *loop) addInFlight(n int) {
+	l.inFlight += n
+	if n < 0 && l.ramping() {
+		l.rc.attemptEnded(mono())
+	}
+}
 
 // randomLive returns a random open connection of this loop, or nil.
 func (l *loop) randomLive() *slot {

@@ -8,16 +8,31 @@ import (
 // The ramp's back-off (--ramp-backoff, on by default): each loop runs its
 // share of --connect-rate through a rampControl and starts a new ramp
 // connect only while fewer than its window of attempts are in flight.
+//
+// The control looks at the share of attempts the fleet pushed back in each
+// rampPeriod, not at single answers: a fleet that sheds load refuses some
+// attempts early and cheaply and admits the rest, so a few refusals are
+// the fleet working as meant (the refused clients retry after their
+// Retry-After), while a large share says the ramp runs ahead of it.
 const (
-	// rampCut multiplies a loop's rate at a pushback,
-	rampCut = 0.5
-	// at most once per rampCutEvery (the answers to attempts started
-	// before a cut still arrive after it);
-	rampCutEvery = 250 * time.Millisecond
-	// each rampQuiet without a pushback adds rampStep of the target back,
-	// up to the target.
-	rampQuiet = time.Second
-	rampStep  = 0.1
+	// rampPeriod is how often a loop weighs its pushbacks.
+	rampPeriod = time.Second
+	// A period whose pushbacks are rampCutShare or more of the attempts
+	// that ended in it multiplies the rate by rampCut;
+	rampCutShare = 0.1
+	rampCut      = 0.7
+	// one where they are rampPauseShare or more also holds new connects for
+	// the Retry-After the fleet asked for (jittered by the caller);
+	rampPauseShare = 0.5
+	// any other period adds rampStep of the target back, up to the target.
+	rampStep = 0.1
+	// A period at least rampEarlyAge old is weighed early, and a new one
+	// starts, once rampEarly pushbacks are that share: a fleet refusing
+	// most of a fast ramp is answered within its first answers, not a
+	// period later (the age lets the answers to attempts started before a
+	// cut arrive before the next).
+	rampEarly    = 8
+	rampEarlyAge = rampPeriod / 10
 	// The rate never falls below rampFloorShare of the target, nor below
 	// rampFloorMin connects per second (unless the target is lower).
 	rampFloorShare = 0.01
@@ -29,22 +44,30 @@ const (
 	// under rampWindow and slows in proportion beyond (Little's law).
 	rampWindow    = time.Second
 	rampMinWindow = 16
+	// rampCatchUp is the most connects a loop owes that one tick starts
+	// (as time at the allowed rate): a loop starved of CPU for a while
+	// catches up to that, and no more.
+	rampCatchUp = time.Second
 )
 
-// rampControl is one loop's AIMD control of its ramp rate. A pushback (the
-// fleet refusing an attempt or answering it too slowly) halves the rate,
-// at most once per rampCutEvery, down to the floor; a refusal's
-// Retry-After also pauses the new connects. Every rampQuiet without a
-// pushback adds a tenth of the target back. Times are mono ns. Off (the
-// open-loop ramp) it only counts the pushbacks.
+// rampControl is one loop's AIMD control of its ramp rate. At the end of
+// each rampPeriod (or once rampEarly pushbacks make the share) it weighs the period's pushbacks (the fleet refusing an
+// attempt or answering it too slowly) against the attempts that ended: a
+// share of rampCutShare or more cuts the rate by rampCut, down to the
+// floor, and a share of rampPauseShare or more with a Retry-After also
+// holds new connects that long; a smaller share adds a tenth of the target
+// back. Times are mono ns. Off (the open-loop ramp) it only counts the
+// pushbacks.
 type rampControl struct {
 	on      bool
 	target  float64 // connects per second asked for
 	rate    float64 // connects per second allowed now
 	floor   float64
 	window  int   // attempts in flight that stop new connects
-	lastCut int64 // when the rate was last cut
-	quiet   int64 // start of the current stretch without a pushback
+	period  int64 // start of the current period
+	ended   int64 // attempts that ended in the current period
+	pushed  int64 // of them, pushed back
+	pause   int64 // longest Retry-After pause asked for in the period, ns
 	pauseTo int64 // no new connects before it
 	last    int64 // time accounted up to
 
@@ -57,8 +80,7 @@ type rampControl struct {
 
 // start sets the target rate at now (on: back off).
 func (c *rampControl) start(target float64, on bool, now int64) {
-	*c = rampControl{on: on, target: target, rate: target, minRate: target,
-		lastCut: now - int64(rampCutEvery), quiet: now, last: now}
+	*c = rampControl{on: on, target: target, rate: target, minRate: target, period: now, last: now}
 	c.floor = min(target, max(rampFloorMin, target*rampFloorShare))
 	c.window = max(rampMinWindow, int(target*rampWindow.Seconds()+0.5))
 }
@@ -74,9 +96,23 @@ func (c *rampControl) allowed(now int64) float64 {
 	return c.rate
 }
 
-// advance accounts the time up to now and adds back a step of the target
-// for every rampQuiet without a pushback.
+// advance accounts the time up to now and closes every period that ended
+// by then.
 func (c *rampControl) advance(now int64) {
+	if now <= c.last {
+		return
+	}
+	for now-c.period >= int64(rampPeriod) {
+		end := c.period + int64(rampPeriod)
+		c.account(end)
+		c.weigh(end)
+		c.period = end
+	}
+	c.account(now)
+}
+
+// account adds the time from c.last to now to below and paused.
+func (c *rampControl) account(now int64) {
 	if now <= c.last {
 		return
 	}
@@ -91,34 +127,52 @@ func (c *rampControl) advance(now int64) {
 		c.below += paused
 	}
 	c.last = now
-	if c.rate >= c.target {
-		c.quiet = now
-		return
-	}
-	for now-c.quiet >= int64(rampQuiet) && c.rate < c.target {
-		c.rate = min(c.target, c.rate+c.target*rampStep)
-		c.quiet += int64(rampQuiet)
-	}
 }
 
-// pushback takes a sign that the fleet is behind at now; pause (a
-// refusal's Retry-After, jittered by the caller) holds new connects that
-// long.
-func (c *rampControl) pushback(now int64, pause time.Duration) {
-	c.pushbacks++
+// weigh closes the period that ends at end.
+func (c *rampControl) weigh(end int64) {
+	ended, pushed, pause := c.ended, c.pushed, c.pause
+	c.ended, c.pushed, c.pause = 0, 0, 0
 	if !c.on {
 		return
 	}
-	c.advance(now)
-	c.quiet = max(c.quiet, now)
-	if pause > 0 {
-		c.pauseTo = max(c.pauseTo, now+int64(pause))
+	share := 0.0
+	if pushed > 0 {
+		share = float64(pushed) / float64(max(ended, pushed))
 	}
-	if now-c.lastCut >= int64(rampCutEvery) && c.rate > c.floor {
-		c.rate = max(c.floor, c.rate*rampCut)
-		c.lastCut = now
-		c.cuts++
-		c.minRate = min(c.minRate, c.rate)
+	switch {
+	case share >= rampCutShare:
+		if c.rate > c.floor {
+			c.rate = max(c.floor, c.rate*rampCut)
+			c.cuts++
+			c.minRate = min(c.minRate, c.rate)
+		}
+		if share >= rampPauseShare && pause > 0 {
+			c.pauseTo = max(c.pauseTo, end+pause)
+		}
+	case c.rate < c.target:
+		c.rate = min(c.target, c.rate+c.target*rampStep)
+	}
+}
+
+// attemptEnded counts an attempt that ended at now, welcomed or not (a
+// pushback is counted by pushback as well).
+func (c *rampControl) attemptEnded(now int64) {
+	c.advance(now)
+	c.ended++
+}
+
+// pushback takes a sign that the fleet is behind at now; pause is the
+// refusal's Retry-After, jittered by the caller. Call it after
+// attemptEnded for the same attempt.
+func (c *rampControl) pushback(now int64, pause time.Duration) {
+	c.advance(now)
+	c.pushbacks++
+	c.pushed++
+	c.pause = max(c.pause, int64(pause))
+	if c.on && now-c.period >= int64(rampEarlyAge) && c.pushed >= rampEarly && float64(c.pushed) >= rampCutShare*float64(max(c.ended, c.pushed)) {
+		c.weigh(now)
+		c.period = now
 	}
 }
 

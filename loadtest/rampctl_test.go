@@ -10,13 +10,13 @@ import (
 func TestRampControl(t *testing.T) {
 	const s = time.Second
 	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
-	// step: at time at, a pushback (with pause) or, without push, the time
-	// passing; then the rate allowed must be want.
+	// step: at time at, ok attempts end welcomed and push end pushed back
+	// (each with pause); then the rate allowed must be want.
 	type step struct {
-		at    time.Duration
-		push  bool
-		pause time.Duration
-		want  float64
+		at       time.Duration
+		ok, push int
+		pause    time.Duration
+		want     float64
 	}
 	for _, tc := range []struct {
 		name      string
@@ -30,86 +30,109 @@ func TestRampControl(t *testing.T) {
 		paused    time.Duration
 	}{
 		{
-			name: "a pushback halves the rate", target: 1000,
-			steps: []step{{at: ms(100), push: true, want: 500}},
-			cuts:  1, pushbacks: 1, min: 500,
+			name: "a period with a tenth pushed back cuts the rate to 70%", target: 1000,
+			steps: []step{
+				{at: ms(50), ok: 90, push: 10, want: 1000},
+				{at: ms(999), want: 1000},
+				{at: s, want: 700},
+			},
+			cuts: 1, pushbacks: 10, min: 700,
 		},
 		{
-			name: "at most one cut per 250 ms", target: 1000,
+			name: "fewer pushbacks than a tenth: no cut", target: 1000,
 			steps: []step{
-				{at: ms(100), push: true, want: 500},
-				{at: ms(200), push: true, want: 500},
-				{at: ms(349), push: true, want: 500},
-				{at: ms(350), push: true, want: 250},
-				{at: ms(400), push: true, want: 250},
+				{at: ms(100), ok: 91, push: 9, want: 1000},
+				{at: s, want: 1000},
+				{at: 5 * s, want: 1000},
 			},
-			cuts: 2, pushbacks: 5, min: 250, below: ms(300),
+			cuts: 0, pushbacks: 9, min: 1000,
+		},
+		{
+			name: "no early weighing in a period's first 100 ms", target: 1000,
+			steps: []step{
+				{at: ms(50), push: 50, want: 1000},
+				{at: ms(99), want: 1000},
+				{at: s, want: 700},
+			},
+			cuts: 1, pushbacks: 50, min: 700,
+		},
+		{
+			name: "early: eight pushbacks a tenth of the period's answers", target: 1000,
+			steps: []step{
+				{at: ms(50), ok: 63, push: 7, want: 1000},
+				{at: ms(150), push: 1, want: 700},
+				{at: ms(200), push: 7, want: 700},
+				{at: ms(250), push: 1, want: 490},
+				{at: ms(300), push: 8, want: 490}, // the new period is 50 ms old
+				{at: ms(350), ok: 100, push: 1, want: 490},
+				{at: ms(1250), want: 590}, // 9 of 109 in the period from 250 ms
+				{at: ms(2250), want: 690},
+			},
+			cuts: 2, pushbacks: 25, min: 490, below: ms(2100),
 		},
 		{
 			name: "floor: 1% of the target", target: 1000,
 			steps: []step{
-				{at: 0, push: true, want: 500}, {at: ms(250), push: true, want: 250},
-				{at: ms(500), push: true, want: 125}, {at: ms(750), push: true, want: 62.5},
-				{at: ms(1000), push: true, want: 31.25}, {at: ms(1250), push: true, want: 15.625},
-				{at: ms(1500), push: true, want: 10}, {at: ms(1750), push: true, want: 10},
+				{at: 0, push: 1}, {at: s, push: 1}, {at: 2 * s, push: 1}, {at: 3 * s, push: 1},
+				{at: 4 * s, push: 1}, {at: 5 * s, push: 1}, {at: 6 * s, push: 1}, {at: 7 * s, push: 1},
+				{at: 8 * s, push: 1}, {at: 9 * s, push: 1}, {at: 10 * s, push: 1}, {at: 11 * s, push: 1},
+				{at: 12 * s, push: 1}, {at: 13 * s, push: 1},
+				{at: 14 * s, want: 10},
 			},
-			cuts: 7, pushbacks: 8, min: 10, below: ms(1750),
+			cuts: 13, pushbacks: 14, min: 10, below: 13 * s,
 		},
 		{
-			name: "floor: 1 connect/s", target: 20,
+			name: "floor: 1 connect/s", target: 5,
 			steps: []step{
-				{at: 0, push: true, want: 10}, {at: ms(250), push: true, want: 5},
-				{at: ms(500), push: true, want: 2.5}, {at: ms(750), push: true, want: 1.25},
-				{at: ms(1000), push: true, want: 1}, {at: ms(1250), push: true, want: 1},
+				{at: 0, push: 1}, {at: s, push: 1}, {at: 2 * s, push: 1}, {at: 3 * s, push: 1},
+				{at: 4 * s, push: 1}, {at: 5 * s, push: 1},
+				{at: 6 * s, want: 1},
 			},
-			cuts: 5, pushbacks: 6, min: 1, below: ms(1250),
+			cuts: 5, pushbacks: 6, min: 1, below: 5 * s,
 		},
 		{
 			name: "floor: a target under 1/s", target: 0.5,
-			steps: []step{{at: 0, push: true, want: 0.5}},
+			steps: []step{{at: 0, push: 1}, {at: s, want: 0.5}},
 			cuts:  0, pushbacks: 1, min: 0.5,
 		},
 		{
-			name: "a tenth of the target back per quiet second, up to the target", target: 1000,
+			name: "a tenth of the target back per quiet period, up to the target", target: 1000,
 			steps: []step{
-				{at: s, push: true, want: 500},
-				{at: ms(1999), want: 500},
-				{at: 2 * s, want: 600},
-				{at: 3 * s, want: 700},
-				{at: ms(3500), want: 700},
-				{at: 4 * s, want: 800},
-				{at: 5 * s, want: 900},
-				{at: 6 * s, want: 1000},
+				{at: ms(500), push: 1, want: 1000},
+				{at: s, want: 700},
+				{at: ms(1999), want: 700},
+				{at: 2 * s, want: 800},
+				{at: ms(2500), ok: 95, push: 5, want: 800},
+				{at: 3 * s, want: 900},
+				{at: 4 * s, want: 1000},
 				{at: 9 * s, want: 1000},
 			},
-			cuts: 1, pushbacks: 1, min: 500, below: 5 * s,
+			cuts: 1, pushbacks: 6, min: 700, below: 3 * s,
 		},
 		{
-			name: "a pushback starts the quiet second over", target: 1000,
+			name: "most pushed back with Retry-After: hold new connects", target: 1000,
 			steps: []step{
-				{at: 0, push: true, want: 500},
-				{at: ms(900), push: true, want: 250},
-				{at: ms(1500), want: 250},
-				{at: ms(1899), want: 250},
-				{at: ms(1900), want: 350},
-			},
-			cuts: 2, pushbacks: 2, min: 250, below: ms(1900),
-		},
-		{
-			name: "Retry-After pauses new connects", target: 1000,
-			steps: []step{
-				{at: s, push: true, pause: 2 * s, want: 0},
-				{at: ms(2500), want: 0},
+				{at: ms(50), ok: 40, push: 60, pause: 2 * s, want: 1000},
+				{at: s, want: 0},
 				{at: ms(2999), want: 0},
-				{at: 3 * s, want: 700},
+				{at: 3 * s, want: 900}, // the two periods in the pause had no pushbacks
 			},
-			cuts: 1, pushbacks: 1, min: 500, below: 2 * s, paused: 2 * s,
+			cuts: 1, pushbacks: 60, min: 700, below: 2 * s, paused: 2 * s,
+		},
+		{
+			name: "a share under a half does not pause", target: 1000,
+			steps: []step{
+				{at: ms(50), ok: 60, push: 40, pause: 2 * s, want: 1000},
+				{at: s, want: 700},
+			},
+			cuts: 1, pushbacks: 40, min: 700,
 		},
 		{
 			// a target under 1/s is its own floor: no cut, only the pause
 			name: "the pause counts below the target", target: 0.5,
 			steps: []step{
-				{at: s, push: true, pause: 2 * s, want: 0},
+				{at: ms(500), push: 1, pause: 2 * s, want: 0.5},
+				{at: s, want: 0},
 				{at: 2 * s, want: 0},
 				{at: 3 * s, want: 0.5},
 				{at: 5 * s, want: 0.5},
@@ -119,11 +142,11 @@ func TestRampControl(t *testing.T) {
 		{
 			name: "open loop only counts", target: 1000, off: true,
 			steps: []step{
-				{at: 0, push: true, pause: s, want: 1000},
-				{at: s, push: true, want: 1000},
+				{at: 0, push: 100, pause: s, want: 1000},
+				{at: s, push: 100, want: 1000},
 				{at: 2 * s, want: 1000},
 			},
-			cuts: 0, pushbacks: 2, min: 1000,
+			cuts: 0, pushbacks: 200, min: 1000,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,13 +155,19 @@ func TestRampControl(t *testing.T) {
 			c.start(tc.target, !tc.off, t0)
 			for _, st := range tc.steps {
 				now := t0 + int64(st.at)
-				if st.push {
+				for range st.ok {
+					c.attemptEnded(now)
+				}
+				for range st.push {
+					c.attemptEnded(now)
 					c.pushback(now, st.pause)
-				} else {
-					c.advance(now)
+				}
+				c.advance(now)
+				if st.want == 0 && st.ok+st.push > 0 {
+					continue // a step that only feeds the period
 				}
 				if got := c.allowed(now); math.Abs(got-st.want) > 1e-9 {
-					t.Fatalf("at %v (push %v): allowed %v, want %v", st.at, st.push, got, st.want)
+					t.Fatalf("at %v: allowed %v, want %v", st.at, got, st.want)
 				}
 			}
 			if c.cuts != tc.cuts || c.pushbacks != tc.pushbacks || math.Abs(c.minRate-tc.min) > 1e-9 {

@@ -104,7 +104,7 @@ type RampResult struct {
 	// refusals, 408s, attempts that timed out (counted with or without
 	// --ramp-backoff).
 	Pushbacks int64 `json:"pushbacks"`
-	RateCuts  int64 `json:"rate_cuts"` // times a loop halved its rate
+	RateCuts  int64 `json:"rate_cuts"` // times a loop cut its rate
 	// MinRate is the lowest rate the ramp backed off to, connects per
 	// second: the sum of each loop's lowest (pauses aside). Loops back off
 	// on their own, so the ramp's total rate was never below it.
