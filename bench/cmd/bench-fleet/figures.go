@@ -183,7 +183,10 @@ type MillionResult struct {
 	Failures map[string]int64     `json:"failures,omitempty"`
 	Ramp     *loadtest.RampResult `json:"ramp,omitempty"`
 	Yes      bool                 `json:"yes"`
-	Why      string               `json:"why,omitempty"`
+	// HeldAll: every condition held at the connections asked for (a trial
+	// at --million-conns below 1,000,000 holds all, yet is not a yes).
+	HeldAll bool   `json:"held_all"`
+	Why     string `json:"why,omitempty"`
 }
 
 // Stats summarizes the samples of one figure.

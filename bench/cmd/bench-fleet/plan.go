@@ -24,6 +24,11 @@ type Machine struct {
 	FileMax        uint64 `json:"file_max"`        // fs.file-max (0: unknown)
 	ConntrackMax   int64  `json:"conntrack_max"`   // -1: no conntrack
 	ConntrackCount int64  `json:"conntrack_count"` // -1: no conntrack
+	// TCP established-connection hash buckets of the run's network
+	// namespace (0: unknown); OwnNetns: bench-fleet made that namespace
+	// (--netns).
+	EhashBuckets int  `json:"ehash_buckets,omitempty"`
+	OwnNetns     bool `json:"own_netns,omitempty"`
 }
 
 // Estimates of the memory a run takes, per process and per connection,
@@ -274,6 +279,7 @@ func readMachine() Machine {
 	m.FileMax = uint64(readInt("/proc/sys/fs/file-max", 0))
 	m.ConntrackMax = readInt("/proc/sys/net/netfilter/nf_conntrack_max", -1)
 	m.ConntrackCount = readInt("/proc/sys/net/netfilter/nf_conntrack_count", -1)
+	m.EhashBuckets, m.OwnNetns = ehashSize(), inNetns()
 	return m
 }
 
@@ -310,6 +316,13 @@ func limitsLine(m Machine, p Plan) string {
 	ct := "no connection tracking"
 	if m.ConntrackCount > 0 {
 		ct = fmt.Sprintf("nf_conntrack %s/%s", numfmt.Thousands(m.ConntrackCount), numfmt.Thousands(m.ConntrackMax))
+	}
+	if m.EhashBuckets > 0 {
+		where := "this network namespace"
+		if m.OwnNetns {
+			where = "a network namespace of its own, --netns"
+		}
+		ct += fmt.Sprintf("; TCP established hash %s buckets (%s)", numfmt.Thousands(int64(m.EhashBuckets)), where)
 	}
 	return fmt.Sprintf("limits: open files %s per process (hard) → %s connections per gateway process; ephemeral ports %d-%d (%s per source address); source addresses %s (%d) → %s ports to the gateway port; memory available %s of %s; fs.file-max %s; %s; CPUs %d",
 		numfmt.Thousands(int64(m.FDHard)), numfmt.Thousands(int64(p.ConnsPerGateway)), m.PortLow, m.PortHigh, numfmt.Thousands(int64(m.PortHigh-m.PortLow+1)),
