@@ -119,6 +119,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.String(&c.SourceIPs, "source-ips", "", "source addresses to spread connections over, past the ephemeral ports of one: 127.0.0.2-127.0.0.60 or a comma list")
 	fs.Int(&c.Pollers, "pollers", 0, "epoll loops per process (default GOMAXPROCS)")
 	fs.Duration(&c.ConnectTimeout, "connect-timeout", 10*time.Second, "TCP connect + upgrade + welcome must finish within it, else the attempt fails and is retried")
+	fs.Duration(&c.RampTimeout, "ramp-timeout", 0, "longest wait for every connection's welcome (0: 1.5 × conns/connect-rate + connect-timeout + 5s)")
 	fs.Duration(&c.BackoffMin, "backoff-min", 250*time.Millisecond, "first reconnect delay bound (doubles per failed attempt; half fixed, half random)")
 	fs.Duration(&c.BackoffMax, "backoff-max", 10*time.Second, "largest reconnect delay bound")
 	fs.Duration(&c.CloseTimeout, "close-timeout", 2*time.Second, "wait for the gateway's close echo before closing the socket")

@@ -57,11 +57,14 @@ type Config struct {
 	Pollers        int
 
 	ConnectTimeout time.Duration
-	BackoffMin     time.Duration
-	BackoffMax     time.Duration
-	CloseTimeout   time.Duration
-	Drain          time.Duration // longest wait for deliveries after the last publish
-	DrainQuiet     time.Duration // end the drain after this long without a delivery
+	// RampTimeout bounds the wait for every connection's welcome; 0:
+	// RampLimit's default.
+	RampTimeout  time.Duration
+	BackoffMin   time.Duration
+	BackoffMax   time.Duration
+	CloseTimeout time.Duration
+	Drain        time.Duration // longest wait for deliveries after the last publish
+	DrainQuiet   time.Duration // end the drain after this long without a delivery
 
 	JSONFile    string
 	HTMLFile    string
@@ -195,6 +198,8 @@ func (c *Config) Validate() error {
 		return errors.New("--drop-share must be in (0, 1]")
 	case c.ChurnRate < 0:
 		return errors.New("--churn-rate must not be negative")
+	case c.RampTimeout < 0:
+		return errors.New("--ramp-timeout must not be negative")
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return errors.New("--backoff-min must be positive and at most --backoff-max")
 	case c.Auth.TTL < 0:
@@ -282,4 +287,14 @@ func resolveTargets(urls []string) ([]Target, error) {
 		}
 	}
 	return out, nil
+}
+
+// RampLimit is how long the run waits for every connection's welcome:
+// --ramp-timeout, or by default 1.5 × conns/rate + --connect-timeout + 5 s
+// (a fleet that cannot take --connect-rate for most of the ramp fails).
+func (c *Config) RampLimit() time.Duration {
+	if c.RampTimeout > 0 {
+		return c.RampTimeout
+	}
+	return time.Duration(float64(c.Conns)/c.ConnectRate*1.5*float64(time.Second)) + c.ConnectTimeout + 5*time.Second
 }

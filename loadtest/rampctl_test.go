@@ -231,3 +231,20 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+func TestRampLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want time.Duration
+	}{
+		{"default: 1.5 × conns/rate + connect timeout + 5 s", Config{Conns: 1000, ConnectRate: 100, ConnectTimeout: 10 * time.Second}, 30 * time.Second},
+		{"--ramp-timeout", Config{Conns: 1000, ConnectRate: 100, ConnectTimeout: 10 * time.Second, RampTimeout: time.Minute}, time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.c.RampLimit(); got != tc.want {
+				t.Fatalf("RampLimit %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -280,8 +280,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		share := float64(r.plans[i].SlotTo-r.plans[i].SlotFrom) / float64(c.Conns)
 		_ = h.send(command{Cmd: "connect", Rate: c.ConnectRate * share})
 	}
-	rampLimit := time.Duration(float64(c.Conns)/c.ConnectRate*1.5*float64(time.Second)) + c.ConnectTimeout + 5*time.Second
-	r.waitUntil(ctx, rampLimit, func(p Progress, all []Progress) bool {
+	r.waitUntil(ctx, c.RampLimit(), func(p Progress, all []Progress) bool {
 		for _, q := range all {
 			if q.RampDone == 0 {
 				return false
