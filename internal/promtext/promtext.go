@@ -20,30 +20,7 @@ import (
 // counter or untyped series, the sum of its samples over their labels. A
 // name r lacks is absent from the map. Malformed input is an error.
 func Sum(r io.Reader, names ...string) (map[string]float64, error) {
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		return nil, fmt.Errorf("metrics text: %w", err)
-	}
-	out := make(map[string]float64, len(names))
-	for _, n := range names {
-		fam, ok := fams[n]
-		if !ok {
-			continue
-		}
-		var sum float64
-		var any bool
-		for _, m := range fam.GetMetric() {
-			if v, ok := value(fam.GetType(), m); ok {
-				sum += v
-				any = true
-			}
-		}
-		if any {
-			out[n] = sum
-		}
-	}
-	return out, nil
+	return SumBy(r, nil, names...)
 }
 
 // SumBy is Sum, and for each of names also its samples summed per value
