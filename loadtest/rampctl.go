@@ -51,9 +51,9 @@ const (
 )
 
 // rampControl is one loop's AIMD control of its ramp rate. At the end of
-// each rampPeriod (or once rampEarly pushbacks make the share) it weighs the period's pushbacks (the fleet refusing an
-// attempt or answering it too slowly) against the attempts that ended: a
-// share of rampCutShare or more cuts the rate by rampCut, down to the
+// each rampPeriod (or once rampEarly pushbacks make the share) it weighs
+// the period's pushbacks (the fleet refusing an attempt or answering it
+// too slowly) against the attempts that ended: a share of rampCutShare or more cuts the rate by rampCut, down to the
 // floor, and a share of rampPauseShare or more with a Retry-After also
 // holds new connects that long; a smaller share adds a tenth of the target
 // back. Times are mono ns. Off (the open-loop ramp) it only counts the
@@ -131,14 +131,10 @@ func (c *rampControl) account(now int64) {
 
 // weigh closes the period that ends at end.
 func (c *rampControl) weigh(end int64) {
-	ended, pushed, pause := c.ended, c.pushed, c.pause
+	share, pause := c.share(), c.pause
 	c.ended, c.pushed, c.pause = 0, 0, 0
 	if !c.on {
 		return
-	}
-	share := 0.0
-	if pushed > 0 {
-		share = float64(pushed) / float64(max(ended, pushed))
 	}
 	switch {
 	case share >= rampCutShare:
@@ -153,6 +149,14 @@ func (c *rampControl) weigh(end int64) {
 	case c.rate < c.target:
 		c.rate = min(c.target, c.rate+c.target*rampStep)
 	}
+}
+
+// share is the part of the current period's ended attempts pushed back.
+func (c *rampControl) share() float64 {
+	if c.pushed == 0 {
+		return 0
+	}
+	return float64(c.pushed) / float64(max(c.ended, c.pushed))
 }
 
 // attemptEnded counts an attempt that ended at now, welcomed or not (a
@@ -170,7 +174,7 @@ func (c *rampControl) pushback(now int64, pause time.Duration) {
 	c.pushbacks++
 	c.pushed++
 	c.pause = max(c.pause, int64(pause))
-	if c.on && now-c.period >= int64(rampEarlyAge) && c.pushed >= rampEarly && float64(c.pushed) >= rampCutShare*float64(max(c.ended, c.pushed)) {
+	if c.on && now-c.period >= int64(rampEarlyAge) && c.pushed >= rampEarly && c.share() >= rampCutShare {
 		c.weigh(now)
 		c.period = now
 	}

@@ -16,13 +16,17 @@ import (
 // 2 cores took 20-25 s on a quiet machine, and minutes on a busy one.
 const millionDrain = 2 * time.Minute
 
+// millionConnectTimeout is loadtest's --connect-timeout in --million.
+const millionConnectTimeout = time.Minute
+
 // millionRampTimeout is loadtest's bound on the ramp in --million: the
 // claim is the million held, not the rate it came at, and on a busy
 // machine the ramp backs off. Twice loadtest's default bound (1.5 ×
-// conns/rate + the 60 s connect timeout + 5 s): at 3,000/s, 1,130 s, for a
+// conns/rate + the connect timeout + 5 s): at 3,000/s, 1,130 s, for a
 // ramp that took 512 and 565 s at 3,000/s asked.
 func millionRampTimeout(conns int, rate float64) time.Duration {
-	return 2 * (time.Duration(1.5*float64(conns)/rate*float64(time.Second)) + 65*time.Second)
+	c := loadtest.Config{Conns: conns, ConnectRate: rate, ConnectTimeout: millionConnectTimeout}
+	return 2 * c.RampLimit()
 }
 
 // millionPhase holds c.conns (1,000,000) connections on a wsfleet fleet:
@@ -47,7 +51,7 @@ func (h *harness) millionPhase(ctx context.Context) (*MillionResult, error) {
 	holdStarted := make(chan struct{})
 	var once sync.Once
 	job := ltJob{tag: "million", label: "million", scenario: "broadcast", conns: c.conns,
-		args: []string{"--broadcasts", "2", "--broadcast-interval", interval.String(), "--drain", millionDrain.String(), "--connect-timeout", "60s",
+		args: []string{"--broadcasts", "2", "--broadcast-interval", interval.String(), "--drain", millionDrain.String(), "--connect-timeout", millionConnectTimeout.String(),
 			"--ramp-timeout", millionRampTimeout(c.conns, c.connectRate).String()},
 		onPhase: func(p string) {
 			if p == "broadcast" {
