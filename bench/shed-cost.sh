@@ -8,8 +8,8 @@
 # Figures: docs/limits.md#what-a-refusal-costs.
 set -u
 cd "$(dirname "$0")/.."
-export WSFLEET_JWT_HS256_SECRET=example-secret-0123456789abcdef-0123456789
-export LOADTEST_JWT_HS256_SECRET=$WSFLEET_JWT_HS256_SECRET
+export WSFLEET_GATEWAY_JWT_HS256_SECRET=example-secret-0123456789abcdef-0123456789
+export LOADTEST_JWT_HS256_SECRET=$WSFLEET_GATEWAY_JWT_HS256_SECRET
 cpu() { curl -s http://127.0.0.1:38081/metrics | awk '/^process_cpu_seconds_total/{print $2}'; }
 shed() { curl -s http://127.0.0.1:38081/metrics | awk '/^wsfleet_gateway_connections_shed_total\{reason="pending"\}/{print $2}'; }
 start() {

@@ -9,7 +9,7 @@ var (
 	// ErrNoKeys: no JWT verification key is configured.
 	ErrNoKeys = errors.New("no JWT key configured: set --jwt-hs256-secret, --jwt-jwks-file or --jwt-jwks-url")
 	// ErrServerClosed: Start after Shutdown, or a second Start.
-	ErrServerClosed = errors.New("gateway: server closed")
+	ErrServerClosed = errors.New("server closed")
 	// ErrNATSUnavailable: the node could not reach NATS at start.
-	ErrNATSUnavailable = errors.New("gateway: NATS unavailable")
+	ErrNATSUnavailable = errors.New("NATS unavailable")
 )

@@ -18,6 +18,10 @@ import (
 // frames. A client may offer it; the gateway selects it when offered.
 const Subprotocol = "wsfleet.v1"
 
+// Path is the one request path the gateway upgrades (RFC 6455 §4.1's
+// resource name, without the query): any other gets 404 with a JSON body.
+const Path = "/ws"
+
 var crlfcrlf = []byte("\r\n\r\n")
 
 // upgradeIO is the io.ReadWriter gobwas/ws upgrades on: it reads the request
@@ -63,6 +67,13 @@ func (l *loop) newUpgrader() ws.Upgrader {
 		Protocol:       func(p []byte) bool { return string(p) == Subprotocol },
 		OnRequest: func(uri []byte) error {
 			i := bytes.IndexByte(uri, '?')
+			path := uri
+			if i >= 0 {
+				path = uri[:i]
+			}
+			if string(path) != Path {
+				return u.reject(http.StatusNotFound, "not_found", "no such path: WebSocket clients connect to "+Path)
+			}
 			if i < 0 || !bytes.Contains(uri[i:], []byte("token=")) {
 				return nil
 			}

@@ -59,7 +59,11 @@ func TestHandshakeErrors(t *testing.T) {
 		{"http/1.0", strings.Replace(upgradeReq(""), "HTTP/1.1", "HTTP/1.0", 1), 505, "", "bad_handshake"},
 		{"headers too large", upgradeReq("X-Pad: " + strings.Repeat("a", 3000) + "\r\n"), 431, "", "request_too_large"},
 		{"foreign origin", upgradeReq("Origin: https://evil.example.com\r\n"), 403, "", "origin_not_allowed"},
-		{"plain GET", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "", "bad_handshake"},
+		{"plain GET", "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 400, "", "bad_handshake"},
+		{"plain GET elsewhere", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 404, "", "not_found"},
+		{"upgrade on another path", strings.Replace(upgradeReq(""), "GET /ws", "GET /socket", 1), 404, "", "not_found"},
+		{"upgrade on a longer path", strings.Replace(upgradeReq(""), "GET /ws", "GET /ws/x", 1), 404, "", "not_found"},
+		{"upgrade on the path with a query", strings.Replace(upgradeReq(""), "GET /ws", "GET /wsx?a=/ws", 1), 404, "", "not_found"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -362,27 +362,10 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// checkNATSURL checks --nats-url: one or more nats://, tls://, ws:// or
-// wss:// URLs (or bare host:port, which nats.go reads as nats://).
+// checkNATSURL checks --nats-url (natsurl.Check).
 func checkNATSURL(urls string) error {
-	if strings.TrimSpace(strings.ReplaceAll(urls, ",", "")) == "" {
-		return badOption("nats-url", "is required: the NATS server(s) to connect to")
-	}
-	for _, u := range strings.Split(urls, ",") {
-		u = strings.TrimSpace(u)
-		scheme, rest, ok := strings.Cut(u, "://")
-		if !ok {
-			rest = u
-		} else {
-			switch scheme {
-			case "nats", "tls", "ws", "wss":
-			default:
-				return badOption("nats-url", "%q: scheme must be nats, tls, ws or wss", natsurl.Redact(u))
-			}
-		}
-		if rest == "" {
-			return badOption("nats-url", "%q has no host", natsurl.Redact(u))
-		}
+	if err := natsurl.Check(urls); err != nil {
+		return badOption("nats-url", "%v", err)
 	}
 	return nil
 }

@@ -195,10 +195,10 @@ func (s *Server) Start() (err error) {
 		s.loops = append(s.loops, l)
 	}
 	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
-		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.Broadcast(), err)
+		return fmt.Errorf("subscribing %s: %w", s.subjects.Broadcast(), err)
 	}
 	if err = s.pres.start(); err != nil {
-		return fmt.Errorf("gateway: subscribing %s: %w", s.subjects.PresenceSnapshot(), err)
+		return fmt.Errorf("subscribing %s: %w", s.subjects.PresenceSnapshot(), err)
 	}
 	if err = s.nc.FlushTimeout(s.opts.NATSConnectTimeout); err != nil {
 		return fmt.Errorf("%w: %v", ErrNATSUnavailable, err)
@@ -208,7 +208,7 @@ func (s *Server) Start() (err error) {
 	}
 	for _, l := range s.loops {
 		if err := l.startAccept(); err != nil {
-			return fmt.Errorf("gateway: registering the listener: %w", err)
+			return fmt.Errorf("registering the listener: %w", err)
 		}
 	}
 	if s.opts.AdminListen != "off" {

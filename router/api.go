@@ -21,7 +21,7 @@ import (
 // returns the answer's status and JSON body, or an *apiError.
 
 // Error codes of the API: the "code" member of every error body. They are
-// stable; the "message" member is for humans and may change.
+// stable; the "reason" member is for humans and may change.
 const (
 	CodeBadJSON                = "bad_json"
 	CodeBadRequest             = "bad_request"
@@ -60,12 +60,13 @@ type opResult struct {
 }
 
 // errorBody is the JSON body of every error the API answers,
-// {"code","message"}; over NATS the HTTP status the same request would get
-// is added as "status".
+// {"code","reason"}, the shape of the gateway's HTTP errors and of the
+// protocol's error frame; over NATS the HTTP status the same request would
+// get is added as "status".
 type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Status  int    `json:"status,omitempty"`
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+	Status int    `json:"status,omitempty"`
 }
 
 // Request bodies. Over HTTP the user is in the path and options are query

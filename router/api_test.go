@@ -488,12 +488,12 @@ func TestNATSParity(t *testing.T) {
 			m := natsReq(t, nc, tc.op, tc.req)
 			want, got := normalize(t, hr.body), normalize(t, m.Data)
 			if tc.status >= 400 {
-				// The same body, {"code","message"}, plus the status over
+				// The same body, {"code","reason"}, plus the status over
 				// NATS; messages are for humans.
 				hr.refused(t, tc.status, fmt.Sprint(want.(map[string]any)["code"]))
 				want.(map[string]any)["status"] = float64(tc.status)
-				want.(map[string]any)["message"] = "<message>"
-				got.(map[string]any)["message"] = "<message>"
+				want.(map[string]any)["reason"] = "<reason>"
+				got.(map[string]any)["reason"] = "<reason>"
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("NATS answer %s\nHTTP answer %s", m.Data, hr.body)

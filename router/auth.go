@@ -52,10 +52,18 @@ func newJWTVerifier(o *Options) (*jwtverify.Verifier, error) {
 // returns the credential id: the API key's id, or "jwt:" and the token's
 // sub.
 func (s *Server) authenticate(r *http.Request) (string, *apiError) {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	h := strings.TrimSpace(r.Header.Get("Authorization"))
+	scheme, tok, ok := strings.Cut(h, " ")
 	tok = strings.TrimSpace(tok)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return "", errUnauthorized("missing credentials: send Authorization: Bearer <api key or JWT>")
+	switch {
+	case h == "":
+		return "", errUnauthorized("no credentials: send Authorization: Bearer <api key or JWT>")
+	case ok && !strings.EqualFold(scheme, "Bearer"):
+		return "", errUnauthorized(fmt.Sprintf("the Authorization scheme is %q: send Authorization: Bearer <api key or JWT>", truncate(scheme, 20)))
+	case !ok && strings.EqualFold(h, "Bearer"), tok == "" && ok:
+		return "", errUnauthorized("the Authorization header has the Bearer scheme but no credential: send Authorization: Bearer <api key or JWT>")
+	case !ok:
+		return "", errUnauthorized("the Authorization header has no scheme: send Authorization: Bearer <api key or JWT>, with \"Bearer \" before the credential")
 	}
 	sum := sha256.Sum256([]byte(tok))
 	match := -1

@@ -21,7 +21,7 @@
 // Callers authenticate with "Authorization: Bearer <api key or JWT>" (a
 // JWT must grant JWTScope); each credential has its own rate limit.
 // Publishes honour an Idempotency-Key header (idempotency.go). Errors are
-// {"code":"<code>","message":"<text>"} with a stable code (api.go).
+// {"code":"<code>","reason":"<text>"} with a stable code (api.go).
 //
 // A publish that finds NATS disconnected before anything of it was written
 // waits for the connection to come back, up to PublishWait and the

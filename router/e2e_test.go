@@ -309,7 +309,7 @@ func TestFleetGatewayKilled(t *testing.T) {
 	srv := startRouter(t, ns, fleetOpts)
 	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-url", ns.ClientURL(),
 		"--node-id", "gw-proc", "--presence-interval", "100ms", "--presence-batch-interval", "10ms", "--pollers", "1")
-	cmd.Env = append(os.Environ(), "WSFLEET_JWT_HS256_SECRET="+gatewaySecret)
+	cmd.Env = append(os.Environ(), "WSFLEET_GATEWAY_JWT_HS256_SECRET="+gatewaySecret)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -134,7 +137,7 @@ func decodeStrict(body []byte, v any) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not the JSON object expected: " + err.Error()}
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not the JSON object expected: " + describeJSONError(err)}
 	}
 	if dec.More() {
 		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body holds more than one JSON value"}
@@ -233,7 +236,7 @@ func (s *Server) fail(w http.ResponseWriter, route string, e *apiError) {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
 	s.m.request(route, e.status)
-	writeJSON(w, e.status, errorBody{Code: e.code, Message: e.msg})
+	writeJSON(w, e.status, errorBody{Code: e.code, Reason: e.msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -248,7 +251,7 @@ func encodeJSON(v any) []byte {
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		// Only plain structs and maps of strings are written; this is not reached.
-		return []byte(`{"code":"internal","message":"encoding the response failed"}`)
+		return []byte(`{"code":"internal","reason":"encoding the response failed"}`)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
@@ -263,4 +266,76 @@ func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 	_, _ = w.Write([]byte("\n"))
+}
+
+// describeJSONError says what encoding/json refused in the API's terms
+// (members and JSON types), never Go's (struct fields and types).
+func describeJSONError(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		what := "the body"
+		if te.Field != "" {
+			what = fmt.Sprintf("member %q", te.Field)
+		}
+		return fmt.Sprintf("%s must be %s, not %s", what, jsonKind(te.Type), article(te.Value))
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends early"
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if name, ok := strings.CutPrefix(msg, "unknown field "); ok {
+		return "unknown member " + name
+	}
+	return msg
+}
+
+// jsonKind names the JSON type a Go type is decoded from.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another JSON type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another JSON type"
+}
+
+// article puts "a"/"an" before encoding/json's name of a JSON value kind
+// ("string", "number", "object", "array", "bool").
+func article(kind string) string {
+	switch kind {
+	case "object", "array":
+		return "an " + kind
+	case "bool":
+		return "true or false"
+	}
+	if strings.HasPrefix(kind, "number") {
+		return "a number"
+	}
+	return "a " + kind
+}
+
+// truncate shortens s to n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -15,7 +15,7 @@ import (
 // "wsfleet-router" so one router replica answers each request. Request
 // bodies mirror the HTTP ones with the user and the options inside;
 // answers are the HTTP bodies, errors the HTTP error body plus the HTTP
-// status: {"code","message","status"}. NATS authenticates the caller:
+// status: {"code","reason","status"}. NATS authenticates the caller:
 // whoever may publish on <prefix>.router.* may use the API (restrict it
 // with NATS permissions). Idempotency keys are scoped to "nats", one scope
 // for every NATS caller.
@@ -160,7 +160,7 @@ func (a *natsAPI) serve(op natsOp, m *nats.Msg) {
 			if aerr.retryAfter > 0 {
 				reply.Header.Set("Retry-After", strconv.Itoa(aerr.retryAfter))
 			}
-			reply.Data = encodeJSON(errorBody{Code: aerr.code, Message: aerr.msg, Status: aerr.status})
+			reply.Data = encodeJSON(errorBody{Code: aerr.code, Reason: aerr.msg, Status: aerr.status})
 		} else {
 			reply.Data = res.body
 			if res.replayed {

@@ -185,7 +185,7 @@ func (r response) accepted(t testing.TB) string {
 }
 
 // refused checks an error answer: status, and a JSON body of exactly
-// {"code","message"} with the error code and a message.
+// {"code","reason"} with the error code and a reason.
 func (r response) refused(t testing.TB, status int, code string) {
 	t.Helper()
 	if r.status != status {
@@ -195,11 +195,11 @@ func (r response) refused(t testing.TB, status int, code string) {
 	if m["code"] != code {
 		t.Fatalf("error code %v, want %q (body %q)", m["code"], code, r.body)
 	}
-	if msg, _ := m["message"].(string); msg == "" {
-		t.Fatalf("error body %q has no message", r.body)
+	if msg, _ := m["reason"].(string); msg == "" {
+		t.Fatalf("error body %q has no reason", r.body)
 	}
 	if len(m) != 2 {
-		t.Fatalf("error body %q has members other than code and message", r.body)
+		t.Fatalf("error body %q has members other than code and reason", r.body)
 	}
 }
 

@@ -162,7 +162,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 }
 
 // TestOpenAPIErrorSchema: the OpenAPI file's Error schema is the body the
-// router writes, {"code","message"}, its code enum is exactly the Code*
+// router writes, {"code","reason"}, its code enum is exactly the Code*
 // constants of api.go, and every error response of every operation is
 // that schema.
 func TestOpenAPIErrorSchema(t *testing.T) {
@@ -194,15 +194,15 @@ func TestOpenAPIErrorSchema(t *testing.T) {
 		props = append(props, p)
 	}
 	sort.Strings(props)
-	if got := strings.Join(props, ","); got != "code,message" {
-		t.Errorf("Error schema properties %s, want code,message", got)
+	if got := strings.Join(props, ","); got != "code,reason" {
+		t.Errorf("Error schema properties %s, want code,reason", got)
 	}
-	if got := strings.Join(schema.Required, ","); got != "code,message" {
-		t.Errorf("Error schema requires %s, want code,message", got)
+	if got := strings.Join(schema.Required, ","); got != "code,reason" {
+		t.Errorf("Error schema requires %s, want code,reason", got)
 	}
 	// The body written is the schema's.
-	b, err := json.Marshal(errorBody{Code: CodeInternal, Message: "m"})
-	if err != nil || string(b) != `{"code":"internal","message":"m"}` {
+	b, err := json.Marshal(errorBody{Code: CodeInternal, Reason: "m"})
+	if err != nil || string(b) != `{"code":"internal","reason":"m"}` {
 		t.Errorf("error body %s (%v)", b, err)
 	}
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
+	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -206,8 +207,8 @@ func (o *Options) Validate() error {
 			return err
 		}
 	}
-	if strings.TrimSpace(strings.ReplaceAll(o.NATSURL, ",", "")) == "" {
-		return badOption("nats-url", "at least one NATS server URL is required")
+	if err := natsurl.Check(o.NATSURL); err != nil {
+		return badOption("nats-url", "%v", err)
 	}
 	if o.NATSConnectTimeout < time.Millisecond {
 		return badOption("nats-connect-timeout", "must be at least 1ms, got %s", o.NATSConnectTimeout)

@@ -123,7 +123,7 @@ func FuzzRoute(f *testing.F) {
 		if code == "" {
 			return
 		}
-		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Code != code || body.Message == "" {
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Code != code || body.Reason == "" {
 			t.Fatalf("%s %s: body %s, want code %q (%v)", method, target, w.Body, code, err)
 		}
 		if got := w.Header().Get("Allow"); want == http.StatusMethodNotAllowed && got != strings.Join(allow, ", ") {

@@ -111,14 +111,18 @@ func TestErrors(t *testing.T) {
 		status int
 		code   string
 		header map[string]string // response headers expected
+		reason string            // in the error's reason, when set
 	}{
-		{name: "no auth", path: user, auth: "-", body: `1`, status: 401, code: "unauthorized", header: map[string]string{"WWW-Authenticate": "Bearer"}},
+		{name: "no auth", path: user, auth: "-", body: `1`, status: 401, code: "unauthorized", header: map[string]string{"WWW-Authenticate": "Bearer"}, reason: "no credentials: send Authorization: Bearer"},
 		{name: "wrong key", path: user, auth: "Bearer wrong-key-0123456789abc", body: `1`, status: 401, code: "unauthorized", header: map[string]string{"WWW-Authenticate": "Bearer"}},
 		{name: "key prefix", path: user, auth: "Bearer " + testKey[:len(testKey)-1], body: `1`, status: 401, code: "unauthorized"},
 		{name: "key with suffix", path: user, auth: "Bearer " + testKey + "x", body: `1`, status: 401, code: "unauthorized"},
-		{name: "basic scheme", path: user, auth: "Basic " + testKey, body: `1`, status: 401, code: "unauthorized"},
-		{name: "bare key", path: user, auth: testKey, body: `1`, status: 401, code: "unauthorized"},
-		{name: "empty bearer", path: user, auth: "Bearer ", body: `1`, status: 401, code: "unauthorized"},
+		{name: "basic scheme", path: user, auth: "Basic " + testKey, body: `1`, status: 401, code: "unauthorized", reason: `the Authorization scheme is "Basic"`},
+		{name: "bare key", path: user, auth: testKey, body: `1`, status: 401, code: "unauthorized", reason: "has no scheme"},
+		{name: "empty bearer", path: user, auth: "Bearer ", body: `1`, status: 401, code: "unauthorized", reason: "Bearer scheme but no credential"},
+		{name: "wrong JSON type", path: "/v1/messages", body: `{"users":"bob","data":1}`, status: 400, code: "bad_json", reason: `member "users" must be an array of strings, not a string`},
+		{name: "unknown member", path: "/v1/messages", body: `{"user":["bob"],"data":1}`, status: 400, code: "bad_json", reason: `unknown member "user"`},
+		{name: "not an object", path: "/v1/messages", body: `[1]`, status: 400, code: "bad_json", reason: "the body must be an object, not an array"},
 		{name: "broadcast no auth", path: "/v1/broadcast", auth: "-", body: `1`, status: 401, code: "unauthorized"},
 		{name: "unauthorized before bad json", path: user, auth: "-", body: `{`, status: 401, code: "unauthorized"},
 		{name: "bad json", path: user, body: `{"a":`, status: 400, code: "bad_json"},
@@ -171,6 +175,13 @@ func TestErrors(t *testing.T) {
 			}
 			r := send(t, req)
 			r.refused(t, tc.status, tc.code)
+			reason, _ := r.jsonBody(t)["reason"].(string)
+			if !strings.Contains(reason, tc.reason) {
+				t.Errorf("reason %q, want it to contain %q", reason, tc.reason)
+			}
+			if strings.Contains(reason, "Go ") || strings.Contains(reason, "struct") || strings.Contains(reason, "[]string") {
+				t.Errorf("reason %q speaks of Go, not of the API", reason)
+			}
 			for k, v := range tc.header {
 				if got := r.header.Get(k); got != v {
 					t.Errorf("header %s = %q, want %q", k, got, v)

@@ -37,7 +37,11 @@ const usage = `Usage: gateway [flags]
 
 Runs a wsfleet gateway node: WebSocket clients authenticate with a JWT and
 receive what services publish on NATS to <prefix>.user.<user> and
-<prefix>.broadcast. Without --nats-url it starts an embedded NATS server.`
+<prefix>.broadcast. Without --nats-url it starts an embedded NATS server.
+
+Every flag can also be set as WSFLEET_GATEWAY_<FLAG> (the few shared with
+the router also as WSFLEET_<FLAG>, shown below). An unknown WSFLEET_* name
+stops the gateway at start.`
 
 func main() {
 	if len(os.Args) > 1 {
@@ -57,7 +61,7 @@ func run(args []string) int {
 	var o gateway.Options
 	var logFormat, logLevel, memLimit, natsListen, natsStore string
 	var gcPercent int
-	fs := flagenv.New("gateway", "WSFLEET_", usage)
+	fs := flagenv.NewFleet("gateway", "GATEWAY", usage)
 	fs.String(&o.Listen, "listen", def.Listen, "WebSocket listen address")
 	fs.Bool(&o.ReusePort, "reuseport", false, "set SO_REUSEPORT so several gateway processes share --listen")
 	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics ("off" disables; loopback by default: set ":8081" to scrape from elsewhere)`)
@@ -109,6 +113,13 @@ func run(args []string) int {
 	fs.String(&memLimit, "memory-limit", "", `Go soft memory limit (GOMEMLIMIT), e.g. "1800MiB"; set it below the container's memory limit ("": none)`)
 	fs.String(&logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	// In gateway.Options a zero is "unset, use the default": a 0 given
+	// here is refused rather than silently replaced.
+	fs.Positive("nats-connect-timeout", "nats-outage-grace", "auth-timeout", "auth-workers", "auth-queue",
+		"heartbeat", "idle-timeout", "handshake-timeout", "drain-timeout", "close-timeout",
+		"max-message-bytes", "max-pending-bytes", "max-header-bytes", "write-timeout",
+		"max-pending-connects", "shed-lag", "pollers", "dispatchers", "dispatch-queue",
+		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval")
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -218,7 +229,7 @@ func parseBytes(s string) (int64, error) {
 const drainUsage = `Usage: gateway drain [flags]
 
 Drains the gateway node that serves --control-socket (the same flag and
-WSFLEET_CONTROL_SOCKET variable as the node's): its /readyz turns 503, it
+WSFLEET_GATEWAY_CONTROL_SOCKET variable as the node's): its /readyz turns 503, it
 stops accepting, and its clients are asked to reconnect elsewhere (a
 reconnect notice, then 1012) over its --drain-timeout. The node keeps
 running, with no connection, until it is stopped. The Helm chart's preStop
@@ -228,7 +239,8 @@ func drainCmd(args []string) int {
 	var socket string
 	var delay, timeout time.Duration
 	var wait bool
-	fs := flagenv.New("gateway drain", "WSFLEET_", drainUsage)
+	fs := flagenv.NewFleet("gateway drain", "GATEWAY", drainUsage)
+	fs.Lenient()
 	fs.String(&socket, "control-socket", "", "the node's control socket (its --control-socket)")
 	fs.Duration(&delay, "delay", 0, "wait this long before starting the drain (so load balancers stop sending new connections first)")
 	fs.Bool(&wait, "wait", true, "return once the node holds no connection")
@@ -241,7 +253,7 @@ func drainCmd(args []string) int {
 		return 2
 	}
 	if socket == "" {
-		fmt.Fprintln(os.Stderr, "gateway drain: --control-socket (or WSFLEET_CONTROL_SOCKET) is required: the node's --control-socket")
+		fmt.Fprintln(os.Stderr, "gateway drain: --control-socket (or WSFLEET_GATEWAY_CONTROL_SOCKET) is required: the node's --control-socket")
 		return 2
 	}
 	ctx := context.Background()
@@ -290,7 +302,8 @@ func tokenCmd(args []string) int {
 	// The gateway's own settings (and WSFLEET_* variables) for the secret,
 	// iss and aud, so a token minted beside a node passes its checks.
 	var jc jwtverify.Config
-	fs := flagenv.New("gateway token", "WSFLEET_", "Usage: gateway token --sub USER [flags]\n\nPrints an HS256 JWT for USER, for development and smoke tests.")
+	fs := flagenv.NewFleet("gateway token", "GATEWAY", "Usage: gateway token --sub USER [flags]\n\nPrints an HS256 JWT for USER, for development and smoke tests.")
+	fs.Lenient()
 	fs.String(&sub, "sub", "", "user id (the sub claim); required")
 	fs.Secret(&jc.HS256Secret, "jwt-hs256-secret", "HMAC secret the gateway verifies with")
 	fs.Duration(&ttl, "ttl", 24*time.Hour, "lifetime (exp = now + ttl)")
@@ -308,7 +321,7 @@ func tokenCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "gateway token: --sub is required")
 		return 2
 	case len(jc.HS256Secret) < jwtverify.MinHS256SecretBytes:
-		fmt.Fprintf(os.Stderr, "gateway token: --jwt-hs256-secret (or WSFLEET_JWT_HS256_SECRET) of at least %d bytes is required\n", jwtverify.MinHS256SecretBytes)
+		fmt.Fprintf(os.Stderr, "gateway token: --jwt-hs256-secret (or WSFLEET_GATEWAY_JWT_HS256_SECRET) of at least %d bytes is required\n", jwtverify.MinHS256SecretBytes)
 		return 2
 	}
 	c := jwtmint.Claims{Subject: sub, TTL: ttl, Issuer: jc.Issuer}

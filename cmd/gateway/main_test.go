@@ -125,7 +125,7 @@ func mint(t *testing.T, sub string) string {
 }
 
 func TestSIGTERMDrains(t *testing.T) {
-	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=1s"},
+	n := startNode(t, []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret, "WSFLEET_GATEWAY_DRAIN_TIMEOUT=1s"},
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
 	var clients []*wstest.Conn
 	for i := 0; i < 20; i++ {
@@ -172,7 +172,7 @@ func TestSIGTERMDrains(t *testing.T) {
 }
 
 func TestReadyzFalseWhileDraining(t *testing.T) {
-	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=3s"},
+	n := startNode(t, []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret, "WSFLEET_GATEWAY_DRAIN_TIMEOUT=3s"},
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1")
 	// A connection keeps the drain going for a while.
 	ws, _, err := wstest.Dial("ws://"+n.listen+"/ws", nil)
@@ -219,11 +219,18 @@ func TestCommandLine(t *testing.T) {
 		wantCode int
 		want     string // in the output
 	}{
-		{"help lists defaults and env", []string{"--help"}, nil, 0, "WSFLEET_IDLE_TIMEOUT"},
-		{"help shows a default", []string{"--help"}, nil, 0, "default 30s, env WSFLEET_HEARTBEAT"},
+		{"help lists defaults and env", []string{"--help"}, nil, 0, "WSFLEET_GATEWAY_IDLE_TIMEOUT"},
+		{"help shows a default", []string{"--help"}, nil, 0, "default 30s, env WSFLEET_GATEWAY_HEARTBEAT"},
 		{"no key names the settings", nil, nil, 2, "--jwt-hs256-secret"},
-		{"bad env names the variable", nil, []string{"WSFLEET_HEARTBEAT=often"}, 2, "WSFLEET_HEARTBEAT"},
-		{"bad flag", []string{"--heartbeat", "often"}, nil, 2, "heartbeat"},
+		{"bad env names the variable", nil, []string{"WSFLEET_GATEWAY_HEARTBEAT=often"}, 2, "WSFLEET_GATEWAY_HEARTBEAT"},
+		{"bad flag", []string{"--heartbeat", "often"}, nil, 2, `--heartbeat: "often" is not a duration (e.g. 30s`},
+		{"bad flag, one dash", []string{"-heartbeat=abc"}, nil, 2, `--heartbeat: "abc" is not a duration`},
+		{"zero is not the default", []string{"--jwt-hs256-secret", secret, "--heartbeat", "0s"}, nil, 2, "--heartbeat (WSFLEET_GATEWAY_HEARTBEAT): must be more than 0"},
+		{"http NATS URL", []string{"--jwt-hs256-secret", secret, "--nats-url", "http://127.0.0.1:4222"}, nil, 2, `gateway: invalid setting --nats-url: "http://127.0.0.1:4222" is an HTTP URL`},
+		{"typo in a variable", nil, []string{"WSFLEET_GATEWAY_HEARTBEET=5s"}, 2, "unknown environment variable WSFLEET_GATEWAY_HEARTBEET"},
+		{"a name of an older release", nil, []string{"WSFLEET_JWT_HS256_SECRET=" + secret}, 2, "WSFLEET_GATEWAY_JWT_HS256_SECRET or WSFLEET_ROUTER_JWT_HS256_SECRET"},
+		{"NATS unreachable", []string{"--jwt-hs256-secret", secret, "--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "200ms", "--admin-listen", "off", "--listen", "127.0.0.1:0"}, nil, 1, "gateway: NATS unavailable: --nats-url nats://127.0.0.1:1"},
+		{"the router's variables are not read", []string{"--jwt-hs256-secret", secret, "--heartbeat", "often"}, []string{"WSFLEET_ROUTER_API_KEY=k"}, 2, `--heartbeat: "often"`},
 		{"short secret", []string{"--jwt-hs256-secret", "x"}, nil, 2, "--jwt-hs256-secret"},
 		{"token needs sub", []string{"token", "--jwt-hs256-secret", secret}, nil, 2, "--sub"},
 	}
@@ -239,6 +246,9 @@ func TestCommandLine(t *testing.T) {
 			}
 			if code != tc.wantCode || !strings.Contains(string(out), tc.want) {
 				t.Fatalf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tc.wantCode, tc.want)
+			}
+			if strings.Contains(string(out), "gateway: gateway:") {
+				t.Fatalf("the program name twice:\n%s", out)
 			}
 		})
 	}
@@ -265,7 +275,7 @@ func TestAcceptBackpressureOnEMFILE(t *testing.T) {
 	cmd := exec.Command("sh", "-c", `ulimit -n 64 && exec "$0" "$@"`, bin,
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1",
 		"--max-connections", "1000", "--pollers", "1", "--auth-workers", "1", "--dispatchers", "1")
-	cmd.Env = append(os.Environ(), "WSFLEET_JWT_HS256_SECRET="+secret)
+	cmd.Env = append(os.Environ(), "WSFLEET_GATEWAY_JWT_HS256_SECRET="+secret)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -369,7 +379,7 @@ func TestParseBytes(t *testing.T) {
 // nothing left to drain.
 func TestDrainCommand(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "gw.sock")
-	n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=3s"},
+	n := startNode(t, []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret, "WSFLEET_GATEWAY_DRAIN_TIMEOUT=3s"},
 		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-embedded-listen", "127.0.0.1:-1",
 		"--control-socket", sock)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
@@ -396,7 +406,7 @@ func TestDrainCommand(t *testing.T) {
 
 	// The socket as the chart gives it: in the environment.
 	cmd := exec.Command(binary(t), "drain", "--delay", "100ms", "--timeout", "20s")
-	cmd.Env = append(os.Environ(), "WSFLEET_CONTROL_SOCKET="+sock)
+	cmd.Env = append(os.Environ(), "WSFLEET_GATEWAY_CONTROL_SOCKET="+sock)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"drained"`) {
 		t.Fatalf("gateway drain: %v: %s", err, out)

@@ -63,7 +63,7 @@ func TestPausedGatewaysStayPresent(t *testing.T) {
 	var nodes []*node
 	users := map[string]*wstest.Conn{}
 	for i := range 3 {
-		n := startNode(t, []string{"WSFLEET_JWT_HS256_SECRET=" + secret},
+		n := startNode(t, []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret},
 			"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-url", ns.ClientURL(),
 			"--node-id", fmt.Sprintf("paused-%d", i), "--presence-interval", "250ms")
 		nodes = append(nodes, n)

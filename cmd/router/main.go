@@ -36,9 +36,14 @@ connections:
   DELETE /v1/users/{user}/connections   closes every device with 4403
   GET    /v1/openapi.json               the OpenAPI 3 description
 
-Requests carry "Authorization: Bearer <api key or JWT>". Set API keys and
-the JWT secret with WSFLEET_API_KEY and WSFLEET_JWT_HS256_SECRET rather
-than flags, which other users of the host can see in the process list.
+Requests carry "Authorization: Bearer <api key or JWT>": set API keys
+(--api-key), a JWT key source (--jwt-hs256-secret, --jwt-jwks-file,
+--jwt-jwks-url) or both; at least one is required. Set secrets with
+WSFLEET_ROUTER_API_KEY and WSFLEET_ROUTER_JWT_HS256_SECRET rather than
+flags, which other users of the host can see in the process list. Every
+flag can also be set as WSFLEET_ROUTER_<FLAG> (the few shared with the
+gateway also as WSFLEET_<FLAG>, shown below). An unknown WSFLEET_* name
+stops the router at start.
 docs/router.md describes the API.`
 
 // shutdownTimeout bounds the graceful shutdown after SIGTERM or SIGINT; a
@@ -48,7 +53,7 @@ const shutdownTimeout = 30 * time.Second
 func main() {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	os.Exit(run(os.Args[1:], os.LookupEnv, os.Stderr, sig, nil))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr, sig, nil))
 }
 
 // config is what the command line and the environment set.
@@ -63,14 +68,14 @@ func newFlags(c *config) *flagenv.Set {
 	var def router.Options
 	def.SetDefaults()
 	o := &c.opts
-	fs := flagenv.New("router", "WSFLEET_", usage)
+	fs := flagenv.NewFleet("router", "ROUTER", usage)
 	fs.String(&o.Listen, "listen", def.Listen, "HTTP API listen address")
 	fs.String(&o.AdminListen, "admin-listen", def.AdminListen, `admin address for /healthz, /readyz, /metrics ("off" disables; loopback by default: set ":8091" to scrape from elsewhere)`)
 	fs.Bool(&o.AdminPprof, "admin-pprof", false, "serve Go's profiler at /debug/pprof/ on --admin-listen (unauthenticated)")
 	fs.String(&o.NATSURL, "nats-url", def.NATSURL, "NATS server URLs, comma-separated")
 	fs.Duration(&o.NATSConnectTimeout, "nats-connect-timeout", def.NATSConnectTimeout, "how long to retry the first NATS connection before failing")
 	fs.String(&o.SubjectPrefix, "subject-prefix", def.SubjectPrefix, "prefix of every NATS subject (the gateways' --subject-prefix)")
-	fs.List(&o.APIKeys, "api-key", nil, fmt.Sprintf("API keys callers authenticate with, comma-separated or repeated; any one is accepted, so keys can be rotated (each at least %d bytes; required)", router.MinAPIKeyBytes))
+	fs.List(&o.APIKeys, "api-key", nil, fmt.Sprintf("API keys callers authenticate with, comma-separated or repeated; any one is accepted, so keys can be rotated (each at least %d bytes; an API key or a JWT key source is required)", router.MinAPIKeyBytes))
 	fs.ShowDefault("api-key", "none")
 	fs.Int(&o.MaxBodyBytes, "max-body-bytes", def.MaxBodyBytes, "largest request body, the message data (413 above); must fit the NATS server's max_payload")
 	o.JWT.RegisterFlags(fs, "bearer JWTs")
@@ -90,13 +95,17 @@ func newFlags(c *config) *flagenv.Set {
 	fs.Duration(&o.KickTimeout, "kick-timeout", def.KickTimeout, "longest wait for the nodes' answers to a kick")
 	fs.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	// In router.Options a zero is "unset, use the default": a 0 given here
+	// is refused rather than silently replaced.
+	fs.Positive("max-batch-users", "kick-timeout", "snapshot-timeout", "node-ttl", "node-max-silence",
+		"idempotency-window", "idempotency-max-keys", "max-body-bytes", "nats-connect-timeout")
 	return fs
 }
 
-// parse reads the environment (environ) then args.
-func parse(args []string, environ func(string) (string, bool)) (config, error) {
+// parse reads the environment (environ, "NAME=value" entries) then args.
+func parse(args []string, environ []string) (config, error) {
 	var c config
-	err := newFlags(&c).Parse(args, environ)
+	err := newFlags(&c).ParseEnv(args, environ)
 	if err == nil && c.opts.PublishWait == 0 {
 		// --publish-wait 0 answers at once; in router.Options a zero is
 		// unset and becomes the default.
@@ -108,7 +117,7 @@ func parse(args []string, environ func(string) (string, bool)) (config, error) {
 // run is the command: exit status 0 after a signal and a clean shutdown, 2
 // for a bad setting, 1 for anything else. started, when not nil, is called
 // once the router serves (for tests).
-func run(args []string, environ func(string) (string, bool), stderr io.Writer, sig <-chan os.Signal, started func(*router.Server)) int {
+func run(args []string, environ []string, stderr io.Writer, sig <-chan os.Signal, started func(*router.Server)) int {
 	c, err := parse(args, environ)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -27,8 +27,13 @@ const (
 	key2 = "cmd-test-key-abcdefghij"
 )
 
-func env(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+// env is m as os.Environ entries.
+func env(m map[string]string) []string {
+	var l []string
+	for k, v := range m {
+		l = append(l, k+"="+v)
+	}
+	return l
 }
 
 func startNATS(t *testing.T) *server.Server {
@@ -47,15 +52,15 @@ func startNATS(t *testing.T) *server.Server {
 
 func TestParseEnv(t *testing.T) {
 	full := map[string]string{
-		"WSFLEET_LISTEN":               "127.0.0.1:9000",
-		"WSFLEET_ADMIN_LISTEN":         "off",
-		"WSFLEET_NATS_URL":             "nats://a:4222,nats://b:4222",
-		"WSFLEET_NATS_CONNECT_TIMEOUT": "3s",
-		"WSFLEET_SUBJECT_PREFIX":       "acme",
-		"WSFLEET_API_KEY":              key1 + "," + key2,
-		"WSFLEET_MAX_BODY_BYTES":       "1000",
-		"WSFLEET_LOG_FORMAT":           "console",
-		"WSFLEET_LOG_LEVEL":            "debug",
+		"WSFLEET_ROUTER_LISTEN":               "127.0.0.1:9000",
+		"WSFLEET_ROUTER_ADMIN_LISTEN":         "off",
+		"WSFLEET_ROUTER_NATS_URL":             "nats://a:4222,nats://b:4222",
+		"WSFLEET_ROUTER_NATS_CONNECT_TIMEOUT": "3s",
+		"WSFLEET_ROUTER_SUBJECT_PREFIX":       "acme",
+		"WSFLEET_ROUTER_API_KEY":              key1 + "," + key2,
+		"WSFLEET_ROUTER_MAX_BODY_BYTES":       "1000",
+		"WSFLEET_ROUTER_LOG_FORMAT":           "console",
+		"WSFLEET_ROUTER_LOG_LEVEL":            "debug",
 	}
 	cases := []struct {
 		name  string
@@ -80,21 +85,21 @@ func TestParseEnv(t *testing.T) {
 			}
 		}},
 		{name: "API v1 variables", env: map[string]string{
-			"WSFLEET_JWT_HS256_SECRET":     "0123456789abcdef0123456789abcdef",
-			"WSFLEET_JWT_ISSUER":           "idp",
-			"WSFLEET_JWT_AUDIENCE":         "router",
-			"WSFLEET_JWT_SCOPE":            "notify",
-			"WSFLEET_RATE_LIMIT":           "50",
-			"WSFLEET_RATE_LIMIT_BURST":     "70",
-			"WSFLEET_MAX_BATCH_USERS":      "10",
-			"WSFLEET_IDEMPOTENCY_WINDOW":   "10m",
-			"WSFLEET_IDEMPOTENCY_STORE":    "memory",
-			"WSFLEET_IDEMPOTENCY_MAX_KEYS": "5",
-			"WSFLEET_NODE_TTL":             "20s",
-			"WSFLEET_NODE_MAX_SILENCE":     "90s",
-			"WSFLEET_PUBLISH_WAIT":         "2s",
-			"WSFLEET_SNAPSHOT_TIMEOUT":     "3s",
-			"WSFLEET_KICK_TIMEOUT":         "1s",
+			"WSFLEET_ROUTER_JWT_HS256_SECRET":     "0123456789abcdef0123456789abcdef",
+			"WSFLEET_ROUTER_JWT_ISSUER":           "idp",
+			"WSFLEET_ROUTER_JWT_AUDIENCE":         "router",
+			"WSFLEET_ROUTER_JWT_SCOPE":            "notify",
+			"WSFLEET_ROUTER_RATE_LIMIT":           "50",
+			"WSFLEET_ROUTER_RATE_LIMIT_BURST":     "70",
+			"WSFLEET_ROUTER_MAX_BATCH_USERS":      "10",
+			"WSFLEET_ROUTER_IDEMPOTENCY_WINDOW":   "10m",
+			"WSFLEET_ROUTER_IDEMPOTENCY_STORE":    "memory",
+			"WSFLEET_ROUTER_IDEMPOTENCY_MAX_KEYS": "5",
+			"WSFLEET_ROUTER_NODE_TTL":             "20s",
+			"WSFLEET_ROUTER_NODE_MAX_SILENCE":     "90s",
+			"WSFLEET_ROUTER_PUBLISH_WAIT":         "2s",
+			"WSFLEET_ROUTER_SNAPSHOT_TIMEOUT":     "3s",
+			"WSFLEET_ROUTER_KICK_TIMEOUT":         "1s",
 		}, check: func(t *testing.T, c config) {
 			o := c.opts
 			if o.JWT.HS256Secret != "0123456789abcdef0123456789abcdef" || o.JWT.Issuer != "idp" || o.JWT.Audience != "router" ||
@@ -115,9 +120,9 @@ func TestParseEnv(t *testing.T) {
 				t.Fatalf("--publish-wait 0: %s, want router.NoPublishWait", c.opts.PublishWait)
 			}
 		}},
-		{name: "publish wait 0 from the environment", env: map[string]string{"WSFLEET_PUBLISH_WAIT": "0s"}, check: func(t *testing.T, c config) {
+		{name: "publish wait 0 from the environment", env: map[string]string{"WSFLEET_ROUTER_PUBLISH_WAIT": "0s"}, check: func(t *testing.T, c config) {
 			if c.opts.PublishWait != router.NoPublishWait {
-				t.Fatalf("WSFLEET_PUBLISH_WAIT=0s: %s, want router.NoPublishWait", c.opts.PublishWait)
+				t.Fatalf("WSFLEET_ROUTER_PUBLISH_WAIT=0s: %s, want router.NoPublishWait", c.opts.PublishWait)
 			}
 		}},
 		{name: "flags win", env: full, args: []string{"--api-key", key2, "--max-body-bytes=2000", "--listen", ":1"}, check: func(t *testing.T, c config) {
@@ -130,7 +135,7 @@ func TestParseEnv(t *testing.T) {
 				t.Fatalf("keys %q", c.opts.APIKeys)
 			}
 		}},
-		{name: "key list trims spaces", env: map[string]string{"WSFLEET_API_KEY": " " + key1 + " , " + key2 + ","}, check: func(t *testing.T, c config) {
+		{name: "key list trims spaces", env: map[string]string{"WSFLEET_ROUTER_API_KEY": " " + key1 + " , " + key2 + ","}, check: func(t *testing.T, c config) {
 			if strings.Join(c.opts.APIKeys, " ") != key1+" "+key2 {
 				t.Fatalf("keys %q", c.opts.APIKeys)
 			}
@@ -150,14 +155,14 @@ func TestParseEnv(t *testing.T) {
 func TestHelpHidesKeys(t *testing.T) {
 	var c config
 	fs := newFlags(&c)
-	if err := fs.Parse(nil, env(map[string]string{"WSFLEET_API_KEY": key1})); err != nil {
+	if err := fs.ParseEnv(nil, env(map[string]string{"WSFLEET_ROUTER_API_KEY": key1})); err != nil {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
 	fs.PrintUsage(&b)
 	out := b.String()
-	for _, want := range []string{"--api-key", "default none, env WSFLEET_API_KEY", "default 262144, env WSFLEET_MAX_BODY_BYTES",
-		"default 10s, env WSFLEET_NATS_CONNECT_TIMEOUT", `default ":8090", env WSFLEET_LISTEN`} {
+	for _, want := range []string{"--api-key", "default none, env WSFLEET_ROUTER_API_KEY", "default 262144, env WSFLEET_ROUTER_MAX_BODY_BYTES",
+		"default 10s, env WSFLEET_ROUTER_NATS_CONNECT_TIMEOUT", `default ":8090", env WSFLEET_ROUTER_LISTEN`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -167,7 +172,7 @@ func TestHelpHidesKeys(t *testing.T) {
 	}
 	for _, flag := range []string{"--jwt-hs256-secret", "--jwt-scope", "--rate-limit", "--max-batch-users",
 		"--idempotency-window", "--node-ttl", "--kick-timeout", "default 2x --rate-limit",
-		"default 2m0s, env WSFLEET_NODE_MAX_SILENCE", "default 5s, env WSFLEET_PUBLISH_WAIT"} {
+		"default 2m0s, env WSFLEET_ROUTER_NODE_MAX_SILENCE", "default 5s, env WSFLEET_ROUTER_PUBLISH_WAIT"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("help lacks %s", flag)
 		}
@@ -175,7 +180,7 @@ func TestHelpHidesKeys(t *testing.T) {
 }
 
 func TestBadSettings(t *testing.T) {
-	ok := map[string]string{"WSFLEET_API_KEY": key1}
+	ok := map[string]string{"WSFLEET_ROUTER_API_KEY": key1}
 	cases := []struct {
 		name string
 		env  map[string]string
@@ -183,8 +188,8 @@ func TestBadSettings(t *testing.T) {
 		want string
 	}{
 		{name: "no key", args: nil, want: "--api-key"},
-		{name: "short key", env: map[string]string{"WSFLEET_API_KEY": key1 + ",tiny-secret"}, want: "--api-key"},
-		{name: "bad env names the variable", env: map[string]string{"WSFLEET_API_KEY": key1, "WSFLEET_MAX_BODY_BYTES": "lots"}, want: "WSFLEET_MAX_BODY_BYTES"},
+		{name: "short key", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1 + ",tiny-secret"}, want: "--api-key"},
+		{name: "bad env names the variable", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_ROUTER_MAX_BODY_BYTES": "lots"}, want: "WSFLEET_ROUTER_MAX_BODY_BYTES"},
 		{name: "bad timeout", env: ok, args: []string{"--nats-connect-timeout", "soon"}, want: "nats-connect-timeout"},
 		{name: "zero body", env: ok, args: []string{"--max-body-bytes=-5"}, want: "--max-body-bytes"},
 		{name: "bad listen", env: ok, args: []string{"--listen", "nowhere"}, want: "--listen"},
@@ -193,8 +198,15 @@ func TestBadSettings(t *testing.T) {
 		{name: "max silence not above the ttl", env: ok, args: []string{"--node-ttl", "30s", "--node-max-silence", "30s"}, want: "--node-max-silence"},
 		{name: "ttl above the default max silence", env: ok, args: []string{"--node-ttl", "3m"}, want: "--node-max-silence"},
 		{name: "negative publish wait", env: ok, args: []string{"--publish-wait=-1s"}, want: "--publish-wait"},
-		{name: "bad publish wait in the environment", env: map[string]string{"WSFLEET_API_KEY": key1, "WSFLEET_PUBLISH_WAIT": "soon"}, want: "WSFLEET_PUBLISH_WAIT"},
+		{name: "bad publish wait in the environment", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_ROUTER_PUBLISH_WAIT": "soon"}, want: "WSFLEET_ROUTER_PUBLISH_WAIT"},
 		{name: "stray argument", env: ok, args: []string{"serve"}, want: "serve"},
+		{name: "bad duration says what it wants", env: ok, args: []string{"--kick-timeout", "abc"}, want: `--kick-timeout: "abc" is not a duration (e.g. 30s`},
+		{name: "zero batch", env: ok, args: []string{"--max-batch-users", "0"}, want: "--max-batch-users (WSFLEET_ROUTER_MAX_BATCH_USERS): must be more than 0"},
+		{name: "zero kick timeout", env: ok, args: []string{"--kick-timeout", "0s"}, want: "--kick-timeout (WSFLEET_ROUTER_KICK_TIMEOUT): must be more than 0"},
+		{name: "http NATS URL", env: ok, args: []string{"--nats-url", "http://127.0.0.1:8222"}, want: `router: invalid setting --nats-url: "http://127.0.0.1:8222" is an HTTP URL`},
+		{name: "typo in a variable", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_ROUTER_RATE_LIMITT": "5"}, want: "unknown environment variable WSFLEET_ROUTER_RATE_LIMITT: router has no --rate-limitt flag"},
+		{name: "a name of an older release", env: map[string]string{"WSFLEET_API_KEY": key1}, want: "WSFLEET_GATEWAY_API_KEY or WSFLEET_ROUTER_API_KEY"},
+		{name: "the gateway's secret is not an API credential", env: map[string]string{"WSFLEET_GATEWAY_JWT_HS256_SECRET": "0123456789abcdef0123456789abcdef"}, want: "no API key configured"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,6 +217,9 @@ func TestBadSettings(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("stderr %q does not name %q", stderr.String(), tc.want)
+			}
+			if strings.Contains(stderr.String(), "router: router:") {
+				t.Fatalf("the program name twice: %q", stderr.String())
 			}
 			if strings.Contains(stderr.String(), "tiny-secret") || strings.Contains(stderr.String(), key1) {
 				t.Fatalf("stderr %q shows an API key", stderr.String())
@@ -220,7 +235,7 @@ func TestNATSUnreachableExits1(t *testing.T) {
 	ns.WaitForShutdown()
 	var stderr bytes.Buffer
 	code := run([]string{"--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-url", url, "--nats-connect-timeout", "200ms", "--log-level", "error"},
-		env(map[string]string{"WSFLEET_API_KEY": key1}), &stderr, nil, nil)
+		env(map[string]string{"WSFLEET_ROUTER_API_KEY": key1}), &stderr, nil, nil)
 	if code != 1 || !strings.Contains(stderr.String(), "--nats-url") {
 		t.Fatalf("exit %d, stderr %q; want 1 naming --nats-url", code, stderr.String())
 	}
@@ -245,12 +260,12 @@ func TestRunPublishesAndStopsOnSignal(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- run(nil, env(map[string]string{
-			"WSFLEET_API_KEY":        key1 + "," + key2,
-			"WSFLEET_LISTEN":         "127.0.0.1:0",
-			"WSFLEET_ADMIN_LISTEN":   "127.0.0.1:0",
-			"WSFLEET_NATS_URL":       ns.ClientURL(),
-			"WSFLEET_SUBJECT_PREFIX": "acme",
-			"WSFLEET_LOG_LEVEL":      "error",
+			"WSFLEET_ROUTER_API_KEY":        key1 + "," + key2,
+			"WSFLEET_ROUTER_LISTEN":         "127.0.0.1:0",
+			"WSFLEET_ROUTER_ADMIN_LISTEN":   "127.0.0.1:0",
+			"WSFLEET_ROUTER_NATS_URL":       ns.ClientURL(),
+			"WSFLEET_ROUTER_SUBJECT_PREFIX": "acme",
+			"WSFLEET_ROUTER_LOG_LEVEL":      "error",
 		}), io.Discard, sig, func(s *router.Server) { started <- s })
 	}()
 	var srv *router.Server
@@ -321,7 +336,7 @@ func binary(t *testing.T) string {
 func TestProcessSIGTERM(t *testing.T) {
 	ns := startNATS(t)
 	cmd := exec.Command(binary(t), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-url", ns.ClientURL())
-	cmd.Env = append(os.Environ(), "WSFLEET_API_KEY="+key1)
+	cmd.Env = append(os.Environ(), "WSFLEET_ROUTER_API_KEY="+key1)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func startGateway(t *testing.T, natsURL string) (*exec.Cmd, string, string) {
 		args = append(args, "--nats-url", natsURL)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "WSFLEET_JWT_HS256_SECRET="+secret)
+	cmd.Env = append(os.Environ(), "WSFLEET_GATEWAY_JWT_HS256_SECRET="+secret)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

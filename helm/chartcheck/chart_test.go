@@ -107,7 +107,7 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			}
 			env := o.env(t, spec, "gateway", "pod", func(string, string) string { return "x" })
 			flags := b.envFlags("gateway")
-			for _, v := range []string{"WSFLEET_LISTEN", "WSFLEET_ADMIN_LISTEN", "WSFLEET_NATS_URL", "WSFLEET_DRAIN_TIMEOUT", "WSFLEET_CLOSE_TIMEOUT", "WSFLEET_MAX_CONNECTIONS", "WSFLEET_NODE_ID"} {
+			for _, v := range []string{"WSFLEET_GATEWAY_LISTEN", "WSFLEET_GATEWAY_ADMIN_LISTEN", "WSFLEET_GATEWAY_NATS_URL", "WSFLEET_GATEWAY_DRAIN_TIMEOUT", "WSFLEET_GATEWAY_CLOSE_TIMEOUT", "WSFLEET_GATEWAY_MAX_CONNECTIONS", "WSFLEET_GATEWAY_NODE_ID"} {
 				if env[v] == "" {
 					t.Errorf("gateway env %s is not set", v)
 				}
@@ -115,12 +115,12 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 					t.Errorf("gateway --help has no flag for %s", v)
 				}
 			}
-			if got, want := containerPort(c, "websocket"), hostPort(t, env["WSFLEET_LISTEN"]); got != want {
-				t.Errorf("websocket containerPort %d, --listen %s", got, env["WSFLEET_LISTEN"])
+			if got, want := containerPort(c, "websocket"), hostPort(t, env["WSFLEET_GATEWAY_LISTEN"]); got != want {
+				t.Errorf("websocket containerPort %d, --listen %s", got, env["WSFLEET_GATEWAY_LISTEN"])
 			}
-			admin := hostPort(t, env["WSFLEET_ADMIN_LISTEN"])
+			admin := hostPort(t, env["WSFLEET_GATEWAY_ADMIN_LISTEN"])
 			if got := containerPort(c, "admin"); got != admin {
-				t.Errorf("admin containerPort %d, --admin-listen %s", got, env["WSFLEET_ADMIN_LISTEN"])
+				t.Errorf("admin containerPort %d, --admin-listen %s", got, env["WSFLEET_GATEWAY_ADMIN_LISTEN"])
 			}
 			for _, p := range []struct {
 				kind  string
@@ -140,7 +140,7 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			}
 			// The startup probe outlasts the first NATS connection.
 			nct := 10.0
-			if v := env["WSFLEET_NATS_CONNECT_TIMEOUT"]; v != "" {
+			if v := env["WSFLEET_GATEWAY_NATS_CONNECT_TIMEOUT"]; v != "" {
 				nct = seconds(t, v)
 			}
 			if sp := c.StartupProbe; float64(sp.PeriodSeconds*sp.FailureThreshold) <= nct {
@@ -162,7 +162,7 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			// Its directory must be one the gateway creates (mode 0700): it
 			// refuses a directory other users can open, such as the root
 			// of an emptyDir (mode 0777).
-			sock := env["WSFLEET_CONTROL_SOCKET"]
+			sock := env["WSFLEET_GATEWAY_CONTROL_SOCKET"]
 			writable := false
 			for _, m := range c.VolumeMounts {
 				if m.ReadOnly || !strings.HasPrefix(sock, strings.TrimSuffix(m.MountPath, "/")+"/") {
@@ -176,7 +176,7 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			if sock == "" || !writable {
 				t.Errorf("control socket %q is not on a writable volume of the gateway container", sock)
 			}
-			drain, closeT := seconds(t, env["WSFLEET_DRAIN_TIMEOUT"]), seconds(t, env["WSFLEET_CLOSE_TIMEOUT"])
+			drain, closeT := seconds(t, env["WSFLEET_GATEWAY_DRAIN_TIMEOUT"]), seconds(t, env["WSFLEET_GATEWAY_CLOSE_TIMEOUT"])
 			if spec.TerminationGracePeriodSeconds == nil {
 				t.Fatal("no terminationGracePeriodSeconds")
 			}
@@ -190,8 +190,8 @@ func TestGatewayPodMatchesBinary(t *testing.T) {
 			if sleep < 1 {
 				t.Errorf("preStop sleeps %.0fs: endpoints need a moment to drop the pod", sleep)
 			}
-			if mc, err := strconv.Atoi(env["WSFLEET_MAX_CONNECTIONS"]); err != nil || mc < 1 {
-				t.Errorf("--max-connections %q", env["WSFLEET_MAX_CONNECTIONS"])
+			if mc, err := strconv.Atoi(env["WSFLEET_GATEWAY_MAX_CONNECTIONS"]); err != nil || mc < 1 {
+				t.Errorf("--max-connections %q", env["WSFLEET_GATEWAY_MAX_CONNECTIONS"])
 			} else if want := o.value("gateway.maxConnections"); fmt.Sprint(want) != strconv.Itoa(mc) {
 				t.Errorf("--max-connections %d, values say %v", mc, want)
 			}
@@ -295,17 +295,17 @@ func TestNATSAgreement(t *testing.T) {
 			if gw == nil || rt == nil {
 				t.Fatal("gateway or router ConfigMap missing")
 			}
-			if gw.Data["WSFLEET_NATS_URL"] == "" {
+			if gw.Data["WSFLEET_GATEWAY_NATS_URL"] == "" {
 				t.Fatal("the gateways have no --nats-url: they would start the embedded NATS server")
 			}
-			if gw.Data["WSFLEET_NATS_URL"] != rt.Data["WSFLEET_NATS_URL"] {
-				t.Errorf("NATS URLs differ: gateway %q, router %q", gw.Data["WSFLEET_NATS_URL"], rt.Data["WSFLEET_NATS_URL"])
+			if gw.Data["WSFLEET_GATEWAY_NATS_URL"] != rt.Data["WSFLEET_ROUTER_NATS_URL"] {
+				t.Errorf("NATS URLs differ: gateway %q, router %q", gw.Data["WSFLEET_GATEWAY_NATS_URL"], rt.Data["WSFLEET_ROUTER_NATS_URL"])
 			}
-			if gw.Data["WSFLEET_SUBJECT_PREFIX"] == "" || gw.Data["WSFLEET_SUBJECT_PREFIX"] != rt.Data["WSFLEET_SUBJECT_PREFIX"] {
-				t.Errorf("subject prefixes differ: gateway %q, router %q", gw.Data["WSFLEET_SUBJECT_PREFIX"], rt.Data["WSFLEET_SUBJECT_PREFIX"])
+			if gw.Data["WSFLEET_GATEWAY_SUBJECT_PREFIX"] == "" || gw.Data["WSFLEET_GATEWAY_SUBJECT_PREFIX"] != rt.Data["WSFLEET_ROUTER_SUBJECT_PREFIX"] {
+				t.Errorf("subject prefixes differ: gateway %q, router %q", gw.Data["WSFLEET_GATEWAY_SUBJECT_PREFIX"], rt.Data["WSFLEET_ROUTER_SUBJECT_PREFIX"])
 			}
 			for k := range gw.Data {
-				if strings.HasPrefix(k, "WSFLEET_NATS_EMBEDDED") {
+				if strings.HasPrefix(k, "WSFLEET_GATEWAY_NATS_EMBEDDED") {
 					t.Errorf("gateway sets %s: the chart never runs the embedded server", k)
 				}
 			}
@@ -314,14 +314,14 @@ func TestNATSAgreement(t *testing.T) {
 				t.Fatalf("nats.deploy %v, StatefulSet rendered %v", deploy, sts != nil)
 			}
 			if sts == nil {
-				if want := fmt.Sprint(o.value("nats.url")); gw.Data["WSFLEET_NATS_URL"] != want {
-					t.Errorf("--nats-url %q, nats.url %q", gw.Data["WSFLEET_NATS_URL"], want)
+				if want := fmt.Sprint(o.value("nats.url")); gw.Data["WSFLEET_GATEWAY_NATS_URL"] != want {
+					t.Errorf("--nats-url %q, nats.url %q", gw.Data["WSFLEET_GATEWAY_NATS_URL"], want)
 				}
 				return
 			}
-			u, err := url.Parse(gw.Data["WSFLEET_NATS_URL"])
+			u, err := url.Parse(gw.Data["WSFLEET_GATEWAY_NATS_URL"])
 			if err != nil || u.Scheme != "nats" {
-				t.Fatalf("--nats-url %q: %v", gw.Data["WSFLEET_NATS_URL"], err)
+				t.Fatalf("--nats-url %q: %v", gw.Data["WSFLEET_GATEWAY_NATS_URL"], err)
 			}
 			svc := o.services[u.Hostname()]
 			if svc == nil {
@@ -625,7 +625,7 @@ func TestReferences(t *testing.T) {
 					if !egressAllowsNATS(o, np) {
 						t.Errorf("NetworkPolicy %s does not let the %s reach NATS", np.Name, c)
 					}
-					if u := o.configMaps[name(c)].Data["WSFLEET_JWT_JWKS_URL"]; u != "" && !egressAllowsURL(np, u) {
+					if u := o.configMaps[name(c)].Data["WSFLEET_"+strings.ToUpper(c)+"_JWT_JWKS_URL"]; u != "" && !egressAllowsURL(np, u) {
 						t.Errorf("NetworkPolicy %s does not let the %s reach its JWKS URL %s", np.Name, c, u)
 					}
 				}
@@ -636,7 +636,7 @@ func TestReferences(t *testing.T) {
 
 func egressAllowsNATS(o *objects, np interface{ GetName() string }) bool {
 	p := o.netpols[np.GetName()]
-	u, _ := url.Parse(strings.Split(o.configMaps[name("gateway")].Data["WSFLEET_NATS_URL"], ",")[0])
+	u, _ := url.Parse(strings.Split(o.configMaps[name("gateway")].Data["WSFLEET_GATEWAY_NATS_URL"], ",")[0])
 	port, _ := strconv.Atoi(u.Port())
 	if sts := o.statefulSets[name("nats")]; sts != nil {
 		port = int(containerPort(container(&sts.Spec.Template.Spec, "nats"), "client"))

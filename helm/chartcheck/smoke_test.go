@@ -67,17 +67,18 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			natsPort := freePort(t)
 			local := func(spec *corev1.PodSpec, c string, env map[string]string) (admin string) {
 				adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-				env["WSFLEET_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-				env["WSFLEET_ADMIN_LISTEN"] = adminAddr
-				if env["WSFLEET_JWT_JWKS_URL"] != "" {
-					env["WSFLEET_JWT_JWKS_URL"] = jwksSrv.URL
-					env["WSFLEET_JWT_JWKS_ALLOW_HTTP"] = "true" // the local server is plain http
+				pfx := "WSFLEET_" + strings.ToUpper(c) + "_" // the binary's environment namespace
+				env[pfx+"LISTEN"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+				env[pfx+"ADMIN_LISTEN"] = adminAddr
+				if env[pfx+"JWT_JWKS_URL"] != "" {
+					env[pfx+"JWT_JWKS_URL"] = jwksSrv.URL
+					env[pfx+"JWT_JWKS_ALLOW_HTTP"] = "true" // the local server is plain http
 				}
-				if sock := env["WSFLEET_CONTROL_SOCKET"]; sock != "" {
-					env["WSFLEET_CONTROL_SOCKET"] = standInVolumePath(t, spec, c, sock)
+				if sock := env[pfx+"CONTROL_SOCKET"]; sock != "" {
+					env[pfx+"CONTROL_SOCKET"] = standInVolumePath(t, spec, c, sock)
 				}
-				if p := env["WSFLEET_JWT_JWKS_FILE"]; p != "" {
-					env["WSFLEET_JWT_JWKS_FILE"] = writeMounted(t, o, spec, c, p, dir, jwks)
+				if p := env[pfx+"JWT_JWKS_FILE"]; p != "" {
+					env[pfx+"JWT_JWKS_FILE"] = writeMounted(t, o, spec, c, p, dir, jwks)
 				}
 				return adminAddr
 			}
@@ -86,12 +87,12 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			gwSpec := &gwDep.Spec.Template.Spec
 			gwEnv := o.env(t, gwSpec, "gateway", name("gateway")+"-7d9c6b5f4-x2x9q", secretFor)
 			gwAdmin := local(gwSpec, "gateway", gwEnv)
-			delete(gwEnv, "WSFLEET_NATS_URL")
-			gwEnv["WSFLEET_NATS_EMBEDDED_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", natsPort)
+			delete(gwEnv, "WSFLEET_GATEWAY_NATS_URL")
+			gwEnv["WSFLEET_GATEWAY_NATS_EMBEDDED_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", natsPort)
 			gw := start(t, b.path("gateway"), gwEnv)
 			waitProbes(t, gw, container(gwSpec, "gateway"), gwAdmin)
 
-			resp, err := http.Get("http://" + gwEnv["WSFLEET_LISTEN"] + "/")
+			resp, err := http.Get("http://" + gwEnv["WSFLEET_GATEWAY_LISTEN"] + "/ws")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,17 +105,17 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			rtSpec := &rtDep.Spec.Template.Spec
 			rtEnv := o.env(t, rtSpec, "router", name("router")+"-5f7d8c9b6-q8w7e", secretFor)
 			rtAdmin := local(rtSpec, "router", rtEnv)
-			if rtEnv["WSFLEET_NATS_URL"] == "" {
+			if rtEnv["WSFLEET_ROUTER_NATS_URL"] == "" {
 				t.Fatal("router without --nats-url")
 			}
-			rtEnv["WSFLEET_NATS_URL"] = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+			rtEnv["WSFLEET_ROUTER_NATS_URL"] = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 			rt := start(t, b.path("router"), rtEnv)
 			waitProbes(t, rt, container(rtSpec, "router"), rtAdmin)
 
 			// A token the gateway accepts: HS256 from the chart's secret, or
 			// RS256 with the key behind the JWKS.
 			var token string
-			if gwEnv["WSFLEET_JWT_HS256_SECRET"] != "" {
+			if gwEnv["WSFLEET_GATEWAY_JWT_HS256_SECRET"] != "" {
 				cmd := exec.Command(b.path("gateway"), "token", "--sub", "alice", "--ttl", "5m")
 				cmd.Env = envList(gwEnv)
 				out, err := cmd.Output()
@@ -123,9 +124,9 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				}
 				token = strings.TrimSpace(string(out))
 			} else {
-				token = signRS256(t, key, gwEnv["WSFLEET_JWT_ISSUER"], gwEnv["WSFLEET_JWT_AUDIENCE"], "alice")
+				token = signRS256(t, key, gwEnv["WSFLEET_GATEWAY_JWT_ISSUER"], gwEnv["WSFLEET_GATEWAY_JWT_AUDIENCE"], "alice")
 			}
-			ws, _, err := websocket.DefaultDialer.Dial("ws://"+gwEnv["WSFLEET_LISTEN"]+"/", nil)
+			ws, _, err := websocket.DefaultDialer.Dial("ws://"+gwEnv["WSFLEET_GATEWAY_LISTEN"]+"/ws", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,11 +136,11 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			var welcome map[string]any
-			if err := ws.ReadJSON(&welcome); err != nil || welcome["type"] != "welcome" || welcome["node"] != gwEnv["WSFLEET_NODE_ID"] {
+			if err := ws.ReadJSON(&welcome); err != nil || welcome["type"] != "welcome" || welcome["node"] != gwEnv["WSFLEET_GATEWAY_NODE_ID"] {
 				t.Fatalf("welcome: %v %v (gateway output:\n%s)", welcome, err, gw.out.String())
 			}
-			apiKey := strings.Split(rtEnv["WSFLEET_API_KEY"], ",")[0]
-			req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
+			apiKey := strings.Split(rtEnv["WSFLEET_ROUTER_API_KEY"], ",")[0]
+			req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_ROUTER_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
 			req.Header.Set("Authorization", "Bearer "+apiKey)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err = http.DefaultClient.Do(req)
@@ -166,9 +167,9 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				for i := 1; i < len(args); i++ {
 					switch args[i-1] {
 					case "--url":
-						args[i] = "ws://" + gwEnv["WSFLEET_LISTEN"] + "/"
+						args[i] = "ws://" + gwEnv["WSFLEET_GATEWAY_LISTEN"] + "/ws"
 					case "--router-url":
-						args[i] = "http://" + rtEnv["WSFLEET_LISTEN"]
+						args[i] = "http://" + rtEnv["WSFLEET_ROUTER_LISTEN"]
 					case "--duration":
 						args[i] = "2s"
 					}

@@ -17,7 +17,7 @@ import (
 
 func main() {
 	var o Options
-	fs := flagenv.New("baseline-gateway", "WSFLEET_", `Usage: baseline-gateway [flags]
+	fs := flagenv.New("baseline-gateway", "WSFLEET_GATEWAY_", `Usage: baseline-gateway [flags]
 
 A naive WebSocket gateway (goroutines per connection, a NATS subscription
 goroutine per user) kept only to measure wsfleet's gateway against. Not for

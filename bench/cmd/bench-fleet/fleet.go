@@ -102,7 +102,7 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 	if err := waitTCP(ctx, f.nats, fmt.Sprintf("127.0.0.1:%d", p.nats()), 20*time.Second); err != nil {
 		return f, err
 	}
-	env := append([]string{"WSFLEET_JWT_HS256_SECRET=" + c.secret}, c.env...)
+	env := append([]string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + c.secret}, c.env...)
 	for i := 0; i < c.gateways; i++ {
 		admin := fmt.Sprintf("127.0.0.1:%d", p.gatewayAdmin(i))
 		var args []string
@@ -135,7 +135,7 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 	f.router, err = ps.Start(c.tag+"-router", filepath.Join(c.bin, "router"),
 		[]string{"--listen", fmt.Sprintf("127.0.0.1:%d", p.router()), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", p.routerAdmin()),
 			"--nats-url", f.natsURL, "--rate-limit", "-1", "--log-level", "warn", "--idempotency-store", "memory"},
-		[]string{"WSFLEET_API_KEY=" + c.apiKey}, nil)
+		[]string{"WSFLEET_ROUTER_API_KEY=" + c.apiKey}, nil)
 	if err != nil {
 		return f, err
 	}

@@ -616,8 +616,8 @@ func machineLine(m Machine) string {
 // and 60s authentication budgets. The heartbeat is every connection's
 // ping and pong once per period, 8,300 of each a second at a million and
 // 120s, on the same 2 cores as the ramp and the broadcast.
-var millionGatewayEnv = []string{"WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_HANDSHAKE_TIMEOUT=30s", "WSFLEET_SHED_LAG=3s",
-	"WSFLEET_HEARTBEAT=120s", "WSFLEET_IDLE_TIMEOUT=360s"}
+var millionGatewayEnv = []string{"WSFLEET_GATEWAY_AUTH_TIMEOUT=60s", "WSFLEET_GATEWAY_HANDSHAKE_TIMEOUT=30s", "WSFLEET_GATEWAY_SHED_LAG=3s",
+	"WSFLEET_GATEWAY_HEARTBEAT=120s", "WSFLEET_GATEWAY_IDLE_TIMEOUT=360s"}
 
 // withDefaults returns env with each NAME=VALUE of defs whose NAME env does
 // not set appended.

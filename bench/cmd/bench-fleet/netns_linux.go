@@ -27,7 +27,7 @@ import (
 const ehashBuckets = 1 << 21
 
 // netnsEnv marks the bench-fleet process that runs inside the namespace.
-const netnsEnv = "WSFLEET_BENCH_FLEET_NETNS"
+const netnsEnv = "BENCHFLEET_IN_NETNS" // not BENCH_FLEET_*: that is the flags' namespace
 
 const childEhashPath = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
 

@@ -148,9 +148,9 @@ func TestMillionDefaults(t *testing.T) {
 		env  []string
 	}{
 		{"the measured settings", []string{"--million"}, 3000,
-			[]string{"WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_HANDSHAKE_TIMEOUT=30s", "WSFLEET_SHED_LAG=3s", "WSFLEET_HEARTBEAT=120s", "WSFLEET_IDLE_TIMEOUT=360s"}},
-		{"flags win", []string{"--million", "--connect-rate", "3000", "--gateway-env", "WSFLEET_HEARTBEAT=20s,GOGC=50"}, 3000,
-			[]string{"WSFLEET_HEARTBEAT=20s", "GOGC=50", "WSFLEET_AUTH_TIMEOUT=60s", "WSFLEET_HANDSHAKE_TIMEOUT=30s", "WSFLEET_SHED_LAG=3s", "WSFLEET_IDLE_TIMEOUT=360s"}},
+			[]string{"WSFLEET_GATEWAY_AUTH_TIMEOUT=60s", "WSFLEET_GATEWAY_HANDSHAKE_TIMEOUT=30s", "WSFLEET_GATEWAY_SHED_LAG=3s", "WSFLEET_GATEWAY_HEARTBEAT=120s", "WSFLEET_GATEWAY_IDLE_TIMEOUT=360s"}},
+		{"flags win", []string{"--million", "--connect-rate", "3000", "--gateway-env", "WSFLEET_GATEWAY_HEARTBEAT=20s,GOGC=50"}, 3000,
+			[]string{"WSFLEET_GATEWAY_HEARTBEAT=20s", "GOGC=50", "WSFLEET_GATEWAY_AUTH_TIMEOUT=60s", "WSFLEET_GATEWAY_HANDSHAKE_TIMEOUT=30s", "WSFLEET_GATEWAY_SHED_LAG=3s", "WSFLEET_GATEWAY_IDLE_TIMEOUT=360s"}},
 		{"not without --million", []string{"--conns", "20000"}, 8000, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
