@@ -10,9 +10,16 @@
 // refusal, which errors.Is matches against the sentinels ([ErrUserOffline],
 // [ErrRateLimited], [ErrUnauthorized], ...) by its code, and for every call
 // no router answered ([ErrRouterUnavailable], wrapping the transport
-// failure).
+// failure). [IsRetryable] tells which are worth retrying.
 //
-//	c := client.NewHTTP("http://router:8090", os.Getenv("ROUTER_API_KEY"))
+// What the SDK refuses itself is never sent and never retryable: a
+// constructor argument it cannot use is a *[ConfigError] ([ErrInvalidConfig]),
+// message data that is not one JSON value a *[DataError] ([ErrInvalidData]).
+//
+//	c, err := client.NewHTTP("http://router:8090", os.Getenv("ROUTER_API_KEY"))
+//	if err != nil {
+//		return err // a *client.ConfigError: no scheme, no host, an empty token, ...
+//	}
 //	res, err := c.Publish(ctx, "alice", map[string]string{"text": "your order shipped"},
 //		client.RequireOnline(), client.WithIdempotencyKey("order-1234-shipped"))
 //	if errors.Is(err, client.ErrUserOffline) {
@@ -21,18 +28,24 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Client is the router's API, over HTTP or NATS.
 type Client interface {
 	// Publish sends data (any JSON value: a json.RawMessage or []byte is
 	// sent as is, anything else is marshalled) to every device of user.
+	// Raw data that is not one JSON value in UTF-8, or a value that does
+	// not marshal, is a *DataError and nothing is sent (the same for
+	// PublishBatch and Broadcast).
 	Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error)
 	// PublishBatch sends data to each of users (duplicates once); the
 	// results are per distinct user, in order. A user that got nothing has
@@ -64,7 +77,9 @@ type publishOptions struct {
 // WithIdempotencyKey makes a publish idempotent: a retry with the same key
 // (1-255 bytes of printable ASCII) and the same request within the
 // router's --idempotency-window is not delivered again and returns the
-// first result (same message ids, Replayed set).
+// first result (same message ids, Replayed set). An empty key is no key.
+// The SDK refuses any other key before sending anything, with an *Error
+// matching ErrBadIdempotencyKey (Status 0), as the router would.
 func WithIdempotencyKey(key string) PublishOption {
 	return func(o *publishOptions) { o.idempotencyKey = key }
 }
@@ -76,12 +91,30 @@ func RequireOnline() PublishOption {
 	return func(o *publishOptions) { o.requireOnline = true }
 }
 
-func applyOptions(opts []PublishOption) publishOptions {
+// maxIdempotencyKeyBytes is the router's bound on an idempotency key.
+const maxIdempotencyKeyBytes = 255
+
+// applyOptions applies opts and checks the idempotency key as the router
+// does: a key that cannot go in an HTTP header would otherwise fail in the
+// transport and look like an outage.
+func applyOptions(opts []PublishOption) (publishOptions, error) {
 	var o publishOptions
 	for _, f := range opts {
 		f(&o)
 	}
-	return o
+	if k := o.idempotencyKey; len(k) > maxIdempotencyKeyBytes {
+		return o, badIdempotencyKey(fmt.Sprintf("%d bytes, over %d", len(k), maxIdempotencyKeyBytes))
+	}
+	for i := 0; i < len(o.idempotencyKey); i++ {
+		if c := o.idempotencyKey[i]; c < 0x20 || c > 0x7e {
+			return o, badIdempotencyKey(fmt.Sprintf("byte %d is 0x%02x, not printable ASCII", i, c))
+		}
+	}
+	return o, nil
+}
+
+func badIdempotencyKey(why string) *Error {
+	return &Error{Code: ErrBadIdempotencyKey.Code, Message: "idempotency key not sent: " + why}
 }
 
 // PublishResult is the answer to Publish.
@@ -163,9 +196,10 @@ type KickResult struct {
 }
 
 // Error is a request the router refused, or one no router answered:
-// Status is the HTTP status (over NATS too; 0 when no answer came at all),
-// Code the router's stable error code (the "code" member of its error
-// body), Message text for humans.
+// Status is the HTTP status (over NATS too; 0 when no answer came at all,
+// or when the SDK refused an idempotency key itself), Code the router's
+// stable error code (the "code" member of its error body), Message text
+// for humans (the body's "reason"; "message" where a router answers that).
 //
 // A call that got no answer (connection refused, DNS, a timeout, the
 // context's deadline, a closed NATS connection) is an *Error with Code
@@ -222,12 +256,93 @@ var (
 	ErrRouterUnavailable = &Error{Code: "router_unavailable"}
 )
 
-// errorBody is the router's error answer: {"code","message"}, plus the
-// HTTP status over NATS.
+// IsRetryable reports whether the same call may succeed later (after the
+// *Error's RetryAfter when it has one, with a context whose deadline has
+// not passed): ErrRouterUnavailable when no answer came at all or the
+// answer was a 502, 503 or 504 (a publish may then have gone out: retry it
+// with the same idempotency key), ErrRateLimited, ErrNATSUnavailable,
+// ErrIdempotencyUnavailable and ErrIdempotencyInProgress. Every other
+// error is not: the router's other refusals, ErrRouterUnavailable for
+// another answer that is not the router's (net/http's 400 or 431), a
+// *ConfigError, a *DataError, a cancelled context, nil.
+func IsRetryable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code {
+	case ErrRateLimited.Code, ErrNATSUnavailable.Code, ErrIdempotencyUnavailable.Code, ErrIdempotencyInProgress.Code:
+		return true
+	case ErrRouterUnavailable.Code:
+		switch e.Status {
+		case 0, 502, 503, 504:
+			return true
+		}
+	}
+	return false
+}
+
+// ErrInvalidConfig matches every *ConfigError with errors.Is.
+var ErrInvalidConfig = errors.New("router client: invalid configuration")
+
+// ConfigError is a constructor argument the SDK cannot use. Field names
+// it ("baseURL", "token", "nc", "prefix", "WithHTTPClient"), Value is what
+// was given (never the token; a URL without its password), Reason says
+// what is wrong and, where it can, what would do. It is never retryable:
+// the same arguments fail the same way.
+type ConfigError struct {
+	Field  string
+	Value  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("router client: invalid %s: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("router client: invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// Is matches ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// ErrInvalidData matches every *DataError with errors.Is.
+var ErrInvalidData = errors.New("router client: invalid message data")
+
+// DataError is message data the SDK did not send: a json.RawMessage or
+// []byte that is not one JSON value in UTF-8, or a value encoding/json
+// cannot encode. Reason says what is wrong (where, for raw data); Err is
+// encoding/json's error, when there is one. Nothing was sent, and the same
+// data fails the same way: it is never retryable.
+type DataError struct {
+	Reason string
+	Err    error
+}
+
+func (e *DataError) Error() string { return "router client: invalid message data: " + e.Reason }
+
+// Unwrap returns encoding/json's error, if any.
+func (e *DataError) Unwrap() error { return e.Err }
+
+// Is matches ErrInvalidData.
+func (e *DataError) Is(target error) bool { return target == ErrInvalidData }
+
+// errorBody is the router's error answer: {"code","reason"}, plus the
+// HTTP status over NATS; routers answering {"code","message"} are read as
+// well.
 type errorBody struct {
 	Code    string `json:"code"`
+	Reason  string `json:"reason"`
 	Message string `json:"message"`
 	Status  int    `json:"status"`
+}
+
+// text is the error's text for humans: reason, else message.
+func (eb errorBody) text() string {
+	if eb.Reason != "" {
+		return eb.Reason
+	}
+	return eb.Message
 }
 
 // parseErrorBody decodes b as a router error body and returns its code
@@ -240,19 +355,50 @@ func parseErrorBody(b []byte) (errorBody, string) {
 	return eb, eb.Code
 }
 
-// marshalData encodes message data.
+// marshalData encodes message data, or checks raw data is one JSON value
+// in UTF-8, so that nothing the router would refuse as bad_json is sent.
 func marshalData(data any) (json.RawMessage, error) {
 	switch d := data.(type) {
 	case json.RawMessage:
-		return d, nil
+		return d, checkRaw("json.RawMessage", d)
 	case []byte:
-		return d, nil
+		return d, checkRaw("[]byte", d)
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
-		return nil, fmt.Errorf("router client: encoding the message data: %w", err)
+		return nil, &DataError{Reason: "encoding it as JSON: " + err.Error(), Err: err}
 	}
 	return b, nil
+}
+
+// checkRaw reports why raw data of the named type is not one JSON value in
+// UTF-8.
+func checkRaw(kind string, d []byte) error {
+	if len(bytes.TrimSpace(d)) == 0 {
+		return &DataError{Reason: kind + " is empty: it must hold one JSON value (null is `null`)"}
+	}
+	if !json.Valid(d) {
+		var v json.RawMessage
+		err := json.Unmarshal(d, &v) // the same check, for the error
+		var se *json.SyntaxError
+		if errors.As(err, &se) && se.Offset > 0 && !strings.HasPrefix(se.Error(), "unexpected end") {
+			// Offset counts the bytes read, the bad one included.
+			return &DataError{Reason: fmt.Sprintf("%s is not one JSON value: %v (at byte offset %d)", kind, se, se.Offset-1), Err: err}
+		}
+		return &DataError{Reason: fmt.Sprintf("%s is not one JSON value: %v", kind, err), Err: err}
+	}
+	if !utf8.Valid(d) {
+		i := 0
+		for i < len(d) {
+			r, n := utf8.DecodeRune(d[i:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			i += n
+		}
+		return &DataError{Reason: fmt.Sprintf("%s is not UTF-8: byte offset %d", kind, i)}
+	}
+	return nil
 }
 
 // retryAfter parses a Retry-After header in seconds.

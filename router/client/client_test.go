@@ -99,11 +99,31 @@ func startFleet(t *testing.T, mod func(*router.Options)) *fleet {
 	return &fleet{ns: ns, gw: gw, r: r, nc: nc}
 }
 
-func (f *fleet) clients() map[string]client.Client {
+func (f *fleet) clients(t *testing.T) map[string]client.Client {
 	return map[string]client.Client{
-		"http": client.NewHTTP("http://"+f.r.Addr().String(), apiKey),
-		"nats": client.NewNATS(f.nc, ""),
+		"http": newHTTP(t, "http://"+f.r.Addr().String(), apiKey),
+		"nats": newNATS(t, f.nc, ""),
 	}
+}
+
+// newHTTP is client.NewHTTP with arguments that must be valid.
+func newHTTP(t *testing.T, baseURL, token string, opts ...client.HTTPOption) *client.HTTPClient {
+	t.Helper()
+	c, err := client.NewHTTP(baseURL, token, opts...)
+	if err != nil {
+		t.Fatalf("NewHTTP(%q): %v", baseURL, err)
+	}
+	return c
+}
+
+// newNATS is client.NewNATS with arguments that must be valid.
+func newNATS(t *testing.T, nc *nats.Conn, prefix string) *client.NATSClient {
+	t.Helper()
+	c, err := client.NewNATS(nc, prefix)
+	if err != nil {
+		t.Fatalf("NewNATS(%q): %v", prefix, err)
+	}
+	return c
 }
 
 // device is a WebSocket connection of user to the fleet's gateway; its
@@ -170,7 +190,7 @@ func ctx(t *testing.T) context.Context {
 // gateway node and router.
 func TestClient(t *testing.T) {
 	f := startFleet(t, nil)
-	for name, c := range f.clients() {
+	for name, c := range f.clients(t) {
 		t.Run(name, func(t *testing.T) {
 			user := "alice-" + name
 			dev := f.connect(t, user)
@@ -217,8 +237,8 @@ func TestClient(t *testing.T) {
 
 			_, err = c.Publish(ctx(t), "nobody", 1, client.RequireOnline())
 			var ce *client.Error
-			if !errors.Is(err, client.ErrUserOffline) || !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
-				t.Fatalf("offline user: %v", err)
+			if !errors.Is(err, client.ErrUserOffline) || !errors.As(err, &ce) || ce.Status != http.StatusNotFound || ce.Message == "" {
+				t.Fatalf("offline user: %v (%+v), want user_offline (404) with the router's reason", err, ce)
 			}
 
 			rs, err := c.PublishBatch(ctx(t), []string{user, "nobody", user, ""}, 7)
@@ -298,7 +318,7 @@ func TestClient(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	f := startFleet(t, func(o *router.Options) { o.RateLimit = 0.5; o.RateLimitBurst = 1; o.MaxBatchUsers = 2 })
-	h := client.NewHTTP("http://"+f.r.Addr().String()+"/", apiKey)
+	h := newHTTP(t, "http://"+f.r.Addr().String()+"/", apiKey)
 	if _, err := h.Stats(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -307,11 +327,11 @@ func TestClientErrors(t *testing.T) {
 	if !errors.Is(err, client.ErrRateLimited) || !errors.As(err, &ce) || ce.Status != 429 || ce.RetryAfter < time.Second {
 		t.Fatalf("over the rate limit: %v (%+v)", err, ce)
 	}
-	bad := client.NewHTTP("http://"+f.r.Addr().String(), "wrong-key-0123456789")
+	bad := newHTTP(t, "http://"+f.r.Addr().String(), "wrong-key-0123456789")
 	if _, err := bad.Stats(ctx(t)); !errors.Is(err, client.ErrUnauthorized) {
 		t.Fatalf("bad key: %v", err)
 	}
-	n := client.NewNATS(f.nc, "wsfleet")
+	n := newNATS(t, f.nc, "wsfleet")
 	if _, err := n.PublishBatch(ctx(t), []string{"a", "b", "c"}, 1); !errors.Is(err, client.ErrTooManyUsers) {
 		t.Fatalf("too many users: %v", err)
 	}
@@ -319,7 +339,7 @@ func TestClientErrors(t *testing.T) {
 		t.Fatalf("unencodable data: %v", err)
 	}
 	// Nobody answers on another prefix (more in TestClientNoAnswer).
-	if _, err := client.NewNATS(f.nc, "elsewhere").Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) {
+	if _, err := newNATS(t, f.nc, "elsewhere").Stats(ctx(t)); !errors.Is(err, client.ErrRouterUnavailable) {
 		t.Fatalf("no router on NATS: %v", err)
 	}
 	if errors.Is(client.ErrUserOffline, client.ErrRateLimited) {
@@ -407,18 +427,18 @@ func TestClientNoAnswer(t *testing.T) {
 		status      int              // of the *client.Error
 		cause       func(error) bool // the failure is still reachable
 	}{
-		{name: "HTTP connection refused", client: func(*testing.T) client.Client { return client.NewHTTP(closedURL, apiKey) }, ctx: ctx,
+		{name: "HTTP connection refused", client: func(t *testing.T) client.Client { return newHTTP(t, closedURL, apiKey) }, ctx: ctx,
 			unavailable: true, cause: func(err error) bool { return errors.As(err, &opErr) && errors.Is(err, syscall.ECONNREFUSED) }},
-		{name: "HTTP unknown host", client: func(*testing.T) client.Client { return client.NewHTTP("http://router.invalid", apiKey) }, ctx: ctx,
+		{name: "HTTP unknown host", client: func(t *testing.T) client.Client { return newHTTP(t, "http://router.invalid", apiKey) }, ctx: ctx,
 			unavailable: true, cause: func(err error) bool { var de *net.DNSError; return errors.As(err, &de) }},
-		{name: "HTTP deadline", client: func(*testing.T) client.Client { return client.NewHTTP(silentURL, apiKey) }, ctx: shortCtx,
+		{name: "HTTP deadline", client: func(t *testing.T) client.Client { return newHTTP(t, silentURL, apiKey) }, ctx: shortCtx,
 			unavailable: true, cause: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
-		{name: "HTTP client timeout", client: func(*testing.T) client.Client {
-			return client.NewHTTP(silentURL, apiKey, client.WithHTTPClient(&http.Client{Timeout: 200 * time.Millisecond}))
+		{name: "HTTP client timeout", client: func(t *testing.T) client.Client {
+			return newHTTP(t, silentURL, apiKey, client.WithHTTPClient(&http.Client{Timeout: 200 * time.Millisecond}))
 		}, ctx: ctx, unavailable: true, cause: func(err error) bool { var ne net.Error; return errors.As(err, &ne) && ne.Timeout() }},
-		{name: "HTTP cancelled", client: func(*testing.T) client.Client { return client.NewHTTP(silentURL, apiKey) }, ctx: cancelled,
+		{name: "HTTP cancelled", client: func(t *testing.T) client.Client { return newHTTP(t, silentURL, apiKey) }, ctx: cancelled,
 			cause: func(err error) bool { return errors.Is(err, context.Canceled) }},
-		{name: "NATS no responders", client: func(t *testing.T) client.Client { return client.NewNATS(natsConn(t), "nobody") }, ctx: ctx,
+		{name: "NATS no responders", client: func(t *testing.T) client.Client { return newNATS(t, natsConn(t), "nobody") }, ctx: ctx,
 			unavailable: true, status: 503, cause: func(err error) bool { return errors.Is(err, nats.ErrNoResponders) }},
 		{name: "NATS deadline", client: func(t *testing.T) client.Client {
 			nc := natsConn(t)
@@ -428,12 +448,12 @@ func TestClientNoAnswer(t *testing.T) {
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			return client.NewNATS(nc, "stuck")
+			return newNATS(t, nc, "stuck")
 		}, ctx: shortCtx, unavailable: true, cause: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
 		{name: "NATS connection closed", client: func(t *testing.T) client.Client {
 			nc := natsConn(t)
 			nc.Close()
-			return client.NewNATS(nc, "")
+			return newNATS(t, nc, "")
 		}, ctx: ctx, unavailable: true, cause: func(err error) bool { return errors.Is(err, nats.ErrConnectionClosed) }},
 	}
 	for _, tc := range cases {
@@ -457,7 +477,8 @@ func TestClientNoAnswer(t *testing.T) {
 }
 
 // TestClientAnswersNotTheRouters: an error answer without a router error
-// body ({"code","message"}) is ErrRouterUnavailable with the status.
+// body ({"code","reason"}, or "message" for the text) is
+// ErrRouterUnavailable with the status.
 func TestClientAnswersNotTheRouters(t *testing.T) {
 	cases := []struct {
 		name        string
@@ -480,7 +501,7 @@ func TestClientAnswersNotTheRouters(t *testing.T) {
 				_, _ = io.WriteString(w, tc.body)
 			}))
 			t.Cleanup(srv.Close)
-			_, err := client.NewHTTP(srv.URL, apiKey).Publish(ctx(t), "alice", 1)
+			_, err := newHTTP(t, srv.URL, apiKey).Publish(ctx(t), "alice", 1)
 			var ce *client.Error
 			if !errors.Is(err, tc.want) || !errors.As(err, &ce) || ce.Status != tc.status {
 				t.Fatalf("%v (%+v), want %v with status %d", err, ce, tc.want, tc.status)

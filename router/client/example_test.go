@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -26,8 +27,11 @@ func Example() {
 	defer cancel()
 
 	// Over HTTP, with an API key (or a JWT granting the "publish" scope).
-	c := client.NewHTTP(routerURL, "example-api-key-0123456789")
-	_, err := c.Publish(ctx, "alice", map[string]string{"text": "your order shipped"},
+	c, err := client.NewHTTP(routerURL, "example-api-key-0123456789")
+	if err != nil {
+		log.Fatal(err) // a *client.ConfigError: the URL or the token is unusable
+	}
+	_, err = c.Publish(ctx, "alice", map[string]string{"text": "your order shipped"},
 		client.RequireOnline(), client.WithIdempotencyKey("order-1234-shipped"))
 	switch {
 	case errors.Is(err, client.ErrUserOffline):
@@ -44,7 +48,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer nc.Close()
-	var nc2 client.Client = client.NewNATS(nc, "wsfleet")
+	nc2, err := client.NewNATS(nc, "wsfleet")
+	if err != nil {
+		log.Fatal(err)
+	}
 	online, err := nc2.QueryPresence(ctx, []string{"alice", "bob"})
 	if err != nil {
 		log.Fatal(err)
@@ -62,6 +69,67 @@ func Example() {
 	// alice online: false
 	// bob online: false
 	// broadcast id set: true
+}
+
+// The base URL needs its scheme: a bare host:port is refused when the
+// client is made, with an error that is not an outage.
+func ExampleNewHTTP() {
+	_, err := client.NewHTTP("127.0.0.1:8090", "example-api-key-0123456789")
+	fmt.Println(err)
+	fmt.Println("invalid config:", errors.Is(err, client.ErrInvalidConfig))
+	fmt.Println("router unavailable:", errors.Is(err, client.ErrRouterUnavailable))
+	fmt.Println("retryable:", client.IsRetryable(err))
+
+	c, err := client.NewHTTP("http://127.0.0.1:8090", "example-api-key-0123456789")
+	fmt.Println(c != nil, err)
+	// Output:
+	// router client: invalid baseURL "127.0.0.1:8090": no scheme: use "http://127.0.0.1:8090" (or https://)
+	// invalid config: true
+	// router unavailable: false
+	// retryable: false
+	// true <nil>
+}
+
+// Raw JSON data (a json.RawMessage or []byte) is checked before anything
+// is sent: no router is needed to get this error.
+func ExampleHTTPClient_Publish_invalidData() {
+	c, err := client.NewHTTP("http://router.invalid:8090", "example-api-key-0123456789")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = c.Publish(context.Background(), "alice", json.RawMessage(`{"text": "shipped",}`))
+	fmt.Println(err)
+	var de *client.DataError
+	fmt.Println("invalid data:", errors.Is(err, client.ErrInvalidData), errors.As(err, &de))
+	fmt.Println("retryable:", client.IsRetryable(err))
+	// Output:
+	// router client: invalid message data: json.RawMessage is not one JSON value: invalid character '}' looking for beginning of object key string (at byte offset 19)
+	// invalid data: true true
+	// retryable: false
+}
+
+// IsRetryable tells the failures worth retrying (after RetryAfter) from
+// those that fail the same way again.
+func ExampleIsRetryable() {
+	for _, err := range []error{
+		&client.Error{Code: "rate_limited", Status: 429, Message: "over the rate limit", RetryAfter: time.Second},
+		&client.Error{Code: "router_unavailable", Message: "connection refused"},
+		&client.Error{Code: "router_unavailable", Status: 502, Message: "a proxy's bad gateway"},
+		&client.Error{Code: "user_offline", Status: 404, Message: "the user has no device connected"},
+		&client.Error{Code: "idempotency_key_reused", Status: 422, Message: "the key was used for another request"},
+		&client.ConfigError{Field: "baseURL", Reason: "empty"},
+		context.Canceled,
+	} {
+		fmt.Printf("%v: %v\n", err, client.IsRetryable(err))
+	}
+	// Output:
+	// router: rate_limited (429): over the rate limit: true
+	// router: router_unavailable: connection refused: true
+	// router: router_unavailable (502): a proxy's bad gateway: true
+	// router: user_offline (404): the user has no device connected: false
+	// router: idempotency_key_reused (422): the key was used for another request: false
+	// router client: invalid baseURL: empty: false
+	// context canceled: false
 }
 
 // exampleFleet starts a NATS server and a router (no gateway: nobody is

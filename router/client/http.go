@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,20 +25,106 @@ var _ Client = (*HTTPClient)(nil)
 type HTTPOption func(*HTTPClient)
 
 // WithHTTPClient sets the *http.Client used (default http.DefaultClient;
-// deadlines come from each call's context).
+// deadlines come from each call's context). nil is a *ConfigError.
 func WithHTTPClient(hc *http.Client) HTTPOption {
 	return func(c *HTTPClient) { c.hc = hc }
 }
 
-// NewHTTP returns a client of the router at baseURL ("http://router:8090")
-// authenticating with token: an API key, or a JWT granting the router's
-// --jwt-scope.
-func NewHTTP(baseURL, token string, opts ...HTTPOption) *HTTPClient {
-	c := &HTTPClient{base: strings.TrimRight(baseURL, "/"), token: token, hc: http.DefaultClient}
+// NewHTTP returns a client of the router at baseURL authenticating with
+// token: an API key, or a JWT granting the router's --jwt-scope.
+//
+// baseURL is the router's address with its scheme, "http://router:8090"
+// or "https://router.example.com", optionally with a path prefix the
+// router is served under (a trailing "/" is dropped); it has no query,
+// fragment or user info. Anything else, and an empty token or one that
+// cannot go in an HTTP header (a trailing newline read from a file), is a
+// *ConfigError matching ErrInvalidConfig: nothing is ever sent with it.
+func NewHTTP(baseURL, token string, opts ...HTTPOption) (*HTTPClient, error) {
+	base, err := checkBaseURL(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	c := &HTTPClient{base: base, token: token, hc: http.DefaultClient}
 	for _, o := range opts {
 		o(c)
 	}
-	return c
+	if c.hc == nil {
+		return nil, &ConfigError{Field: "WithHTTPClient", Reason: "a nil *http.Client"}
+	}
+	return c, nil
+}
+
+// checkBaseURL returns raw without its trailing slashes, or why it is not
+// a router's base URL.
+func checkBaseURL(raw string) (string, error) {
+	bad := func(value, reason string) error { return &ConfigError{Field: "baseURL", Value: value, Reason: reason} }
+	if raw == "" {
+		return "", bad("", `empty: want the router's URL, such as "http://router:8090"`)
+	}
+	if strings.TrimSpace(raw) != raw {
+		return "", bad(raw, "leading or trailing white space")
+	}
+	// Until it parses, raw is not quoted if it may hold a password.
+	quoted := raw
+	if strings.Contains(raw, "@") {
+		quoted = ""
+	}
+	u, err := url.Parse(raw)
+	if !strings.Contains(raw, "://") && (err != nil || u.Scheme != "http" && u.Scheme != "https") {
+		// A bare host:port ("127.0.0.1:8090", "router:8090"), a host, or
+		// a scheme-relative "//router:8090".
+		if quoted == "" {
+			return "", bad("", "no scheme: want http:// or https:// in front")
+		}
+		return "", bad(raw, fmt.Sprintf(`no scheme: use "http://%s" (or https://)`, strings.TrimPrefix(raw, "//")))
+	}
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", bad(quoted, err.Error())
+	}
+	shown := u.Redacted()
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", bad(shown, fmt.Sprintf("scheme %q: want http or https", u.Scheme))
+	case u.Host == "":
+		return "", bad(shown, `no host: want "http://host:port"`)
+	case u.User != nil:
+		return "", bad(shown, "user info in the URL: the API key or JWT is the token argument")
+	case u.RawQuery != "" || u.ForceQuery || strings.Contains(raw, "?"):
+		return "", bad(shown, "a query: the SDK appends the API's paths and queries to the base URL")
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "", bad(shown, "a fragment: the SDK appends the API's paths to the base URL")
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+// checkToken reports why token cannot authenticate a request: empty, or
+// not sendable as an HTTP header value (the transport would fail every
+// call, which would look like an outage). The token itself is never
+// quoted.
+func checkToken(token string) error {
+	if token == "" {
+		return &ConfigError{Field: "token", Reason: "empty: want an API key or a JWT"}
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c < 0x20 || c == 0x7f {
+			hint := ""
+			if c == '\n' || c == '\r' {
+				hint = " (a line end read with it?)"
+			}
+			return &ConfigError{Field: "token", Reason: fmt.Sprintf("byte %d of %d is the control character 0x%02x%s", i, len(token), c, hint)}
+		}
+	}
+	if strings.TrimSpace(token) != token {
+		return &ConfigError{Field: "token", Reason: "leading or trailing white space"}
+	}
+	return nil
 }
 
 // maxAnswerBytes bounds an answer read (a batch of 100,000 results fits).
@@ -82,7 +169,7 @@ func (c *HTTPClient) do(ctx context.Context, method, path string, query url.Valu
 			return false, unavailable(resp.StatusCode, fmt.Sprintf("%s %s: HTTP %d without a router error body: %q",
 				method, path, resp.StatusCode, snippet(b)))
 		}
-		return false, &Error{Status: resp.StatusCode, Code: code, Message: eb.Message, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+		return false, &Error{Status: resp.StatusCode, Code: code, Message: eb.text(), RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return false, fmt.Errorf("router client: decoding the answer: %w", err)
@@ -113,7 +200,10 @@ func onlineQuery(o publishOptions) url.Values {
 
 // Publish implements Client.
 func (c *HTTPClient) Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	b, err := marshalData(data)
 	if err != nil {
 		return nil, err
@@ -128,7 +218,10 @@ func (c *HTTPClient) Publish(ctx context.Context, user string, data any, opts ..
 
 // PublishBatch implements Client.
 func (c *HTTPClient) PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	d, err := marshalData(data)
 	if err != nil {
 		return nil, err
@@ -150,7 +243,10 @@ func (c *HTTPClient) PublishBatch(ctx context.Context, users []string, data any,
 
 // Broadcast implements Client.
 func (c *HTTPClient) Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	b, err := marshalData(data)
 	if err != nil {
 		return nil, err

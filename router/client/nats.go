@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // NATSClient talks to the router's NATS request API on
@@ -23,12 +25,22 @@ var _ Client = (*NATSClient)(nil)
 const DefaultTimeout = 10 * time.Second
 
 // NewNATS returns a client of the routers reachable on nc, with the
-// fleet's subject prefix ("" for "wsfleet").
-func NewNATS(nc *nats.Conn, prefix string) *NATSClient {
-	if prefix == "" {
-		prefix = "wsfleet"
+// fleet's subject prefix ("" for "wsfleet"; else the routers'
+// --subject-prefix: dot-separated tokens of [A-Za-z0-9_-], 1-64 bytes). A
+// nil nc or another prefix is a *ConfigError matching ErrInvalidConfig.
+// nc's connection state is not checked: a call on a closed connection is
+// ErrRouterUnavailable, as when it closes later.
+func NewNATS(nc *nats.Conn, prefix string) (*NATSClient, error) {
+	if nc == nil {
+		return nil, &ConfigError{Field: "nc", Reason: "a nil *nats.Conn: connect with nats.Connect first"}
 	}
-	return &NATSClient{nc: nc, prefix: prefix}
+	if prefix == "" {
+		prefix = protocol.DefaultSubjectPrefix
+	}
+	if err := protocol.ValidatePrefix(prefix); err != nil {
+		return nil, &ConfigError{Field: "prefix", Value: prefix, Reason: err.Error()}
+	}
+	return &NATSClient{nc: nc, prefix: prefix}, nil
 }
 
 // request sends req to <prefix>.router.<op> and decodes the answer into
@@ -55,7 +67,7 @@ func (c *NATSClient) request(ctx context.Context, op string, req, out any) (bool
 		return false, noAnswer(ctx, subj+": "+err.Error(), err)
 	}
 	if eb, code := parseErrorBody(m.Data); code != "" {
-		e := &Error{Status: eb.Status, Code: code, Message: eb.Message}
+		e := &Error{Status: eb.Status, Code: code, Message: eb.text()}
 		if m.Header != nil {
 			e.RetryAfter = retryAfter(m.Header.Get("Retry-After"))
 		}
@@ -77,7 +89,10 @@ type natsPublish struct {
 
 // Publish implements Client.
 func (c *NATSClient) Publish(ctx context.Context, user string, data any, opts ...PublishOption) (*PublishResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	d, err := marshalData(data)
 	if err != nil {
 		return nil, err
@@ -92,7 +107,10 @@ func (c *NATSClient) Publish(ctx context.Context, user string, data any, opts ..
 
 // PublishBatch implements Client.
 func (c *NATSClient) PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	d, err := marshalData(data)
 	if err != nil {
 		return nil, err
@@ -116,7 +134,10 @@ func (c *NATSClient) PublishBatch(ctx context.Context, users []string, data any,
 
 // Broadcast implements Client.
 func (c *NATSClient) Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error) {
-	o := applyOptions(opts)
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	d, err := marshalData(data)
 	if err != nil {
 		return nil, err
