@@ -11,7 +11,7 @@ export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 # gateway are built from bench/ (make bench-build).
 CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-test fuzz clean helm-test helm-template
+.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-test fuzz clean helm-test helm-template images
 
 all: build
 
@@ -19,8 +19,18 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
-run: build
-	$(BIN)/devfleet
+# The local fleet (cmd/devfleet; RUNFLAGS="--gateways 3 --nats-servers 3"
+# for several nodes). It builds what `make build` builds, saying so: the
+# first build downloads the modules and compiles every package, for minutes.
+run:
+	@mkdir -p $(BIN)
+	@echo "building $(addprefix $(BIN)/,$(CMDS)) (the first build downloads the modules and compiles some 400 packages: a few minutes)"
+	@set -o pipefail; $(GO) build -v -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS)) 2>&1 | awk ' \
+	  /^go: downloading / { print; fflush(); next } \
+	  /^[^ #:]+$$/ { if (++n % 50 == 0) { print "  compiled " n " packages..."; fflush() } next } \
+	  { print; fflush() } \
+	  END { if (n) print "  compiled " n (n == 1 ? " package" : " packages") }'
+	$(BIN)/devfleet$(if $(RUNFLAGS), $(RUNFLAGS))
 
 # vet, formatting, every test under the race detector, then the allocation
 # tests again without it (the race detector makes sync.Pool drop items);
@@ -90,3 +100,17 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# Container images built without a container daemon (internal/ociimage): a
+# tarball per image in dist/images/ for `docker load -i` or `podman load -i`,
+# named $(IMAGE_REGISTRY)/wsfleet/<gateway|router|loadtest>:$(VERSION): the
+# static binary at /usr/local/bin/<name> (the entrypoint), the build host's
+# CA certificates (/etc/ssl/certs/ca-certificates.crt, Debian's
+# ca-certificates), the non-root user 65532. The same tree, Go toolchain, CA
+# bundle and SOURCE_DATE_EPOCH (default: the last commit's time) give the
+# same digests. IMAGEFLAGS="-arch arm64" for arm64; docs/deploy.md#images.
+IMAGE_REGISTRY ?= localhost
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+images:
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+	  $(GO) run ./internal/ociimage/cmd/mkimage -go $(GO) -out dist/images -registry $(IMAGE_REGISTRY) -version $(VERSION) $(IMAGEFLAGS)

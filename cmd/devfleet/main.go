@@ -1,61 +1,225 @@
-// Command devfleet runs a local wsfleet for development: a gateway with an
-// embedded NATS server and a router, with a fresh HS256 secret and API key,
-// and prints how to connect, authenticate and publish. `devfleet listen`
-// is a small WebSocket client that authenticates and prints what arrives.
+// Command devfleet runs a local wsfleet for development: by default a
+// gateway with an embedded NATS server and a router; with --gateways and
+// --nats-servers, several gateway processes on one port and a cluster of
+// NATS server processes. Each run has a fresh HS256 secret and API key; the
+// processes log to files, and devfleet prints how to connect, authenticate
+// and publish once the fleet is ready. `devfleet listen` is a small
+// WebSocket client that authenticates and prints what arrives;
+// `devfleet nats-server` is one NATS server of the fleet.
 //
 // It runs the gateway and router binaries that sit next to it (bin/); it is
 // not a deployment tool (see helm/ for that).
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/wsfleet/wsfleet/internal/flagenv"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
-	"github.com/wsfleet/wsfleet/internal/wstest"
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "listen" {
-		os.Exit(listen(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "listen":
+			os.Exit(listen(os.Args[2:]))
+		case "nats-server":
+			os.Exit(natsServer(os.Args[2:]))
+		}
 	}
 	os.Exit(run(os.Args[1:]))
 }
 
-type settings struct {
-	gwListen, gwAdmin, natsListen, rtListen, rtAdmin, user string
+const usage = `Usage: devfleet [flags]
+       devfleet listen --url URL --token JWT
+       devfleet nats-server --name NAME --listen ADDR [flags]
+
+Starts a local fleet from the gateway and router binaries next to this one,
+with a fresh HS256 secret and API key:
+
+  devfleet                                 a gateway with NATS embedded, a router
+  devfleet --gateways 3 --nats-servers 3   3 NATS server processes routed into
+                                           a cluster, 3 gateways sharing one
+                                           WebSocket port (SO_REUSEPORT), each
+                                           on its own NATS server, a router
+
+The processes log to files in --run-dir; once the fleet is ready devfleet
+prints a token, a listener command and a curl that publishes to it. Ctrl-C
+drains the gateways (their clients get a reconnect notice, then 1012), then
+stops the router and NATS; a second Ctrl-C cuts the drain short.`
+
+type config struct {
+	gwListen, gwAdmin, rtListen, rtAdmin          string
+	natsListen, natsClusterListen, natsHTTPListen string
+	user, runDir, infoFile                        string
+	gateways, natsServers                         int
+	drainTimeout                                  time.Duration
+}
+
+// plan is where each process of the fleet listens.
+type plan struct {
+	wsAddr      string   // the gateways' --listen
+	gwAdmin     []string // per gateway
+	natsClient  []string // per NATS server; the embedded one's without --nats-servers
+	natsCluster []string // per NATS server, with more than one
+	natsHTTP    []string // per NATS server
+	rtListen    string
+	rtAdmin     string
+}
+
+func parseConfig(args []string) (config, error) {
+	var c config
+	fs := flagenv.New("devfleet", "DEVFLEET_", usage)
+	fs.Int(&c.gateways, "gateways", 1, "gateway processes; more than one share --gateway-listen with SO_REUSEPORT")
+	fs.Int(&c.natsServers, "nats-servers", 0, "NATS server processes, routed into one cluster (0: NATS embedded in the gateway; with --gateways above 1, one server)")
+	fs.String(&c.gwListen, "gateway-listen", "127.0.0.1:8080", "gateway WebSocket address (port 0, here and in every address: a free port)")
+	fs.String(&c.gwAdmin, "gateway-admin", "127.0.0.1:8081", "admin address (/metrics, /readyz) of the first gateway; the others take the next ports")
+	fs.String(&c.natsListen, "nats-listen", "127.0.0.1:4222", "NATS client address (of the first server; the others take the next ports)")
+	fs.String(&c.natsClusterListen, "nats-cluster-listen", "127.0.0.1:6222", "route address of the first NATS server, the others on the next ports (--nats-servers above 1)")
+	fs.String(&c.natsHTTPListen, "nats-http-listen", "127.0.0.1:8222", "monitoring address (/routez, /connz, /subsz) of the first NATS server, the others on the next ports (with --nats-servers)")
+	fs.String(&c.rtListen, "router-listen", "127.0.0.1:8090", "router HTTP API address")
+	fs.String(&c.rtAdmin, "router-admin", "127.0.0.1:8091", "router admin address")
+	fs.String(&c.user, "user", "alice", "user to mint a token for")
+	fs.Duration(&c.drainTimeout, "drain-timeout", 2*time.Second, "the gateways' --drain-timeout: how long the drain of Ctrl-C or `gateway drain` takes")
+	fs.String(&c.runDir, "run-dir", "", "directory for the processes' logs and the gateways' control sockets, kept after exit (created 0700)")
+	fs.ShowDefault("run-dir", "a new directory under $TMPDIR")
+	fs.String(&c.infoFile, "info-file", "", `once the fleet is ready, write its addresses, token, secret and API key to this file as JSON (mode 0600; "": none)`)
+	if err := fs.Parse(args, nil); err != nil {
+		return c, err
+	}
+	switch {
+	case c.gateways < 1:
+		return c, fmt.Errorf("--gateways %d: at least 1", c.gateways)
+	case c.natsServers < 0:
+		return c, fmt.Errorf("--nats-servers %d: 0 or more", c.natsServers)
+	case c.drainTimeout <= 0:
+		return c, fmt.Errorf("--drain-timeout %s: more than 0", c.drainTimeout)
+	}
+	if err := protocol.ValidateUserID(c.user); err != nil {
+		return c, fmt.Errorf("--user %q: %v", c.user, err)
+	}
+	if c.gateways > 1 && c.natsServers == 0 {
+		c.natsServers = 1 // the gateways need a NATS server of their own
+	}
+	return c, nil
+}
+
+// addresses resolves every address of the fleet, and checks that no two
+// processes would listen on one.
+func (c config) addresses() (plan, error) {
+	var p plan
+	nNATS := max(c.natsServers, 1)
+	var err error
+	one := func(flag, addr string) string {
+		var a []string
+		if err == nil {
+			a, err = addrs(flag, addr, 1)
+		}
+		if err != nil {
+			return ""
+		}
+		return a[0]
+	}
+	many := func(flag, addr string, n int) []string {
+		var a []string
+		if err == nil && n > 0 {
+			a, err = addrs(flag, addr, n)
+		}
+		return a
+	}
+	p.wsAddr = one("gateway-listen", c.gwListen)
+	p.gwAdmin = many("gateway-admin", c.gwAdmin, c.gateways)
+	p.natsClient = many("nats-listen", c.natsListen, nNATS)
+	if c.natsServers > 1 {
+		p.natsCluster = many("nats-cluster-listen", c.natsClusterListen, c.natsServers)
+	}
+	p.natsHTTP = many("nats-http-listen", c.natsHTTPListen, c.natsServers)
+	p.rtListen = one("router-listen", c.rtListen)
+	p.rtAdmin = one("router-admin", c.rtAdmin)
+	if err != nil {
+		return p, err
+	}
+	used := map[string]string{}
+	check := func(what string, as ...string) {
+		for _, a := range as {
+			if prev, dup := used[a]; dup && err == nil {
+				err = fmt.Errorf("%s and %s would both listen on %s: set the address flags apart (see --help)", prev, what, a)
+			}
+			used[a] = what
+		}
+	}
+	check("--gateway-listen", p.wsAddr)
+	check("--gateway-admin", p.gwAdmin...)
+	check("--nats-listen", p.natsClient...)
+	check("--nats-cluster-listen", p.natsCluster...)
+	check("--nats-http-listen", p.natsHTTP...)
+	check("--router-listen", p.rtListen)
+	check("--router-admin", p.rtAdmin)
+	return p, err
+}
+
+// info is what --info-file holds, and what the instructions print.
+type info struct {
+	WSURL          string     `json:"ws_url"`
+	User           string     `json:"user"`
+	Token          string     `json:"token"`
+	UserSubject    string     `json:"user_subject"`
+	APIKey         string     `json:"api_key"`
+	JWTHS256Secret string     `json:"jwt_hs256_secret"`
+	RouterURL      string     `json:"router_url"`
+	RouterAdminURL string     `json:"router_admin_url"`
+	NATSURLs       []string   `json:"nats_urls"`
+	NATSEmbedded   bool       `json:"nats_embedded"`
+	RunDir         string     `json:"run_dir"`
+	Gateways       []nodeInfo `json:"gateways"`
+	NATSServers    []natsInfo `json:"nats_servers,omitempty"`
+	PID            int        `json:"pid"`
+}
+
+type nodeInfo struct {
+	Node          string `json:"node"`
+	AdminURL      string `json:"admin_url"`
+	NATSURL       string `json:"nats_url"`
+	ControlSocket string `json:"control_socket"`
+	Log           string `json:"log"`
+	PID           int    `json:"pid"`
+}
+
+type natsInfo struct {
+	Name          string `json:"name"`
+	URL           string `json:"url"`
+	MonitoringURL string `json:"monitoring_url"`
+	Log           string `json:"log"`
+	PID           int    `json:"pid"`
 }
 
 func run(args []string) int {
-	var s settings
-	fs := flagenv.New("devfleet", "DEVFLEET_", `Usage: devfleet [flags]
-       devfleet listen --url URL --token JWT
-
-Starts a local fleet (gateway with embedded NATS, router) with a fresh
-secret and API key, prints a token and a curl command, and stops both on
-Ctrl-C.`)
-	fs.String(&s.gwListen, "gateway-listen", "127.0.0.1:8080", "gateway WebSocket address")
-	fs.String(&s.gwAdmin, "gateway-admin", "127.0.0.1:8081", "gateway admin address")
-	fs.String(&s.natsListen, "nats-listen", "127.0.0.1:4222", "embedded NATS address")
-	fs.String(&s.rtListen, "router-listen", "127.0.0.1:8090", "router HTTP address")
-	fs.String(&s.rtAdmin, "router-admin", "127.0.0.1:8091", "router admin address")
-	fs.String(&s.user, "user", "alice", "user to mint a token for")
-	if err := fs.Parse(args, nil); err != nil {
+	c, err := parseConfig(args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintln(os.Stderr, "devfleet:", err)
+		return 2
+	}
+	p, err := c.addresses()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "devfleet:", err)
 		return 2
 	}
@@ -64,77 +228,325 @@ Ctrl-C.`)
 		fmt.Fprintln(os.Stderr, "devfleet:", err)
 		return 1
 	}
-	dir := filepath.Dir(exe)
-	secret, apiKey := randomHex(32), randomHex(24)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	exited := make(chan string, 2)
-	gw := start(filepath.Join(dir, "gateway"), exited, []string{
-		"WSFLEET_JWT_HS256_SECRET=" + secret, "WSFLEET_DRAIN_TIMEOUT=2s",
-	}, "--listen", s.gwListen, "--admin-listen", s.gwAdmin, "--nats-embedded-listen", s.natsListen,
-		"--node-id", "dev-gateway", "--log-format", "console")
-	if gw == nil {
-		return 1
+	binDir := filepath.Dir(exe)
+	if c.runDir == "" {
+		c.runDir, err = os.MkdirTemp("", "devfleet-")
+	} else {
+		err = os.MkdirAll(c.runDir, 0o700)
 	}
-	defer terminate(gw)
-	if !waitReady(ctx, "http://"+s.gwAdmin+"/readyz", exited) {
-		fmt.Fprintln(os.Stderr, "devfleet: the gateway did not become ready (see its log above)")
-		return 1
-	}
-	// No per-key rate limit on a development fleet: bin/loadtest may push it.
-	rt := start(filepath.Join(dir, "router"), exited, []string{"WSFLEET_API_KEY=" + apiKey, "WSFLEET_RATE_LIMIT=-1"},
-		"--listen", s.rtListen, "--admin-listen", s.rtAdmin, "--nats-url", "nats://"+s.natsListen, "--log-format", "console")
-	if rt == nil {
-		return 1
-	}
-	defer terminate(rt)
-	if !waitReady(ctx, "http://"+s.rtAdmin+"/readyz", exited) {
-		fmt.Fprintln(os.Stderr, "devfleet: the router did not become ready (see its log above)")
-		return 1
-	}
-	tok, err := jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: s.user, TTL: 24 * time.Hour})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "devfleet:", err)
+		fmt.Fprintln(os.Stderr, "devfleet: --run-dir:", err)
 		return 1
 	}
-	url := "ws://" + s.gwListen + "/ws"
-	fmt.Printf(`
-wsfleet is running: a gateway (embedded NATS on %[6]s) and a router.
+	if c.runDir, err = filepath.Abs(c.runDir); err != nil {
+		fmt.Fprintln(os.Stderr, "devfleet: --run-dir:", err)
+		return 1
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format, a...) }
 
-  WebSocket URL     %[1]s
-  Token for %-7[2]s %[3]s
-  API key           %[4]s
+	// One channel for every signal, from here to the end: the first starts
+	// the stop, a second cuts it short (fleet.stop), and none ever falls to
+	// the default handler, which would end devfleet before its processes.
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
-1. Connect as %[2]s (prints every frame; first frame sent is the auth frame):
+	secret, apiKey := randomHex(32), randomHex(24)
+	in := info{
+		WSURL: "ws://" + p.wsAddr + "/ws", User: c.user, APIKey: apiKey, JWTHS256Secret: secret,
+		RouterURL: "http://" + p.rtListen, RouterAdminURL: "http://" + p.rtAdmin,
+		NATSEmbedded: c.natsServers == 0, RunDir: c.runDir, PID: os.Getpid(),
+	}
+	for _, a := range p.natsClient {
+		in.NATSURLs = append(in.NATSURLs, "nats://"+a)
+	}
+	f := newFleet(c.runDir, c.natsServers+c.gateways+1)
+	fail := func(err error) int {
+		if errors.Is(err, errInterrupted) {
+			say("\ndevfleet: interrupted\n")
+		} else {
+			say("\ndevfleet: %v\n", err)
+		}
+		f.stop(sig, c.drainTimeout, say)
+		say("devfleet: logs in %s\n", c.runDir)
+		return 1
+	}
+	say("devfleet: logs and control sockets in %s\n", c.runDir)
 
-  bin/devfleet listen --url %[1]s --token %[3]s
+	if n := c.natsServers; n > 0 {
+		what := "a NATS server"
+		if n > 1 {
+			what = fmt.Sprintf("%d NATS servers, routed into a cluster", n)
+		}
+		say("devfleet: starting %s... ", what)
+		t0 := time.Now()
+		for i := range n {
+			name := fmt.Sprintf("nats-%d", i+1)
+			args := []string{"nats-server", "--name", name, "--listen", p.natsClient[i], "--http-listen", p.natsHTTP[i]}
+			if n > 1 {
+				var routes []string
+				for j, a := range p.natsCluster {
+					if j != i {
+						routes = append(routes, "nats-route://"+a)
+					}
+				}
+				args = append(args, "--cluster-listen", p.natsCluster[i], "--routes", strings.Join(routes, ","))
+			}
+			np, err := f.start(name, kindNATS, exe, nil, args...)
+			if err != nil {
+				return fail(err)
+			}
+			in.NATSServers = append(in.NATSServers, natsInfo{Name: name, URL: "nats://" + p.natsClient[i],
+				MonitoringURL: "http://" + p.natsHTTP[i], Log: np.log, PID: np.cmd.Process.Pid})
+		}
+		// Ready: taking clients, and routed to every other server.
+		ready := func(i int) bool {
+			return tcpOpen(p.natsClient[i]) && routedTo(p.natsHTTP[i]) >= n-1
+		}
+		if err := f.waitReady(f.ofKind(kindNATS), ready, sig, 30*time.Second); err != nil {
+			return fail(err)
+		}
+		say("ready (%s)\n", time.Since(t0).Round(time.Millisecond))
+	}
 
-2. Publish to %[2]s from another terminal:
+	if c.gateways == 1 {
+		if c.natsServers == 0 {
+			say("devfleet: starting the gateway, with NATS embedded on %s... ", p.natsClient[0])
+		} else {
+			say("devfleet: starting the gateway... ")
+		}
+	} else {
+		say("devfleet: starting %d gateways on %s... ", c.gateways, p.wsAddr)
+	}
+	t0 := time.Now()
+	for i := range c.gateways {
+		name, node := "gateway", "dev-gateway"
+		if c.gateways > 1 {
+			name, node = fmt.Sprintf("gateway-%d", i+1), fmt.Sprintf("dev-gateway-%d", i+1)
+		}
+		sock := filepath.Join(c.runDir, name+".sock")
+		args := []string{"--listen", p.wsAddr, "--admin-listen", p.gwAdmin[i], "--node-id", node,
+			"--control-socket", sock, "--drain-timeout", c.drainTimeout.String(),
+			"--log-format", "console"}
+		natsURL := in.NATSURLs[i%len(in.NATSURLs)]
+		if c.natsServers == 0 {
+			args = append(args, "--nats-embedded-listen", p.natsClient[0])
+		} else {
+			args = append(args, "--nats-url", natsURL)
+		}
+		if c.gateways > 1 {
+			args = append(args, "--reuseport")
+		}
+		gp, err := f.start(name, kindGateway, filepath.Join(binDir, "gateway"), []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret}, args...)
+		if err != nil {
+			return fail(err)
+		}
+		in.Gateways = append(in.Gateways, nodeInfo{Node: node, AdminURL: "http://" + p.gwAdmin[i], NATSURL: natsURL,
+			ControlSocket: sock, Log: gp.log, PID: gp.cmd.Process.Pid})
+	}
+	gwReady := func(i int) bool { return httpOK(in.Gateways[i].AdminURL + "/readyz") }
+	if err := f.waitReady(f.ofKind(kindGateway), gwReady, sig, 30*time.Second); err != nil {
+		return fail(err)
+	}
+	say("ready (%s)\n", time.Since(t0).Round(time.Millisecond))
 
-  curl -sS -X POST http://%[5]s/v1/users/%[2]s/messages \
-    -H 'Authorization: Bearer %[4]s' -H 'Content-Type: application/json' \
+	say("devfleet: starting the router... ")
+	t0 = time.Now()
+	// No per-key rate limit on a development fleet: bin/loadtest may push it.
+	rtArgs := []string{"--listen", p.rtListen, "--admin-listen", p.rtAdmin, "--nats-url", strings.Join(in.NATSURLs, ","),
+		"--rate-limit=-1", "--log-format", "console"}
+	if c.natsServers > 0 {
+		// devfleet's NATS servers run without JetStream.
+		rtArgs = append(rtArgs, "--idempotency-store", "memory")
+	}
+	if _, err := f.start("router", kindRouter, filepath.Join(binDir, "router"), []string{"WSFLEET_ROUTER_API_KEY=" + apiKey}, rtArgs...); err != nil {
+		return fail(err)
+	}
+	rtReady := func(int) bool { return httpOK(in.RouterAdminURL + "/readyz") }
+	if err := f.waitReady(f.ofKind(kindRouter), rtReady, sig, 30*time.Second); err != nil {
+		return fail(err)
+	}
+	say("ready (%s)\n", time.Since(t0).Round(time.Millisecond))
+
+	if in.Token, err = jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: c.user, TTL: 24 * time.Hour}); err != nil {
+		return fail(err)
+	}
+	subjects, err := protocol.NewSubjects(protocol.DefaultSubjectPrefix)
+	if err != nil {
+		return fail(err)
+	}
+	if in.UserSubject, err = subjects.UserID(c.user); err != nil {
+		return fail(err)
+	}
+	if c.infoFile != "" {
+		if err := writeInfo(c.infoFile, in); err != nil {
+			return fail(fmt.Errorf("--info-file: %w", err))
+		}
+	}
+	printInstructions(os.Stdout, in, displayDir(binDir), c.drainTimeout)
+
+	for {
+		select {
+		case <-sig:
+			say("\n")
+			f.stop(sig, c.drainTimeout, say)
+			say("devfleet: stopped; logs in %s\n", c.runDir)
+			return 0
+		case gone := <-f.exited:
+			say("devfleet: %s exited (%s); %s\n", gone.name, exitStatus(gone.err), tail(gone))
+			if gone.kind == kindRouter || f.running(gone.kind) == 0 {
+				say("devfleet: the fleet cannot run without it; stopping\n")
+				f.stop(sig, c.drainTimeout, say)
+				say("devfleet: logs in %s\n", c.runDir)
+				return 1
+			}
+			say("devfleet: the fleet runs on without it\n")
+		}
+	}
+}
+
+// routedTo is how many other servers the NATS server whose monitoring
+// address is addr has a route to.
+func routedTo(addr string) int {
+	hc := http.Client{Timeout: time.Second}
+	resp, err := hc.Get("http://" + addr + "/routez")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var rz struct {
+		Routes []struct {
+			RemoteID string `json:"remote_id"`
+		} `json:"routes"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&rz) != nil {
+		return -1
+	}
+	ids := map[string]bool{}
+	for _, r := range rz.Routes {
+		ids[r.RemoteID] = true // with route pooling, several routes per server
+	}
+	return len(ids)
+}
+
+// writeInfo writes in to path as JSON, readable by this user only, and
+// atomically: a script that polls for the file reads it whole.
+func writeInfo(path string, in info) error {
+	b, err := json.MarshalIndent(in, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// displayDir is dir as the instructions show it: relative to the working
+// directory when it is under it (bin), else absolute.
+func displayDir(dir string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return dir
+	}
+	rel, err := filepath.Rel(wd, dir)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return dir
+	}
+	return rel
+}
+
+func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
+	multi := len(in.Gateways) > 1
+	var metrics []string
+	for _, g := range in.Gateways {
+		metrics = append(metrics, g.AdminURL+"/metrics")
+	}
+	pr := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	pr("\n")
+	switch {
+	case multi:
+		pr("wsfleet is running: %d gateways sharing one port, %s and a router.\n\n", len(in.Gateways), natsWhat(len(in.NATSServers)))
+	case in.NATSEmbedded:
+		pr("wsfleet is running: a gateway, with NATS embedded in it, and a router.\n\n")
+	default:
+		pr("wsfleet is running: a gateway, %s and a router.\n\n", natsWhat(len(in.NATSServers)))
+	}
+	ws := in.WSURL
+	if multi {
+		ws += "  (SO_REUSEPORT: the kernel spreads connections over the gateways)"
+	}
+	pr("  WebSocket URL     %s\n", ws)
+	pr("  Token for %-7s %s\n", in.User, in.Token)
+	pr("  API key           %s\n", in.APIKey)
+	pr("  Router API        %s  (docs/router.md)\n", in.RouterURL)
+	pr("  NATS              %s\n", strings.Join(in.NATSURLs, ","))
+	if !multi {
+		pr("  Gateway metrics   %s\n", metrics[0])
+	}
+	pr("  Logs              %s/\n", in.RunDir)
+	if multi || len(in.NATSServers) > 0 {
+		pr("\n  %-15s %-32s %-23s %s\n", "node", "metrics", "NATS server", "control socket")
+		for _, g := range in.Gateways {
+			pr("  %-15s %-32s %-23s %s\n", g.Node, g.AdminURL+"/metrics", g.NATSURL, g.ControlSocket)
+		}
+		for _, n := range in.NATSServers {
+			pr("  %-15s %s\n", n.Name, n.MonitoringURL+"/routez")
+		}
+	}
+	userPath := url.PathEscape(in.User)
+	example, _ := protocol.EncodeUserToken("bob.smith")
+	pr(`
+1. Connect as %[1]s; it prints every frame (the first it sends is the auth frame):
+
+  %[2]s/devfleet listen --url %[3]s --token %[4]s
+
+2. Publish to %[1]s from another terminal, through the router:
+
+  curl -sS -X POST %[5]s/v1/users/%[6]s/messages \
+    -H 'Authorization: Bearer %[7]s' -H 'Content-Type: application/json' \
     -d '{"text":"hello from curl"}'
+
+   A service on NATS publishes the JSON data to %[8]s instead: the
+   subject ends with the user id in a subject-safe encoding (protocol.EncodeUserToken:
+   bytes other than A-Z a-z 0-9 - become _ and two hex digits: bob.smith is %[11]s).
 
 3. Load test it (bin/loadtest mints its own tokens with the fleet's secret):
 
-  bin/loadtest deliver --url %[1]s --router-url http://%[5]s \
-    --api-key %[4]s --jwt-hs256-secret %[8]s \
-    --conns 1000 --msg-rate 200 --duration 10s --metrics-url http://%[7]s/metrics
+  %[2]s/loadtest deliver --url %[3]s --router-url %[5]s \
+    --api-key %[7]s --jwt-hs256-secret %[9]s \
+    --conns 1000 --msg-rate 200 --duration 10s --metrics-url %[10]s
+`, in.User, bin, in.WSURL, in.Token, in.RouterURL, userPath, in.APIKey, in.UserSubject, in.JWTHS256Secret, strings.Join(metrics, ","), example)
+	if multi {
+		pr(`
+4. See on which nodes %[1]s is connected (presence, kept by the router from every node):
 
-Any WebSocket client works: connect to the URL and send {"type":"auth","token":"<token>"}.
-Services on NATS publish to wsfleet.user.<user> (nats://%[6]s).
-Router API: docs/router.md. Gateway metrics: http://%[7]s/metrics. Ctrl-C stops the fleet.
+  curl -sS %[2]s/v1/users/%[3]s/presence -H 'Authorization: Bearer %[4]s'
 
-`, url, s.user, tok, apiKey, s.rtListen, s.natsListen, s.gwAdmin, secret)
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(os.Stderr, "devfleet: stopping")
-		return 0
-	case name := <-exited:
-		fmt.Fprintf(os.Stderr, "devfleet: %s exited\n", name)
-		return 1
+5. Drain a node: its clients get a reconnect notice and move to the other nodes
+   (devfleet listen follows and says where to); the node stays up, empty, until Ctrl-C:
+
+  %[5]s/gateway drain --control-socket %[6]s
+`, in.User, in.RouterURL, userPath, in.APIKey, bin, in.Gateways[0].ControlSocket)
 	}
+	pr(`
+Any WebSocket client works: connect to the URL and send {"type":"auth","token":"<token>"}.
+Ctrl-C drains %s over %s (clients get a reconnect notice, then 1012) and stops the fleet.
+`, plural(len(in.Gateways), "gateway"), drain)
+}
+
+func natsWhat(n int) string {
+	if n == 1 {
+		return "a NATS server"
+	}
+	return "a cluster of " + strconv.Itoa(n) + " NATS servers"
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "the " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
 }
 
 func randomHex(n int) string {
@@ -143,128 +555,4 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// proc is a fleet binary running under devfleet.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// start runs a fleet binary with its output on ours; its name goes to
-// exited when it ends.
-func start(path string, exited chan<- string, env []string, args ...string) *proc {
-	if _, err := os.Stat(path); err != nil {
-		fmt.Fprintf(os.Stderr, "devfleet: %s not found: run `make build` (or `make run`) first\n", path)
-		return nil
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "devfleet:", err)
-		return nil
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(p.done)
-		exited <- filepath.Base(path)
-	}()
-	return p
-}
-
-// terminate asks p to stop (SIGTERM: the gateway drains) and kills it if it
-// has not stopped in 10 seconds.
-func terminate(p *proc) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func waitReady(ctx context.Context, url string, exited <-chan string) bool {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return false
-		case name := <-exited:
-			fmt.Fprintf(os.Stderr, "devfleet: %s exited\n", name)
-			return false
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return false
-}
-
-// listen connects, authenticates with the first frame, answers pings and
-// prints every frame until Ctrl-C or the server closes the connection.
-func listen(args []string) int {
-	var url, tok string
-	fs := flagenv.New("devfleet listen", "DEVFLEET_", "Usage: devfleet listen --url URL --token JWT\n\nConnects, authenticates and prints every frame the gateway sends.")
-	fs.String(&url, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
-	fs.String(&tok, "token", "", "JWT to authenticate with; required")
-	if err := fs.Parse(args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
-		return 2
-	}
-	if tok == "" {
-		fmt.Fprintln(os.Stderr, "devfleet listen: --token is required")
-		return 2
-	}
-	ws, _, err := wstest.Dial(url, nil)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
-		return 1
-	}
-	defer ws.Close()
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-		<-sig
-		ws.WriteControl(wstest.CloseMessage, wstest.FormatCloseMessage(wstest.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
-	}()
-	if err := ws.WriteJSON(map[string]string{"type": "auth", "token": tok}); err != nil {
-		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
-		return 1
-	}
-	for {
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			var ce *wstest.CloseError
-			if errors.As(err, &ce) {
-				fmt.Printf("closed: %d %s\n", ce.Code, ce.Text)
-				if ce.Code == wstest.CloseNormalClosure {
-					return 0
-				}
-				return 1
-			}
-			fmt.Fprintln(os.Stderr, "devfleet listen:", err)
-			return 1
-		}
-		fmt.Println(string(b))
-		if string(b) == `{"type":"ping"}` {
-			ws.WriteMessage(wstest.TextMessage, []byte(`{"type":"pong"}`))
-		}
-	}
 }

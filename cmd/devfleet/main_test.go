@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsfleet/wsfleet/internal/wstest"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds gateway, router and devfleet side by side, as bin/
+// holds them, once per test run, and returns their directory.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "devfleet-bin-"); buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../gateway", "../router", ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// syncBuffer is devfleet's output, written by exec's copier while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// devfleetProc is a devfleet process under test, in a process group of
+// its own as a shell runs a command.
+type devfleetProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer // stdout and stderr, in the order written
+	info info
+	done chan struct{}
+	err  error // what Wait returned, once done is closed
+}
+
+// startDevfleet runs devfleet with every address on a free port and args,
+// and waits for its --info-file and for its instructions, the last thing
+// it prints before a signal.
+func startDevfleet(t *testing.T, args ...string) *devfleetProc {
+	t.Helper()
+	dir := t.TempDir()
+	infoPath := filepath.Join(dir, "info.json")
+	all := []string{
+		"--gateway-listen", "127.0.0.1:0", "--gateway-admin", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--nats-cluster-listen", "127.0.0.1:0", "--nats-http-listen", "127.0.0.1:0",
+		"--router-listen", "127.0.0.1:0", "--router-admin", "127.0.0.1:0",
+		"--run-dir", filepath.Join(dir, "run"), "--info-file", infoPath,
+	}
+	cmd := exec.Command(filepath.Join(binaries(t), "devfleet"), append(all, args...)...)
+	// Fleet variables of the caller's shell reach no process of the fleet:
+	// the gateway and the router would refuse to start on this one.
+	cmd.Env = append(os.Environ(), "WSFLEET_NO_SUCH_SETTING=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d := &devfleetProc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = d.out, d.out // one pipe
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		// Two Ctrl-Cs stop a fleet at once; devfleet returns once its
+		// processes are gone, before t.TempDir's removal.
+		for i := 0; i < 2 && d.running(); i++ {
+			d.interrupt(t)
+		}
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-d.done
+		}
+	})
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		if b, err := os.ReadFile(infoPath); err == nil && strings.Contains(d.out.String(), "Ctrl-C drains") {
+			if err := json.Unmarshal(b, &d.info); err != nil {
+				t.Fatalf("info file: %v\n%s", err, b)
+			}
+			return d
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("devfleet exited (%v) before the fleet was ready:\n%s", d.err, d.out)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fleet was not ready within 40s:\n%s", d.out)
+		}
+	}
+}
+
+func (d *devfleetProc) running() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// interrupt sends SIGINT to devfleet's process group, as a terminal's
+// Ctrl-C does.
+func (d *devfleetProc) interrupt(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT); err != nil && d.running() {
+		t.Fatal(err)
+	}
+}
+
+// exitsWithin waits for devfleet to exit with status 0.
+func (d *devfleetProc) exitsWithin(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case <-d.done:
+		if d.err != nil {
+			t.Fatalf("devfleet: %v, want exit status 0; output:\n%s", d.err, d.out)
+		}
+	case <-time.After(within):
+		t.Fatalf("devfleet still running %s after the signal; output:\n%s", within, d.out)
+	}
+}
+
+// connect opens an authenticated connection as the fleet's user and
+// returns it with its welcome.
+func connect(t *testing.T, in info) (*wstest.Conn, protocol.Welcome) {
+	t.Helper()
+	d := wstest.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, _, err := d.Dial(in.WSURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	if err := ws.WriteJSON(map[string]string{"type": protocol.TypeAuth, "token": in.Token}); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var w protocol.Welcome
+	if err := ws.ReadJSON(&w); err != nil || w.Type != protocol.TypeWelcome {
+		t.Fatalf("welcome: %+v, %v", w, err)
+	}
+	return ws, w
+}
+
+// nextFrame reads the next frame that is not a ping, until deadline.
+func nextFrame(ws *wstest.Conn, deadline time.Time) ([]byte, error) {
+	ws.SetReadDeadline(deadline)
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil || !bytes.Equal(b, protocol.PingJSON) {
+			return b, err
+		}
+	}
+}
+
+func readLog(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestCtrlC is Ctrl-C in the terminal of `make run`: it reaches devfleet
+// only, which drains the gateway (a reconnect notice, then 1012) and exits
+// 0; a second Ctrl-C cuts the drain short.
+func TestCtrlC(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		drain   string
+		second  bool          // a second Ctrl-C once the reconnect notice arrived
+		exitsIn time.Duration // from the last Ctrl-C
+		gwLog   []string      // in the gateway's log
+		notLog  []string      // not in it
+	}{
+		{name: "one drains", drain: "2s", exitsIn: 15 * time.Second,
+			gwLog:  []string{"signal received; draining", "drained: no connection left"},
+			notLog: []string{"second signal"}},
+		{name: "a second cuts the drain short", drain: "1m", second: true, exitsIn: 5 * time.Second,
+			gwLog: []string{"signal received; draining", "second signal; closing now"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDevfleet(t, "--drain-timeout", tc.drain)
+			out := d.out.String()
+			if !strings.HasPrefix(lastLine(out), "Ctrl-C drains") {
+				t.Errorf("the instructions do not come last; output:\n%s", out)
+			}
+			if strings.Contains(out, "INFO") {
+				t.Errorf("process logs on devfleet's output:\n%s", out)
+			}
+			// Secrets go to the processes in their environment, not on
+			// their command lines (which any user of the host can read).
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.info.Gateways[0].PID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(cmdline, []byte(d.info.JWTHS256Secret)) || bytes.Contains(cmdline, []byte(d.info.APIKey)) {
+				t.Errorf("a secret on the gateway's command line: %q", cmdline)
+			}
+			ws, _ := connect(t, d.info)
+			d.interrupt(t)
+			b, err := nextFrame(ws, time.Now().Add(10*time.Second))
+			if err != nil || !bytes.Equal(b, protocol.ReconnectJSON) {
+				t.Fatalf("after Ctrl-C: %s, %v; want %s\n%s", b, err, protocol.ReconnectJSON, d.out)
+			}
+			if tc.second {
+				d.interrupt(t)
+				if _, err := nextFrame(ws, time.Now().Add(tc.exitsIn)); err == nil {
+					t.Fatal("a frame after the second Ctrl-C, want the end of the connection")
+				}
+			} else {
+				_, err := nextFrame(ws, time.Now().Add(10*time.Second))
+				var ce *wstest.CloseError
+				if !errors.As(err, &ce) || ce.Code != int(protocol.CloseServiceRestart) {
+					t.Fatalf("after the reconnect notice: %v, want close %d", err, protocol.CloseServiceRestart)
+				}
+			}
+			d.exitsWithin(t, tc.exitsIn)
+			gw := readLog(t, d.info.Gateways[0].Log)
+			for _, s := range tc.gwLog {
+				if strings.Count(gw, s) != 1 {
+					t.Errorf("gateway log has %q %d times, want once:\n%s", s, strings.Count(gw, s), gw)
+				}
+			}
+			for _, s := range tc.notLog {
+				if strings.Contains(gw, s) {
+					t.Errorf("gateway log has %q:\n%s", s, gw)
+				}
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// TestClusterDeliversAcrossNodes runs two gateways on one port, each on
+// its own server of a three-server NATS cluster: a message published
+// through the router reaches the user's connections on both nodes.
+func TestClusterDeliversAcrossNodes(t *testing.T) {
+	d := startDevfleet(t, "--gateways", "2", "--nats-servers", "3")
+	in := d.info
+	if len(in.Gateways) != 2 || len(in.NATSServers) != 3 || in.Gateways[0].NATSURL == in.Gateways[1].NATSURL {
+		t.Fatalf("fleet: %+v", in)
+	}
+	// The kernel picks a gateway for each connection: connect until both
+	// nodes hold one.
+	conns := map[string]*wstest.Conn{}
+	for i := 0; len(conns) < 2; i++ {
+		if i == 64 {
+			t.Fatalf("64 connections all landed on one node: %v", conns)
+		}
+		ws, w := connect(t, in)
+		if conns[w.Node] != nil {
+			ws.Close()
+			continue
+		}
+		conns[w.Node] = ws
+	}
+	// Wait until the router sees one device on each node: the nodes'
+	// subscriptions then reach every server of the cluster.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var p struct {
+			Devices int `json:"devices"`
+			Nodes   []struct {
+				Node    string `json:"node"`
+				Devices int    `json:"devices"`
+			} `json:"nodes"`
+		}
+		status := call(t, in, http.MethodGet, "/v1/users/"+in.User+"/presence", "", &p)
+		if status == http.StatusOK && p.Devices == 2 && len(p.Nodes) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("presence: %d %+v, want 2 devices on 2 nodes", status, p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var sent struct {
+		ID string `json:"id"`
+	}
+	if status := call(t, in, http.MethodPost, "/v1/users/"+in.User+"/messages", `{"text":"across"}`, &sent); status/100 != 2 {
+		t.Fatalf("publish: status %d", status)
+	}
+	for node, ws := range conns {
+		b, err := nextFrame(ws, time.Now().Add(10*time.Second))
+		var m protocol.Message
+		if err != nil || json.Unmarshal(b, &m) != nil || m.Type != protocol.TypeMessage || m.ID != sent.ID || string(m.Data) != `{"text":"across"}` {
+			t.Errorf("on %s: %s, %v; want message %s", node, b, err, sent.ID)
+		}
+	}
+}
+
+// call sends an authenticated request to the fleet's router and decodes
+// its JSON answer into v.
+func call(t *testing.T, in info, method, path, body string, v any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, in.RouterURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+in.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(v)
+	return resp.StatusCode
+}
+
+func TestConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		natsServers int
+		err         string
+	}{
+		{name: "default: NATS embedded", args: nil, natsServers: 0},
+		{name: "several gateways get a NATS server", args: []string{"--gateways", "3"}, natsServers: 1},
+		{name: "a cluster", args: []string{"--gateways", "3", "--nats-servers", "3"}, natsServers: 3},
+		{name: "no gateway", args: []string{"--gateways", "0"}, err: "--gateways 0"},
+		{name: "bad user", args: []string{"--user", "a\nb"}, err: "--user"},
+		{name: "admin ports run into the router's", args: []string{"--gateways", "12", "--nats-servers", "1"},
+			err: "--gateway-admin and --router-listen would both listen on 127.0.0.1:8090"},
+		{name: "same address twice", args: []string{"--router-admin", "127.0.0.1:8080"},
+			err: "--gateway-listen and --router-admin would both listen on 127.0.0.1:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args)
+			if err == nil {
+				_, err = c.addresses()
+			}
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case c.natsServers != tc.natsServers:
+				t.Errorf("nats servers %d, want %d", c.natsServers, tc.natsServers)
+			}
+		})
+	}
+}
