@@ -3,10 +3,15 @@
 # Images of the wsfleet binaries: static (CGO_ENABLED=0), on distroless
 # static as the non-root user 65532, each binary at /usr/local/bin/<name>.
 #
-#   docker build --target gateway  -t ghcr.io/wsfleet/gateway:0.1.0  .
-#   docker build --target router   -t ghcr.io/wsfleet/router:0.1.0   .
-#   docker build --target loadtest -t ghcr.io/wsfleet/loadtest:0.1.0 .
-#   docker build                   -t ghcr.io/wsfleet/wsfleet:0.1.0  .   # all three
+#   docker build --target gateway  -t registry.example.com/wsfleet/gateway:0.1.0  .
+#   docker build --target router   -t registry.example.com/wsfleet/router:0.1.0   .
+#   docker build --target loadtest -t registry.example.com/wsfleet/loadtest:0.1.0 .
+#   docker build                   -t registry.example.com/wsfleet/wsfleet:0.1.0  .   # all three
+#
+# No wsfleet images are published: push these to your registry and name it
+# in the Helm chart's values. Without a container daemon, `make images`
+# builds the per-binary images (same user, paths, entrypoints and ports) as
+# tarballs for docker load / podman load: docs/deploy.md#images.
 #
 # The Helm chart (helm/wsfleet) runs the per-binary images and sets each
 # container's command, so the all-in-one image works in their place.
