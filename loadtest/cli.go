@@ -5,7 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,11 +38,15 @@ Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
 The report ends with the verdict: one "FAILED:" line per reason the run
 failed. Exit status:
   0    passed
-  1    the run could not be made (bad key, limits), or it failed: connections
-       never welcomed (the ramp did not reach --conns), publishes that failed,
-       a storm's dropped connections not all back, connections the gateway
+  1    the run could not be made (the router or NATS unreachable, the
+       machine's limits), or it failed: connections never welcomed (the
+       ramp did not reach --conns), publishes or kicks that failed, a
+       storm's dropped connections not all back, connections the gateway
        closed still down at the end, worker problems
-  2    bad flags
+  2    a bad invocation, refused before anything starts: a flag (named),
+       no signing key, a --jwt-private-key it cannot use, a --json or --html
+       file it cannot write, or an --api-key the router refuses (one
+       request to the router, before the ramp)
   3    messages were lost, duplicated, out of order, or missed because the
        gateway closed their connections, or the counts do not add up
   130  interrupted (Ctrl-C): the report is partial
@@ -53,36 +57,49 @@ func Main(args []string) int {
 	if IsWorker() {
 		return RunWorker()
 	}
+	return mainWith(args, nil, os.Stdout, os.Stderr, true)
+}
+
+// mainWith is Main with the environment (nil: the process's), the output
+// and the signal handling given.
+func mainWith(args []string, environ func(string) (string, bool), stdout, stderr io.Writer, signals bool) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Print(usage)
+		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
-			return 2
+			return ExitBadFlags
 		}
-		return 0
+		return ExitOK
 	}
-	cfg, err := ParseArgs(args[0], args[1:], nil)
+	cfg, err := ParseArgs(args[0], args[1:], environ)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return ExitOK
 		}
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		fmt.Fprintln(stderr, "loadtest:", err)
 		return ExitBadFlags
 	}
+	cfg.Stdout, cfg.Stderr = stdout, stderr
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "\nloadtest: stopping (Ctrl-C again to quit at once)")
-		cancel()
-		<-sig
-		os.Exit(130) // workers die with us (Pdeathsig)
-	}()
+	if signals {
+		sig := make(chan os.Signal, 2)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(sig)
+		go func() {
+			<-sig
+			fmt.Fprintln(stderr, "\nloadtest: stopping (Ctrl-C again to quit at once)")
+			cancel()
+			<-sig
+			os.Exit(ExitInterrupted) // workers die with us (Pdeathsig)
+		}()
+	}
 	res, err := Run(ctx, cfg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		fmt.Fprintln(stderr, "loadtest:", err)
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			return ExitBadFlags
+		}
 		return ExitFailed
 	}
 	return ExitStatus(res)
@@ -106,7 +123,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Int(&c.MaxConns, "max-conns", 100000, "hard cap: --conns above it is refused")
 	fs.Int(&c.Devices, "devices-per-user", 1, "connections per user: users are <user-prefix>0, 1, …; every device of a user must receive each of its messages")
 	fs.String(&c.UserPrefix, "user-prefix", "lt-", "user ids (JWT sub) are this followed by a number")
-	fs.Secret(&c.Auth.HS256Secret, "jwt-hs256-secret", "HMAC secret the gateways verify tokens with (the gateway's --jwt-hs256-secret)")
+	fs.Secret(&c.Auth.HS256Secret, "jwt-hs256-secret", "HMAC secret the gateways verify tokens with (the gateway's --jwt-hs256-secret, WSFLEET_GATEWAY_JWT_HS256_SECRET)")
 	fs.String(&c.PrivateKeyFile, "jwt-private-key", "", "PEM private key file (RSA, EC or Ed25519) to sign tokens with instead of an HMAC secret")
 	fs.String(&c.Auth.Alg, "jwt-alg", "", "signing algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512, EdDSA); default HS256 or from the key type")
 	fs.String(&c.Auth.Kid, "jwt-kid", "", "key id put in the token header (for a gateway with a JWKS)")
@@ -133,7 +150,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	if scenario != ScenarioConnect {
 		fs.String(&c.Publish.Via, "via", "router", "publish through the router's HTTP API (router) or directly on NATS (nats)")
 		fs.String(&c.Publish.RouterURL, "router-url", "http://127.0.0.1:8090", "router base URL")
-		fs.Secret(&c.Publish.APIKey, "api-key", "router API key (the router's WSFLEET_API_KEY)")
+		fs.Secret(&c.Publish.APIKey, "api-key", "router API key (one of the router's --api-key, WSFLEET_ROUTER_API_KEY); checked with one request before the ramp")
 		fs.String(&c.Publish.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server for --via nats")
 		fs.String(&c.Publish.SubjectPrefix, "subject-prefix", "wsfleet", "the fleet's subject prefix (--via nats)")
 		fs.Int(&c.Publish.MsgBytes, "msg-bytes", 128, "size of each message's data JSON (padded)")
@@ -147,6 +164,10 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 		def := 100.0
 		fs.Float(&c.MsgRate, "msg-rate", def, "messages per second to random users (storm, churn: 0 for none)")
 	}
+	if scenario == ScenarioDeliver {
+		fs.Int(&c.KickUsers, "kick-users", 0, "close the connections of the first N users through the router (DELETE /v1/users/{user}/connections, close 4403) --kick-after into the deliver phase; they reconnect after their back-off")
+		fs.Duration(&c.KickAfter, "kick-after", time.Second, "when, after the ramp, --kick-users are kicked (within --duration)")
+	}
 	switch scenario {
 	case ScenarioBroadcast:
 		fs.Int(&c.Broadcasts, "broadcasts", 1, "broadcasts to publish")
@@ -157,6 +178,20 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	case ScenarioChurn:
 		fs.Float(&c.ChurnRate, "churn-rate", 10, "connections closed per second (close 1000)")
 		fs.Duration(&c.ChurnDown, "churn-down", time.Second, "how long a closed connection stays away (±50%)")
+	}
+	// A zero would be taken for "the default" (SetDefaults): refuse it.
+	fs.Positive("conns", "connect-rate", "duration", "max-conns", "devices-per-user", "token-ttl", "conns-per-worker",
+		"connect-timeout", "backoff-min", "backoff-max", "close-timeout", "progress-interval")
+	if scenario != ScenarioConnect {
+		fs.Positive("publish-concurrency", "publish-timeout", "drain", "drain-quiet", "msg-bytes")
+	}
+	switch scenario {
+	case ScenarioBroadcast:
+		fs.Positive("broadcasts", "broadcast-interval")
+	case ScenarioStorm:
+		fs.Positive("drop-share", "drop-after")
+	case ScenarioChurn:
+		fs.Positive("churn-rate", "churn-down")
 	}
 	if err := fs.Parse(args, environ); err != nil {
 		return c, err

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"strings"
+	"os"
 	"time"
+
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // Scenarios.
@@ -50,6 +52,12 @@ type Config struct {
 	DropAfter time.Duration // storm: after the ramp
 	ChurnRate float64       // churn: disconnects per second
 	ChurnDown time.Duration // churn: how long a churned connection stays away
+
+	// KickUsers (deliver): the first KickUsers users have their connections
+	// closed by the fleet (DELETE /v1/users/{user}/connections through the
+	// router, close 4403) KickAfter into the deliver phase.
+	KickUsers int
+	KickAfter time.Duration
 
 	Workers        string // "auto" or a number
 	ConnsPerWorker int
@@ -166,16 +174,66 @@ func (c *Config) publishes() bool {
 	return false
 }
 
-// Validate checks the settings; errors name the flag.
+// UsageError is an invocation the load tester refuses before it starts
+// anything: a flag's value (named), a setting that is missing (the signing
+// key, the API key), a key file it cannot use, an output file it cannot
+// write, or an API key the router refuses. The command exits with
+// ExitBadFlags (2), like for a flag that does not parse.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// usagef returns a *UsageError.
+func usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// asUsage wraps err (nil stays nil) as a *UsageError.
+func asUsage(err error) error {
+	var ue *UsageError
+	if err == nil || errors.As(err, &ue) {
+		return err
+	}
+	return &UsageError{Err: err}
+}
+
+// Validate checks the settings, every flag first and the signing key last;
+// errors are *UsageError and name the flag.
 func (c *Config) Validate() error {
+	if err := c.validateFlags(); err != nil {
+		return asUsage(err)
+	}
+	if c.Auth.HS256Secret == "" && c.PrivateKeyFile == "" && c.Auth.PrivateKeyPEM == "" {
+		return usagef("no signing key: set --jwt-hs256-secret (or LOADTEST_JWT_HS256_SECRET) or --jwt-private-key")
+	}
+	return nil
+}
+
+func (c *Config) validateFlags() error {
 	switch c.Scenario {
 	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn:
 	default:
 		return fmt.Errorf("unknown scenario %q: connect, deliver, broadcast, storm or churn", c.Scenario)
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"--connect-timeout", c.ConnectTimeout}, {"--close-timeout", c.CloseTimeout}, {"--drain", c.Drain},
+		{"--drain-quiet", c.DrainQuiet}, {"--publish-timeout", c.Publish.Timeout}, {"--broadcast-interval", c.BroadcastInterval},
+		{"--drop-after", c.DropAfter}, {"--churn-down", c.ChurnDown}, {"--progress-interval", c.ProgressInterval},
+		{"--kick-after", c.KickAfter},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s must not be negative", d.name)
+		}
+	}
 	switch {
 	case c.Conns < 1:
 		return errors.New("--conns must be at least 1")
+	case c.MaxConns < 1:
+		return errors.New("--max-conns must be at least 1")
 	case c.Conns > c.MaxConns:
 		return fmt.Errorf("--conns %d is over --max-conns %d (the hard cap; raise it deliberately)", c.Conns, c.MaxConns)
 	case c.ConnectRate <= 0:
@@ -196,6 +254,8 @@ func (c *Config) Validate() error {
 		return errors.New("--broadcasts must be between 1 and 100,000")
 	case c.DropShare <= 0 || c.DropShare > 1:
 		return errors.New("--drop-share must be in (0, 1]")
+	case c.Scenario == ScenarioStorm && c.DropAfter >= c.Duration:
+		return fmt.Errorf("--drop-after %s must be within --duration %s", c.DropAfter, c.Duration)
 	case c.ChurnRate < 0:
 		return errors.New("--churn-rate must not be negative")
 	case c.RampTimeout < 0:
@@ -204,51 +264,162 @@ func (c *Config) Validate() error {
 		return errors.New("--backoff-min must be positive and at most --backoff-max")
 	case c.Auth.TTL < 0:
 		return errors.New("--token-ttl must not be negative")
+	case c.Pollers < 0:
+		return errors.New("--pollers must not be negative (0: GOMAXPROCS)")
+	case c.ConnsPerWorker < 0:
+		return errors.New("--conns-per-worker must not be negative")
+	case c.KickUsers < 0:
+		return errors.New("--kick-users must not be negative")
+	}
+	if c.KickUsers > 0 {
+		if users := (c.Conns + c.Devices - 1) / c.Devices; c.KickUsers > users {
+			return fmt.Errorf("--kick-users %d is more than the run's %d users", c.KickUsers, users)
+		}
+		if c.KickAfter >= c.Duration {
+			return fmt.Errorf("--kick-after %s must be within --duration %s", c.KickAfter, c.Duration)
+		}
 	}
 	switch c.Progress {
 	case "auto", "bars", "lines", "off":
 	default:
 		return fmt.Errorf("--progress %q: auto, bars, lines or off", c.Progress)
 	}
-	if c.Auth.HS256Secret == "" && c.PrivateKeyFile == "" && c.Auth.PrivateKeyPEM == "" {
-		return errors.New("no signing key: set --jwt-hs256-secret (or LOADTEST_JWT_HS256_SECRET) or --jwt-private-key")
+	if err := checkWorkers(c.Workers); err != nil {
+		return err
+	}
+	for _, raw := range c.URLs {
+		if _, err := parseTargetURL(raw); err != nil {
+			return err
+		}
+	}
+	if c.SourceIPs != "" {
+		if _, err := parseSourceIPs(c.SourceIPs); err != nil {
+			return err
+		}
 	}
 	if c.Scenario == ScenarioBroadcast || c.publishes() {
 		switch c.Publish.Via {
-		case "router":
-			if c.Publish.APIKey == "" {
-				return errors.New("--via router needs --api-key (or LOADTEST_API_KEY)")
-			}
-			if _, err := url.Parse(c.Publish.RouterURL); err != nil {
-				return fmt.Errorf("--router-url: %v", err)
-			}
-		case "nats":
+		case "router", "nats":
 		default:
 			return fmt.Errorf("--via %q: router or nats", c.Publish.Via)
 		}
+		if _, err := protocol.NewSubjects(c.Publish.SubjectPrefix); err != nil {
+			return fmt.Errorf("--subject-prefix: %v", err)
+		}
+	}
+	if c.needsRouter() {
+		if err := checkHTTPURL("--router-url", c.Publish.RouterURL); err != nil {
+			return err
+		}
+		if c.Publish.APIKey == "" {
+			why := "--via router"
+			if c.Publish.Via != "router" {
+				why = "--kick-users"
+			}
+			return fmt.Errorf("%s needs --api-key (or LOADTEST_API_KEY): one of the router's keys (its WSFLEET_ROUTER_API_KEY)", why)
+		}
 	}
 	for _, u := range c.MetricsURLs {
-		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			return fmt.Errorf("--metrics-url %q is not an http(s) URL", u)
+		if err := checkHTTPURL("--metrics-url", u); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// resolveTargets parses the gateway URLs and resolves their hosts.
+// needsRouter reports whether the run makes router requests: it publishes
+// through the router, or kicks users.
+func (c *Config) needsRouter() bool {
+	return (c.Publish.Via == "router" && (c.Scenario == ScenarioBroadcast || c.publishes())) || c.KickUsers > 0
+}
+
+// checkHTTPURL checks that raw is an http(s) URL with a host.
+func checkHTTPURL(flag, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s %q is not an http(s) URL (http://host:port)", flag, raw)
+	}
+	return nil
+}
+
+// prepare checks everything the run needs before it starts: the flags
+// (Validate), the --json and --html files (created now if they can be, so
+// that a run of minutes does not end without its report), and the signing
+// key, read and parsed. Every error is a *UsageError naming the flag.
+func (c *Config) prepare() error {
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	for _, f := range []struct{ flag, path string }{{"--json", c.JSONFile}, {"--html", c.HTMLFile}} {
+		if err := checkWritable(f.path); err != nil {
+			return usagef("%s: %v", f.flag, err)
+		}
+	}
+	if c.PrivateKeyFile != "" {
+		pem, err := readKeyFile(c.PrivateKeyFile)
+		if err != nil {
+			return asUsage(err)
+		}
+		c.Auth.PrivateKeyPEM = pem
+	}
+	if _, _, err := c.Auth.signingKey(); err != nil {
+		return asUsage(err)
+	}
+	return nil
+}
+
+// checkWritable checks that path ("": none) can be written, leaving no
+// file behind that was not there.
+func checkWritable(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if os.IsNotExist(statErr) {
+		os.Remove(path)
+	}
+	return nil
+}
+
+// parseTargetURL reads one --url (ws://host:port/path) without resolving
+// its host.
+func parseTargetURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--url %q: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "ws":
+	case "wss":
+		return nil, fmt.Errorf("--url %q: wss is not supported (the client engine speaks plain TCP); point it at the gateways behind the TLS terminator", raw)
+	default:
+		return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+	}
+	return u, nil
+}
+
+// resolveTargets parses the gateway URLs and resolves their hosts; errors
+// are *UsageError.
 func resolveTargets(urls []string) ([]Target, error) {
+	t, err := resolve(urls)
+	return t, asUsage(err)
+}
+
+func resolve(urls []string) ([]Target, error) {
 	var out []Target
 	for _, raw := range urls {
-		u, err := url.Parse(raw)
+		u, err := parseTargetURL(raw)
 		if err != nil {
-			return nil, fmt.Errorf("--url %q: %v", raw, err)
-		}
-		switch u.Scheme {
-		case "ws":
-		case "wss":
-			return nil, fmt.Errorf("--url %q: wss is not supported (the client engine speaks plain TCP); point it at the gateways behind the TLS terminator", raw)
-		default:
-			return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+			return nil, err
 		}
 		host, port := u.Hostname(), u.Port()
 		if port == "" {
@@ -279,6 +450,9 @@ func resolveTargets(urls []string) ([]Target, error) {
 			return nil, fmt.Errorf("--url %q: %v", raw, err)
 		}
 		out = append(out, Target{URL: raw, Host: u.Host, Path: path, Addr: ap.String()})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--url: no gateway URL")
 	}
 	fam := func(a string) bool { return netip.MustParseAddrPort(a).Addr().Is4() }
 	for _, t := range out[1:] {

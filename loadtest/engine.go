@@ -73,6 +73,7 @@ type clientSet struct {
 	// publish" are the same thing.
 	userMu   [64]sync.Mutex
 	userLive []int32
+	userPubs []uint32 // messages stamped per user: the last one's number
 
 	// deliveries owed (acknowledged messages × sessions open at their
 	// publish) and received by such sessions; equal when nothing is
@@ -107,6 +108,7 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 		e.names = append(e.names, userName(plan.UserPrefix, userFrom+i))
 	}
 	e.userLive = make([]int32, nUsers)
+	e.userPubs = make([]uint32, nUsers)
 	var err error
 	if e.tokens, err = newTokenSource(plan.Auth, nUsers); err != nil {
 		return nil, err
@@ -181,25 +183,32 @@ func (e *clientSet) stamp(u int) (int64, int32) {
 	mu.Lock()
 	t := mono()
 	n := e.userLive[u]
+	e.userPubs[u]++
 	mu.Unlock()
 	return t, n
 }
 
-// sessionOpened and sessionClosed keep userLive; opened returns the welcome time.
-func (e *clientSet) sessionOpened(u int32) int64 {
+// sessionOpened and sessionClosed keep userLive; opened returns the
+// welcome time, and both the number of the user's last message stamped
+// then: the session was open at the publish of the messages numbered
+// (opened, closed].
+func (e *clientSet) sessionOpened(u int32) (int64, uint32) {
 	mu := &e.userMu[int(u)%len(e.userMu)]
 	mu.Lock()
 	t := mono()
 	e.userLive[u]++
+	n := e.userPubs[u]
 	mu.Unlock()
-	return t
+	return t, n
 }
 
-func (e *clientSet) sessionClosed(u int32) {
+func (e *clientSet) sessionClosed(u int32) uint32 {
 	mu := &e.userMu[int(u)%len(e.userMu)]
 	mu.Lock()
 	e.userLive[u]--
+	n := e.userPubs[u]
 	mu.Unlock()
+	return n
 }
 
 // onLoops runs f on every loop's goroutine and waits for all of them.
@@ -379,6 +388,7 @@ type workerResult struct {
 	CPUSys     float64             `json:"cpu_sys_s"`
 	Series     []seriesWire        `json:"series,omitempty"`
 	Lats       []secHist           `json:"lats,omitempty"`
+	Live       []liveWire          `json:"live,omitempty"`
 }
 
 // rampWire is a process's ramp figures (see RampResult).
@@ -407,6 +417,7 @@ func (w *rampWire) add(o rampWire) {
 // (the end of the drain window), closes every connection (close 1000,
 // waiting CloseTimeout for the echo) and returns the process's result.
 func (e *clientSet) finish() *workerResult {
+	e.series.sampleLive(e.plan.T0, mono(), e.liveNow())
 	if e.pub != nil {
 		e.pub.stopAndWait()
 	}
@@ -476,6 +487,7 @@ func (e *clientSet) finish() *workerResult {
 	}
 	r.Final = e.progress()
 	e.series.sampleUpTo(int((mono()-e.plan.T0)/int64(time.Second)), r.Final)
+	e.series.sampleLiveLast(e.plan.T0, r.Final.At, r.Final.Live)
 	e.closeLoops()
 	if e.sink != nil {
 		e.sink.close()
@@ -547,6 +559,7 @@ func (e *clientSet) finish() *workerResult {
 		r.CPUSys = float64(ru.Stime.Nano()) / 1e9
 	}
 	r.Series, r.Lats = e.series.take(1 << 30)
+	r.Live = e.series.takeLive()
 	return r
 }
 
@@ -564,9 +577,10 @@ type seriesWire struct {
 	RampRate  float64 `json:"ramp_rate,omitempty"`
 }
 
-// secHist is the end-to-end latencies recorded during second Sec of the
-// run (by some of a process's loops: a loop that stalled past the sample
-// sends its part later, and the parent merges both).
+// secHist is the end-to-end latencies (of messages, or in a broadcast run
+// of the broadcasts' receipts) recorded during second Sec of the run (by
+// some of a process's loops: a loop that stalled past the sample sends its
+// part later, and the parent merges both).
 type secHist struct {
 	Sec int      `json:"sec"`
 	H   HistWire `json:"h"`
@@ -579,9 +593,14 @@ type seriesCollector struct {
 	hists  map[int]*hdrhistogram.Histogram
 	points []seriesWire
 	last   int // last second sampled
+	// open connections every liveEvery (see timeline.go)
+	live     []liveWire
+	liveLast int
 }
 
-func (c *seriesCollector) init() { c.hists, c.last = map[int]*hdrhistogram.Histogram{}, -1 }
+func (c *seriesCollector) init() {
+	c.hists, c.last, c.liveLast = map[int]*hdrhistogram.Histogram{}, -1, -1
+}
 
 // addHist merges a loop's histogram of second i (the loop keeps h).
 func (c *seriesCollector) addHist(i int, h *hdrhistogram.Histogram) {

@@ -27,14 +27,14 @@ type Limits struct {
 	FDHard         uint64   `json:"fd_hard"`
 	PortLow        int      `json:"port_low"`
 	PortHigh       int      `json:"port_high"`
-	SourceIPs      []string `json:"source_ips,omitempty"`
+	SourceIPs      []string `json:"source_ips"`
 	Targets        []string `json:"targets"`
 	Workers        int      `json:"workers"`
 	Processes      int      `json:"processes"` // worker processes started (0: the run is in this process)
 	ConnsPerWorker int      `json:"conns_per_worker"`
 	CPUs           int      `json:"cpus"`
-	Advice         []string `json:"advice,omitempty"` // why the run cannot reach --conns
-	Notes          []string `json:"notes,omitempty"`  // what will make it slower than it could be
+	Advice         []string `json:"advice"` // why the run cannot reach --conns
+	Notes          []string `json:"notes"`  // what will make it slower than it could be
 }
 
 // raiseNoFile raises the soft open-file limit to the hard limit and
@@ -64,15 +64,15 @@ func parseSourceIPs(spec string) ([]string, error) {
 		from, to, isRange := strings.Cut(part, "-")
 		a, err := netip.ParseAddr(strings.TrimSpace(from))
 		if err != nil {
-			return nil, fmt.Errorf("--source-ips: %q is not an address", from)
+			return nil, usagef("--source-ips: %q is not an address", from)
 		}
 		b := a
 		if isRange {
 			if b, err = netip.ParseAddr(strings.TrimSpace(to)); err != nil {
-				return nil, fmt.Errorf("--source-ips: %q is not an address", to)
+				return nil, usagef("--source-ips: %q is not an address", to)
 			}
 			if a.Is4() != b.Is4() || b.Less(a) {
-				return nil, fmt.Errorf("--source-ips: %q is not an ascending range of one family", part)
+				return nil, usagef("--source-ips: %q is not an ascending range of one family", part)
 			}
 		}
 		for ip := a; ; ip = ip.Next() {
@@ -80,7 +80,7 @@ func parseSourceIPs(spec string) ([]string, error) {
 				seen[ip] = true
 				out = append(out, ip.String())
 				if len(out) > 65536 {
-					return nil, errors.New("--source-ips: more than 65,536 addresses")
+					return nil, usagef("--source-ips: more than 65,536 addresses")
 				}
 			}
 			if ip == b {
@@ -107,8 +107,19 @@ func checkBindable(ips []string) error {
 		err = unix.Bind(fd, sockaddr(a, 0))
 		unix.Close(fd)
 		if err != nil {
-			return fmt.Errorf("--source-ips: cannot bind %s: %v (on loopback any 127.x.y.z works; elsewhere add the addresses to an interface)", s, err)
+			return usagef("--source-ips: cannot bind %s: %v (on loopback any 127.x.y.z works; elsewhere add the addresses to an interface)", s, err)
 		}
+	}
+	return nil
+}
+
+// checkWorkers checks --workers: auto or a number from 1 to 4096.
+func checkWorkers(workers string) error {
+	if workers == "" || workers == "auto" {
+		return nil
+	}
+	if n, err := strconv.Atoi(workers); err != nil || n < 1 || n > 4096 {
+		return usagef("--workers %q: want auto or a number from 1 to 4096", workers)
 	}
 	return nil
 }
@@ -137,10 +148,10 @@ func planWorkers(lim *Limits, conns int, workers string, perWorker int, pairs in
 			lim.Processes = lim.Workers
 		}
 	default:
-		n, err := strconv.Atoi(workers)
-		if err != nil || n < 1 || n > 4096 {
-			return fmt.Errorf("--workers %q: want auto or a number from 1 to 4096", workers)
+		if err := checkWorkers(workers); err != nil {
+			return err
 		}
+		n, _ := strconv.Atoi(workers)
 		lim.Workers = n
 		if n > 1 {
 			lim.Processes = n

@@ -12,8 +12,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,26 +97,102 @@ func (s *sink) post(path string, body []byte) string {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return "http_timeout"
-		}
-		return "http_error"
+		return httpReason(err, s.cfg.RouterURL)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode == http.StatusAccepted {
 		return ""
 	}
+	return statusReason(resp.StatusCode, b)
+}
+
+// statusReason names a router answer: "http_<status>_<code>", the code
+// from the router's error body ({"code","reason"}).
+func statusReason(status int, body []byte) string {
 	var e struct {
-		Code string `json:"code"` // the router's error body: {"code","message"}
+		Code string `json:"code"` // the router's error body: {"code","reason"}
 	}
-	_ = json.Unmarshal(b, &e)
-	r := "http_" + strconv.Itoa(resp.StatusCode)
+	_ = json.Unmarshal(body, &e)
+	r := "http_" + strconv.Itoa(status)
 	if e.Code != "" {
 		r += "_" + e.Code
 	}
 	return r
+}
+
+// httpReason names a router request that got no answer, saying where to:
+// "connection refused to http://127.0.0.1:8090", "http_timeout", …
+func httpReason(err error, base string) string {
+	base = strings.TrimRight(base, "/")
+	var ne net.Error
+	var dns *net.DNSError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &dns):
+		return "cannot resolve " + dns.Name + " (" + base + ")"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused to " + base
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "connection reset by " + base
+	case errors.As(err, &ne) && ne.Timeout():
+		return "http_timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by " + base + " without an answer"
+	case errors.As(err, &errno):
+		return "http error to " + base + ": " + errName(errno)
+	}
+	return "http error to " + base
+}
+
+// checkRouter makes one authenticated request to the router (GET
+// /v1/stats, which needs the API key and changes nothing) before the run
+// starts its connections: a wrong key or a URL that is not the router's API
+// is a *UsageError; a router that does not answer is an error. A router
+// that refuses the connection is tried again for up to wait (it may be
+// starting beside the load tester). Any other answer means the key was
+// accepted: the router checks credentials before anything but the route.
+func checkRouter(ctx context.Context, cfg PublishConfig, wait time.Duration) error {
+	base := strings.TrimRight(cfg.RouterURL, "/")
+	client := &http.Client{Timeout: cfg.Timeout}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(wait)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/stats", nil)
+		if err != nil {
+			return usagef("--router-url %q: %v", cfg.RouterURL, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			if errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline) && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(250 * time.Millisecond):
+				}
+				continue
+			}
+			return fmt.Errorf("--router-url %s: %s (is the router running there?)", base, httpReason(err, base))
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		var e struct {
+			Reason string `json:"reason"` // the router's error body: {"code","reason"}
+		}
+		_ = json.Unmarshal(b, &e)
+		why := statusReason(resp.StatusCode, b)
+		if e.Reason != "" {
+			why += ": " + e.Reason
+		}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return usagef("--api-key: the router at %s refused it (GET /v1/stats: %s); give it one of the router's API keys (its --api-key, WSFLEET_ROUTER_API_KEY)",
+				base, why)
+		case http.StatusNotFound:
+			return usagef("--router-url %s: GET /v1/stats answered 404: not a wsfleet router's API address", base)
+		}
+		return nil
+	}
 }
 
 // broadcast publishes one broadcast and waits for the acknowledgement.
@@ -190,12 +268,19 @@ type publisher struct {
 	errMu                            sync.Mutex
 	errs                             map[string]int64
 
+	// logMu guards the users' logs (appended to and completed by the
+	// publishing goroutine, read by writeOff from the event loops) and
+	// off: per message still unanswered, the sessions open at its publish
+	// that closed without it.
+	logMu sync.Mutex
+	off   map[[2]int]int32
+
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newPublisher(s *sink, run string, userNums []int, names []string, stamp func(int) (int64, int32), eligible *atomic.Int64) *publisher {
-	p := &publisher{s: s, run: run, stamp: stamp, eligible: eligible, errs: map[string]int64{}}
+	p := &publisher{s: s, run: run, stamp: stamp, eligible: eligible, errs: map[string]int64{}, off: map[[2]int]int32{}}
 	for i, n := range userNums {
 		u := &pubUser{num: n, path: "/v1/users/" + url.PathEscape(names[i]) + "/messages"}
 		u.subj, _ = s.subj.UserID(names[i])
@@ -283,17 +368,23 @@ func (p *publisher) loop(rate float64, seed uint64) {
 		u := p.users[r.u]
 		u.busy = false
 		inflight--
+		k := [2]int{r.u, int(r.seq)}
+		p.logMu.Lock()
 		rec := &u.log[r.seq-1]
 		if r.reason == "" {
 			rec.state = pubAcked
 			p.acked.Add(1)
-			p.eligible.Add(int64(live[[2]int{r.u, int(r.seq)}]))
+			// owed to the sessions open at the publish, but those that
+			// closed since without it owe nothing more
+			p.eligible.Add(int64(live[k] - p.off[k]))
 		} else {
 			rec.state = pubFailed
 			p.failed.Add(1)
 			p.errorf(r.reason)
 		}
-		delete(live, [2]int{r.u, int(r.seq)})
+		delete(p.off, k)
+		p.logMu.Unlock()
+		delete(live, k)
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -330,7 +421,9 @@ func (p *publisher) loop(rate float64, seed uint64) {
 			u := p.users[ui]
 			seq := uint32(len(u.log) + 1)
 			t, nlive := p.stamp(ui)
+			p.logMu.Lock()
 			u.log = append(u.log, pubRec{t: t})
+			p.logMu.Unlock()
 			body = appendBody(body[:0], p.run, u.num, false, seq, t, p.s.cfg.MsgBytes)
 			issued++
 			p.published.Add(1)
@@ -373,6 +466,27 @@ func (p *publisher) loop(rate float64, seed uint64) {
 		}
 		wg.Wait()
 	}
+}
+
+// writeOff takes the deliveries a session owed and never got off the
+// outstanding count when it closes: seqs are the numbers of user u's
+// messages published while it was open that it did not receive. An
+// acknowledged one is taken off now; one still unanswered when its answer
+// comes (a failed one was never counted).
+func (p *publisher) writeOff(u int, seqs []uint32) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	log := p.users[u].log
+	var n int64
+	for _, seq := range seqs {
+		switch {
+		case int(seq) > len(log) || log[seq-1].state == pubPending:
+			p.off[[2]int{u, int(seq)}]++
+		case log[seq-1].state == pubAcked:
+			n++
+		}
+	}
+	p.eligible.Add(-n)
 }
 
 // pick returns a random user with no request in flight, or -1.

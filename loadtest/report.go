@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,29 +17,34 @@ import (
 )
 
 // Result is everything a run measured: what --json writes and the report
-// and HTML page are made of.
+// and HTML page are made of. Every key documented in docs/loadtest.md is
+// always written: null for a part that does not apply to the scenario (no
+// messages in a connect run), [] or {} when a list or map is empty.
 type Result struct {
 	Tool        string    `json:"tool"`
 	Scenario    string    `json:"scenario"`
 	RunID       string    `json:"run_id"`
 	Started     time.Time `json:"started"`
 	Elapsed     float64   `json:"elapsed_s"`
-	Interrupted bool      `json:"interrupted,omitempty"`
+	Interrupted bool      `json:"interrupted"`
 	Settings    Settings  `json:"settings"`
 	Limits      Limits    `json:"limits"`
 
 	Connections ConnResult          `json:"connections"`
-	Messages    *MsgResult          `json:"messages,omitempty"`
-	Broadcasts  *BcastResult        `json:"broadcasts,omitempty"`
-	Storm       *StormResult        `json:"storm,omitempty"`
-	Churn       *ChurnResult        `json:"churn,omitempty"`
+	Messages    *MsgResult          `json:"messages"`
+	Broadcasts  *BcastResult        `json:"broadcasts"`
+	Storm       *StormResult        `json:"storm"`
+	Churn       *ChurnResult        `json:"churn"`
+	Kicks       *KickResult         `json:"kicks"`
 	Closes      map[string]int64    `json:"closes_by_code"`
 	CPU         CPUResult           `json:"client_cpu"`
-	Gateways    []GatewayFigures    `json:"gateways,omitempty"`
+	Gateways    []GatewayFigures    `json:"gateways"`
 	Series      []Point             `json:"series"`
+	Live        []LiveSpan          `json:"live_series"` // open connections every 100 ms
+	Marks       []Mark              `json:"marks"`       // phases, a storm's drop and recovery
 	Hists       map[string]HistWire `json:"histograms"`
 	Accounting  Accounting          `json:"accounting"`
-	Problems    []string            `json:"problems,omitempty"`
+	Problems    []string            `json:"problems"`
 	// Failures are the verdict: why the run failed, one line each (none:
 	// it passed); ExitStatus is the status the command exits with.
 	Failures   []string `json:"failures"`
@@ -55,13 +61,14 @@ type Settings struct {
 	UserPrefix     string   `json:"user_prefix"`
 	JWTAlg         string   `json:"jwt_alg"`
 	TokenTTL       string   `json:"token_ttl"`
-	TokenRefresh   bool     `json:"token_refresh,omitempty"`
-	Via            string   `json:"via,omitempty"`
-	MsgRate        float64  `json:"msg_rate,omitempty"`
-	MsgBytes       int      `json:"msg_bytes,omitempty"`
-	Broadcasts     int      `json:"broadcasts,omitempty"`
-	DropShare      float64  `json:"drop_share,omitempty"`
-	ChurnRate      float64  `json:"churn_rate,omitempty"`
+	TokenRefresh   bool     `json:"token_refresh"`
+	Via            string   `json:"via"`
+	MsgRate        float64  `json:"msg_rate"`
+	MsgBytes       int      `json:"msg_bytes"`
+	Broadcasts     int      `json:"broadcasts"`
+	DropShare      float64  `json:"drop_share"`
+	ChurnRate      float64  `json:"churn_rate"`
+	KickUsers      int      `json:"kick_users"`
 	Drain          string   `json:"drain"`
 }
 
@@ -80,8 +87,8 @@ type ConnResult struct {
 	Rate         float64          `json:"connect_rate"`      // connections welcomed per second during the ramp
 	Upgrade      LatencyStats     `json:"upgrade_latency"`   // connect() → 101
 	Handshake    LatencyStats     `json:"handshake_latency"` // connect() → welcome
-	Errors       map[string]int64 `json:"errors,omitempty"`
-	Refreshed    int64            `json:"tokens_refreshed,omitempty"`
+	Errors       map[string]int64 `json:"errors"`
+	Refreshed    int64            `json:"tokens_refreshed"`
 	TokenMints   int64            `json:"tokens_minted"`
 	// Sessions the gateway or the network ended (not the load tester: a
 	// storm's drop, churn, the end of the run, a token expiry the run
@@ -92,8 +99,8 @@ type ConnResult struct {
 	// (HTTP 503 whatever its code, 429, a close 1013 before the welcome);
 	// Errors counts them too. A refused device retries after its back-off
 	// and the refusal's Retry-After.
-	Refusals map[string]int64 `json:"refusals,omitempty"`
-	Ramp     *RampResult      `json:"ramp,omitempty"` // how the ramp backed off
+	Refusals map[string]int64 `json:"refusals"`
+	Ramp     *RampResult      `json:"ramp"` // how the ramp backed off
 }
 
 // RampResult is how the ramp backed off. Each event loop runs its share of
@@ -115,9 +122,10 @@ type RampResult struct {
 	BelowTargetSeconds float64 `json:"below_target_s"`
 	PausedSeconds      float64 `json:"paused_s"`
 	// InFlightLimit is the attempts in flight past which the ramp starts no
-	// new connect (the sum of the loops' limits); HeldSeconds the longest a
-	// loop had connects due but waited for its attempts to finish.
-	InFlightLimit int64   `json:"in_flight_limit,omitempty"`
+	// new connect (the sum of the loops' limits; 0 for the open loop);
+	// HeldSeconds the longest a loop had connects due but waited for its
+	// attempts to finish.
+	InFlightLimit int64   `json:"in_flight_limit"`
 	HeldSeconds   float64 `json:"held_s"`
 }
 
@@ -130,12 +138,12 @@ type MsgResult struct {
 	Acked      int64            `json:"acked"`
 	Failed     int64            `json:"failed"`
 	Skipped    int64            `json:"skipped_behind"` // not sent: the publisher fell behind its rate
-	Errors     map[string]int64 `json:"publish_errors,omitempty"`
+	Errors     map[string]int64 `json:"publish_errors"`
 	Counts     SeqCounts        `json:"counts"`
 	Foreign    int64            `json:"foreign"`
 	Misrouted  int64            `json:"misrouted"`
 	Latency    LatencyStats     `json:"latency"`
-	Histogram  []HistBucket     `json:"histogram,omitempty"`
+	Histogram  []HistBucket     `json:"histogram"`
 	DrainEnd   string           `json:"drain_end"`
 }
 
@@ -144,7 +152,7 @@ type BcastResult struct {
 	Via       string       `json:"via"`
 	Counts    SeqCounts    `json:"counts"`
 	Latency   LatencyStats `json:"latency"`
-	Histogram []HistBucket `json:"histogram,omitempty"`
+	Histogram []HistBucket `json:"histogram"`
 	Each      []BcastEach  `json:"each"`
 	DrainEnd  string       `json:"drain_end"`
 }
@@ -154,7 +162,7 @@ type BcastResult struct {
 type BcastEach struct {
 	Seq       int     `json:"seq"`
 	Acked     bool    `json:"acked"`
-	Error     string  `json:"error,omitempty"`
+	Error     string  `json:"error"` // "" when acknowledged
 	Receivers int64   `json:"receivers"`
 	FirstMs   float64 `json:"first_ms"`
 	LastMs    float64 `json:"last_ms"`
@@ -194,13 +202,15 @@ type Point struct {
 	Closes    int64   `json:"closes"`    // sessions ended during the second
 	Delivered int64   `json:"delivered"` // message receipts during the second
 	Acked     int64   `json:"acked"`
-	LatCount  int64   `json:"lat_count"`
-	LatP50    float64 `json:"lat_p50_ms"`
-	LatP99    float64 `json:"lat_p99_ms"`
-	LatMax    float64 `json:"lat_max_ms"`
+	// The latencies of the second up to T: of the messages, or in a
+	// broadcast run of the broadcasts' receipts.
+	LatCount int64   `json:"lat_count"`
+	LatP50   float64 `json:"lat_p50_ms"`
+	LatP99   float64 `json:"lat_p99_ms"`
+	LatMax   float64 `json:"lat_max_ms"`
 	// RampRate is the rate the ramp allowed at the second (0 while paused,
 	// and once every connection was started).
-	RampRate float64 `json:"ramp_rate,omitempty"`
+	RampRate float64 `json:"ramp_rate"`
 }
 
 // Accounting says whether the counts add up.
@@ -218,9 +228,13 @@ func (r *runner) result(end int64) *Result {
 		Elapsed: float64(end-r.t0) / 1e9, Interrupted: r.interrupted, Limits: r.lim,
 		Settings: Settings{URLs: c.URLs, Conns: c.Conns, ConnectRate: c.ConnectRate, Duration: c.Duration.String(),
 			DevicesPerUser: c.Devices, UserPrefix: c.UserPrefix, JWTAlg: alg, TokenTTL: c.Auth.TTL.String(),
-			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String()},
-		Closes: map[string]int64{}, Hists: map[string]HistWire{},
+			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String(), KickUsers: c.KickUsers},
+		Closes: map[string]int64{}, Hists: map[string]HistWire{}, Problems: []string{},
 	}
+	res.Limits.SourceIPs = orEmpty(res.Limits.SourceIPs)
+	res.Limits.Targets = orEmpty(res.Limits.Targets)
+	res.Limits.Advice = orEmpty(res.Limits.Advice)
+	res.Limits.Notes = orEmpty(res.Limits.Notes)
 	r.mu.Lock()
 	results := append([]*workerResult(nil), r.results...)
 	res.Problems = append(res.Problems, r.workerErrs...)
@@ -335,7 +349,7 @@ func (r *runner) result(end int64) *Result {
 	if c.publishes() {
 		m := &MsgResult{Via: c.Publish.Via, RateTarget: c.MsgRate, Published: sum.Published, Acked: sum.Acked,
 			Failed: sum.PubFailed, Skipped: behind, Errors: perrs, Counts: msgs, Foreign: foreign, Misrouted: misrouted,
-			Latency: statsOf(hs["e2e"]), Histogram: logBuckets(hs["e2e"]), DrainEnd: r.drainEnd}
+			Latency: statsOf(hs["e2e"]), Histogram: orEmpty(logBuckets(hs["e2e"])), DrainEnd: r.drainEnd}
 		pubSecs := c.Duration.Seconds()
 		if pubSecs > 0 {
 			m.Rate = float64(m.Acked) / pubSecs
@@ -344,7 +358,8 @@ func (r *runner) result(end int64) *Result {
 		res.Settings.Via, res.Settings.MsgRate, res.Settings.MsgBytes = c.Publish.Via, c.MsgRate, c.Publish.MsgBytes
 	}
 	if c.Scenario == ScenarioBroadcast {
-		b := &BcastResult{Via: c.Publish.Via, Counts: bc, Latency: statsOf(hs["broadcast"]), Histogram: logBuckets(hs["broadcast"]), DrainEnd: r.drainEnd}
+		b := &BcastResult{Via: c.Publish.Via, Counts: bc, Latency: statsOf(hs["broadcast"]), Histogram: orEmpty(logBuckets(hs["broadcast"])),
+			Each: []BcastEach{}, DrainEnd: r.drainEnd}
 		for _, p := range r.bcasts {
 			e := BcastEach{Seq: p.seq, Acked: p.ok, Error: p.reason}
 			if s := bstats[p.seq]; s != nil && s.Receivers > 0 {
@@ -373,10 +388,24 @@ func (r *runner) result(end int64) *Result {
 		res.Settings.ChurnRate = c.ChurnRate
 	}
 	res.Series = r.mergedSeries()
-	res.Gateways = r.gatewayFigures()
+	r.mu.Lock()
+	res.Live = r.live.result()
+	r.mu.Unlock()
+	res.Marks = r.timelineMarks(sum, res)
+	res.Kicks = r.kicks
+	res.Series = orEmpty(res.Series)
+	res.Gateways = orEmpty(r.gatewayFigures())
 	res.Accounting = checkAccounting(res, msgs, bc)
 	res.Failures, res.ExitStatus = Verdict(res), ExitStatus(res)
 	return res
+}
+
+// orEmpty returns s, or an empty slice for nil: JSON [] rather than null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // mergedSeries sums the workers' per-second points (carrying a worker's
@@ -393,6 +422,11 @@ func (r *runner) mergedSeries() []Point {
 	}
 	if maxI < 0 {
 		return nil
+	}
+	// the latencies of the last second, after its sample, end a point
+	// of their own
+	for i := range r.seriesLat {
+		maxI = max(maxI, i+1)
 	}
 	last := make([]seriesWire, len(r.series))
 	var prev seriesWire
@@ -447,29 +481,40 @@ func checkAccounting(res *Result, msgs, bc SeqCounts) Accounting {
 		check(m.Latency.Count == m.Counts.Receipts-m.Counts.Duplicated, "latency samples %d = receipts %d - duplicates %d", m.Latency.Count, m.Counts.Receipts, m.Counts.Duplicated)
 	}
 	sort.Strings(a.Checks)
+	a.Checks = orEmpty(a.Checks)
 	return a
 }
 
+// writeOutputs writes --json and --html, then the report, which is written
+// even when a file could not be (the error is returned after it).
 func (r *runner) writeOutputs(res *Result) error {
+	var errs []error
 	if r.cfg.JSONFile != "" {
 		if err := writeJSON(r.cfg.JSONFile, res); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
 	if r.cfg.HTMLFile != "" {
-		f, err := os.Create(r.cfg.HTMLFile)
-		if err != nil {
-			return fmt.Errorf("--html: %v", err)
-		}
-		if err := WriteHTML(f, res); err != nil {
-			f.Close()
-			return fmt.Errorf("--html: %v", err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("--html: %v", err)
+		if err := writeHTMLFile(r.cfg.HTMLFile, res); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	WriteReport(r.out, res)
+	return errors.Join(errs...)
+}
+
+func writeHTMLFile(path string, res *Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--html: %v", err)
+	}
+	if err := WriteHTML(f, res); err != nil {
+		f.Close()
+		return fmt.Errorf("--html: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--html: %v", err)
+	}
 	return nil
 }
 
@@ -589,6 +634,12 @@ func WriteReport(out io.Writer, res *Result) {
 		fmt.Fprintln(w, "churn")
 		fmt.Fprintf(w, "  closed\t%s\t%.1f/s (target %.1f/s)\tmessages missed while away %s\n", numfmt.Thousands(ch.Closed), ch.Rate, ch.RateTarget, numfmt.Thousands(ch.Missed))
 	}
+	if k := res.Kicks; k != nil {
+		fmt.Fprintf(w, "kicks\t%s users at %.1f s\t%s connections closed\tfailed %s\n", numfmt.Thousands(int64(k.Users)), k.AtSeconds, numfmt.Thousands(k.Closed), numfmt.Thousands(k.Failed))
+		for _, e := range sortedKeys(k.Errors) {
+			fmt.Fprintf(w, "  kick error %s\t%s\n", e, numfmt.Thousands(k.Errors[e]))
+		}
+	}
 	if len(res.Closes) > 0 {
 		var parts []string
 		for _, k := range sortedKeys(res.Closes) {
@@ -611,8 +662,16 @@ func WriteReport(out io.Writer, res *Result) {
 				fmt.Fprintf(w, "  %s\tRSS %.1f MiB\tgoroutines %.0f\tconnections %s\tCPU %.2f s\n", p.n, p.s.RSSBytes/(1<<20), p.s.Goroutines, numfmt.Thousands(int64(p.s.Connections)), p.s.CPUSeconds)
 			}
 		}
-		if g.BytesPerConn > 0 {
-			fmt.Fprintf(w, "  memory per connection\t%.1f KiB (RSS delta / connections delta, start → peak)\n", g.BytesPerConn/1024)
+		if g.FixedBytes > 0 {
+			fmt.Fprintf(w, "  fixed RSS\t%.1f MiB at the start, 0 connections: paid once, whatever the count\n", g.FixedBytes/(1<<20))
+		}
+		switch {
+		case g.BytesPerConn <= 0:
+		case g.FixedBytes > 0:
+			fmt.Fprintf(w, "  memory per connection\t%.1f KiB without the fixed RSS (RSS delta / connections delta, start → peak); %.1f KiB with it (peak RSS / connections)\n",
+				g.BytesPerConn/1024, g.BytesPerConnWithFixed/1024)
+		default:
+			fmt.Fprintf(w, "  memory per connection\t%.1f KiB (RSS delta / connections delta, start → peak; the gateway held connections at the start)\n", g.BytesPerConn/1024)
 		}
 	}
 	verdict := "counts add up"

@@ -42,11 +42,13 @@ type runner struct {
 	workerErrs  []string
 	series      []map[int]seriesWire
 	seriesLat   map[int]*hdrhistogram.Histogram
+	live        *liveMerger
 	replies     chan event
 	resultsDone chan struct{}
 	nresults    int
 
 	phase       string
+	phases      []phaseMark // guarded by phaseMu
 	phaseMu     sync.Mutex
 	interrupted bool
 	bcasts      []bcastPub
@@ -55,6 +57,7 @@ type runner struct {
 	rampStart   int64
 	peakLive    int64
 	stormDrop   time.Time
+	kicks       *KickResult // --kick-users
 }
 
 type bcastPub struct {
@@ -68,8 +71,7 @@ type bcastPub struct {
 // early, its workers too, and the partial result is returned with
 // Interrupted set.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.prepare(); err != nil {
 		return nil, err
 	}
 	if cfg.Stdout == nil {
@@ -78,16 +80,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Stderr == nil {
 		cfg.Stderr = os.Stderr
 	}
-	if cfg.PrivateKeyFile != "" {
-		pem, err := readKeyFile(cfg.PrivateKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Auth.PrivateKeyPEM = pem
-	}
-	if _, _, err := cfg.Auth.signingKey(); err != nil {
-		return nil, err
-	}
 	r := &runner{cfg: cfg, out: cfg.Stdout, log: cfg.Stderr, scrapes: map[string][]*Scrape{}}
 	if err := r.plan(); err != nil {
 		return nil, err
@@ -95,6 +87,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.printLimits()
 	if len(r.lim.Advice) > 0 {
 		return nil, errors.New("the machine's limits cannot reach --conns; see the advice above")
+	}
+	if cfg.needsRouter() {
+		if err := checkRouter(ctx, cfg.Publish, cfg.ConnectTimeout); err != nil {
+			return nil, err
+		}
 	}
 	res, err := r.run(ctx)
 	if err != nil {
@@ -121,7 +118,7 @@ func (r *runner) plan() error {
 		}
 		for _, s := range r.lim.SourceIPs {
 			if netip.MustParseAddr(s).Is4() != netip.MustParseAddrPort(r.targets[0].Addr).Addr().Is4() {
-				return errors.New("--source-ips and the gateway addresses are of different families")
+				return usagef("--source-ips and the gateway addresses are of different families")
 			}
 		}
 	}
@@ -197,6 +194,7 @@ func (r *runner) printLimits() {
 func (r *runner) setPhase(p string) {
 	r.phaseMu.Lock()
 	r.phase = p
+	r.phases = append(r.phases, phaseMark{at: mono(), phase: p})
 	r.phaseMu.Unlock()
 }
 
@@ -221,6 +219,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.series[i] = map[int]seriesWire{}
 	}
 	r.seriesLat = map[int]*hdrhistogram.Histogram{}
+	r.live = newLiveMerger(w)
 	r.replies = make(chan event, 4*w+16)
 	r.resultsDone = make(chan struct{})
 
@@ -299,7 +298,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	case ScenarioDeliver:
 		r.setPhase("deliver")
 		r.sendShares("publish", c.MsgRate)
-		r.sleep(ctx, c.Duration)
+		r.holdKicking(ctx, c.Duration)
 		r.stopPublishing(ctx)
 		r.drain(ctx)
 	case ScenarioBroadcast:
@@ -502,6 +501,7 @@ func (r *runner) collect(i int, h workerHandle) {
 			r.prog[i] = *ev.Progress
 		}
 		r.addSeries(i, ev.Series, ev.Lats)
+		r.live.add(i, ev.Live)
 		switch ev.Ev {
 		case "result":
 			ev.Result.Index = i
@@ -510,12 +510,15 @@ func (r *runner) collect(i int, h workerHandle) {
 				r.prog[i] = ev.Result.Final
 			}
 			r.addSeries(i, ev.Result.Series, ev.Result.Lats)
+			r.live.add(i, ev.Result.Live)
+			r.live.end(i)
 			r.nresults++
 			if r.nresults == len(r.handles) {
 				close(r.resultsDone)
 			}
 		case "error", "exit":
 			r.workerErrs = append(r.workerErrs, fmt.Sprintf("worker %d: %s", i, ev.Err))
+			r.live.end(i)
 		}
 		r.mu.Unlock()
 		switch ev.Ev {

@@ -22,7 +22,7 @@ type Scrape struct {
 	Connections float64   `json:"connections"`
 	OpenFDs     float64   `json:"open_fds"`
 	CPUSeconds  float64   `json:"cpu_seconds"` // process_cpu_seconds_total: user + system
-	Error       string    `json:"error,omitempty"`
+	Error       string    `json:"error"`       // "": the scrape worked
 }
 
 // GatewayFigures are one gateway's scrapes at the start (before the ramp),
@@ -31,13 +31,24 @@ type Scrape struct {
 // memory each connection took: RSS delta over connections delta, start to
 // peak. The CPU deltas peak → before close are what the scenario cost the
 // gateway (bench-fleet's deliveries per CPU-second).
+//
+// The RSS at the start is the process's fixed part when it held no
+// connection then: its runtime, code, embedded NATS server, pools. It is
+// paid once whatever the count, so per connection it is large at a few
+// thousand connections and small at a hundred thousand; BytesPerConn
+// leaves it out, BytesPerConnWithFixed (peak RSS / peak connections)
+// counts it in.
 type GatewayFigures struct {
-	URL          string  `json:"url"`
-	Start        *Scrape `json:"start,omitempty"`
-	Peak         *Scrape `json:"peak,omitempty"`
-	BeforeClose  *Scrape `json:"before_close,omitempty"`
-	End          *Scrape `json:"end,omitempty"`
-	BytesPerConn float64 `json:"bytes_per_conn,omitempty"`
+	URL         string  `json:"url"`
+	Start       *Scrape `json:"start"` // null: not scraped
+	Peak        *Scrape `json:"peak"`
+	BeforeClose *Scrape `json:"before_close"`
+	End         *Scrape `json:"end"`
+	// FixedBytes is the RSS at the start, when the gateway held no
+	// connection (0: it held some, or a scrape failed).
+	FixedBytes            float64 `json:"fixed_rss_bytes"`
+	BytesPerConn          float64 `json:"bytes_per_conn"`
+	BytesPerConnWithFixed float64 `json:"bytes_per_conn_with_fixed"`
 }
 
 // Scrape points.
@@ -131,8 +142,13 @@ func (r *runner) gatewayFigures() []GatewayFigures {
 			continue
 		}
 		g := GatewayFigures{URL: u, Start: s[scrapeStart], Peak: s[scrapePeak], BeforeClose: s[scrapeBeforeClose], End: s[scrapeEnd]}
-		if a, b := g.Start, g.Peak; a != nil && b != nil && a.Error == "" && b.Error == "" && b.Connections > a.Connections {
+		a, b := g.Start, g.Peak
+		if a != nil && a.Error == "" && a.Connections == 0 {
+			g.FixedBytes = a.RSSBytes
+		}
+		if a != nil && b != nil && a.Error == "" && b.Error == "" && b.Connections > a.Connections {
 			g.BytesPerConn = (b.RSSBytes - a.RSSBytes) / (b.Connections - a.Connections)
+			g.BytesPerConnWithFixed = b.RSSBytes / b.Connections
 		}
 		out = append(out, g)
 	}

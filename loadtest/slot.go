@@ -58,7 +58,8 @@ type slot struct {
 	downUnexp  bool // the last session ended unexpectedly and no new one was welcomed since
 
 	attempts   int
-	retryAfter int // seconds, from a 503
+	retryAfter int    // seconds, from a 503
+	pubFrom    uint32 // the user's last message stamped before the session's welcome
 	t0         int64
 	tUpgrade   int64
 	tDrop      int64
@@ -518,7 +519,8 @@ func (s *slot) message(p []byte) {
 func (s *slot) welcomed() {
 	l := s.l
 	e := l.e
-	w := e.sessionOpened(s.user)
+	w, from := e.sessionOpened(s.user)
+	s.pubFrom = from
 	l.addInFlight(-1)
 	s.state = stLive
 	s.attempts = 0
@@ -605,6 +607,7 @@ func (s *slot) delivery(p []byte) {
 			e.bGot.Add(1)
 		}
 		recordMicros(l.hBcast, now-int64(t))
+		recordMicros(l.ivE2E, now-int64(t)) // the per-second series too (a broadcast run publishes no messages)
 		for len(l.bstats) < int(bseq) {
 			l.bstats = append(l.bstats, BroadcastStat{Seq: len(l.bstats) + 1})
 		}
@@ -736,7 +739,21 @@ func (s *slot) endSession(unexpected bool) {
 	if s.state != stLive {
 		return
 	}
-	s.l.e.sessionClosed(s.user)
+	e := s.l.e
+	to := e.sessionClosed(s.user)
+	if e.pub != nil && !s.l.finishing && to > s.pubFrom {
+		// the messages published while it was open that it did not get
+		// are owed to no open session any more
+		var missed []uint32
+		for seq := s.pubFrom + 1; seq <= to; seq++ {
+			if !s.msgs.seen.has(seq) {
+				missed = append(missed, seq)
+			}
+		}
+		if len(missed) > 0 {
+			e.pub.writeOff(int(s.user), missed)
+		}
+	}
 	s.msgs.closed(unexpected)
 	s.bc.closed(unexpected)
 	s.l.st.live.Add(-1)

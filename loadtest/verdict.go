@@ -11,12 +11,16 @@ import (
 // Exit statuses of the loadtest command.
 const (
 	ExitOK = 0
-	// ExitFailed: the run could not be made (bad key, limits), or it was not
-	// the run that was asked for: connections never welcomed, publishes that
-	// failed, a storm the connections did not come back from, connections
-	// the gateway closed that were still down at the end, worker problems.
+	// ExitFailed: the run could not be made (the router or NATS
+	// unreachable, the machine's limits, an output that could not be
+	// written), or it was not the run that was asked for: connections never
+	// welcomed, publishes or kicks that failed, a storm the connections did
+	// not come back from, connections the gateway closed that were still
+	// down at the end, worker problems.
 	ExitFailed = 1
-	// ExitBadFlags: the command line was refused.
+	// ExitBadFlags: the invocation was refused before anything started
+	// (*UsageError): a flag, no signing key, an unusable key file, an
+	// unwritable output file, an API key the router refuses.
 	ExitBadFlags = 2
 	// ExitDelivery: messages were lost, duplicated or out of order, or
 	// missed because the gateway closed their connections, or the counts
@@ -38,7 +42,8 @@ type failure struct {
 //   - connections that were never welcomed (the ramp did not reach
 //     --conns); attempts that failed and were retried until a welcome are
 //     not failures;
-//   - any publish that failed (router error or timeout, NATS flush);
+//   - any publish that failed (router error or timeout, NATS flush), and
+//     any kick (--kick-users) the router did not answer 200;
 //   - a storm whose dropped connections did not all come back by the end;
 //   - connections the gateway (or the network) closed that were still down
 //     at the end; closes the load tester made itself (a storm's drop,
@@ -82,6 +87,9 @@ func judge(res *Result) []failure {
 		if failed > 0 {
 			add(false, "%s of %s broadcasts failed%s", th(failed), th(int64(len(b.Each))), reasons(errs, failed))
 		}
+	}
+	if k := res.Kicks; k != nil && k.Failed > 0 {
+		add(false, "%s of %s kicks failed%s", th(k.Failed), th(int64(k.Users)), reasons(k.Errors, k.Failed))
 	}
 	if s := res.Storm; s != nil && s.Recovered < s.Dropped {
 		add(false, "storm: %s of %s dropped connections did not come back by the end", th(s.Dropped-s.Recovered), th(s.Dropped))

@@ -40,6 +40,7 @@ type event struct {
 	Progress *Progress     `json:"progress,omitempty"`
 	Series   []seriesWire  `json:"series,omitempty"`
 	Lats     []secHist     `json:"lats,omitempty"`
+	Live     []liveWire    `json:"live,omitempty"`
 	Result   *workerResult `json:"result,omitempty"`
 	Err      string        `json:"err,omitempty"`
 }
@@ -111,17 +112,24 @@ func serveWorker(cmds <-chan command, emit func(event)) {
 const progressEvery = 250 * time.Millisecond
 
 // report emits progress every 250 ms and a time-series point at every
-// whole second of the run.
+// whole second of the run, and samples the open connections every
+// liveEvery in between.
 func report(e *clientSet, emit func(event), stop <-chan struct{}) {
 	t := time.NewTicker(progressEvery)
 	defer t.Stop()
+	lt := time.NewTicker(liveEvery)
+	defer lt.Stop()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-lt.C:
+			e.series.sampleLive(e.plan.T0, mono(), e.liveNow())
+			continue
 		case <-t.C:
 		}
 		p := e.progress()
+		e.series.sampleLive(e.plan.T0, p.At, p.Live)
 		ev := event{Ev: "progress", Worker: e.plan.Index, Progress: &p}
 		// Counters at each whole second; the loops hand over a second's
 		// latencies on their first 10 ms tick after it, so those of the
@@ -129,6 +137,7 @@ func report(e *clientSet, emit func(event), stop <-chan struct{}) {
 		sec := int((p.At - e.plan.T0) / int64(time.Second))
 		e.series.sampleUpTo(sec, p)
 		ev.Series, ev.Lats = e.series.take(sec)
+		ev.Live = e.series.takeLive()
 		emit(ev)
 	}
 }
