@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/gobwas/ws"
 
@@ -70,6 +71,15 @@ func (l *loop) newUpgrader() ws.Upgrader {
 			path := uri
 			if i >= 0 {
 				path = uri[:i]
+			}
+			// The absolute form (RFC 9112 §3.2.2) names the same resource.
+			for _, scheme := range [...]string{"http://", "https://", "ws://", "wss://"} {
+				if len(path) > len(scheme) && strings.EqualFold(string(path[:len(scheme)]), scheme) {
+					if j := bytes.IndexByte(path[len(scheme):], '/'); j >= 0 {
+						path = path[len(scheme)+j:]
+					}
+					break
+				}
 			}
 			if string(path) != Path {
 				return u.reject(http.StatusNotFound, "not_found", "no such path: WebSocket clients connect to "+Path)

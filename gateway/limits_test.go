@@ -63,6 +63,7 @@ func TestHandshakeErrors(t *testing.T) {
 		{"plain GET elsewhere", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 404, "", "not_found"},
 		{"upgrade on another path", strings.Replace(upgradeReq(""), "GET /ws", "GET /socket", 1), 404, "", "not_found"},
 		{"upgrade on a longer path", strings.Replace(upgradeReq(""), "GET /ws", "GET /ws/x", 1), 404, "", "not_found"},
+		{"upgrade in absolute form elsewhere", strings.Replace(upgradeReq(""), "GET /ws", "GET http://x/socket", 1), 404, "", "not_found"},
 		{"upgrade on the path with a query", strings.Replace(upgradeReq(""), "GET /ws", "GET /wsx?a=/ws", 1), 404, "", "not_found"},
 	}
 	for _, tc := range cases {
@@ -371,6 +372,20 @@ func TestSubprotocol(t *testing.T) {
 			defer ws.Close()
 			if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != tc.want {
 				t.Fatalf("selected %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestUpgradePaths: the gateway upgrades /ws, in origin form or in
+// absolute form, with or without a query.
+func TestUpgradePaths(t *testing.T) {
+	srv := startGateway(t, nil)
+	for _, target := range []string{"/ws", "/ws?x=1", "http://x/ws", "HTTP://x:8080/ws?y=2"} {
+		t.Run(target, func(t *testing.T) {
+			status, _, body := handshakeStatus(t, srv, strings.Replace(upgradeReq(""), "GET /ws", "GET "+target, 1))
+			if status != 101 {
+				t.Fatalf("status %d, want 101 (body %s)", status, body)
 			}
 		})
 	}

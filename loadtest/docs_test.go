@@ -30,7 +30,7 @@ import (
 // the command block, if it is not a script, is the output it shows.
 //
 // TestDocExamples runs each with bin/ holding loadtest, gateway and router
-// built from this tree (or $WSFLEET_BIN_DIR), against a fleet started here:
+// built from this tree (or $WSFLEET_TEST_BIN_DIR), against a fleet started here:
 // every 127.0.0.1 port of the guide is mapped to the test's (8080 and 28080
 // the gateway, 8081 and 28081 its /metrics, 8090 and 28090 the router,
 // 4222 and 28222 NATS, 29080 a gateway admitting 1,000 upgrades/s, 28180
@@ -303,10 +303,10 @@ func exact(out string) []string {
 }
 
 // docBinaries returns a directory holding loadtest, gateway and router:
-// $WSFLEET_BIN_DIR, or built from this tree.
+// $WSFLEET_TEST_BIN_DIR, or built from this tree.
 func docBinaries(t *testing.T) string {
 	t.Helper()
-	if d := os.Getenv("WSFLEET_BIN_DIR"); d != "" {
+	if d := os.Getenv("WSFLEET_TEST_BIN_DIR"); d != "" {
 		abs, err := filepath.Abs(d)
 		if err != nil {
 			t.Fatal(err)

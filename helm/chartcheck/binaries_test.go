@@ -12,7 +12,7 @@ import (
 )
 
 // The binaries the chart runs, built from this repository (or taken from
-// WSFLEET_BIN_DIR when set, e.g. to bin/), and the flags
+// WSFLEET_TEST_BIN_DIR when set, e.g. to bin/), and the flags
 // their --help lists with the environment variable of each.
 type binaries struct {
 	dir   string
@@ -41,7 +41,7 @@ func getBinaries(t *testing.T) *binaries {
 	t.Helper()
 	binOnce.Do(func() {
 		bins.flags = map[string]map[string]string{}
-		bins.dir = os.Getenv("WSFLEET_BIN_DIR")
+		bins.dir = os.Getenv("WSFLEET_TEST_BIN_DIR")
 		if bins.dir == "" {
 			dir, err := os.MkdirTemp("", "wsfleet-chart-bin")
 			if err != nil {

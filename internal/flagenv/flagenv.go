@@ -39,9 +39,9 @@ const Root = "WSFLEET_"
 var Binaries = []string{"GATEWAY", "ROUTER"}
 
 // reserved are namespaces under Root that are not a fleet binary's
-// settings (WSFLEET_LOADTEST_WORKER marks the load tester's worker
-// processes).
-var reserved = []string{"LOADTEST"}
+// settings: WSFLEET_LOADTEST_WORKER marks the load tester's worker
+// processes, WSFLEET_TEST_* are the tests' (WSFLEET_TEST_BIN_DIR).
+var reserved = []string{"LOADTEST", "TEST"}
 
 // SharedFlags are the flags whose meaning is the same in every fleet binary
 // that has them; each also reads WSFLEET_<NAME> (its own name wins).

@@ -93,7 +93,7 @@ func TestFleetNamespace(t *testing.T) {
 		{name: "shared name", environ: []string{"WSFLEET_NATS_URL=nats://shared"}, wantURL: "nats://shared"},
 		{name: "own name beats shared", environ: []string{"WSFLEET_NATS_URL=nats://shared", "WSFLEET_GATEWAY_NATS_URL=nats://own"}, wantURL: "nats://own"},
 		{name: "another binary's names are not read", environ: []string{"WSFLEET_ROUTER_JWT_HS256_SECRET=r", "WSFLEET_ROUTER_WHATEVER=1"}},
-		{name: "other programs' variables are ignored", environ: []string{"HOME=/root", "LOADTEST_CONNS=5", "WSFLEETX=1"}},
+		{name: "other programs' variables are ignored", environ: []string{"HOME=/root", "LOADTEST_CONNS=5", "WSFLEETX=1", "WSFLEET_LOADTEST_WORKER=1", "WSFLEET_TEST_BIN_DIR=bin"}},
 		{name: "typo in own namespace", environ: []string{"WSFLEET_GATEWAY_NATS_ULR=nats://a"}, wantErr: "unknown environment variable WSFLEET_GATEWAY_NATS_ULR: gateway has no --nats-ulr flag"},
 		{name: "unshared name", environ: []string{"WSFLEET_JWT_HS256_SECRET=s"}, wantErr: "unknown environment variable WSFLEET_JWT_HS256_SECRET", wantHint: "WSFLEET_GATEWAY_JWT_HS256_SECRET or WSFLEET_ROUTER_JWT_HS256_SECRET"},
 		{name: "lenient subcommand", environ: []string{"WSFLEET_GATEWAY_HEARTBEAT=5s"}, lenient: true},
