@@ -3,10 +3,10 @@
 # Images of the wsfleet binaries: static (CGO_ENABLED=0), on distroless
 # static as the non-root user 65532, each binary at /usr/local/bin/<name>.
 #
-#   docker build --target gateway  -t registry.example.com/wsfleet/gateway:0.1.0  .
-#   docker build --target router   -t registry.example.com/wsfleet/router:0.1.0   .
-#   docker build --target loadtest -t registry.example.com/wsfleet/loadtest:0.1.0 .
-#   docker build                   -t registry.example.com/wsfleet/wsfleet:0.1.0  .   # all three
+#   docker build --target gateway  -t registry.example.com/wsfleet/gateway:0.2.0  .
+#   docker build --target router   -t registry.example.com/wsfleet/router:0.2.0   .
+#   docker build --target loadtest -t registry.example.com/wsfleet/loadtest:0.2.0 .
+#   docker build                   -t registry.example.com/wsfleet/wsfleet:0.2.0  .   # all three
 #
 # No wsfleet images are published: push these to your registry and name it
 # in the Helm chart's values. Without a container daemon, `make images`

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"golang.org/x/time/rate"
 
@@ -62,6 +63,8 @@ func (s *Server) authenticate(r *http.Request) (string, *apiError) {
 		return "", errUnauthorized(fmt.Sprintf("the Authorization scheme is %q: send Authorization: Bearer <api key or JWT>", truncate(scheme, 20)))
 	case !ok && strings.EqualFold(h, "Bearer"), tok == "" && ok:
 		return "", errUnauthorized("the Authorization header has the Bearer scheme but no credential: send Authorization: Bearer <api key or JWT>")
+	case !ok && len(h) <= 16 && strings.IndexFunc(h, func(r rune) bool { return !unicode.IsLetter(r) }) < 0:
+		return "", errUnauthorized(fmt.Sprintf("the Authorization scheme is %q, with no credential: send Authorization: Bearer <api key or JWT>", h))
 	case !ok:
 		return "", errUnauthorized("the Authorization header has no scheme: send Authorization: Bearer <api key or JWT>, with \"Bearer \" before the credential")
 	}

@@ -137,7 +137,7 @@ func decodeStrict(body []byte, v any) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not the JSON object expected: " + describeJSONError(err)}
+		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body is not the JSON object expected: " + describeJSONError(err, reflect.TypeOf(v))}
 	}
 	if dec.More() {
 		return &apiError{status: http.StatusBadRequest, code: CodeBadJSON, msg: "the body holds more than one JSON value"}
@@ -269,8 +269,9 @@ func writeBody(w http.ResponseWriter, status int, body []byte) {
 }
 
 // describeJSONError says what encoding/json refused in the API's terms
-// (members and JSON types), never Go's (struct fields and types).
-func describeJSONError(err error) string {
+// (members and JSON types), never Go's (struct fields and types). target
+// is the type decoded into, to tell an array's element from the member.
+func describeJSONError(err error, target reflect.Type) string {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
@@ -278,6 +279,9 @@ func describeJSONError(err error) string {
 		what := "the body"
 		if te.Field != "" {
 			what = fmt.Sprintf("member %q", te.Field)
+			if mt := memberType(target, te.Field); mt != nil && (mt.Kind() == reflect.Slice || mt.Kind() == reflect.Array) && mt.Elem() == te.Type {
+				what = fmt.Sprintf("each element of member %q", te.Field)
+			}
 		}
 		return fmt.Sprintf("%s must be %s, not %s", what, jsonKind(te.Type), article(te.Value))
 	case errors.As(err, &se):
@@ -308,13 +312,52 @@ func jsonKind(t reflect.Type) string {
 	case reflect.Float32, reflect.Float64:
 		return "a number"
 	case reflect.Slice, reflect.Array:
-		return "an array of " + strings.TrimPrefix(strings.TrimPrefix(jsonKind(t.Elem()), "a "), "an ") + "s"
+		return "an array of " + plural(jsonKind(t.Elem()))
 	case reflect.Map, reflect.Struct:
 		return "an object"
 	case reflect.Pointer:
 		return jsonKind(t.Elem())
 	}
 	return "another JSON type"
+}
+
+// plural turns jsonKind's singular into the plural ("a string": "strings").
+func plural(kind string) string {
+	switch {
+	case kind == "true or false":
+		return "true or false values"
+	case strings.HasPrefix(kind, "an array of "):
+		return "arrays of " + strings.TrimPrefix(kind, "an array of ")
+	case strings.HasPrefix(kind, "a "):
+		return strings.TrimPrefix(kind, "a ") + "s"
+	case strings.HasPrefix(kind, "an "):
+		return strings.TrimPrefix(kind, "an ") + "s"
+	}
+	return "values of " + kind
+}
+
+// memberType returns the type of the member at path (dotted JSON names)
+// within t, or nil.
+func memberType(t reflect.Type, path string) reflect.Type {
+	for _, name := range strings.Split(path, ".") {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			return nil
+		}
+		var next reflect.Type
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag == name || (tag == "" && strings.EqualFold(f.Name, name)) {
+				next = f.Type
+				break
+			}
+		}
+		t = next
+	}
+	return t
 }
 
 // article puts "a"/"an" before encoding/json's name of a JSON value kind

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -187,6 +188,9 @@ func TestOpenAPIErrorSchema(t *testing.T) {
 	}
 	if err := json.Unmarshal(openAPI, &doc); err != nil {
 		t.Fatal(err)
+	}
+	if bytes.Contains(openAPI, []byte(`\"message\"`)) {
+		t.Error(`the OpenAPI description speaks of a "message" member: errors are {"code","reason"}`)
 	}
 	schema := doc.Components.Schemas["Error"]
 	var props []string

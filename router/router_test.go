@@ -122,6 +122,8 @@ func TestErrors(t *testing.T) {
 		{name: "empty bearer", path: user, auth: "Bearer ", body: `1`, status: 401, code: "unauthorized", reason: "Bearer scheme but no credential"},
 		{name: "wrong JSON type", path: "/v1/messages", body: `{"users":"bob","data":1}`, status: 400, code: "bad_json", reason: `member "users" must be an array of strings, not a string`},
 		{name: "unknown member", path: "/v1/messages", body: `{"user":["bob"],"data":1}`, status: 400, code: "bad_json", reason: `unknown member "user"`},
+		{name: "wrong element type", path: "/v1/messages", body: `{"users":["bob",1],"data":1}`, status: 400, code: "bad_json", reason: `each element of member "users" must be a string, not a number`},
+		{name: "scheme alone", path: user, auth: "Basic", body: `1`, status: 401, code: "unauthorized", reason: `the Authorization scheme is "Basic", with no credential`},
 		{name: "not an object", path: "/v1/messages", body: `[1]`, status: 400, code: "bad_json", reason: "the body must be an object, not an array"},
 		{name: "broadcast no auth", path: "/v1/broadcast", auth: "-", body: `1`, status: 401, code: "unauthorized"},
 		{name: "unauthorized before bad json", path: user, auth: "-", body: `{`, status: 401, code: "unauthorized"},
@@ -192,7 +194,7 @@ func TestErrors(t *testing.T) {
 	}
 	m := metricsText(t, srv)
 	for _, want := range []string{
-		`wsfleet_router_http_requests_total{code="401",route="/v1/users/{user}/messages"} 8`,
+		`wsfleet_router_http_requests_total{code="401",route="/v1/users/{user}/messages"} 9`,
 		`wsfleet_router_http_requests_total{code="404",route="other"} 6`,
 		`wsfleet_router_http_requests_total{code="413",route="/v1/broadcast"} 1`,
 	} {

@@ -226,7 +226,12 @@ func (f *fleet) stop(sig <-chan os.Signal, drainTimeout time.Duration, say func(
 		start := time.Now()
 		for _, p := range ps {
 			p.signal(syscall.SIGTERM)
-			if hurry > 0 {
+		}
+		if hurry > 0 {
+			// The second SIGTERM (close at once) a moment after the first:
+			// two pending at once would be delivered as one.
+			time.Sleep(50 * time.Millisecond)
+			for _, p := range ps {
 				p.signal(syscall.SIGTERM)
 			}
 		}

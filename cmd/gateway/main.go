@@ -120,6 +120,10 @@ func run(args []string) int {
 		"max-message-bytes", "max-pending-bytes", "max-header-bytes", "write-timeout",
 		"max-pending-connects", "shed-lag", "pollers", "dispatchers", "dispatch-queue",
 		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval")
+	fs.NonZero("a negative value means no limit", "max-client-msgs-per-sec")
+	// The variables of `gateway token` and `gateway drain`, which run
+	// beside the node with its environment.
+	fs.Known("sub", "ttl", "delay", "wait", "timeout")
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -227,6 +227,8 @@ func TestCommandLine(t *testing.T) {
 		{"bad flag, one dash", []string{"-heartbeat=abc"}, nil, 2, `--heartbeat: "abc" is not a duration`},
 		{"zero is not the default", []string{"--jwt-hs256-secret", secret, "--heartbeat", "0s"}, nil, 2, "--heartbeat (WSFLEET_GATEWAY_HEARTBEAT): must be more than 0"},
 		{"http NATS URL", []string{"--jwt-hs256-secret", secret, "--nats-url", "http://127.0.0.1:4222"}, nil, 2, `gateway: invalid setting --nats-url: "http://127.0.0.1:4222" is an HTTP URL`},
+		{"zero message rate", []string{"--jwt-hs256-secret", secret, "--max-client-msgs-per-sec", "0"}, nil, 2, "--max-client-msgs-per-sec (WSFLEET_GATEWAY_MAX_CLIENT_MSGS_PER_SEC): 0 is not a setting"},
+		{"a subcommand's variable is no typo", []string{"--heartbeat", "often"}, []string{"WSFLEET_GATEWAY_TTL=1h"}, 2, `--heartbeat: "often"`},
 		{"typo in a variable", nil, []string{"WSFLEET_GATEWAY_HEARTBEET=5s"}, 2, "unknown environment variable WSFLEET_GATEWAY_HEARTBEET"},
 		{"a name of an older release", nil, []string{"WSFLEET_JWT_HS256_SECRET=" + secret}, 2, "WSFLEET_GATEWAY_JWT_HS256_SECRET or WSFLEET_ROUTER_JWT_HS256_SECRET"},
 		{"NATS unreachable", []string{"--jwt-hs256-secret", secret, "--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "200ms", "--admin-listen", "off", "--listen", "127.0.0.1:0"}, nil, 1, "gateway: NATS unavailable: --nats-url nats://127.0.0.1:1"},

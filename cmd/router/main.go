@@ -99,6 +99,7 @@ func newFlags(c *config) *flagenv.Set {
 	// is refused rather than silently replaced.
 	fs.Positive("max-batch-users", "kick-timeout", "snapshot-timeout", "node-ttl", "node-max-silence",
 		"idempotency-window", "idempotency-max-keys", "max-body-bytes", "nats-connect-timeout")
+	fs.NonZero("a negative value means no limit", "rate-limit")
 	return fs
 }
 

@@ -202,6 +202,8 @@ func TestBadSettings(t *testing.T) {
 		{name: "stray argument", env: ok, args: []string{"serve"}, want: "serve"},
 		{name: "bad duration says what it wants", env: ok, args: []string{"--kick-timeout", "abc"}, want: `--kick-timeout: "abc" is not a duration (e.g. 30s`},
 		{name: "zero batch", env: ok, args: []string{"--max-batch-users", "0"}, want: "--max-batch-users (WSFLEET_ROUTER_MAX_BATCH_USERS): must be more than 0"},
+		{name: "zero rate limit", env: ok, args: []string{"--rate-limit", "0"}, want: "--rate-limit (WSFLEET_ROUTER_RATE_LIMIT): 0 is not a setting: a negative value means no limit"},
+		{name: "Kubernetes service links are not settings", env: map[string]string{"WSFLEET_ROUTER_PORT": "tcp://10.0.0.1:8090", "WSFLEET_NATS_SERVICE_HOST": "10.0.0.2"}, want: "no API key configured"},
 		{name: "zero kick timeout", env: ok, args: []string{"--kick-timeout", "0s"}, want: "--kick-timeout (WSFLEET_ROUTER_KICK_TIMEOUT): must be more than 0"},
 		{name: "http NATS URL", env: ok, args: []string{"--nats-url", "http://127.0.0.1:8222"}, want: `router: invalid setting --nats-url: "http://127.0.0.1:8222" is an HTTP URL`},
 		{name: "typo in a variable", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_ROUTER_RATE_LIMITT": "5"}, want: "unknown environment variable WSFLEET_ROUTER_RATE_LIMITT: router has no --rate-limitt flag"},

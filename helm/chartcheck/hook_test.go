@@ -3,6 +3,7 @@ package chartcheck
 import (
 	"bytes"
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,8 +66,14 @@ func TestHelmTestHook(t *testing.T) {
 			// The URLs name the rendered Services and ports.
 			for i, a := range c.Args {
 				if (a == "--url" || a == "--router-url") && i+1 < len(c.Args) {
-					host := strings.TrimPrefix(strings.TrimPrefix(c.Args[i+1], "ws://"), "http://")
-					svc, port, _ := strings.Cut(strings.TrimSuffix(host, "/"), ":")
+					u, err := url.Parse(c.Args[i+1])
+					if err != nil {
+						t.Fatalf("%s %q: %v", a, c.Args[i+1], err)
+					}
+					if a == "--url" && u.Path != "/ws" {
+						t.Errorf("--url %s: the gateway upgrades only /ws", c.Args[i+1])
+					}
+					svc, port := u.Hostname(), u.Port()
 					s := o.services[svc]
 					if s == nil || len(s.Spec.Ports) == 0 || port == "" || port != strconv.Itoa(int(s.Spec.Ports[0].Port)) {
 						t.Errorf("%s %s: not a rendered Service port", a, c.Args[i+1])

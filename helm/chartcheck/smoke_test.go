@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,8 +167,13 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				args := append([]string(nil), c.Args...)
 				for i := 1; i < len(args); i++ {
 					switch args[i-1] {
-					case "--url":
-						args[i] = "ws://" + gwEnv["WSFLEET_GATEWAY_LISTEN"] + "/ws"
+					case "--url": // the chart's path, on the local gateway
+						u, err := url.Parse(args[i])
+						if err != nil {
+							t.Fatalf("the hook's --url %q: %v", args[i], err)
+						}
+						u.Host = gwEnv["WSFLEET_GATEWAY_LISTEN"]
+						args[i] = u.String()
 					case "--router-url":
 						args[i] = "http://" + rtEnv["WSFLEET_ROUTER_LISTEN"]
 					case "--duration":

@@ -56,6 +56,7 @@ type Set struct {
 	strict bool // unknown variables of the namespace are errors
 	order  []string
 	flags  map[string]*entry
+	known  map[string]bool // variables of the namespace read elsewhere (Known)
 	args   []string
 }
 
@@ -68,8 +69,10 @@ type entry struct {
 	fresh func() // called after the environment set a list: the command line replaces it
 	// positive reports whether a numeric flag's value is above zero and
 	// shows it; nil for other kinds.
-	positive func() (bool, string)
-	mustPos  bool // Positive was called for it
+	positive  func() (bool, string)
+	mustPos   bool   // Positive was called for it
+	nonZero   bool   // NonZero was called for it
+	usageZero string // NonZero's advice
 }
 
 // New returns a Set for command name; env variables are prefix + the flag
@@ -91,6 +94,18 @@ func NewFleet(name, binary, usage string) *Set {
 // flag of s: for subcommands (`gateway drain`) that run beside the
 // command's full environment.
 func (s *Set) Lenient() { s.strict = false }
+
+// Known makes ParseEnv accept the variables of these flag names of
+// s's namespace though s has no such flag: the flags of the command's
+// subcommands (`gateway token --ttl`: WSFLEET_GATEWAY_TTL).
+func (s *Set) Known(names ...string) {
+	if s.known == nil {
+		s.known = map[string]bool{}
+	}
+	for _, n := range names {
+		s.known[s.Env(n)] = true
+	}
+}
 
 // Env returns the environment variable of flag name.
 func (s *Set) Env(name string) string {
@@ -200,16 +215,34 @@ func (s *Set) Positive(names ...string) {
 	}
 }
 
+// NonZero makes Parse refuse exactly 0 for each named numeric flag whose
+// negative values mean "no limit" and whose 0 would otherwise stand for
+// the default further in; why says what to give instead.
+func (s *Set) NonZero(why string, names ...string) {
+	for _, name := range names {
+		e, ok := s.flags[name]
+		if !ok || e.positive == nil {
+			panic("flagenv: NonZero of an undefined or non-numeric flag: " + name)
+		}
+		e.nonZero = true
+		e.usageZero = why
+	}
+}
+
 // checkPositive reports the first flag set to zero or less despite
-// Positive, naming its flag and variable.
+// Positive, or to zero despite NonZero, naming its flag and variable.
 func (s *Set) checkPositive() error {
 	for _, name := range s.order {
 		e := s.flags[name]
-		if !e.mustPos {
+		if !e.mustPos && !e.nonZero {
 			continue
 		}
-		if ok, v := e.positive(); !ok {
+		ok, v := e.positive()
+		switch {
+		case e.mustPos && !ok:
 			return fmt.Errorf("--%s (%s): must be more than 0, got %s", name, s.Env(name), v)
+		case e.nonZero && !ok && (v == "0" || v == "0s"):
+			return fmt.Errorf("--%s (%s): 0 is not a setting: %s", name, s.Env(name), e.usageZero)
 		}
 	}
 	return nil
@@ -296,8 +329,11 @@ func (s *Set) checkUnknown(env map[string]string) error {
 	sort.Strings(names)
 	for _, k := range names {
 		switch {
+		case serviceLink(k):
+			// Kubernetes' variables of a Service named like the fleet's
+			// (WSFLEET_GATEWAY_PORT, WSFLEET_NATS_SERVICE_HOST, ...).
 		case strings.HasPrefix(k, s.prefix):
-			if !known[k] {
+			if !known[k] && !s.known[k] {
 				return fmt.Errorf("unknown environment variable %s: %s has no --%s flag (see --help)", k, s.name, strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, s.prefix), "_", "-")))
 			}
 		case strings.HasPrefix(k, Root) && !shared[k] && !inBinaryNamespace(k):
@@ -312,6 +348,33 @@ func (s *Set) checkUnknown(env map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// serviceLink reports whether k has the form of the variables Kubernetes
+// gives a pod for each Service of its namespace (enableServiceLinks):
+// <SVC>_SERVICE_HOST, <SVC>_SERVICE_PORT[_<NAME>], <SVC>_PORT and
+// <SVC>_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR].
+func serviceLink(k string) bool {
+	if strings.HasSuffix(k, "_SERVICE_HOST") || strings.HasSuffix(k, "_SERVICE_PORT") || strings.Contains(k, "_SERVICE_PORT_") || strings.HasSuffix(k, "_PORT") {
+		return true
+	}
+	i := strings.LastIndex(k, "_PORT_")
+	if i < 0 {
+		return false
+	}
+	rest := strings.Split(k[i+len("_PORT_"):], "_") // n, PROTO[, PROTO|PORT|ADDR]
+	if len(rest) < 2 || len(rest) > 3 {
+		return false
+	}
+	if _, err := strconv.Atoi(rest[0]); err != nil {
+		return false
+	}
+	switch rest[1] {
+	case "TCP", "UDP", "SCTP":
+	default:
+		return false
+	}
+	return len(rest) == 2 || rest[2] == "PROTO" || rest[2] == "PORT" || rest[2] == "ADDR"
 }
 
 func inBinaryNamespace(k string) bool {

@@ -97,6 +97,11 @@ func TestFleetNamespace(t *testing.T) {
 		{name: "typo in own namespace", environ: []string{"WSFLEET_GATEWAY_NATS_ULR=nats://a"}, wantErr: "unknown environment variable WSFLEET_GATEWAY_NATS_ULR: gateway has no --nats-ulr flag"},
 		{name: "unshared name", environ: []string{"WSFLEET_JWT_HS256_SECRET=s"}, wantErr: "unknown environment variable WSFLEET_JWT_HS256_SECRET", wantHint: "WSFLEET_GATEWAY_JWT_HS256_SECRET or WSFLEET_ROUTER_JWT_HS256_SECRET"},
 		{name: "lenient subcommand", environ: []string{"WSFLEET_GATEWAY_HEARTBEAT=5s"}, lenient: true},
+		{name: "a subcommand's variable", environ: []string{"WSFLEET_GATEWAY_TTL=1h"}},
+		{name: "Kubernetes service links", environ: []string{"WSFLEET_GATEWAY_PORT=tcp://10.0.0.1:8080", "WSFLEET_GATEWAY_PORT_8080_TCP=tcp://10.0.0.1:8080",
+			"WSFLEET_GATEWAY_PORT_8080_TCP_ADDR=10.0.0.1", "WSFLEET_GATEWAY_PORT_8080_TCP_PROTO=tcp", "WSFLEET_GATEWAY_SERVICE_HOST=10.0.0.1",
+			"WSFLEET_GATEWAY_SERVICE_PORT=8080", "WSFLEET_GATEWAY_SERVICE_PORT_WEBSOCKET=8080", "WSFLEET_NATS_SERVICE_HOST=10.0.0.2", "WSFLEET_PORT=tcp://10.0.0.3:80"}},
+		{name: "not a service link", environ: []string{"WSFLEET_GATEWAY_PORT_X_TCP=1"}, wantErr: "unknown environment variable WSFLEET_GATEWAY_PORT_X_TCP"},
 		{name: "every source set", environ: []string{"WSFLEET_LOG_LEVEL=x", "WSFLEET_NATS_URL=nats://a", "WSFLEET_GATEWAY_NATS_URL=nats://b"}, wantURL: "nats://b"},
 	}
 	for _, tc := range cases {
@@ -109,6 +114,7 @@ func TestFleetNamespace(t *testing.T) {
 			if tc.lenient {
 				s.Lenient()
 			}
+			s.Known("ttl")
 			err := s.ParseEnv(nil, tc.environ)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.wantHint) {
@@ -171,6 +177,37 @@ func TestPositive(t *testing.T) {
 			s.Float(&rate, "rate", 1, "rate")
 			s.Positive("n", "wait", "rate")
 			err := s.ParseEnv(tc.args, tc.environ)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNonZero(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "default passes"},
+		{name: "negative passes", args: []string{"--rate", "-1"}},
+		{name: "positive passes", args: []string{"--rate", "5"}},
+		{name: "zero refused with the advice", args: []string{"--rate", "0"}, wantErr: "--rate (X_RATE): 0 is not a setting: a negative value means no limit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var rate float64
+			s := New("x", "X_", "usage")
+			s.Float(&rate, "rate", 10, "rate")
+			s.NonZero("a negative value means no limit", "rate")
+			err := s.ParseEnv(tc.args, nil)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
