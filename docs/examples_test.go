@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -423,10 +424,13 @@ func startProcess(t *testing.T, dir, name, path string, env []string, started st
 			}
 		}
 	}()
+	var waited error
+	var waitOnce sync.Once
+	wait := func() error { waitOnce.Do(func() { waited = cmd.Wait() }); return waited }
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		cmd.Wait()
-		<-copied
+		<-copied // every line read before Wait closes the pipe
+		wait()
 		logFile.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
@@ -438,7 +442,7 @@ func startProcess(t *testing.T, dir, name, path string, env []string, started st
 	case m := <-fields:
 		return m
 	case <-copied:
-		t.Fatalf("%s exited before %q: %v", name, started, cmd.Wait())
+		t.Fatalf("%s exited before %q: %v", name, started, wait())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("%s did not log %q within 30s", name, started)
 	}
