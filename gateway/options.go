@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -181,6 +182,23 @@ type Options struct {
 	// before they are published. Default 100ms.
 	PresenceBatchInterval time.Duration
 
+	// Resume turns on resumable delivery: every message is delivered from
+	// the JetStream history stream (package internal/history), with its
+	// stream sequence as its id; a client reconnecting with "since" gets
+	// what it missed, in order, with no gap and no duplicate, and the node
+	// fills any gap of its live feed (a NATS outage, a dropped message)
+	// from the stream. Start fails when NATS has no JetStream or the stream
+	// exists with another configuration. Default false.
+	Resume bool
+	// History is the history stream's configuration (--history-*); the
+	// subject prefix is SubjectPrefix. Defaults: see history.Config.
+	History history.Config
+	// MaxConcurrentReplays bounds the replays (a "since", a gap to fill)
+	// running at once; more wait their turn, each in a few dozen bytes, so
+	// a reconnect storm never holds more than this many replays' batches.
+	// Default 64.
+	MaxConcurrentReplays int
+
 	// Logger receives the node's logs. Default: zap production JSON logger.
 	Logger *zap.Logger
 	// Clock is the node's clock: ticks, timeouts and token expiry follow
@@ -257,6 +275,9 @@ func (o *Options) SetDefaults() {
 	defInt(&o.PublishQueue, 8192)
 	defInt(&o.LoopQueueBytes, 4<<20)
 	defDur(&o.NATSOutageGrace, 10*time.Second)
+	o.History.Prefix = o.SubjectPrefix
+	o.History.SetDefaults()
+	defInt(&o.MaxConcurrentReplays, 64)
 	if o.Clock == nil {
 		o.Clock = systemClock{}
 	}
@@ -355,6 +376,14 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxClientMsgsPerSec > 0 && o.MaxClientMsgsBurst < 1 {
 		return badOption("max-client-msgs-burst", "must be at least 1, got %d", o.MaxClientMsgsBurst)
+	}
+	if o.Resume {
+		if err := o.History.Validate(); err != nil {
+			return fmt.Errorf("%w %w", ErrBadOption, err)
+		}
+		if o.MaxConcurrentReplays < 1 {
+			return badOption("max-concurrent-replays", "must be at least 1, got %d", o.MaxConcurrentReplays)
+		}
 	}
 	if o.Pollers > 1024 || o.Dispatchers > 1024 || o.AuthWorkers > 1024 {
 		return fmt.Errorf("%w: --pollers, --dispatchers and --auth-workers must be at most 1024", ErrBadOption)

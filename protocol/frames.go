@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Frame types.
@@ -40,6 +41,11 @@ type ClientFrame struct {
 	Type  string          `json:"type"`
 	Token string          `json:"token,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
+	// Since, on an auth frame to a node with resumable delivery, is the id
+	// of the last message the client received: the node delivers what came
+	// after it first (see [ParseSince]). Only the first auth frame of a
+	// connection may carry it.
+	Since string `json:"since,omitempty"`
 }
 
 // Welcome is sent once authentication succeeded and the user's subscription
@@ -51,6 +57,19 @@ type Welcome struct {
 	ConnID    string `json:"conn_id"`
 	Node      string `json:"node"`
 	Heartbeat int    `json:"heartbeat"` // seconds between server pings
+	// Position, on a node with resumable delivery, is the id the
+	// connection is covered from: it receives every message for its user
+	// and every broadcast with a later id, in order. Without "since" it is
+	// the newest message stored when the connection was welcomed; with a
+	// recovered "since" it is that id. A client that has received nothing
+	// yet resumes from it.
+	Position string `json:"position,omitempty"`
+	// Recovered answers a "since": true when every message after it is
+	// still in history and follows the welcome, false when history no
+	// longer holds all of it (expired, trimmed, or the stream was
+	// recreated): the client must reload its state, and the connection
+	// receives what comes after Position. Absent without "since".
+	Recovered *bool `json:"recovered,omitempty"`
 }
 
 // Refreshed answers an auth frame sent on an open connection: the new token
@@ -83,7 +102,31 @@ var (
 	ErrFrameUnknownType = errors.New("unknown frame type")
 	ErrFrameNoToken     = errors.New(`auth frame has no "token"`)
 	ErrFrameNoData      = errors.New(`publish frame has no "data"`)
+	ErrBadSince         = errors.New(`"since" must be a message id: 1-20 decimal digits`)
 )
+
+// ParseSince parses a resume position ("since" in an auth frame, the
+// ?since= query parameter, the Wsfleet-Since header of the upgrade): the
+// id of a message, decimal digits of a JetStream stream sequence. An empty
+// string is 0 (no resume); "0" asks for everything history holds.
+func ParseSince(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if len(s) > 20 {
+		return 0, ErrBadSince
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, ErrBadSince
+		}
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, ErrBadSince
+	}
+	return n, nil
+}
 
 // DecodeClientFrame parses and checks one client frame.
 func DecodeClientFrame(b []byte) (ClientFrame, error) {
@@ -97,6 +140,9 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 	case TypeAuth:
 		if f.Token == "" {
 			return f, ErrFrameNoToken
+		}
+		if _, err := ParseSince(f.Since); err != nil {
+			return f, err
 		}
 	case TypePublish:
 		if len(f.Data) == 0 {

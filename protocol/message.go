@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -59,6 +60,16 @@ const (
 	msgIDEnd = `"`
 )
 
+// AppendMessageSeq appends a resumable delivery's frame JSON: like
+// [AppendMessage], with the stream sequence as the id.
+func AppendMessageSeq(dst []byte, seq uint64, payload []byte) []byte {
+	dst = append(dst, msgHead...)
+	dst = append(dst, msgID...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, msgIDEnd...)
+	return appendData(dst, payload)
+}
+
 // AppendMessage appends the delivery frame's JSON for a payload to dst:
 //
 //	{"type":"message","id":"<id>","data":<payload>}
@@ -74,6 +85,11 @@ func AppendMessage(dst []byte, id string, payload []byte) []byte {
 		dst = append(dst, id...)
 		dst = append(dst, msgIDEnd...)
 	}
+	return appendData(dst, payload)
+}
+
+// appendData appends the "data" member and the closing brace.
+func appendData(dst, payload []byte) []byte {
 	dst = append(dst, msgData...)
 	switch {
 	case len(payload) == 0:

@@ -107,6 +107,9 @@ func run(args []string) int {
 	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")
 	fs.Int(&o.PublishQueue, "publish-queue", def.PublishQueue, "client publishes queued for NATS before \"overloaded\" errors")
 	fs.Int(&o.LoopQueueBytes, "loop-queue-bytes", def.LoopQueueBytes, "broadcast bytes queued per event loop; over it a broadcast is dropped for that loop (counted)")
+	fs.Bool(&o.Resume, "resume", false, "resumable delivery from a JetStream history stream: message ids are stream sequences, clients reconnect with \"since\" and miss nothing (needs JetStream)")
+	o.History.RegisterFlags(fs)
+	fs.Int(&o.MaxConcurrentReplays, "max-concurrent-replays", def.MaxConcurrentReplays, "with --resume: replays running at once (more wait their turn)")
 	fs.Duration(&o.PresenceInterval, "presence-interval", def.PresenceInterval, "period of the node's presence heartbeat on NATS")
 	fs.Duration(&o.PresenceBatchInterval, "presence-batch-interval", def.PresenceBatchInterval, "how long presence changes are coalesced before they are published")
 	fs.Int(&gcPercent, "gc-percent", 25, "Go GC target (GOGC): the heap may grow this percentage over live data between collections; lower holds less memory per connection for some GC CPU; the GOGC environment variable, when set, wins")
@@ -119,7 +122,7 @@ func run(args []string) int {
 		"heartbeat", "idle-timeout", "handshake-timeout", "drain-timeout", "close-timeout",
 		"max-message-bytes", "max-pending-bytes", "max-header-bytes", "write-timeout",
 		"max-pending-connects", "shed-lag", "pollers", "dispatchers", "dispatch-queue",
-		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval")
+		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval", "max-concurrent-replays")
 	fs.NonZero("a negative value means no limit", "max-client-msgs-per-sec")
 	// The variables of `gateway token` and `gateway drain`, which run
 	// beside the node with its environment.

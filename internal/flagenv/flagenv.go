@@ -45,7 +45,10 @@ var reserved = []string{"LOADTEST", "TEST"}
 
 // SharedFlags are the flags whose meaning is the same in every fleet binary
 // that has them; each also reads WSFLEET_<NAME> (its own name wins).
-var SharedFlags = []string{"nats-url", "subject-prefix", "log-format", "log-level"}
+var SharedFlags = []string{"nats-url", "subject-prefix", "log-format", "log-level",
+	// The history stream (--resume) must be configured alike by the gateways
+	// and the routers of a deployment.
+	"resume", "history-ttl", "history-max-per-user", "history-max-bytes", "history-replicas", "history-storage"}
 
 // Set is a set of flags with environment equivalents.
 type Set struct {
