@@ -31,12 +31,16 @@ const (
 	flRefreshing                   // a refreshed token is with an auth worker
 	flReadAgain                    // a read continuation is queued (taskRead)
 	flPending                      // admitted, not yet welcomed: counted in admission.pending
+	flSince                        // resume: the client sent "since" (held in uPos until the welcome)
+	flSkipped                      // resume: a live message came before the welcome
+	flCatchUp                      // resume: a replay runs; live messages are skipped (loop.skips)
 )
 
 // Bits of engine.Conn.LockedFlags (guarded by Mu).
 const (
 	lfWelcomed uint8 = 1 << iota // the welcome frame went out; deliveries may follow
 	lfKicked                     // a kick's close is posted to the loop (once per connection)
+	lfCatchUpPosted              // resume: a taskCatchUp is queued
 )
 
 // conn is one client socket. It holds no goroutine, timer or buffer while
@@ -63,6 +67,9 @@ type conn struct {
 	expUnix  uint32  // the token's exp in unix seconds; 0: never
 	rlTick   uint32  // tick the rate limiter last refilled
 	rlTokens float32 // messages the client may still send now (negative: in debt)
+	// Resume: the stream sequence of the newest user message and of the
+	// newest broadcast the connection is covered to (loop goroutine).
+	uPos, bPos uint64
 }
 
 func (c *conn) has(f uint8) bool { return c.Flags&f != 0 }
@@ -207,6 +214,10 @@ func (c *conn) authWaitMessage(p []byte) {
 	}
 	switch f.Type {
 	case protocol.TypeAuth:
+		if f.Since != "" {
+			c.uPos, _ = protocol.ParseSince(f.Since) // checked by DecodeClientFrame
+			c.set(flSince, true)
+		}
 		c.submitAuth(f.Token)
 	case protocol.TypePing:
 		c.writeFrame(ws.OpText, protocol.PongJSON)
@@ -364,6 +375,9 @@ func (c *conn) finalClose() {
 	c.releaseRd()
 	l.wheel.Unlink(c)
 	l.remove(c)
+	if l.skips != nil {
+		delete(l.skips, c)
+	}
 	if l.mv.active {
 		delete(l.mv.noticed, c)
 	}

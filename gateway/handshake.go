@@ -35,6 +35,24 @@ type upgradeIO struct {
 	// rejection chosen by a callback, with a JSON error code
 	errCode    string
 	retryAfter int // seconds, for a 503
+	// resume: ?since= or the Wsfleet-Since header
+	since    uint64
+	hasSince bool
+}
+
+// SinceHeader carries a resume position on the upgrade request, for
+// clients that authenticate with the Authorization header (?since= works
+// too; an auth frame's "since" wins over both).
+const SinceHeader = "Wsfleet-Since"
+
+// setSince takes a resume position from the request.
+func (u *upgradeIO) setSince(v string) error {
+	n, err := protocol.ParseSince(v)
+	if err != nil {
+		return u.reject(http.StatusBadRequest, "bad_since", err.Error())
+	}
+	u.since, u.hasSince = n, true
+	return nil
 }
 
 func (u *upgradeIO) Read(p []byte) (int, error) {
@@ -84,12 +102,17 @@ func (l *loop) newUpgrader() ws.Upgrader {
 			if string(path) != Path {
 				return u.reject(http.StatusNotFound, "not_found", "no such path: WebSocket clients connect to "+Path)
 			}
-			if i < 0 || !bytes.Contains(uri[i:], []byte("token=")) {
+			if i < 0 || !bytes.Contains(uri[i:], []byte("token=")) && !bytes.Contains(uri[i:], []byte("since=")) {
 				return nil
 			}
 			q, err := url.ParseQuery(string(uri[i+1:]))
 			if err != nil {
 				return u.reject(http.StatusBadRequest, "bad_request", "malformed query string")
+			}
+			if since := q.Get("since"); since != "" {
+				if err := u.setSince(since); err != nil {
+					return err
+				}
 			}
 			tok := q.Get("token")
 			if tok == "" {
@@ -110,6 +133,8 @@ func (l *loop) newUpgrader() ws.Upgrader {
 				}
 				return nil
 			case "Authorization":
+			case SinceHeader:
+				return u.setSince(string(v))
 			default:
 				return nil
 			}
@@ -143,7 +168,7 @@ func (c *conn) handshake(data []byte, scanned int) int {
 		return n
 	}
 	u := &l.uio
-	u.req, u.out, u.token, u.errCode, u.retryAfter = data[:n], u.out[:0], "", "", 0
+	u.req, u.out, u.token, u.errCode, u.retryAfter, u.since, u.hasSince = data[:n], u.out[:0], "", "", 0, 0, false
 	_, err := l.upgrader.Upgrade(u)
 	if err == nil {
 		err = c.admit(data[:n])
@@ -177,6 +202,10 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	c.beginPending()
 	c.rlTick, c.rlTokens = l.now, float32(l.s.opts.MaxClientMsgsBurst)
 	l.wheel.Schedule(c, l.now+l.authTicks)
+	if u.hasSince {
+		c.uPos = u.since
+		c.set(flSince, true)
+	}
 	if u.token != "" {
 		c.submitAuth(u.token)
 		u.token = ""

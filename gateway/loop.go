@@ -29,6 +29,10 @@ const (
 	taskRead                       // go on reading c (its read budget ran out; torn: read to EOF)
 	taskWelcome                    // c's subscription is live: welcome it (ok: false if it failed)
 	taskBehind                     // c's socket stopped taking frames: watch its write timeout
+	taskDeliver                    // resume: write sh (stream sequence seq, previous on its subject last) to c
+	taskCatchUp                    // resume: c missed a message: replay from its positions
+	taskCatchUpAll                 // resume: every connection of the loop replays from its positions
+	taskReplayed                   // resume: rj, c's replay round, is done
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -40,7 +44,12 @@ type task struct {
 	sub     string // authenticated user id
 	tok     string // its user token
 	exp     int64
-	kind    taskKind
+	rj      *replayJob // taskWelcome after an initial replay, taskReplayed
+	// Resume: a message's stream sequence and the previous one on its
+	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
+	// last and first sequence when the subscription was confirmed.
+	seq, last uint64
+	kind      taskKind
 	code    protocol.CloseCode
 	torn    bool
 	ok      bool
@@ -63,6 +72,10 @@ type loop struct {
 	upgrader ws.Upgrader
 	stats    loopStats
 	bconns   []*conn // the connections of the broadcast in progress, as it started
+	// skips holds, for each connection catching up (resume), the newest
+	// live message it skipped meanwhile.
+	skips          map[*conn]uint64
+	catchAllPosted atomic.Bool // a taskCatchUpAll is queued
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -260,7 +273,26 @@ func (l *loop) onTask(t *task) (again bool) {
 			t.c.readEvent(t.torn)
 		}
 	case taskWelcome:
-		l.welcome(t.c, t.ok)
+		l.welcome(t)
+	case taskDeliver:
+		if l.deliverSeq(t.c, t.sh, t.seq, t.last, true) {
+			l.stats.msgsOut.Add(1)
+		}
+		t.sh.Release()
+	case taskCatchUp:
+		l.catchUpOne(t.c)
+	case taskCatchUpAll:
+		l.catchAllPosted.Store(false)
+		for _, c := range l.conns {
+			switch c.State {
+			case stSubscribing:
+				c.set(flSkipped, true)
+			case stOpen:
+				l.catchUp(c, 0)
+			}
+		}
+	case taskReplayed:
+		l.replayed(t.c, t.rj)
 	case taskBehind:
 		if t.c.State == stOpen {
 			l.schedule(t.c)
@@ -390,15 +422,48 @@ func (l *loop) expired(c *conn) bool {
 // the user's subscription, opens the connection to deliveries, and goes on
 // with frames the client sent meanwhile: nothing reaches a client before its
 // welcome.
-func (l *loop) welcome(c *conn, subscribed bool) {
+func (l *loop) welcome(t *task) {
+	c := t.c
 	if c.State != stSubscribing {
 		return // closed or timed out meanwhile
 	}
-	if !subscribed {
+	if !t.ok {
 		c.closeWith(protocol.CloseTryAgainLater, "NATS subscription failed, retry later")
 		return
 	}
 	s := l.s
+	// Resume: where the connection is covered from, and whether its
+	// "since" was recovered.
+	var position uint64
+	var recovered, replay bool
+	if s.rs != nil {
+		last, first := t.seq, t.last
+		switch {
+		case t.rj != nil: // the initial replay checked history
+			j := t.rj
+			recovered = j.recovered
+			position = j.upTo
+			if recovered {
+				position, replay = j.uFrom, j.upTo > j.uFrom
+			}
+		case c.has(flSince):
+			since := c.uPos
+			switch {
+			case since == last:
+				position, recovered = since, true
+			case since > last || since+1 < first:
+				// An id this stream never gave, or history expired past it.
+				position = last
+			default:
+				// Check what history still holds first (it writes nothing).
+				s.rs.rp.submit(&replayJob{c: c, tok: c.user.token(), uFrom: since, bFrom: since, upTo: last, initial: true})
+				return
+			}
+		default:
+			position = last
+		}
+		c.uPos, c.bPos = position, position
+	}
 	var buf [1024]byte
 	body := append(buf[:0], `{"type":"welcome","user":`...)
 	body = protocol.AppendJSONString(body, []byte(c.user.id))
@@ -408,6 +473,20 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	body = protocol.AppendJSONString(body, []byte(s.opts.NodeID))
 	body = append(body, `,"heartbeat":`...)
 	body = strconv.AppendInt(body, int64((s.opts.Heartbeat+time.Second-1)/time.Second), 10)
+	if s.rs != nil {
+		body = append(body, `,"position":"`...)
+		body = strconv.AppendUint(body, position, 10)
+		body = append(body, '"')
+		if c.has(flSince) {
+			body = append(body, `,"recovered":`...)
+			body = strconv.AppendBool(body, recovered)
+			if recovered {
+				s.rs.recovered.Add(1)
+			} else {
+				s.rs.unrecovered.Add(1)
+			}
+		}
+	}
 	body = append(body, '}')
 	var fbuf [1024]byte
 	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
@@ -427,6 +506,29 @@ func (l *loop) welcome(c *conn, subscribed bool) {
 	c.State = stOpen
 	c.lastPing = l.now
 	l.schedule(c)
+	if s.rs != nil {
+		switch {
+		case replay:
+			// Writes what came after "since", then goes live.
+			j := t.rj
+			j.initial, j.tries, j.notBefore = false, 0, 0
+			c.set(flCatchUp, true)
+			if l.skips == nil {
+				l.skips = map[*conn]uint64{}
+			}
+			l.skips[c] = 0
+			if c.has(flSkipped) {
+				// A live message came while history was checked: another
+				// round after this one, from a fresh position.
+				l.skips[c] = math.MaxUint64
+			}
+			s.rs.rp.submit(j)
+		case c.has(flSkipped):
+			// A live message came while it waited for its welcome.
+			l.catchUp(c, 0)
+		}
+		c.set(flSkipped, false)
+	}
 	if c.in != nil {
 		c.input(nil) // frames the client sent while it was authenticated
 	}
@@ -562,8 +664,15 @@ func (l *loop) broadcast(t *task) (more bool) {
 	}
 	end := min(t.next+broadcastStep, len(l.bconns))
 	n := 0
+	resume := l.s.rs != nil
 	for i, c := range l.bconns[t.next:end] {
 		l.bconns[t.next+i] = nil
+		if resume {
+			if l.deliverSeq(c, t.sh, t.seq, t.last, false) {
+				n++
+			}
+			continue
+		}
 		if c.State != stOpen {
 			continue
 		}

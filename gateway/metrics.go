@@ -43,6 +43,7 @@ type metrics struct {
 	kicked            prometheus.Counter
 	shed              *prometheus.CounterVec
 	unconfirmed       prometheus.Counter
+	resumeGaps        prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -175,7 +176,39 @@ func newMetrics(s *Server) *metrics {
 			}
 			n += len(d.bcast)
 		}
+		if s.rs != nil {
+			n += len(s.rs.ch)
+		}
 		return float64(n)
+	}))
+	m.resumeGaps = counter("resume_gaps_total", "Resume: live messages whose previous message on the same subject had not reached the connection (a NATS outage, a full queue, interest not yet spread); the connection caught up from the stream first.")
+	resumeCounter := func(name, help string, v func(r *resumer) uint64) {
+		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
+			if s.rs == nil {
+				return 0
+			}
+			return float64(v(s.rs))
+		}))
+	}
+	resumeCounter("replays_total", "Resume: replays started (a \"since\", a gap, a catch-up after a NATS outage).", func(r *resumer) uint64 { return r.rp.started.Load() })
+	resumeCounter("replays_completed_total", "Resume: replay rounds that wrote everything up to their stream position.", func(r *resumer) uint64 { return r.rp.completed.Load() })
+	resumeCounter("replayed_messages_total", "Resume: messages written by replays.", func(r *resumer) uint64 { return r.rp.msgs.Load() })
+	resumeCounter("replay_failures_total", "Resume: replay fetches that failed (NATS or the stream unavailable) and were retried.", func(r *resumer) uint64 { return r.rp.failures.Load() })
+	resumeCounter("resume_recovered_total", "Resume: welcomes with \"recovered\":true.", func(r *resumer) uint64 { return r.recovered.Load() })
+	resumeCounter("resume_unrecovered_total", "Resume: welcomes with \"recovered\":false (history no longer held everything after \"since\").", func(r *resumer) uint64 { return r.unrecovered.Load() })
+	resumeCounter("resume_catch_up_all_total", "Resume: times every connection caught up (after a NATS reconnect or a full live queue).", func(r *resumer) uint64 { return r.catchAlls.Load() })
+	resumeCounter("resume_live_dropped_total", "Resume: live messages a loop queue refused; their connections caught up from the stream.", func(r *resumer) uint64 { return r.liveDropped.Load() })
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "replays_running", Help: "Resume: replays a worker runs now (at most --max-concurrent-replays)."}, func() float64 {
+		if s.rs == nil {
+			return 0
+		}
+		return float64(s.rs.rp.running.Load())
+	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "replays_queued", Help: "Resume: replays waiting for a worker or paced by their connection's write queue."}, func() float64 {
+		if s.rs == nil {
+			return 0
+		}
+		return float64(s.rs.rp.queuedN.Load())
 	}))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

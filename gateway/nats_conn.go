@@ -52,6 +52,11 @@ func (s *Server) startNATS() error {
 			if s.subs != nil {
 				s.subs.kick() // confirm and welcome the clients that waited
 			}
+			if s.rs != nil {
+				// What was published meanwhile reached no live feed: every
+				// connection catches up (the SUBs were resent before this).
+				s.rs.catchUpAll()
+			}
 		}),
 	}
 	opts = append(opts, s.opts.NATSOptions...)
@@ -83,6 +88,9 @@ func (s *Server) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 		s.m.natsSlowConsumer.Inc()
 		if s.subs != nil {
 			s.subs.drops.slow(sub)
+		}
+		if s.rs != nil {
+			s.rs.catchUpAll() // what NATS dropped is in the stream
 		}
 	}
 	now := time.Now().UnixNano()

@@ -225,6 +225,9 @@ type waiter struct {
 type flushResult struct {
 	err   error
 	epoch uint32 // Server.natsEpoch when the round trip was sent
+	// resume: the stream's first and last sequence, read from its leader
+	// after the round trip
+	first, last uint64
 }
 
 // confirmRetry is how often unconfirmed welcomes are tried again.
@@ -295,12 +298,15 @@ func (m *subManager) batch() {
 		u := op.u
 		switch op.kind {
 		case opSubscribe:
-			subject := m.s.subjects.User(u.token())
+			subject, ch := m.s.subjects.User(u.token()), m.s.disp.chans[u.disp]
+			if rs := m.s.rs; rs != nil {
+				subject, ch = rs.liveUser(u.token()), rs.ch
+			}
 			var err error
 			u.confirmed.Store(0)
 			// While NATS is disconnected nats.go records the subscription
 			// and sends it on reconnect; the welcome waits for that.
-			u.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[u.disp])
+			u.sub, err = nc.ChanSubscribe(subject, ch)
 			if u.subFailed = err != nil; u.subFailed {
 				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
 				m.s.m.subscribeErrors.Inc()
@@ -348,8 +354,15 @@ func (m *subManager) confirm() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := nc.FlushWithContext(ctx)
+		var first, last uint64
+		if err == nil && m.s.rs != nil {
+			// The stream's position, read by its leader after the SUBs
+			// reached it: every message stored later is republished to
+			// this node, so it is each welcomed client's position.
+			first, last, err = m.s.rs.streamState(ctx)
+		}
 		cancel()
-		m.flushed <- flushResult{err: err, epoch: epoch}
+		m.flushed <- flushResult{err: err, epoch: epoch, first: first, last: last}
 	}()
 }
 
@@ -369,7 +382,7 @@ func (m *subManager) landed(r flushResult) {
 	}
 	for _, w := range m.flight {
 		w.c.user.confirmed.Store(r.epoch + 1)
-		m.sendWelcome(w.c, true)
+		w.c.l.p.Post(task{kind: taskWelcome, c: w.c, ok: true, seq: r.last, last: r.first})
 	}
 	clear(m.flight)
 	m.flight = m.flight[:0]

@@ -36,6 +36,7 @@ type Server struct {
 	reg      *registry
 	auth     *authPool
 	disp     *dispatcher
+	rs       *resumer // nil unless Options.Resume
 	subs     *subManager
 	pres     *presence
 	subsStop chan struct{}
@@ -175,6 +176,14 @@ func (s *Server) Start() (err error) {
 	if err = s.startNATS(); err != nil {
 		return err
 	}
+	if s.opts.Resume {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.NATSConnectTimeout)
+		err = (&resumer{s: s, cfg: s.opts.History}).ensure(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--resume: %w", err)
+		}
+	}
 	s.reg = newRegistry(s)
 	s.pres = newPresence(s)
 	s.disp = newDispatcher(s)
@@ -194,7 +203,12 @@ func (s *Server) Start() (err error) {
 		}
 		s.loops = append(s.loops, l)
 	}
-	if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
+	if s.opts.Resume {
+		s.rs = newResumer(s)
+		if err = s.rs.start(); err != nil {
+			return err
+		}
+	} else if s.bsub, err = s.nc.ChanSubscribe(s.subjects.Broadcast(), s.disp.bcast); err != nil {
 		return fmt.Errorf("subscribing %s: %w", s.subjects.Broadcast(), err)
 	}
 	if err = s.pres.start(); err != nil {
@@ -449,6 +463,9 @@ func (s *Server) stopAll() {
 	if s.pres != nil && s.pres.sub != nil {
 		s.pres.close() // the last batch: every user of the node offline
 	}
+	if s.rs != nil {
+		s.rs.rp.stop() // its workers' inboxes go before the drain
+	}
 	if s.nc != nil {
 		s.drainNATS()
 	}
@@ -464,6 +481,10 @@ func (s *Server) stopAll() {
 	}
 	if s.disp != nil {
 		s.disp.stop()
+	}
+	if s.rs != nil {
+		close(s.rs.ch)
+		<-s.rs.done
 	}
 	if s.verifier != nil {
 		s.verifier.close()

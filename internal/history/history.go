@@ -192,6 +192,10 @@ func Ensure(ctx context.Context, nc *nats.Conn, c Config) (*jetstream.StreamInfo
 		}
 	}
 	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10028 /* insufficient resources */) {
+			return nil, fmt.Errorf("history stream %s: %w: --history-max-bytes %d (%s storage) is more than the NATS server's JetStream may hold (its max_memory_store / max_file_store): lower it or raise those", want.Name, err, c.MaxBytes, c.Storage)
+		}
 		return nil, fmt.Errorf("history stream %s: %w", want.Name, err)
 	}
 	info := st.CachedInfo()

@@ -1,0 +1,513 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/wsfleet/wsfleet/internal/bufpool"
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// replayJob is one connection's catch-up: every user message after uFrom
+// and every broadcast after bFrom, up to the stream position upTo, written
+// in stream order. A job is owned by one goroutine at a time: its loop
+// (which creates it and takes it back when a round is done), the
+// replayer's queue, or a worker.
+type replayJob struct {
+	c      *conn
+	tok    string // the user's subject token
+	uFrom  uint64
+	bFrom  uint64
+	upTo   uint64 // 0: read the stream's position first
+	queued int64  // mono() when it was (re)submitted: the position must be read after it
+	// initial: the replay of a "since" before the welcome, which only
+	// checks that history holds everything after it (recovered) and
+	// writes nothing; its loop then welcomes the client and submits the
+	// job again to write.
+	initial   bool
+	recovered bool
+	notBefore int64 // mono(): paced (the connection's queue was half full) or retrying
+	tries     int
+	written   int
+}
+
+// replayer runs the replays: a bounded queue of jobs (one per connection
+// at most, so bounded by the connections) and MaxConcurrentReplays
+// workers. A worker fetches a batch of each subject with one direct get
+// each (answered by any current replica), writes what both batches cover,
+// and goes on; a connection whose write queue is half full is set aside
+// for a moment, so a replay counts against MaxPendingBytes without ever
+// closing a client for reading slowly.
+type replayer struct {
+	r       *resumer
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []*replayJob
+	parked  []*replayJob
+	stopped bool
+	stopCh  chan struct{}
+	ctx     context.Context // canceled by stop: ends the fetches in flight
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	started, completed, msgs, failures atomic.Uint64
+	running                            atomic.Int64
+	queuedN                            atomic.Int64
+}
+
+const (
+	replayBatch = 256
+	// replayPace is how long a replay whose connection's queue is half
+	// full waits before it writes more.
+	replayPace = 20 * time.Millisecond
+)
+
+func newReplayer(r *resumer) *replayer {
+	p := &replayer{r: r, stopCh: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *replayer) start() {
+	for i := 0; i < p.r.s.opts.MaxConcurrentReplays; i++ {
+		p.wg.Add(1)
+		go p.worker()
+	}
+	p.wg.Add(1)
+	go p.unpark()
+}
+
+func (p *replayer) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	close(p.stopCh)
+	p.cancel()
+	p.wg.Wait()
+}
+
+// submit queues a job (from a loop, or a worker handing one back).
+func (p *replayer) submit(j *replayJob) {
+	j.queued = mono()
+	p.mu.Lock()
+	if j.notBefore > j.queued {
+		p.parked = append(p.parked, j)
+	} else {
+		p.queue = append(p.queue, j)
+		p.cond.Signal()
+	}
+	p.queuedN.Store(int64(len(p.queue) + len(p.parked)))
+	p.mu.Unlock()
+}
+
+// unpark moves parked jobs (paced, or retrying) back to the queue when
+// their time comes.
+func (p *replayer) unpark() {
+	defer p.wg.Done()
+	tick := time.NewTicker(replayPace / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		case <-tick.C:
+		}
+		now := mono()
+		p.mu.Lock()
+		kept := p.parked[:0]
+		for _, j := range p.parked {
+			if j.notBefore <= now {
+				p.queue = append(p.queue, j)
+				p.cond.Signal()
+			} else {
+				kept = append(kept, j)
+			}
+		}
+		clear(p.parked[len(kept):])
+		p.parked = kept
+		p.mu.Unlock()
+	}
+}
+
+// next takes the oldest queued job, waiting for one; nil once stopped.
+func (p *replayer) next() *replayJob {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.queue) == 0 && !p.stopped {
+		p.cond.Wait()
+	}
+	if p.stopped {
+		return nil
+	}
+	j := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
+	if len(p.queue) == 0 {
+		p.queue = nil // let a storm's array go
+	}
+	p.queuedN.Store(int64(len(p.queue) + len(p.parked)))
+	return j
+}
+
+func (p *replayer) worker() {
+	defer p.wg.Done()
+	s := p.r.s
+	inbox := s.nc.NewInbox()
+	sub, err := s.nc.SubscribeSync(inbox + ".*")
+	if err != nil {
+		s.log.Error("replay worker: subscribe failed", zap.Error(err))
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	w := &replayWorker{p: p, sub: sub, inbox: inbox}
+	for {
+		j := p.next()
+		if j == nil {
+			return
+		}
+		p.running.Add(1)
+		w.run(j)
+		p.running.Add(-1)
+	}
+}
+
+// replayWorker is one worker's state: its reply inbox and fetch buffers.
+type replayWorker struct {
+	p     *replayer
+	sub   *nats.Subscription
+	inbox string
+	reqN  uint64
+	um    []replayMsg
+	bm    []replayMsg
+}
+
+type replayMsg struct {
+	seq     uint64
+	data    []byte
+	control bool
+}
+
+// fetchResult is one direct get batch: the messages, whether the subject
+// has more after them, and how many it held after the start.
+type fetchResult struct {
+	msgs  []replayMsg
+	more  bool
+	total uint64 // messages on the subject from the start (first message's Nats-Num-Pending + 1)
+}
+
+func (w *replayWorker) run(j *replayJob) {
+	p := w.p
+	r := p.r
+	s := r.s
+	c := j.c
+	if j.tries == 0 && !j.initial {
+		p.started.Add(1)
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	fail := func(err error) {
+		p.failures.Add(1)
+		j.tries++
+		if j.tries == 1 || j.tries%20 == 0 {
+			s.log.Warn("replay failed; retrying", zap.Uint64("conn", c.id), zap.Int("tries", j.tries), zap.Error(err))
+		}
+		j.notBefore = mono() + int64(min(time.Duration(j.tries)*100*time.Millisecond, 2*time.Second))
+		if p.ctx.Err() == nil && !c.closed() {
+			p.submit(j)
+		}
+	}
+	if c.closed() {
+		return
+	}
+	if j.upTo == 0 {
+		pos, err := r.pos.after(ctx, j.queued)
+		if err != nil {
+			fail(err)
+			return
+		}
+		j.upTo = pos
+	}
+	userSubj := s.subjects.User(j.tok)
+	maxBytes := min(s.opts.MaxPendingBytes/2, 1<<20)
+	for j.uFrom < j.upTo || j.bFrom < j.upTo {
+		if c.closed() {
+			return
+		}
+		if !j.initial && c.queued() > s.opts.MaxPendingBytes/2 {
+			j.notBefore = mono() + int64(replayPace)
+			p.submit(j)
+			return
+		}
+		var ur, br fetchResult
+		var err error
+		if j.uFrom < j.upTo {
+			if ur, err = w.fetch(ctx, userSubj, j.uFrom, j.upTo, maxBytes, &w.um); err != nil {
+				fail(err)
+				return
+			}
+		}
+		if j.bFrom < j.upTo {
+			if br, err = w.fetch(ctx, r.bcastSubj, j.bFrom, j.upTo, maxBytes, &w.bm); err != nil {
+				fail(err)
+				return
+			}
+		}
+		if j.initial {
+			// History holds everything after "since" unless a subject is
+			// at its per-subject limit with all of it after since: an
+			// older message after since may have been trimmed.
+			lim := uint64(r.cfg.MaxPerUser)
+			j.recovered = (j.uFrom >= j.upTo || ur.total < lim) && (j.bFrom >= j.upTo || br.total < lim)
+			c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
+			return
+		}
+		// Both batches cover the stream up to the lower of their ends.
+		h := j.upTo
+		if ur.more {
+			h = min(h, ur.msgs[len(ur.msgs)-1].seq)
+		}
+		if br.more {
+			h = min(h, br.msgs[len(br.msgs)-1].seq)
+		}
+		if !w.write(j, ur.msgs, br.msgs, h) {
+			return
+		}
+		j.uFrom, j.bFrom = max(j.uFrom, h), max(j.bFrom, h)
+	}
+	p.completed.Add(1)
+	c.l.p.Post(task{kind: taskReplayed, c: c, rj: j})
+}
+
+// write writes the messages of both batches up to h, merged in stream
+// order, and reports whether the connection still takes frames.
+func (w *replayWorker) write(j *replayJob, um, bm []replayMsg, h uint64) bool {
+	c := j.c
+	i, k := 0, 0
+	n := 0
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
+	for {
+		var m replayMsg
+		switch {
+		case i < len(um) && um[i].seq <= h && (k >= len(bm) || bm[k].seq > h || um[i].seq < bm[k].seq):
+			m = um[i]
+			i++
+		case k < len(bm) && bm[k].seq <= h:
+			m = bm[k]
+			k++
+		default:
+			j.written += n
+			w.p.msgs.Add(uint64(n))
+			c.l.stats.msgsOut.Add(uint64(n))
+			return true
+		}
+		if m.control {
+			continue
+		}
+		if !c.welcomedLocked() {
+			return false
+		}
+		sh := encodeSeq(m.seq, m.data)
+		ok := c.writeSharedLocked(sh)
+		sh.Release()
+		if !ok {
+			return false
+		}
+		n++
+	}
+}
+
+// fetch reads a batch of subj's messages with a sequence in (from, upTo]
+// with one batched direct get ($JS.API.DIRECT.GET.<stream>, nats-server
+// 2.11+): the messages, then an end-of-batch status (204) whose
+// Nats-Num-Pending says what the subject holds after them; a subject with
+// nothing from the start answers 404.
+func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64, maxBytes int, buf *[]replayMsg) (fetchResult, error) {
+	r := w.p.r
+	w.reqN++
+	reply := w.inbox + "." + strconv.FormatUint(w.reqN, 10)
+	req, _ := json.Marshal(struct {
+		Seq      uint64 `json:"seq"`
+		NextFor  string `json:"next_by_subj"`
+		Batch    int    `json:"batch"`
+		MaxBytes int    `json:"max_bytes"`
+	}{from + 1, subj, replayBatch, maxBytes})
+	if err := r.s.nc.PublishRequest(r.directSubj, reply, req); err != nil {
+		return fetchResult{}, err
+	}
+	clear(*buf)
+	msgs := (*buf)[:0]
+	var res fetchResult
+	for {
+		m, err := w.sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return fetchResult{}, err
+		}
+		if m.Subject != reply {
+			continue // an answer to an earlier, abandoned request
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			switch status {
+			case "204": // end of batch
+				np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
+				res.more = np > 0 && len(msgs) > 0 && msgs[len(msgs)-1].seq < upTo
+			case "404": // nothing after from
+			default:
+				return fetchResult{}, &replayError{status: status, desc: m.Header.Get("Description")}
+			}
+			*buf = msgs
+			res.msgs = msgs
+			return res, nil
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
+		if err != nil {
+			continue
+		}
+		if len(msgs) == 0 {
+			np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
+			res.total = np + 1
+		}
+		if seq > upTo {
+			continue // stored after the round's position: the next round, or live
+		}
+		msgs = append(msgs, replayMsg{seq: seq, data: m.Data, control: m.Header.Get(protocol.HeaderControl) != ""})
+	}
+}
+
+const jsNumPending = "Nats-Num-Pending"
+
+type replayError struct{ status, desc string }
+
+func (e *replayError) Error() string { return "direct get: " + e.status + " " + e.desc }
+
+// ---- the loop's side ----
+
+// closed reports whether c takes no more frames (any goroutine).
+func (c *conn) closed() bool {
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
+	return c.WritesDoneLocked()
+}
+
+// queued is the bytes waiting in c's write queue (any goroutine).
+func (c *conn) queued() int {
+	c.Mu.Lock()
+	defer c.Mu.Unlock()
+	return c.QueuedLocked()
+}
+
+// postCatchUp asks c's loop, once until it acts, to catch c up (the
+// sequencer could not queue a message for it).
+func (c *conn) postCatchUp() {
+	c.Mu.Lock()
+	posted := c.LockedFlags&lfCatchUpPosted != 0
+	c.LockedFlags |= lfCatchUpPosted
+	c.Mu.Unlock()
+	if !posted {
+		c.l.p.Post(task{kind: taskCatchUp, c: c})
+	}
+}
+
+// postCatchUpAll asks the loop, once until it acts, to catch every
+// connection up.
+func (l *loop) postCatchUpAll() {
+	if l.catchAllPosted.CompareAndSwap(false, true) {
+		l.p.Post(task{kind: taskCatchUpAll})
+	}
+}
+
+// deliverSeq writes one live message to c if it is the next on its chain
+// (user: uPos, broadcast: bPos). Loop goroutine.
+func (l *loop) deliverSeq(c *conn, sh *bufpool.Shared, seq, last uint64, user bool) bool {
+	pos := &c.bPos
+	if user {
+		pos = &c.uPos
+	}
+	switch {
+	case c.State == stSubscribing:
+		c.set(flSkipped, true) // its welcome looks
+		return false
+	case c.State != stOpen:
+		return false
+	case c.has(flCatchUp):
+		l.skipped(c, seq)
+		return false
+	case seq <= *pos:
+		return false // a replay wrote it already
+	case last > *pos:
+		// The message before it on its subject never reached c.
+		l.s.m.resumeGaps.Inc()
+		l.catchUp(c, seq)
+		return false
+	}
+	c.Mu.Lock()
+	ok := c.welcomedLocked() && c.writeSharedLocked(sh)
+	c.Mu.Unlock()
+	if ok {
+		*pos = seq
+	}
+	return ok
+}
+
+// skipped notes a live message c did not get while it catches up.
+func (l *loop) skipped(c *conn, seq uint64) {
+	if seq > l.skips[c] {
+		l.skips[c] = seq
+	}
+}
+
+// catchUp starts a replay for an open connection from its positions
+// (skippedSeq: a live message it did not write, 0 if none).
+func (l *loop) catchUp(c *conn, skippedSeq uint64) {
+	if c.has(flCatchUp) {
+		l.skipped(c, skippedSeq)
+		return
+	}
+	c.set(flCatchUp, true)
+	if l.skips == nil {
+		l.skips = map[*conn]uint64{}
+	}
+	l.skips[c] = skippedSeq
+	l.s.rs.rp.submit(&replayJob{c: c, tok: c.user.token(), uFrom: c.uPos, bFrom: c.bPos})
+}
+
+// replayed takes a finished round back: c is covered up to its position;
+// it goes live, or replays again when it skipped a message beyond.
+func (l *loop) replayed(c *conn, j *replayJob) {
+	if c.State != stOpen {
+		delete(l.skips, c)
+		return
+	}
+	c.uPos, c.bPos = max(c.uPos, j.upTo), max(c.bPos, j.upTo)
+	if l.skips[c] > j.upTo {
+		l.skips[c] = 0
+		j.uFrom, j.bFrom, j.upTo, j.tries, j.notBefore = c.uPos, c.bPos, 0, 0, 0
+		l.s.rs.rp.submit(j)
+		return
+	}
+	delete(l.skips, c)
+	c.set(flCatchUp, false)
+}
+
+// catchUpOne handles a posted catch-up for c.
+func (l *loop) catchUpOne(c *conn) {
+	c.Mu.Lock()
+	c.LockedFlags &^= lfCatchUpPosted
+	c.Mu.Unlock()
+	switch c.State {
+	case stSubscribing:
+		c.set(flSkipped, true)
+	case stOpen:
+		l.catchUp(c, 0)
+	}
+}
