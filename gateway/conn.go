@@ -38,9 +38,9 @@ const (
 
 // Bits of engine.Conn.LockedFlags (guarded by Mu).
 const (
-	lfWelcomed uint8 = 1 << iota // the welcome frame went out; deliveries may follow
-	lfKicked                     // a kick's close is posted to the loop (once per connection)
-	lfCatchUpPosted              // resume: a taskCatchUp is queued
+	lfWelcomed      uint8 = 1 << iota // the welcome frame went out; deliveries may follow
+	lfKicked                          // a kick's close is posted to the loop (once per connection)
+	lfCatchUpPosted                   // resume: a taskCatchUp is queued
 )
 
 // conn is one client socket. It holds no goroutine, timer or buffer while

@@ -37,23 +37,23 @@ const (
 
 // task is work for a loop goroutine, posted from other goroutines.
 type task struct {
-	c       *conn
-	sh      *bufpool.Shared
-	next    int    // taskBroadcast: the connections written so far
-	reason  string // close reason, or auth failure text
-	sub     string // authenticated user id
-	tok     string // its user token
-	exp     int64
-	rj      *replayJob // taskWelcome after an initial replay, taskReplayed
+	c      *conn
+	sh     *bufpool.Shared
+	next   int    // taskBroadcast: the connections written so far
+	reason string // close reason, or auth failure text
+	sub    string // authenticated user id
+	tok    string // its user token
+	exp    int64
+	rj     *replayJob // taskWelcome after an initial replay, taskReplayed
 	// Resume: a message's stream sequence and the previous one on its
 	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
 	// last and first sequence when the subscription was confirmed.
 	seq, last uint64
 	kind      taskKind
-	code    protocol.CloseCode
-	torn    bool
-	ok      bool
-	refresh bool // taskAuth: the verdict on a refreshed token
+	code      protocol.CloseCode
+	torn      bool
+	ok        bool
+	refresh   bool // taskAuth: the verdict on a refreshed token
 }
 
 // loop is one event loop: an engine loop (epoll, wake-ups, ticks) and

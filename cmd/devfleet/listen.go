@@ -15,14 +15,18 @@ import (
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
-const listenUsage = `Usage: devfleet listen --url URL --token JWT
+const listenUsage = `Usage: devfleet listen --url URL --token JWT [--since ID]
 
 Connects, authenticates and prints every frame the gateway sends, answering
 its pings. On a reconnect notice (the node is draining) it does what the
 protocol asks of a client: it opens a new connection, and closes the old
 one once the new one is welcomed, printing the node it moved to; a message
 that arrives on both is printed once. It ends on Ctrl-C or when the
-connection closes.`
+connection closes.
+
+With resumable delivery (the gateways' --resume) message ids are stream
+sequences: --since ID asks for what came after message ID first, and a new
+connection opened on a reconnect notice resumes after the last id printed.`
 
 // wsEvent is a frame, or the end, of one of the listener's connections.
 type wsEvent struct {
@@ -33,10 +37,11 @@ type wsEvent struct {
 
 // listen is `devfleet listen`.
 func listen(args []string) int {
-	var url, tok string
+	var url, tok, since string
 	fs := flagenv.New("devfleet listen", "DEVFLEET_", listenUsage)
 	fs.String(&url, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
 	fs.String(&tok, "token", "", "JWT to authenticate with; required")
+	fs.String(&since, "since", "", `the id of the last message received: the gateway (with --resume) delivers what came after it first ("": none)`)
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -48,10 +53,14 @@ func listen(args []string) int {
 		fmt.Fprintln(os.Stderr, "devfleet listen: --token is required")
 		return 2
 	}
+	if _, err := protocol.ParseSince(since); err != nil {
+		fmt.Fprintf(os.Stderr, "devfleet listen: --since %q: %v\n", since, err)
+		return 2
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	events := make(chan wsEvent, 64)
-	cur, err := open(url, tok, events)
+	cur, err := open(url, tok, since, events)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
 		return 1
@@ -116,6 +125,9 @@ func listen(args []string) int {
 			if f.Type == protocol.TypeMessage && f.ID != "" && !seen.add(f.ID) {
 				continue // delivered on both connections during a move
 			}
+			if f.Type == protocol.TypeMessage && isSeq(f.ID) {
+				since = f.ID // where a new connection resumes
+			}
 			if f.Type == protocol.TypeWelcome && (ev.c == next || moving) {
 				fmt.Fprintf(os.Stderr, "devfleet listen: moved to node %s\n", f.Node)
 				if ev.c == next {
@@ -126,7 +138,7 @@ func listen(args []string) int {
 			}
 			fmt.Println(string(ev.msg))
 			if ev.c == cur && f.Type == protocol.TypeReconnect && next == nil && !closing {
-				if next, err = open(url, tok, events); err != nil {
+				if next, err = open(url, tok, since, events); err != nil {
 					fmt.Fprintf(os.Stderr, "devfleet listen: no new connection (%v); staying on this one until it closes\n", err)
 					next = nil
 				}
@@ -135,15 +147,22 @@ func listen(args []string) int {
 	}
 }
 
-// open connects, sends the auth frame and reads the connection into
-// events.
-func open(url, tok string, events chan<- wsEvent) (*wstest.Conn, error) {
+// isSeq reports whether a message id is a stream sequence (resumable
+// delivery's ids: decimal digits), one a connection can resume after.
+func isSeq(id string) bool {
+	n, err := protocol.ParseSince(id)
+	return err == nil && n > 0
+}
+
+// open connects, sends the auth frame (with since, when set) and reads the
+// connection into events.
+func open(url, tok, since string, events chan<- wsEvent) (*wstest.Conn, error) {
 	d := wstest.Dialer{HandshakeTimeout: 5 * time.Second}
 	ws, _, err := d.Dial(url, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := ws.WriteJSON(map[string]string{"type": protocol.TypeAuth, "token": tok}); err != nil {
+	if err := ws.WriteJSON(protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok, Since: since}); err != nil {
 		ws.Close()
 		return nil, err
 	}

@@ -3,7 +3,9 @@
 // --nats-servers, several gateway processes on one port and a cluster of
 // NATS server processes. Each run has a fresh HS256 secret and API key; the
 // processes log to files, and devfleet prints how to connect, authenticate
-// and publish once the fleet is ready. `devfleet listen` is a small
+// and publish once the fleet is ready. Resumable delivery is on unless
+// --resume=false: NATS runs with JetStream (its store in the run
+// directory), the gateways and the router with --resume. `devfleet listen` is a small
 // WebSocket client that authenticates and prints what arrives;
 // `devfleet nats-server` is one NATS server of the fleet.
 //
@@ -30,6 +32,7 @@ import (
 	"time"
 
 	"github.com/wsfleet/wsfleet/internal/flagenv"
+	hist "github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -47,7 +50,7 @@ func main() {
 }
 
 const usage = `Usage: devfleet [flags]
-       devfleet listen --url URL --token JWT
+       devfleet listen --url URL --token JWT [--since ID]
        devfleet nats-server --name NAME --listen ADDR [flags]
 
 Starts a local fleet from the gateway and router binaries next to this one,
@@ -58,6 +61,12 @@ with a fresh HS256 secret and API key:
                                            a cluster, 3 gateways sharing one
                                            WebSocket port (SO_REUSEPORT), each
                                            on its own NATS server, a router
+
+Resumable delivery is on (--resume=false turns it off): NATS runs with
+JetStream, its store in --run-dir, and the gateways and the router with
+--resume, so every message carries an id (its sequence in the history
+stream, 3 replicas on 3 or more NATS servers, else 1) and a client that
+reconnects with the last id it got receives what it missed.
 
 The processes log to files in --run-dir; once the fleet is ready devfleet
 prints a token, a listener command and a curl that publishes to it. Ctrl-C
@@ -70,6 +79,7 @@ type config struct {
 	user, runDir, infoFile                        string
 	gateways, natsServers                         int
 	drainTimeout                                  time.Duration
+	resume                                        bool
 }
 
 // plan is where each process of the fleet listens.
@@ -99,6 +109,7 @@ func parseConfig(args []string) (config, error) {
 	fs.Duration(&c.drainTimeout, "drain-timeout", 2*time.Second, "the gateways' --drain-timeout: how long the drain of Ctrl-C or `gateway drain` takes")
 	fs.String(&c.runDir, "run-dir", "", "directory for the processes' logs and the gateways' control sockets, kept after exit (created 0700)")
 	fs.ShowDefault("run-dir", "a new directory under $TMPDIR")
+	fs.Bool(&c.resume, "resume", true, "resumable delivery: NATS with JetStream (its store in --run-dir), the gateways and the router with --resume; the history stream has 3 replicas with 3 or more --nats-servers, else 1 (--resume=false: no history, no JetStream on --nats-servers)")
 	fs.String(&c.infoFile, "info-file", "", `once the fleet is ready, write its addresses, token, secret and API key to this file as JSON (mode 0600; "": none)`)
 	if err := fs.Parse(args, nil); err != nil {
 		return c, err
@@ -118,6 +129,31 @@ func parseConfig(args []string) (config, error) {
 		c.natsServers = 1 // the gateways need a NATS server of their own
 	}
 	return c, nil
+}
+
+// historyReplicas is the history stream's replica count: 3 on a cluster of
+// three NATS servers or more, where one server's loss keeps a quorum.
+func (c config) historyReplicas() int {
+	if c.natsServers >= 3 {
+		return 3
+	}
+	return 1
+}
+
+// historyEnv is how the gateways and the router get resumable delivery:
+// the shared variables, so both read the same settings from one place
+// (the history stream's settings must agree: internal/history.Ensure).
+func (c config) historyEnv() []string {
+	if !c.resume {
+		return nil
+	}
+	return []string{"WSFLEET_RESUME=true", "WSFLEET_HISTORY_REPLICAS=" + strconv.Itoa(c.historyReplicas())}
+}
+
+// storeDir is a JetStream directory of NATS server name, in the run
+// directory: nothing of the fleet is left outside it.
+func (c config) storeDir(name string) string {
+	return filepath.Join(c.runDir, "jetstream", name)
 }
 
 // addresses resolves every address of the fleet, and checks that no two
@@ -184,12 +220,25 @@ type info struct {
 	JWTHS256Secret string     `json:"jwt_hs256_secret"`
 	RouterURL      string     `json:"router_url"`
 	RouterAdminURL string     `json:"router_admin_url"`
+	RouterPID      int        `json:"router_pid"`
 	NATSURLs       []string   `json:"nats_urls"`
 	NATSEmbedded   bool       `json:"nats_embedded"`
+	Resume         bool       `json:"resume"`
+	History        *history   `json:"history,omitempty"` // with Resume
 	RunDir         string     `json:"run_dir"`
 	Gateways       []nodeInfo `json:"gateways"`
 	NATSServers    []natsInfo `json:"nats_servers,omitempty"`
 	PID            int        `json:"pid"`
+}
+
+// history is the history stream of a fleet with resumable delivery: the
+// gateways' and router's --history-* settings (devfleet sets the replicas,
+// the others are the defaults).
+type history struct {
+	Stream     string `json:"stream"`
+	Replicas   int    `json:"replicas"`
+	TTL        string `json:"ttl"`
+	MaxPerUser int    `json:"max_per_user"`
 }
 
 type nodeInfo struct {
@@ -205,6 +254,7 @@ type natsInfo struct {
 	Name          string `json:"name"`
 	URL           string `json:"url"`
 	MonitoringURL string `json:"monitoring_url"`
+	StoreDir      string `json:"store_dir,omitempty"` // JetStream's, with Resume
 	Log           string `json:"log"`
 	PID           int    `json:"pid"`
 }
@@ -254,7 +304,11 @@ func run(args []string) int {
 	in := info{
 		WSURL: "ws://" + p.wsAddr + "/ws", User: c.user, APIKey: apiKey, JWTHS256Secret: secret,
 		RouterURL: "http://" + p.rtListen, RouterAdminURL: "http://" + p.rtAdmin,
-		NATSEmbedded: c.natsServers == 0, RunDir: c.runDir, PID: os.Getpid(),
+		NATSEmbedded: c.natsServers == 0, Resume: c.resume, RunDir: c.runDir, PID: os.Getpid(),
+	}
+	if c.resume {
+		in.History = &history{Stream: hist.StreamName(protocol.DefaultSubjectPrefix), Replicas: c.historyReplicas(),
+			TTL: shortDuration(hist.DefaultTTL), MaxPerUser: hist.DefaultMaxPerUser}
 	}
 	for _, a := range p.natsClient {
 		in.NATSURLs = append(in.NATSURLs, "nats://"+a)
@@ -277,11 +331,19 @@ func run(args []string) int {
 		if n > 1 {
 			what = fmt.Sprintf("%d NATS servers, routed into a cluster", n)
 		}
+		if c.resume {
+			what += ", with JetStream"
+		}
 		say("devfleet: starting %s... ", what)
 		t0 := time.Now()
 		for i := range n {
 			name := fmt.Sprintf("nats-%d", i+1)
 			args := []string{"nats-server", "--name", name, "--listen", p.natsClient[i], "--http-listen", p.natsHTTP[i]}
+			store := ""
+			if c.resume {
+				store = c.storeDir(name)
+				args = append(args, "--store-dir", store)
+			}
 			if n > 1 {
 				var routes []string
 				for j, a := range p.natsCluster {
@@ -296,11 +358,15 @@ func run(args []string) int {
 				return fail(err)
 			}
 			in.NATSServers = append(in.NATSServers, natsInfo{Name: name, URL: "nats://" + p.natsClient[i],
-				MonitoringURL: "http://" + p.natsHTTP[i], Log: np.log, PID: np.cmd.Process.Pid})
+				MonitoringURL: "http://" + p.natsHTTP[i], StoreDir: store, Log: np.log, PID: np.cmd.Process.Pid})
 		}
-		// Ready: taking clients, and routed to every other server.
+		// Ready: taking clients, routed to every other server and, with
+		// JetStream, in contact with the meta leader (/healthz answers 503
+		// until then), so that the gateways can create the history stream
+		// with its replicas at once.
 		ready := func(i int) bool {
-			return tcpOpen(p.natsClient[i]) && routedTo(p.natsHTTP[i]) >= n-1
+			return tcpOpen(p.natsClient[i]) && routedTo(p.natsHTTP[i]) >= n-1 &&
+				httpOK("http://"+p.natsHTTP[i]+"/healthz?js-meta-only=true")
 		}
 		if err := f.waitReady(f.ofKind(kindNATS), ready, sig, 30*time.Second); err != nil {
 			return fail(err)
@@ -329,14 +395,16 @@ func run(args []string) int {
 			"--log-format", "console"}
 		natsURL := in.NATSURLs[i%len(in.NATSURLs)]
 		if c.natsServers == 0 {
-			args = append(args, "--nats-embedded-listen", p.natsClient[0])
+			// JetStream in the run directory, not in a directory of $TMPDIR
+			// that a killed gateway would leave behind.
+			args = append(args, "--nats-embedded-listen", p.natsClient[0], "--nats-embedded-store-dir", c.storeDir("embedded"))
 		} else {
 			args = append(args, "--nats-url", natsURL)
 		}
 		if c.gateways > 1 {
 			args = append(args, "--reuseport")
 		}
-		gp, err := f.start(name, kindGateway, filepath.Join(binDir, "gateway"), []string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret}, args...)
+		gp, err := f.start(name, kindGateway, filepath.Join(binDir, "gateway"), append([]string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + secret}, c.historyEnv()...), args...)
 		if err != nil {
 			return fail(err)
 		}
@@ -354,13 +422,15 @@ func run(args []string) int {
 	// No per-key rate limit on a development fleet: bin/loadtest may push it.
 	rtArgs := []string{"--listen", p.rtListen, "--admin-listen", p.rtAdmin, "--nats-url", strings.Join(in.NATSURLs, ","),
 		"--rate-limit=-1", "--log-format", "console"}
-	if c.natsServers > 0 {
+	if c.natsServers > 0 && !c.resume {
 		// devfleet's NATS servers run without JetStream.
 		rtArgs = append(rtArgs, "--idempotency-store", "memory")
 	}
-	if _, err := f.start("router", kindRouter, filepath.Join(binDir, "router"), []string{"WSFLEET_ROUTER_API_KEY=" + apiKey}, rtArgs...); err != nil {
+	rp, err := f.start("router", kindRouter, filepath.Join(binDir, "router"), append([]string{"WSFLEET_ROUTER_API_KEY=" + apiKey}, c.historyEnv()...), rtArgs...)
+	if err != nil {
 		return fail(err)
 	}
+	in.RouterPID = rp.cmd.Process.Pid
 	rtReady := func(int) bool { return httpOK(in.RouterAdminURL + "/readyz") }
 	if err := f.waitReady(f.ofKind(kindRouter), rtReady, sig, 30*time.Second); err != nil {
 		return fail(err)
@@ -481,6 +551,13 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
 	pr("  API key           %s\n", in.APIKey)
 	pr("  Router API        %s  (docs/router.md)\n", in.RouterURL)
 	pr("  NATS              %s\n", strings.Join(in.NATSURLs, ","))
+	if h := in.History; h != nil {
+		replicas := strconv.Itoa(h.Replicas) + " replica"
+		if h.Replicas != 1 {
+			replicas += "s"
+		}
+		pr("  History           %s (JetStream): %d messages per user for %s, %s\n", h.Stream, h.MaxPerUser, h.TTL, replicas)
+	}
 	if !multi {
 		pr("  Gateway metrics   %s\n", metrics[0])
 	}
@@ -531,7 +608,13 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
 	}
 	pr(`
 Any WebSocket client works: connect to the URL and send {"type":"auth","token":"<token>"}.
-Ctrl-C drains %s over %s (clients get a reconnect notice, then 1012) and stops the fleet.
+`)
+	if in.Resume {
+		pr(`Messages carry ids; reconnecting with {"type":"auth","token":"<token>","since":"<last id>"}
+delivers what was missed first (devfleet listen --since <last id>).
+`)
+	}
+	pr(`Ctrl-C drains %s over %s (clients get a reconnect notice, then 1012) and stops the fleet.
 `, plural(len(in.Gateways), "gateway"), drain)
 }
 
@@ -547,6 +630,19 @@ func plural(n int, what string) string {
 		return "the " + what
 	}
 	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// shortDuration is d without the zero units Duration.String ends with:
+// 24h, not 24h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func randomHex(n int) string {

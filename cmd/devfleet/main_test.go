@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -245,6 +246,15 @@ func TestCtrlC(t *testing.T) {
 			if bytes.Contains(cmdline, []byte(d.info.JWTHS256Secret)) || bytes.Contains(cmdline, []byte(d.info.APIKey)) {
 				t.Errorf("a secret on the gateway's command line: %q", cmdline)
 			}
+			// Resumable delivery is on by default: the same settings for
+			// the gateway and the router, its JetStream in the run directory.
+			checkHistoryEnv(t, d.info, 1)
+			if !bytes.Contains(cmdline, []byte(filepath.Join(d.info.RunDir, "jetstream", "embedded"))) {
+				t.Errorf("the embedded NATS server's JetStream directory is not in the run directory: %q", cmdline)
+			}
+			if !strings.Contains(out, `"since":"<last id>"`) || !strings.Contains(out, "History           wsfleet_history") {
+				t.Errorf("the instructions do not say how to resume:\n%s", out)
+			}
 			ws, _ := connect(t, d.info)
 			d.interrupt(t)
 			b, err := nextFrame(ws, time.Now().Add(10*time.Second))
@@ -333,13 +343,252 @@ func TestClusterDeliversAcrossNodes(t *testing.T) {
 	if status := call(t, in, http.MethodPost, "/v1/users/"+in.User+"/messages", `{"text":"across"}`, &sent); status/100 != 2 {
 		t.Fatalf("publish: status %d", status)
 	}
+	// With resumable delivery (devfleet's default) a message's id is its
+	// sequence in the history stream, the same on every node.
+	ids := map[string]bool{}
 	for node, ws := range conns {
 		b, err := nextFrame(ws, time.Now().Add(10*time.Second))
 		var m protocol.Message
-		if err != nil || json.Unmarshal(b, &m) != nil || m.Type != protocol.TypeMessage || m.ID != sent.ID || string(m.Data) != `{"text":"across"}` {
-			t.Errorf("on %s: %s, %v; want message %s", node, b, err, sent.ID)
+		if err != nil || json.Unmarshal(b, &m) != nil || m.Type != protocol.TypeMessage || string(m.Data) != `{"text":"across"}` {
+			t.Errorf("on %s: %s, %v; want the message", node, b, err)
+			continue
+		}
+		if !isSeq(m.ID) {
+			t.Errorf("on %s: id %q, want a stream sequence", node, m.ID)
+		}
+		// The router's answer names the message by its sequence once it
+		// publishes to the stream itself (its --resume).
+		if isSeq(sent.ID) && m.ID != sent.ID {
+			t.Errorf("on %s: id %s, the router answered %s", node, m.ID, sent.ID)
+		}
+		ids[m.ID] = true
+	}
+	if len(ids) > 1 {
+		t.Errorf("the nodes delivered the message with different ids: %v", ids)
+	}
+	// Three NATS servers: the history stream has three replicas, one on
+	// each, kept in the run directory.
+	checkHistoryEnv(t, in, 3)
+	for _, n := range in.NATSServers {
+		if !strings.HasPrefix(n.StoreDir, in.RunDir+string(filepath.Separator)) {
+			t.Errorf("%s keeps JetStream in %q, outside the run directory %s", n.Name, n.StoreDir, in.RunDir)
 		}
 	}
+	st := historyStream(t, in.NATSServers[0].MonitoringURL)
+	if st == nil || st.Config.Replicas != 3 || len(st.Cluster.Replicas) != 2 {
+		t.Errorf("history stream on %s: %+v, want 3 replicas", in.NATSServers[0].Name, st)
+	}
+}
+
+// TestResumeSince: a client that reconnects with the id of the last message
+// it got (devfleet listen --since) receives what was published meanwhile.
+func TestResumeSince(t *testing.T) {
+	d := startDevfleet(t)
+	in := d.info
+	if !in.Resume || in.History == nil || in.History.Replicas != 1 || in.History.Stream != "wsfleet_history" {
+		t.Fatalf("resume %v, history %+v", in.Resume, in.History)
+	}
+	ws, w := connect(t, in)
+	if w.Position == "" {
+		t.Fatalf("welcome %+v without a position: the gateway does not resume", w)
+	}
+	publish := func(text string) {
+		t.Helper()
+		var sent struct{ ID string }
+		if status := call(t, in, http.MethodPost, "/v1/users/"+in.User+"/messages", `{"text":"`+text+`"}`, &sent); status/100 != 2 {
+			t.Fatalf("publish: status %d", status)
+		}
+	}
+	publish("one")
+	b, err := nextFrame(ws, time.Now().Add(10*time.Second))
+	var first protocol.Message
+	if err != nil || json.Unmarshal(b, &first) != nil || first.Type != protocol.TypeMessage || !isSeq(first.ID) {
+		t.Fatalf("first message: %s, %v; want one with a stream sequence as its id", b, err)
+	}
+	ws.Close()
+	publish("two") // while no device is connected
+
+	cmd := exec.Command(filepath.Join(binaries(t), "devfleet"), "listen", "--url", in.WSURL, "--token", in.Token, "--since", first.ID)
+	cmd.Env = os.Environ()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(want string) []byte {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("devfleet listen ended before a %s frame; stderr:\n%s", want, stderr.String())
+				}
+				if strings.Contains(l, `"type":"`+want+`"`) {
+					return []byte(l)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s frame from devfleet listen within 10s; stderr:\n%s", want, stderr.String())
+			}
+		}
+	}
+	var again protocol.Welcome
+	if err := json.Unmarshal(next(protocol.TypeWelcome), &again); err != nil || again.Recovered == nil || !*again.Recovered {
+		t.Errorf("welcome after --since %s: %+v, %v; want recovered", first.ID, again, err)
+	}
+	var missed protocol.Message
+	if b := next(protocol.TypeMessage); json.Unmarshal(b, &missed) != nil || string(missed.Data) != `{"text":"two"}` || !isSeq(missed.ID) || seq(missed.ID) <= seq(first.ID) {
+		t.Errorf("after --since %s: %s; want the message published meanwhile, with a later id", first.ID, b)
+	}
+}
+
+// TestNoResume: --resume=false is the fleet without history: NATS without
+// JetStream, no history settings, the publishers' message ids.
+func TestNoResume(t *testing.T) {
+	d := startDevfleet(t, "--resume=false", "--nats-servers", "1")
+	in := d.info
+	if in.Resume || in.History != nil || in.NATSServers[0].StoreDir != "" {
+		t.Fatalf("resume %v, history %+v, NATS %+v", in.Resume, in.History, in.NATSServers)
+	}
+	if out := d.out.String(); strings.Contains(out, "since") || strings.Contains(out, "History") {
+		t.Errorf("the instructions speak of resuming:\n%s", out)
+	}
+	for what, pid := range map[string]int{"gateway": in.Gateways[0].PID, "router": in.RouterPID} {
+		for k := range procEnv(t, pid) {
+			if k == "WSFLEET_RESUME" || strings.HasPrefix(k, "WSFLEET_HISTORY_") {
+				t.Errorf("the %s has %s", what, k)
+			}
+		}
+	}
+	var jsz struct {
+		Disabled bool `json:"disabled"`
+	}
+	if err := getJSON(in.NATSServers[0].MonitoringURL+"/jsz", &jsz); err != nil || !jsz.Disabled {
+		t.Errorf("/jsz: %+v, %v; want JetStream disabled", jsz, err)
+	}
+	if _, err := os.Stat(filepath.Join(in.RunDir, "jetstream")); !os.IsNotExist(err) {
+		t.Errorf("a JetStream directory without JetStream: %v", err)
+	}
+	ws, w := connect(t, in)
+	if w.Position != "" || w.Recovered != nil {
+		t.Errorf("welcome %+v: a position without resumable delivery", w)
+	}
+	var sent struct{ ID string }
+	if status := call(t, in, http.MethodPost, "/v1/users/"+in.User+"/messages", `{"text":"plain"}`, &sent); status/100 != 2 {
+		t.Fatalf("publish: status %d", status)
+	}
+	b, err := nextFrame(ws, time.Now().Add(10*time.Second))
+	var m protocol.Message
+	if err != nil || json.Unmarshal(b, &m) != nil || m.Type != protocol.TypeMessage || m.ID != sent.ID || isSeq(m.ID) {
+		t.Errorf("delivery: %s, %v; want message %s with the router's id", b, err, sent.ID)
+	}
+}
+
+func seq(id string) uint64 {
+	n, _ := protocol.ParseSince(id)
+	return n
+}
+
+// checkHistoryEnv checks that the gateways and the router got resumable
+// delivery with the same history settings, in the shared variables.
+func checkHistoryEnv(t *testing.T, in info, replicas int) {
+	t.Helper()
+	want := map[string]string{"WSFLEET_RESUME": "true", "WSFLEET_HISTORY_REPLICAS": fmt.Sprint(replicas)}
+	pids := map[string]int{"router": in.RouterPID}
+	for _, g := range in.Gateways {
+		pids[g.Node] = g.PID
+	}
+	for what, pid := range pids {
+		env := procEnv(t, pid)
+		got := map[string]string{}
+		for k, v := range env {
+			if k == "WSFLEET_RESUME" || strings.HasPrefix(k, "WSFLEET_HISTORY_") {
+				got[k] = v
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: history settings %v, want %v", what, got, want)
+		}
+	}
+}
+
+// procEnv is the environment process pid started with.
+func procEnv(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// streamDetail is what a NATS server's /jsz says of a stream.
+type streamDetail struct {
+	Name   string `json:"name"`
+	Config struct {
+		Replicas          int    `json:"num_replicas"`
+		Storage           string `json:"storage"`
+		MaxMsgsPerSubject int64  `json:"max_msgs_per_subject"`
+	} `json:"config"`
+	Cluster struct {
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name string `json:"name"`
+		} `json:"replicas"`
+	} `json:"cluster"`
+}
+
+// historyStream is the history stream as the NATS server at monitoring
+// URL mon sees it, nil when it has none.
+func historyStream(t *testing.T, mon string) *streamDetail {
+	t.Helper()
+	var jsz struct {
+		Accounts []struct {
+			Streams []streamDetail `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	if err := getJSON(mon+"/jsz?accounts=true&streams=true&config=true", &jsz); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range jsz.Accounts {
+		for i, s := range a.Streams {
+			if s.Name == "wsfleet_history" {
+				return &a.Streams[i]
+			}
+		}
+	}
+	return nil
+}
+
+func getJSON(url string, v any) error {
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // call sends an authenticated request to the fleet's router and decodes
@@ -367,11 +616,16 @@ func TestConfig(t *testing.T) {
 		name        string
 		args        []string
 		natsServers int
+		noResume    bool
+		replicas    int // of the history stream, with resume
 		err         string
 	}{
-		{name: "default: NATS embedded", args: nil, natsServers: 0},
-		{name: "several gateways get a NATS server", args: []string{"--gateways", "3"}, natsServers: 1},
-		{name: "a cluster", args: []string{"--gateways", "3", "--nats-servers", "3"}, natsServers: 3},
+		{name: "default: NATS embedded", args: nil, natsServers: 0, replicas: 1},
+		{name: "several gateways get a NATS server", args: []string{"--gateways", "3"}, natsServers: 1, replicas: 1},
+		{name: "two servers: one replica", args: []string{"--nats-servers", "2"}, natsServers: 2, replicas: 1},
+		{name: "a cluster: three replicas", args: []string{"--gateways", "3", "--nats-servers", "3"}, natsServers: 3, replicas: 3},
+		{name: "five servers: three replicas", args: []string{"--nats-servers", "5"}, natsServers: 5, replicas: 3},
+		{name: "resume off", args: []string{"--resume=false", "--nats-servers", "3"}, natsServers: 3, noResume: true},
 		{name: "no gateway", args: []string{"--gateways", "0"}, err: "--gateways 0"},
 		{name: "bad user", args: []string{"--user", "a\nb"}, err: "--user"},
 		{name: "admin ports run into the router's", args: []string{"--gateways", "12", "--nats-servers", "1"},
@@ -393,6 +647,12 @@ func TestConfig(t *testing.T) {
 				t.Fatal(err)
 			case c.natsServers != tc.natsServers:
 				t.Errorf("nats servers %d, want %d", c.natsServers, tc.natsServers)
+			case c.resume == tc.noResume:
+				t.Errorf("resume %v", c.resume)
+			case tc.noResume && c.historyEnv() != nil:
+				t.Errorf("without resume the fleet gets %v", c.historyEnv())
+			case !tc.noResume && fmt.Sprint(c.historyEnv()) != fmt.Sprintf("[WSFLEET_RESUME=true WSFLEET_HISTORY_REPLICAS=%d]", tc.replicas):
+				t.Errorf("history settings %v, want %d replicas", c.historyEnv(), tc.replicas)
 			}
 		})
 	}

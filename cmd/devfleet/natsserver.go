@@ -20,21 +20,24 @@ import (
 // natsClusterName names the cluster the NATS servers of a fleet form.
 const natsClusterName = "devfleet"
 
-const natsUsage = `Usage: devfleet nats-server --name NAME --listen ADDR [--cluster-listen ADDR --routes URLS] [--http-listen ADDR]
+const natsUsage = `Usage: devfleet nats-server --name NAME --listen ADDR [--cluster-listen ADDR --routes URLS] [--http-listen ADDR] [--store-dir DIR]
 
-Runs one NATS server (the nats-server library, without JetStream) in this
-process until SIGTERM or SIGINT: devfleet --nats-servers N starts N of them,
-each routed to the others, a cluster named "devfleet".`
+Runs one NATS server (the nats-server library) in this process until
+SIGTERM or SIGINT: devfleet --nats-servers N starts N of them, each routed
+to the others, a cluster named "devfleet". With --store-dir it runs
+JetStream, keeping its streams in that directory (clustered JetStream when
+routed: the servers elect a meta leader among them).`
 
 // natsServer is `devfleet nats-server`.
 func natsServer(args []string) int {
-	var name, listen, cluster, routes, httpListen string
+	var name, listen, cluster, routes, httpListen, storeDir string
 	fs := flagenv.New("devfleet nats-server", "DEVFLEET_NATS_SERVER_", natsUsage)
 	fs.String(&name, "name", "nats-1", "server name")
 	fs.String(&listen, "listen", "127.0.0.1:4222", "client address")
 	fs.String(&cluster, "cluster-listen", "", `cluster (route) address ("": no cluster)`)
 	fs.String(&routes, "routes", "", "route URLs of the other servers, comma-separated (nats-route://127.0.0.1:6223)")
-	fs.String(&httpListen, "http-listen", "", `monitoring address: /varz, /connz, /routez, /subsz ("": none)`)
+	fs.String(&httpListen, "http-listen", "", `monitoring address: /varz, /connz, /routez, /subsz, /jsz, /healthz ("": none)`)
+	fs.String(&storeDir, "store-dir", "", `JetStream directory, created if missing ("": no JetStream)`)
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -53,6 +56,13 @@ func natsServer(args []string) int {
 			fmt.Fprintln(os.Stderr, "devfleet nats-server: --http-listen:", err)
 			return 2
 		}
+	}
+	if storeDir != "" {
+		if err := os.MkdirAll(storeDir, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, "devfleet nats-server: --store-dir:", err)
+			return 2
+		}
+		opts.JetStream, opts.StoreDir = true, storeDir
 	}
 	if cluster != "" {
 		opts.Cluster.Name = natsClusterName
