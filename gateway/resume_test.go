@@ -453,3 +453,144 @@ func TestResumeNATSLinkDropped(t *testing.T) {
 	}
 	expectQuiet(t, ws, 300*time.Millisecond)
 }
+
+// Under a flood larger than the loop queues take, the node drops live
+// messages (counted) and every connection fetches them from the stream:
+// each client still receives every broadcast and every message of its
+// user, exactly once, each chain in order.
+func TestResumeFloodNoGapNoDuplicate(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), func(o *gateway.Options) {
+		o.Pollers = 1
+		o.LoopQueueBytes = 64 << 10
+		o.MaxConcurrentReplays = 4
+		o.History.MaxPerUser = 100000
+	})
+	js := newJS(t, natsConn(t, srv))
+	const users, rounds = 8, 150
+	type client struct {
+		ws   *wstest.Conn
+		pos  uint64
+		user string
+	}
+	var clients []client
+	for i := 0; i < users; i++ {
+		u := fmt.Sprintf("flood%d", i)
+		ws, w := resumeConnect(t, srv, u, "")
+		clients = append(clients, client{ws: ws, pos: seqOf(t, w["position"]), user: u})
+	}
+	want := map[string][]uint64{} // user → ids owed, in order
+	var bcasts []uint64
+	payload := `"` + strings.Repeat("x", 2000) + `"`
+	var acks []jetstream.PubAckFuture
+	var subjects []string
+	for r := 0; r < rounds; r++ {
+		for i := 0; i < users; i++ {
+			subj := userSubject(t, fmt.Sprintf("flood%d", i))
+			f, err := js.PublishAsync(subj, []byte(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			acks, subjects = append(acks, f), append(subjects, subj)
+		}
+		f, err := js.PublishAsync("wsfleet.broadcast", []byte(payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks, subjects = append(acks, f), append(subjects, "wsfleet.broadcast")
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(20 * time.Second):
+		t.Fatal("publishes not acknowledged")
+	}
+	for i, f := range acks {
+		select {
+		case ack := <-f.Ok():
+			if subjects[i] == "wsfleet.broadcast" {
+				bcasts = append(bcasts, ack.Sequence)
+			} else {
+				want[subjects[i]] = append(want[subjects[i]], ack.Sequence)
+			}
+		case err := <-f.Err():
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, users)
+	for _, c := range clients {
+		wg.Add(1)
+		go func(c client) {
+			defer wg.Done()
+			owed := map[uint64]bool{}
+			for _, s := range want[userSubject(t, c.user)] {
+				owed[s] = true
+			}
+			for _, s := range bcasts {
+				if s > c.pos {
+					owed[s] = true
+				}
+			}
+			seen := map[uint64]bool{}
+			var lastUser, lastB uint64
+			for len(seen) < len(owed) {
+				c.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+				_, b, err := c.ws.ReadMessage()
+				if err != nil {
+					errs <- fmt.Errorf("%s: read after %d of %d: %v", c.user, len(seen), len(owed), err)
+					return
+				}
+				if !strings.Contains(string(b), `"type":"message"`) {
+					continue
+				}
+				i := strings.Index(string(b), `"id":"`)
+				j := strings.Index(string(b[i+6:]), `"`)
+				seq, _ := strconv.ParseUint(string(b[i+6:i+6+j]), 10, 64)
+				switch {
+				case !owed[seq]:
+					errs <- fmt.Errorf("%s: got %d, not owed to it", c.user, seq)
+					return
+				case seen[seq]:
+					errs <- fmt.Errorf("%s: %d twice", c.user, seq)
+					return
+				}
+				seen[seq] = true
+				last := &lastUser
+				if slicesContains(bcasts, seq) {
+					last = &lastB
+				}
+				if seq < *last {
+					errs <- fmt.Errorf("%s: %d after %d on one chain", c.user, seq, *last)
+					return
+				}
+				*last = seq
+			}
+			errs <- nil
+		}(c)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("loop-queue drops %v, live drops %v, gaps %v, replays %v, replayed messages %v",
+		metricValue(t, srv, `wsfleet_gateway_dropped_total{reason="loop_queue_full"}`),
+		metricValue(t, srv, "wsfleet_gateway_resume_live_dropped_total"),
+		metricValue(t, srv, "wsfleet_gateway_resume_gaps_total"),
+		metricValue(t, srv, "wsfleet_gateway_replays_total"),
+		metricValue(t, srv, "wsfleet_gateway_replayed_messages_total"))
+	for _, c := range clients {
+		expectQuiet(t, c.ws, 200*time.Millisecond)
+	}
+}
+
+func slicesContains(s []uint64, v uint64) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
