@@ -11,7 +11,8 @@
 // Client to server:
 //
 //	{"type":"auth","token":"<JWT>"}        first-message authentication; sent
-//	                                       again before exp, it refreshes the token
+//	                                       again before exp, it refreshes the token;
+//	                                       "since":"<id>" resumes (see below)
 //	{"type":"ping"}                        application ping; answered with pong
 //	{"type":"pong"}                        answer to a server ping
 //	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>
@@ -54,4 +55,31 @@
 // copying the payload bytes unchanged (see [AppendMessage]). A payload that is
 // not a single valid UTF-8 JSON value is delivered as a JSON string holding
 // its text; an empty payload is delivered as null.
+//
+// # Resumable delivery (a gateway with --resume)
+//
+// A JetStream stream stores what is published on the user subjects and the
+// broadcast subject. Every delivery's id is then the message's stream
+// sequence, decimal digits ([AppendMessageSeq]), and the welcome says where
+// the connection is covered from:
+//
+//	{"type":"welcome",…,"position":"1041"}
+//
+// A client keeps the id of the last message it received and sends it when
+// it connects again, in the auth frame, as ?since= on the upgrade URL, or
+// as the Wsfleet-Since header of the upgrade request ([ParseSince]):
+//
+//	{"type":"auth","token":"<JWT>","since":"1041"}
+//	{"type":"welcome",…,"position":"1041","recovered":true}
+//
+// The node then delivers every message for the user and every broadcast
+// with an id after since, in order, then the live ones, with no gap and no
+// duplicate on the connection. "recovered":false means history no longer
+// holds everything after since (expired, trimmed by the per-user limit, or
+// an id of another stream): the client reloads its state, and the
+// connection receives what comes after "position". Without since, a
+// connection receives everything after its position. Ids ascend on each
+// subject (the user's, the broadcasts'); across them they ascend too,
+// except when the node fills a gap it found in one (a message NATS did
+// not bring it live) after a newer message of the other was written.
 package protocol
