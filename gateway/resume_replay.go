@@ -162,14 +162,16 @@ func (p *replayer) worker() {
 	defer p.wg.Done()
 	s := p.r.s
 	inbox := s.nc.NewInbox()
-	sub, err := s.nc.SubscribeSync(inbox + ".*")
+	// A channel subscription with a small channel of its own: a sync
+	// subscription's would be nats.go's default 64k entries, per worker.
+	ch := make(chan *nats.Msg, 2*replayBatch+8)
+	sub, err := s.nc.ChanSubscribe(inbox+".*", ch)
 	if err != nil {
 		s.log.Error("replay worker: subscribe failed", zap.Error(err))
 		return
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(-1, 64<<20)
-	w := &replayWorker{p: p, sub: sub, inbox: inbox}
+	w := &replayWorker{p: p, ch: ch, inbox: inbox}
 	for {
 		j := p.next()
 		if j == nil {
@@ -184,7 +186,7 @@ func (p *replayer) worker() {
 // replayWorker is one worker's state: its reply inbox and fetch buffers.
 type replayWorker struct {
 	p     *replayer
-	sub   *nats.Subscription
+	ch    chan *nats.Msg
 	inbox string
 	reqN  uint64
 	um    []replayMsg
@@ -349,9 +351,11 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 	msgs := (*buf)[:0]
 	var res fetchResult
 	for {
-		m, err := w.sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return fetchResult{}, err
+		var m *nats.Msg
+		select {
+		case m = <-w.ch:
+		case <-ctx.Done():
+			return fetchResult{}, ctx.Err()
 		}
 		if m.Subject != reply {
 			continue // an answer to an earlier, abandoned request

@@ -56,7 +56,7 @@ func rssKB(t *testing.T, pid int) int {
 	return 0
 }
 
-func startGateway(t *testing.T, natsURL string) (*exec.Cmd, string, string) {
+func startGateway(t *testing.T, natsURL string, extra ...string) (*exec.Cmd, string, string) {
 	t.Helper()
 	bin, _ := filepath.Abs("../../bin/gateway")
 	if _, err := os.Stat(bin); err != nil {
@@ -67,7 +67,7 @@ func startGateway(t *testing.T, natsURL string) (*exec.Cmd, string, string) {
 	if natsURL != "" {
 		args = append(args, "--nats-url", natsURL)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Env = append(os.Environ(), "WSFLEET_GATEWAY_JWT_HS256_SECRET="+secret)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -157,14 +157,21 @@ func connectAll(t *testing.T, addr string, n int) []net.Conn {
 
 // TestIdleRSS opens RSS_CONNS (default 15,000) authenticated connections,
 // one user each, and reports the gateway's RSS growth per connection, with
-// the embedded NATS server in the gateway process and with NATS outside it.
+// the embedded NATS server in the gateway process, with NATS outside it,
+// and with NATS outside it and resumable delivery (--resume).
 func TestIdleRSS(t *testing.T) {
 	n := conns()
-	for _, mode := range []string{"embedded NATS", "external NATS"} {
+	for _, mode := range []string{"embedded NATS", "external NATS", "external NATS, --resume"} {
 		t.Run(mode, func(t *testing.T) {
 			url := ""
-			if mode == "external NATS" {
-				ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+			var extra []string
+			if mode != "embedded NATS" {
+				o := &server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true}
+				if mode == "external NATS, --resume" {
+					o.JetStream, o.StoreDir = true, t.TempDir()
+					extra = []string{"--resume", "--history-storage", "memory", "--history-max-bytes", "67108864"}
+				}
+				ns, err := server.NewServer(o)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -175,7 +182,7 @@ func TestIdleRSS(t *testing.T) {
 				defer ns.Shutdown()
 				url = ns.ClientURL()
 			}
-			cmd, addr, admin := startGateway(t, url)
+			cmd, addr, admin := startGateway(t, url, extra...)
 			pid := cmd.Process.Pid
 			// One connection first, so lazily built state is in the baseline.
 			warm := connectAll(t, addr, 1)
