@@ -215,8 +215,7 @@ func (w *replayWorker) run(j *replayJob) {
 	if j.tries == 0 && !j.initial {
 		p.started.Add(1)
 	}
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	defer cancel()
+	ctx := p.ctx
 	fail := func(err error) {
 		p.failures.Add(1)
 		j.tries++
@@ -232,7 +231,9 @@ func (w *replayWorker) run(j *replayJob) {
 		return
 	}
 	if j.upTo == 0 {
-		pos, err := r.pos.after(ctx, j.queued)
+		pctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		pos, err := r.pos.after(pctx, j.queued)
+		cancel()
 		if err != nil {
 			fail(err)
 			return
@@ -281,7 +282,16 @@ func (w *replayWorker) run(j *replayJob) {
 		if br.more {
 			h = min(h, br.msgs[len(br.msgs)-1].seq)
 		}
-		if !w.write(j, ur.msgs, br.msgs, h) {
+		wrote, full, ok := w.write(j, ur.msgs, br.msgs, h)
+		if !ok {
+			return
+		}
+		if full {
+			// The socket is behind: what is written so far is covered;
+			// the rest waits for the queue to drain.
+			j.uFrom, j.bFrom = max(j.uFrom, wrote), max(j.bFrom, wrote)
+			j.notBefore = mono() + int64(replayPace)
+			p.submit(j)
 			return
 		}
 		j.uFrom, j.bFrom = max(j.uFrom, h), max(j.bFrom, h)
@@ -291,13 +301,22 @@ func (w *replayWorker) run(j *replayJob) {
 }
 
 // write writes the messages of both batches up to h, merged in stream
-// order, and reports whether the connection still takes frames.
-func (w *replayWorker) write(j *replayJob, um, bm []replayMsg, h uint64) bool {
+// order. It stops early (full) once the connection's queue holds half of
+// MaxPendingBytes, so a replay never makes a slow consumer of a client; it
+// returns the sequence written last and whether the connection still takes
+// frames.
+func (w *replayWorker) write(j *replayJob, um, bm []replayMsg, h uint64) (last uint64, full, ok bool) {
 	c := j.c
+	half := c.l.s.opts.MaxPendingBytes / 2
 	i, k := 0, 0
 	n := 0
 	c.Mu.Lock()
 	defer c.Mu.Unlock()
+	defer func() {
+		j.written += n
+		w.p.msgs.Add(uint64(n))
+		c.l.stats.msgsOut.Add(uint64(n))
+	}()
 	for {
 		var m replayMsg
 		switch {
@@ -308,24 +327,25 @@ func (w *replayWorker) write(j *replayJob, um, bm []replayMsg, h uint64) bool {
 			m = bm[k]
 			k++
 		default:
-			j.written += n
-			w.p.msgs.Add(uint64(n))
-			c.l.stats.msgsOut.Add(uint64(n))
-			return true
+			return last, false, true
 		}
+		last = m.seq
 		if m.control {
 			continue
 		}
 		if !c.welcomedLocked() {
-			return false
+			return last, false, false
 		}
 		sh := encodeSeq(m.seq, m.data)
 		ok := c.writeSharedLocked(sh)
 		sh.Release()
 		if !ok {
-			return false
+			return last, false, false
 		}
 		n++
+		if c.QueuedLocked() > half {
+			return last, true, true
+		}
 	}
 }
 
@@ -347,6 +367,8 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 	if err := r.s.nc.PublishRequest(r.directSubj, reply, req); err != nil {
 		return fetchResult{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
 	clear(*buf)
 	msgs := (*buf)[:0]
 	var res fetchResult
@@ -389,6 +411,10 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 }
 
 const jsNumPending = "Nats-Num-Pending"
+
+// fetchTimeout bounds one direct get batch, and one read of the stream's
+// position.
+const fetchTimeout = 5 * time.Second
 
 type replayError struct{ status, desc string }
 

@@ -74,6 +74,7 @@ type fleetConfig struct {
 	apiKey   string
 	tag      string   // names the log files
 	env      []string // extra environment of the gateway processes (both systems)
+	resume   bool     // JetStream on NATS, --resume on wsfleet's gateways and router
 }
 
 // startFleet starts NATS, the gateways and the router, and waits until each
@@ -94,8 +95,11 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 	if err := checkFree(p.all(c.gateways)); err != nil {
 		return f, err
 	}
-	f.nats, err = ps.Start(c.tag+"-nats", filepath.Join(c.bin, "nats-server"),
-		[]string{"-a", "127.0.0.1", "-p", strconv.Itoa(p.nats())}, nil, nil)
+	natsArgs := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(p.nats())}
+	if c.resume {
+		natsArgs = append(natsArgs, "-js", "-sd", filepath.Join(ps.dir, c.tag+"-jetstream"))
+	}
+	f.nats, err = ps.Start(c.tag+"-nats", filepath.Join(c.bin, "nats-server"), natsArgs, nil, nil)
 	if err != nil {
 		return f, err
 	}
@@ -103,6 +107,9 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 		return f, err
 	}
 	env := append([]string{"WSFLEET_GATEWAY_JWT_HS256_SECRET=" + c.secret}, c.env...)
+	if c.resume {
+		env = append(env, "WSFLEET_RESUME=true")
+	}
 	for i := 0; i < c.gateways; i++ {
 		admin := fmt.Sprintf("127.0.0.1:%d", p.gatewayAdmin(i))
 		var args []string
@@ -135,7 +142,7 @@ func startFleet(ctx context.Context, ps *procs, c fleetConfig) (f *fleet, err er
 	f.router, err = ps.Start(c.tag+"-router", filepath.Join(c.bin, "router"),
 		[]string{"--listen", fmt.Sprintf("127.0.0.1:%d", p.router()), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", p.routerAdmin()),
 			"--nats-url", f.natsURL, "--rate-limit", "-1", "--log-level", "warn", "--idempotency-store", "memory"},
-		[]string{"WSFLEET_ROUTER_API_KEY=" + c.apiKey}, nil)
+		append([]string{"WSFLEET_ROUTER_API_KEY=" + c.apiKey}, resumeEnv(c.resume)...), nil)
 	if err != nil {
 		return f, err
 	}
@@ -212,4 +219,12 @@ func waitHTTP(ctx context.Context, p *proc, url string, d time.Duration) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// resumeEnv is the router's environment for --resume.
+func resumeEnv(on bool) []string {
+	if on {
+		return []string{"WSFLEET_RESUME=true"}
+	}
+	return nil
 }

@@ -59,6 +59,7 @@ type config struct {
 	basePort           int
 	portRange          string
 	skipBaseline       bool
+	resume             bool
 	million            bool
 	millionConns       int
 	netns              bool
@@ -108,6 +109,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Int(&c.basePort, "base-port", 27000, "fleet ports on 127.0.0.1: WebSocket BASE, router BASE+1 (admin +2), NATS BASE+3, gateway admin BASE+100+i")
 	fs.String(&c.portRange, "port-range", "", "set net.ipv4.ip_local_port_range to LO-HI for the run (restored after); only when asked")
 	fs.Bool(&c.skipBaseline, "skip-baseline", false, "measure wsfleet only")
+	fs.Bool(&c.resume, "resume", false, "run wsfleet with resumable delivery: NATS with JetStream (its store in the log directory), gateways and router with --resume (file storage); the naive baseline has none, so this implies --skip-baseline")
 	fs.Bool(&c.million, "million", false, "hold 1,000,000 connections on wsfleet for --hold (≥ 60s), then broadcast to all (no baseline)")
 	fs.Int(&c.millionConns, "million-conns", 1000000, "connections of --million (less only to try the mode out; the figure needs 1,000,000)")
 	fs.Bool(&c.netns, "netns", true, "--million: run in a network namespace of its own whose TCP established hash fits 2,000,000 sockets (needs root and Linux 6.1+; otherwise, or false, this namespace)")
@@ -124,6 +126,9 @@ func parseFlags(args []string) (config, error) {
 }
 
 func (c *config) validate() error {
+	if c.resume {
+		c.skipBaseline = true
+	}
 	if c.million {
 		if c.millionConns < 100 || c.millionConns > 1_000_000 {
 			return errors.New("--million-conns must be between 100 and 1,000,000")
@@ -242,7 +247,7 @@ func (h *harness) problem(format string, args ...any) {
 func (h *harness) fleet(ctx context.Context, system, tag string) (*fleet, error) {
 	start := time.Now()
 	f, err := startFleet(ctx, h.ps, fleetConfig{system: system, gateways: h.plan.Gateways, bin: h.cfg.bin,
-		ports: ports{base: h.cfg.basePort}, secret: h.secret, apiKey: h.apiKey, tag: tag, env: gatewayEnv(h.cfg.gatewayEnv, h.plan.Gateways)})
+		ports: ports{base: h.cfg.basePort}, secret: h.secret, apiKey: h.apiKey, tag: tag, env: gatewayEnv(h.cfg.gatewayEnv, h.plan.Gateways), resume: h.cfg.resume})
 	if err != nil {
 		return nil, fmt.Errorf("%s fleet: %v", system, err)
 	}
