@@ -236,10 +236,36 @@ func encodeSeq(seq uint64, data []byte) *bufpool.Shared {
 	return sh
 }
 
-// streamState asks the stream's leader for its first and last sequence.
-// Sent after a subscription on the same NATS connection, its answer is a
-// point after the subscription's interest reached the leader's server.
+// infoAttempt bounds one stream info request. While the stream elects a
+// leader no server answers at all, and the election takes tens of
+// milliseconds: the request is sent again rather than waited on.
+const infoAttempt = 500 * time.Millisecond
+
+// streamState asks the stream's leader for its first and last sequence,
+// asking again every infoAttempt until ctx is done. Sent after a
+// subscription on the same NATS connection, its answer is a point after
+// the subscription's interest reached the leader's server.
 func (r *resumer) streamState(ctx context.Context) (first, last uint64, err error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, infoAttempt)
+		first, last, err = r.streamStateOnce(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return first, last, err
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			// An answer that is an error (no responders while the stream
+			// has no leader, say): a moment before the next try.
+			select {
+			case <-ctx.Done():
+				return 0, 0, err
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (r *resumer) streamStateOnce(ctx context.Context) (first, last uint64, err error) {
 	msg, err := r.s.nc.RequestWithContext(ctx, r.infoSubj, nil)
 	if err != nil {
 		return 0, 0, err
