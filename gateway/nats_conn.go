@@ -38,6 +38,15 @@ func (s *Server) startNATS() error {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			s.natsEpoch.Add(1)
 			s.natsDown.CompareAndSwap(0, s.nanotime()+1)
+			if s.rs != nil {
+				// Every connection catches up from now: what the stream
+				// stores meanwhile never reaches this node live, and a
+				// message published after the reconnect must not be
+				// written before those (ids ascend on a connection).
+				for _, l := range s.loops {
+					l.postCatchUpAll()
+				}
+			}
 			if !s.draining.Load() {
 				s.log.Warn("NATS disconnected", zap.Error(err))
 			}
@@ -54,7 +63,9 @@ func (s *Server) startNATS() error {
 			}
 			if s.rs != nil {
 				// What was published meanwhile reached no live feed: every
-				// connection catches up (the SUBs were resent before this).
+				// connection catches up (the SUBs were resent before this),
+				// the replays waiting for NATS at once.
+				s.rs.rp.retryNow()
 				s.rs.catchUpAll()
 			}
 		}),

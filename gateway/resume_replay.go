@@ -60,6 +60,7 @@ type replayer struct {
 	started, completed, msgs, failures atomic.Uint64
 	running                            atomic.Int64
 	queuedN                            atomic.Int64
+	lastFailLog                        atomic.Int64
 }
 
 const (
@@ -136,6 +137,17 @@ func (p *replayer) unpark() {
 		p.parked = kept
 		p.mu.Unlock()
 	}
+}
+
+// retryNow queues the jobs waiting to retry at once (NATS is back).
+func (p *replayer) retryNow() {
+	p.mu.Lock()
+	for _, j := range p.parked {
+		if j.tries > 0 {
+			j.notBefore = 0
+		}
+	}
+	p.mu.Unlock()
 }
 
 // next takes the oldest queued job, waiting for one; nil once stopped.
@@ -219,8 +231,9 @@ func (w *replayWorker) run(j *replayJob) {
 	fail := func(err error) {
 		p.failures.Add(1)
 		j.tries++
-		if j.tries == 1 || j.tries%20 == 0 {
-			s.log.Warn("replay failed; retrying", zap.Uint64("conn", c.id), zap.Int("tries", j.tries), zap.Error(err))
+		if now := mono(); now-p.lastFailLog.Load() > int64(time.Second) && s.natsConnected() {
+			p.lastFailLog.Store(now)
+			s.log.Warn("replay failed; retrying (logged at most once a second)", zap.Uint64("conn", c.id), zap.Int("tries", j.tries), zap.Error(err))
 		}
 		j.notBefore = mono() + int64(min(time.Duration(j.tries)*100*time.Millisecond, 2*time.Second))
 		if p.ctx.Err() == nil && !c.closed() {

@@ -78,8 +78,11 @@
 // holds everything after since (expired, trimmed by the per-user limit, or
 // an id of another stream): the client reloads its state, and the
 // connection receives what comes after "position". Without since, a
-// connection receives everything after its position. Ids ascend on each
-// subject (the user's, the broadcasts'); across them they ascend too,
-// except when the node fills a gap it found in one (a message NATS did
-// not bring it live) after a newer message of the other was written.
+// connection receives everything after its position. Ids ascend on a
+// connection, with one exception: a message the node's NATS client dropped
+// because the node was overloaded (a slow consumer, counted by the node)
+// is fetched from the stream once the next message of its subject shows
+// the gap, and may then follow a newer message of the other subject. A
+// client resumes from the highest id it received, which never brings a
+// duplicate.
 package protocol
