@@ -218,6 +218,7 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("publish"), []byte(req.User), req.Data, boolBytes(req.RequireOnline))
+	dedup := s.dedupID(scope, req.IdempotencyKey, fp, req.User)
 	w := s.newNATSWait(ctx)
 	defer w.stop()
 	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
@@ -233,10 +234,8 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
 			var err error
-			if id, err = s.pub(nc, targetUser, subj, req.Data); err != nil {
-				return unsent(err)
-			}
-			return s.flush(ctx, nc)
+			id, err = s.publishOne(ctx, nc, targetUser, subj, req.Data, dedup)
+			return err
 		}); aerr != nil {
 			return opResult{}, aerr
 		}
@@ -245,7 +244,9 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 	})
 }
 
-// opBatch publishes the same data to several users, then flushes once.
+// opBatch publishes the same data to several users, then flushes once
+// (with Resume: every message written, then every acknowledgement of the
+// history stream awaited).
 func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (opResult, *apiError) {
 	users, aerr := s.checkUsers(req.Users)
 	if aerr != nil {
@@ -255,6 +256,13 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("batch"), []byte(strings.Join(users, "\x00")), req.Data, boolBytes(req.RequireOnline))
+	var dedup []string
+	if s.opts.Resume && req.IdempotencyKey != "" {
+		dedup = make([]string, len(users))
+		for i, u := range users {
+			dedup[i] = s.dedupID(scope, req.IdempotencyKey, fp, u)
+		}
+	}
 	w := s.newNATSWait(ctx)
 	defer w.stop()
 	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
@@ -281,6 +289,20 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 		var start time.Time
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
+			if s.opts.Resume {
+				// Pipelined: every message written, then every
+				// acknowledgement awaited.
+				seqs, err := s.histPublish(ctx, nc, targetBatch, subjects, req.Data, dedup)
+				if err != nil {
+					return err
+				}
+				for i, seq := range seqs {
+					if subjects[i] != "" {
+						results[i].ID = seqID(seq)
+					}
+				}
+				return nil
+			}
 			sent := 0
 			for i := range results {
 				if subjects[i] == "" {
@@ -314,6 +336,7 @@ func (s *Server) opBroadcast(ctx context.Context, scope string, req *broadcastRe
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("broadcast"), req.Data)
+	dedup := s.dedupID(scope, req.IdempotencyKey, fp, "")
 	w := s.newNATSWait(ctx)
 	defer w.stop()
 	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
@@ -322,16 +345,34 @@ func (s *Server) opBroadcast(ctx context.Context, scope string, req *broadcastRe
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
 			var err error
-			if id, err = s.pub(nc, targetBroadcast, s.subjects.Broadcast(), req.Data); err != nil {
-				return unsent(err)
-			}
-			return s.flush(ctx, nc)
+			id, err = s.publishOne(ctx, nc, targetBroadcast, s.subjects.Broadcast(), req.Data, dedup)
+			return err
 		}); aerr != nil {
 			return opResult{}, aerr
 		}
 		s.m.publish.WithLabelValues(targetBroadcast).Observe(time.Since(start).Seconds())
 		return result(http.StatusAccepted, broadcastAnswer{ID: id})
 	})
+}
+
+// publishOne publishes one message (to a user, or a broadcast) and has it
+// confirmed: without Resume a plain publish with a new message id, then a
+// flush; with Resume a publish the history stream acknowledges, its id the
+// stream sequence, dedup (when not "") its Nats-Msg-Id. An unsent error
+// means nothing was written (publishing waits for NATS when it was down).
+func (s *Server) publishOne(ctx context.Context, nc *nats.Conn, target, subject string, data []byte, dedup string) (string, error) {
+	if !s.opts.Resume {
+		id, err := s.pub(nc, target, subject, data)
+		if err != nil {
+			return "", unsent(err)
+		}
+		return id, s.flush(ctx, nc)
+	}
+	seqs, err := s.histPublish(ctx, nc, target, []string{subject}, data, []string{dedup})
+	if err != nil {
+		return "", err
+	}
+	return seqID(seqs[0]), nil
 }
 
 // opPresence answers where a user is connected.
@@ -408,6 +449,13 @@ func (s *Server) opStats() (opResult, *apiError) {
 // message on the user's subject, answered by each node holding the user.
 // It waits until every node the view lists for the user has answered (or
 // NATS reports no responders), else for KickTimeout.
+//
+// With Resume the history stream stores the kick (the nodes get it from
+// the stream, in order with the user's messages) and acknowledges it on
+// the reply subject; the nodes answer on the one HeaderReplyTo names, the
+// stream dropping reply subjects. "No responders" then means no stream
+// took the kick, so no node got it: 503. The wait ends once the stream
+// has acknowledged and every node the view lists has answered.
 func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiError) {
 	subj, aerr := s.checkUser(req.User)
 	if aerr != nil {
@@ -434,6 +482,9 @@ func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiEr
 	msg := nats.NewMsg(subj)
 	msg.Header.Set(protocol.HeaderControl, protocol.ControlKick)
 	msg.Reply = inbox
+	if s.opts.Resume {
+		msg.Header.Set(HeaderReplyTo, inbox)
+	}
 	if err := nc.PublishMsg(msg); err != nil {
 		return opResult{}, publishError(err)
 	}
@@ -441,22 +492,44 @@ func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiEr
 	defer timer.Stop()
 	var a kickAnswer
 	answered := map[string]bool{}
+	acked := !s.opts.Resume // without Resume nothing acknowledges a kick
+	var failed *ackError
+	done := func() bool {
+		if !s.opts.Resume {
+			return len(expected) > 0 && len(waiting) == 0
+		}
+		return acked && len(waiting) == 0
+	}
 wait:
 	for {
 		select {
 		case m := <-replies:
-			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-				break wait // no node holds the user
+			if len(m.Data) == 0 && m.Header.Get("Status") == noRespondersStatus {
+				if s.opts.Resume {
+					failed = &ackError{reason: reasonNoStream, err: nats.ErrNoResponders}
+				}
+				break wait // no node holds the user (with Resume: no stream took the kick)
 			}
-			var r protocol.KickReply
-			if json.Unmarshal(m.Data, &r) != nil || answered[r.Node] {
+			var r struct {
+				protocol.KickReply
+				ackBody
+			}
+			if json.Unmarshal(m.Data, &r) != nil {
 				continue
 			}
-			answered[r.Node] = true
-			a.Closed += max(r.Closed, 0)
-			a.Nodes++
-			delete(waiting, r.Node)
-			if len(expected) > 0 && len(waiting) == 0 {
+			if r.Stream != "" || r.Error != nil { // the history stream's answer
+				if r.Error != nil {
+					failed = &ackError{reason: reasonRefused, err: r.Error}
+					break wait
+				}
+				acked = true
+			} else if !answered[r.Node] {
+				answered[r.Node] = true
+				a.Closed += max(r.Closed, 0)
+				a.Nodes++
+				delete(waiting, r.Node)
+			}
+			if done() {
 				break wait
 			}
 		case <-timer.C:
@@ -464,6 +537,17 @@ wait:
 		case <-ctx.Done():
 			break wait
 		}
+	}
+	if s.opts.Resume && a.Nodes == 0 && (failed != nil || !acked) {
+		if failed == nil {
+			failed = &ackError{reason: reasonNoAck, err: context.DeadlineExceeded, within: s.opts.KickTimeout}
+		}
+		s.m.publishErrors.WithLabelValues(failed.reason).Inc()
+		s.logRateLimited("the history stream did not store a kick", zap.Error(failed))
+		if failed.reason == reasonNoAck {
+			return opResult{}, publishError(failed)
+		}
+		return opResult{}, publishError(unsent(failed))
 	}
 	s.m.kicks.Inc()
 	s.log.Info("user kicked", zap.Int("closed", a.Closed), zap.Int("nodes", a.Nodes))
@@ -496,6 +580,14 @@ func (s *Server) viewFresh() *apiError {
 func publishError(err error) *apiError {
 	if errors.Is(err, nats.ErrMaxPayload) {
 		return &apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge, msg: "the message is larger than the NATS server's max_payload"}
+	}
+	var ae *ackError
+	if errors.As(err, &ae) {
+		if ae.tooLarge && ae.stored == 0 {
+			return &apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge,
+				msg: "the message is larger than the history stream's max_msg_size; nothing was published"}
+		}
+		return &apiError{status: http.StatusServiceUnavailable, code: CodeNATSUnavailable, msg: ae.Error(), retryAfter: 1}
 	}
 	msg := "NATS is disconnected; nothing was published, retry later"
 	var u *unsentError

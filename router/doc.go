@@ -34,6 +34,22 @@
 // The same operations are served as NATS request/reply on
 // <prefix>.router.<op> (handlers_nats.go), for services on NATS.
 //
+// # Resumable delivery (Resume)
+//
+// With Resume (the gateways' --resume) a JetStream stream, the history
+// (package internal/history; Start creates it, or refuses to start without
+// JetStream or when it exists with other --history-* settings), stores
+// every message of the user subjects and the broadcast subject, and the
+// gateways deliver each with its stream sequence as its id. Every publish
+// (user, batch, broadcast, and a kick) is then a JetStream publish the
+// request waits for: the stream acknowledges it on a reply subject of the
+// router's (resume.go), and the answer's "id" is the stream sequence, in
+// decimal digits; a batch's messages are pipelined and each result has its
+// own. An Idempotency-Key becomes the messages' Nats-Msg-Id, a hash of the
+// credential, the key, the request and the user, so a retry within the
+// stream's duplicate window is stored once and answered with the first
+// id even when the idempotency store does not know the key.
+//
 // # Presence
 //
 // The router keeps the fleet's presence view (presence.go) from the

@@ -29,6 +29,12 @@ import (
 //
 // The store is a JetStream KV bucket shared by every router replica when
 // the NATS server has JetStream, else a bounded map in this process.
+//
+// With Resume the key is also each message's Nats-Msg-Id (dedupID,
+// resume.go): the history stream stores a retry within its duplicate
+// window once and answers it with the first message's sequence, so a
+// retry the store cannot answer (a released key, a claim taken over,
+// another replica's memory) still gets the same id and is delivered once.
 
 // MaxIdempotencyKeyBytes is the longest Idempotency-Key accepted.
 const MaxIdempotencyKeyBytes = 255

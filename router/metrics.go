@@ -25,6 +25,9 @@ type metrics struct {
 	publishErrors *prometheus.CounterVec
 	bodyBytes     prometheus.Histogram
 
+	publishAck        *prometheus.HistogramVec // Resume
+	publishDuplicates prometheus.Counter       // Resume
+
 	natsRequests     *prometheus.CounterVec
 	authFailures     *prometheus.CounterVec
 	idempotency      *prometheus.CounterVec
@@ -47,12 +50,17 @@ func newMetrics(s *Server) *metrics {
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "http_requests_total",
 		Help: "API requests answered, by route and HTTP status code."}, []string{"route", "code"})
 	m.publish = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "publish_seconds",
-		Help:    "Time to publish a message (a batch: all its messages) to NATS and have the server confirm it (flush), by target (user, batch, broadcast).",
+		Help:    "Time to publish a message (a batch: all its messages) to NATS and have the server confirm it (a flush; with --resume the history stream's acknowledgements), by target (user, batch, broadcast).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"target"})
 	m.publishErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "publish_errors_total",
-		Help: "Messages that could not be published, by reason (disconnected, publish, flush, too_large)."}, []string{"reason"})
+		Help: "Publishes that failed, by reason (disconnected, publish, flush, too_large; with --resume no_stream: no history stream took the message, refused: the stream answered an error, no_ack: it did not answer in time)."}, []string{"reason"})
 	m.bodyBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "message_bytes",
 		Help: "Sizes of the messages published.", Buckets: prometheus.ExponentialBuckets(16, 4, 10)})
+	m.publishAck = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "publish_ack_seconds",
+		Help:    "With --resume: time from writing a message to the history stream's acknowledgement that it stored it, per message (a batch's are pipelined), by target (user, batch, broadcast).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"target"})
+	m.publishDuplicates = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "publish_duplicates_total",
+		Help: "With --resume: messages the history stream had stored already (the same Nats-Msg-Id, from an Idempotency-Key, within its duplicate window) and did not store again; their answer carries the first one's id."})
 	m.natsRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "nats_requests_total",
 		Help: "NATS request API requests answered, by operation and HTTP-equivalent status code."}, []string{"op", "code"})
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "jwt_failures_total",
@@ -80,6 +88,9 @@ func newMetrics(s *Server) *metrics {
 	reg.MustRegister(m.requests, m.publish, m.publishErrors, m.bodyBytes, m.natsRequests, m.authFailures, m.idempotency,
 		m.kicks, m.presenceMsgs, m.presenceGaps, m.snapshotRequests, m.probes, m.nodesExpired, m.natsReconnects, m.publishWaits,
 		m.publishWaiting)
+	if s.opts.Resume {
+		reg.MustRegister(m.publishAck, m.publishDuplicates)
+	}
 	viewGauge := func(name, help string, f func(v *view) int) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help}, func() float64 {
 			if s.t == nil {
@@ -116,6 +127,14 @@ func newMetrics(s *Server) *metrics {
 	}
 	for _, r := range []string{"disconnected", "publish", "flush", "too_large"} {
 		m.publishErrors.WithLabelValues(r)
+	}
+	if s.opts.Resume {
+		for _, t := range []string{targetUser, targetBatch, targetBroadcast} {
+			m.publishAck.WithLabelValues(t)
+		}
+		for _, r := range []string{reasonNoStream, reasonRefused, reasonNoAck} {
+			m.publishErrors.WithLabelValues(r)
+		}
 	}
 	for _, r := range []string{probeAlive, probeLate, probeGone} {
 		m.probes.WithLabelValues(r)

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/natsurl"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -135,6 +136,26 @@ type Options struct {
 	// the command line) answers 503 at once.
 	PublishWait time.Duration
 
+	// Resume is resumable delivery, the gateways' --resume: the JetStream
+	// history stream (package internal/history) stores every message of
+	// the user subjects and the broadcast subject. Every publish the
+	// router makes there (user, batch, broadcast, over HTTP or NATS; a
+	// kick too) is then a JetStream publish answered only once the stream
+	// has acknowledged it, and a message's id is its stream sequence
+	// (decimal digits), the id the devices see and resume from. An
+	// Idempotency-Key also becomes the messages' Nats-Msg-Id, so the
+	// stream stores a retry within history.DuplicateWindow once. Start
+	// creates the stream when it is missing, and fails when NATS has no
+	// JetStream or the stream exists with another configuration. Default
+	// false: plain NATS publishes with a NUID as the message id.
+	Resume bool
+	// History is the history stream's configuration, the --history-*
+	// flags, which must be the gateways' own. Its Prefix is always
+	// SubjectPrefix. Defaults (history.Config's): TTL 24h, MaxPerUser
+	// 100, MaxBytes 1 GiB, Replicas 1, Storage "file". Checked only with
+	// Resume.
+	History history.Config
+
 	// MaxBodyBytes bounds a request body (the message data); over it the
 	// reply is 413. It must leave room for the message id header within the
 	// NATS server's max_payload, which Start checks once connected.
@@ -190,6 +211,8 @@ func (o *Options) SetDefaults() {
 	defDur(&o.PublishWait, 5*time.Second)
 	defDur(&o.SnapshotTimeout, 2*time.Second)
 	defDur(&o.KickTimeout, 2*time.Second)
+	o.History.Prefix = o.SubjectPrefix
+	o.History.SetDefaults()
 }
 
 func badOption(flag string, format string, args ...any) error {
@@ -271,6 +294,12 @@ func (o *Options) Validate() error {
 	}
 	if o.IdempotencyMaxKeys < 1 {
 		return badOption("idempotency-max-keys", "must be at least 1, got %d", o.IdempotencyMaxKeys)
+	}
+	if o.Resume {
+		// history's errors name the flag: "--history-ttl: 500ms is less than a second".
+		if err := o.History.Validate(); err != nil {
+			return fmt.Errorf("%w %w", ErrBadOption, err)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/router"
 )
 
@@ -49,6 +50,16 @@ func TestDefaults(t *testing.T) {
 		o.RateLimit != 1000 || o.RateLimitBurst != 2000 || o.JWTScope != "publish" ||
 		o.JWT.Leeway != 5*time.Second || o.JWT.JWKSRefresh != 5*time.Minute {
 		t.Fatalf("defaults %+v", o)
+	}
+	if o.Resume || o.History.Prefix != "wsfleet" || o.History.TTL != history.DefaultTTL || o.History.MaxPerUser != history.DefaultMaxPerUser ||
+		o.History.MaxBytes != history.DefaultMaxBytes || o.History.Replicas != history.DefaultReplicas || o.History.Storage != history.DefaultStorage {
+		t.Fatalf("history defaults: resume %v, %+v", o.Resume, o.History)
+	}
+	// The history stream's prefix is the router's.
+	o = router.Options{SubjectPrefix: "acme", History: history.Config{Prefix: "other", TTL: time.Hour}}
+	o.SetDefaults()
+	if o.History.Prefix != "acme" || o.History.TTL != time.Hour {
+		t.Fatalf("history %+v with --subject-prefix acme and --history-ttl 1h", o.History)
 	}
 	o = router.Options{RateLimit: 2.5}
 	o.SetDefaults()
@@ -113,6 +124,12 @@ func TestValidate(t *testing.T) {
 		{name: "no publish wait", mod: func(o *router.Options) { o.PublishWait = router.NoPublishWait }},
 		{name: "snapshot timeout tiny", mod: func(o *router.Options) { o.SnapshotTimeout = time.Nanosecond }, flag: "--snapshot-timeout"},
 		{name: "kick timeout negative", mod: func(o *router.Options) { o.KickTimeout = -1 }, flag: "--kick-timeout"},
+		{name: "resume", mod: func(o *router.Options) { o.Resume = true }},
+		{name: "resume with a history ttl under a second", mod: func(o *router.Options) { o.Resume = true; o.History.TTL = 500 * time.Millisecond }, flag: "--history-ttl"},
+		{name: "resume with a small history", mod: func(o *router.Options) { o.Resume = true; o.History.MaxBytes = 1000 }, flag: "--history-max-bytes"},
+		{name: "resume with 7 replicas", mod: func(o *router.Options) { o.Resume = true; o.History.Replicas = 7 }, flag: "--history-replicas"},
+		{name: "resume with unknown storage", mod: func(o *router.Options) { o.Resume = true; o.History.Storage = "disk" }, flag: "--history-storage"},
+		{name: "history settings unchecked without resume", mod: func(o *router.Options) { o.History.TTL, o.History.Storage = time.Millisecond, "disk" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

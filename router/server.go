@@ -53,6 +53,7 @@ type Server struct {
 	link  *natsLink           // the connection's state, from its handlers
 	jwt   *jwtverify.Verifier // nil without a JWT key source
 	idem  idemStore
+	acks  *acks // with Resume: the history stream's acknowledgements
 	napi  *natsAPI
 	ln    net.Listener
 	http  *http.Server
@@ -105,7 +106,8 @@ func New(opts Options) (*Server, error) {
 
 // Start loads the JWT keys, connects to NATS (retrying for
 // NATSConnectTimeout), checks MaxBodyBytes against the server's
-// max_payload, opens the idempotency store, starts the presence tracker
+// max_payload, with Resume creates or checks the history stream, opens
+// the idempotency store, starts the presence tracker
 // (which asks every gateway node for a snapshot), the NATS request API and
 // the HTTP API and admin listeners. On error everything started is stopped
 // again.
@@ -134,6 +136,11 @@ func (s *Server) Start() (err error) {
 	if max := nc.MaxPayload(); int64(s.opts.MaxBodyBytes+headerOverhead) > max {
 		return badOption("max-body-bytes", "%d plus %d bytes of message id header exceeds the NATS server's max_payload of %d bytes; lower it to at most %d or raise max_payload",
 			s.opts.MaxBodyBytes, headerOverhead, max, max-int64(headerOverhead))
+	}
+	if s.opts.Resume {
+		if err = s.ensureHistory(nc); err != nil {
+			return err
+		}
 	}
 	if s.idem, err = s.openIdempotency(nc); err != nil {
 		return err
@@ -182,6 +189,7 @@ func (s *Server) Start() (err error) {
 		zap.Int("api_keys", len(s.keys)),
 		zap.Bool("jwt", s.jwt != nil),
 		zap.String("idempotency_store", s.idem.kind()),
+		zap.Bool("resume", s.opts.Resume),
 		zap.Int("max_body_bytes", s.opts.MaxBodyBytes))
 	return nil
 }

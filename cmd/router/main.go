@@ -36,6 +36,14 @@ connections:
   DELETE /v1/users/{user}/connections   closes every device with 4403
   GET    /v1/openapi.json               the OpenAPI 3 description
 
+With --resume (set it, and the same --history-* flags, on the gateways
+too) every message is stored in the JetStream history stream clients
+resume from: a publish is answered once the stream has acknowledged it,
+and its "id" is the stream sequence the devices see; an Idempotency-Key
+also keeps the stream from storing a retry twice. The router then refuses
+to start when NATS has no JetStream, or when the stream exists with
+other --history-* settings.
+
 Requests carry "Authorization: Bearer <api key or JWT>": set API keys
 (--api-key), a JWT key source (--jwt-hs256-secret, --jwt-jwks-file,
 --jwt-jwks-url) or both; at least one is required. Set secrets with
@@ -93,6 +101,8 @@ func newFlags(c *config) *flagenv.Set {
 	fs.Duration(&o.PublishWait, "publish-wait", def.PublishWait, "how long a publish that finds NATS disconnected waits for it to come back before answering 503 (0: at once)")
 	fs.Duration(&o.SnapshotTimeout, "snapshot-timeout", def.SnapshotTimeout, "bound on a presence snapshot request")
 	fs.Duration(&o.KickTimeout, "kick-timeout", def.KickTimeout, "longest wait for the nodes' answers to a kick")
+	fs.Bool(&o.Resume, "resume", false, "resumable delivery (the gateways' --resume): publish to the JetStream history stream, answer once it stored the message, its stream sequence as the id (needs JetStream)")
+	o.History.RegisterFlags(fs)
 	fs.String(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.String(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	// In router.Options a zero is "unset, use the default": a 0 given here

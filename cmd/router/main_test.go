@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/router"
 )
 
@@ -135,6 +136,36 @@ func TestParseEnv(t *testing.T) {
 				t.Fatalf("keys %q", c.opts.APIKeys)
 			}
 		}},
+		{name: "resume off by default, history defaults", check: func(t *testing.T, c config) {
+			if h := c.opts.History; c.opts.Resume || h.TTL != history.DefaultTTL || h.MaxPerUser != history.DefaultMaxPerUser ||
+				h.MaxBytes != history.DefaultMaxBytes || h.Replicas != history.DefaultReplicas || h.Storage != history.DefaultStorage {
+				t.Fatalf("resume %v, history %+v", c.opts.Resume, h)
+			}
+		}},
+		{name: "resume flags", args: []string{"--resume", "--history-ttl", "30m", "--history-max-per-user=20", "--history-storage", "memory"}, check: func(t *testing.T, c config) {
+			if h := c.opts.History; !c.opts.Resume || h.TTL != 30*time.Minute || h.MaxPerUser != 20 || h.Storage != "memory" || h.Replicas != 1 {
+				t.Fatalf("resume %v, history %+v", c.opts.Resume, h)
+			}
+		}},
+		{name: "resume from the variables shared with the gateways", env: map[string]string{
+			"WSFLEET_RESUME":               "true",
+			"WSFLEET_HISTORY_TTL":          "1h",
+			"WSFLEET_HISTORY_MAX_PER_USER": "50",
+			"WSFLEET_HISTORY_MAX_BYTES":    "2097152",
+			"WSFLEET_HISTORY_REPLICAS":     "3",
+			"WSFLEET_HISTORY_STORAGE":      "memory",
+		}, check: func(t *testing.T, c config) {
+			if h := c.opts.History; !c.opts.Resume || h.TTL != time.Hour || h.MaxPerUser != 50 || h.MaxBytes != 2<<20 || h.Replicas != 3 || h.Storage != "memory" {
+				t.Fatalf("resume %v, history %+v", c.opts.Resume, h)
+			}
+		}},
+		{name: "the router's own history variable wins", env: map[string]string{
+			"WSFLEET_RESUME": "true", "WSFLEET_ROUTER_RESUME": "false", "WSFLEET_HISTORY_TTL": "1h", "WSFLEET_ROUTER_HISTORY_TTL": "2h",
+		}, check: func(t *testing.T, c config) {
+			if c.opts.Resume || c.opts.History.TTL != 2*time.Hour {
+				t.Fatalf("resume %v, history ttl %s; want the WSFLEET_ROUTER_* values", c.opts.Resume, c.opts.History.TTL)
+			}
+		}},
 		{name: "key list trims spaces", env: map[string]string{"WSFLEET_ROUTER_API_KEY": " " + key1 + " , " + key2 + ","}, check: func(t *testing.T, c config) {
 			if strings.Join(c.opts.APIKeys, " ") != key1+" "+key2 {
 				t.Fatalf("keys %q", c.opts.APIKeys)
@@ -172,7 +203,10 @@ func TestHelpHidesKeys(t *testing.T) {
 	}
 	for _, flag := range []string{"--jwt-hs256-secret", "--jwt-scope", "--rate-limit", "--max-batch-users",
 		"--idempotency-window", "--node-ttl", "--kick-timeout", "default 2x --rate-limit",
-		"default 2m0s, env WSFLEET_ROUTER_NODE_MAX_SILENCE", "default 5s, env WSFLEET_ROUTER_PUBLISH_WAIT"} {
+		"default 2m0s, env WSFLEET_ROUTER_NODE_MAX_SILENCE", "default 5s, env WSFLEET_ROUTER_PUBLISH_WAIT",
+		"--resume", "default false, env WSFLEET_ROUTER_RESUME (or WSFLEET_RESUME", "With --resume",
+		"default 24h0m0s, env WSFLEET_ROUTER_HISTORY_TTL (or WSFLEET_HISTORY_TTL", "--history-max-per-user",
+		"--history-max-bytes", "--history-replicas", "--history-storage"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("help lacks %s", flag)
 		}
@@ -200,6 +234,10 @@ func TestBadSettings(t *testing.T) {
 		{name: "negative publish wait", env: ok, args: []string{"--publish-wait=-1s"}, want: "--publish-wait"},
 		{name: "bad publish wait in the environment", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_ROUTER_PUBLISH_WAIT": "soon"}, want: "WSFLEET_ROUTER_PUBLISH_WAIT"},
 		{name: "stray argument", env: ok, args: []string{"serve"}, want: "serve"},
+		{name: "history ttl under a second with resume", env: ok, args: []string{"--resume", "--history-ttl", "500ms"}, want: "router: invalid setting --history-ttl: 500ms is less than a second"},
+		{name: "zero history ttl", env: ok, args: []string{"--history-ttl", "0s"}, want: "--history-ttl (WSFLEET_ROUTER_HISTORY_TTL): must be more than 0"},
+		{name: "bad history storage in the shared variable", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_RESUME": "1", "WSFLEET_HISTORY_STORAGE": "disk"}, want: `--history-storage: "disk" is neither file nor memory`},
+		{name: "bad resume variable", env: map[string]string{"WSFLEET_ROUTER_API_KEY": key1, "WSFLEET_RESUME": "maybe"}, want: "WSFLEET_RESUME"},
 		{name: "bad duration says what it wants", env: ok, args: []string{"--kick-timeout", "abc"}, want: `--kick-timeout: "abc" is not a duration (e.g. 30s`},
 		{name: "zero batch", env: ok, args: []string{"--max-batch-users", "0"}, want: "--max-batch-users (WSFLEET_ROUTER_MAX_BATCH_USERS): must be more than 0"},
 		{name: "zero rate limit", env: ok, args: []string{"--rate-limit", "0"}, want: "--rate-limit (WSFLEET_ROUTER_RATE_LIMIT): 0 is not a setting: a negative value means no limit"},
@@ -225,6 +263,106 @@ func TestBadSettings(t *testing.T) {
 			}
 			if strings.Contains(stderr.String(), "tiny-secret") || strings.Contains(stderr.String(), key1) {
 				t.Fatalf("stderr %q shows an API key", stderr.String())
+			}
+		})
+	}
+}
+
+func startJetStreamNATS(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// runUntilStarted runs the command with args until it serves, then stops
+// it with SIGTERM; it must exit 0.
+func runUntilStarted(t *testing.T, args []string, environ []string) {
+	t.Helper()
+	sig := make(chan os.Signal, 1)
+	started := make(chan struct{})
+	exited := make(chan int, 1)
+	go func() { exited <- run(args, environ, io.Discard, sig, func(*router.Server) { close(started) }) }()
+	select {
+	case <-started:
+	case code := <-exited:
+		t.Fatalf("exited with %d before serving", code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not start")
+	}
+	sig <- syscall.SIGTERM
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("exit %d after SIGTERM", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+}
+
+// TestResumeRefusedAtStart: with --resume the router refuses to start,
+// exit status 2 and one line naming what to change, when NATS has no
+// JetStream or the history stream exists with other --history-* settings
+// (here created by a router with another --history-ttl).
+func TestResumeRefusedAtStart(t *testing.T) {
+	cases := []struct {
+		name  string
+		js    bool
+		first []string // a run that creates the stream first, when not nil
+		args  []string
+		want  []string
+	}{
+		{name: "no JetStream", args: []string{"--resume"},
+			want: []string{"router: invalid setting: --resume needs JetStream", "start nats-server with -js"}},
+		{name: "no JetStream from the shared variable", args: []string{"WSFLEET_RESUME=true"},
+			want: []string{"router: invalid setting: --resume needs JetStream"}},
+		{name: "stream with another history ttl", js: true, first: []string{"--resume", "--history-ttl", "1h"}, args: []string{"--resume"},
+			want: []string{"router: invalid setting --resume: the history stream exists with another configuration", "max_age 1h0m0s, --history-ttl says 24h0m0s"}},
+		{name: "stream with another history ttl, from the shared variable", js: true, first: []string{"--resume"},
+			args: []string{"--resume", "WSFLEET_HISTORY_TTL=2h"}, want: []string{"max_age 24h0m0s, --history-ttl says 2h0m0s"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var ns *server.Server
+			if tc.js {
+				ns = startJetStreamNATS(t)
+			} else {
+				ns = startNATS(t)
+			}
+			base := []string{"--listen", "127.0.0.1:0", "--admin-listen", "off", "--nats-url", ns.ClientURL(), "--log-level", "error"}
+			environ := []string{"WSFLEET_ROUTER_API_KEY=" + key1}
+			if tc.first != nil {
+				runUntilStarted(t, append(base, tc.first...), environ)
+			}
+			var args []string
+			for _, a := range tc.args {
+				if strings.Contains(a, "=") && !strings.HasPrefix(a, "--") {
+					environ = append(environ, a)
+				} else {
+					args = append(args, a)
+				}
+			}
+			var stderr bytes.Buffer
+			code := run(append(base, args...), environ, &stderr, nil, nil)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			out := stderr.String()
+			if strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\n") {
+				t.Fatalf("stderr %q is not one line", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stderr %q does not say %q", out, w)
+				}
 			}
 		})
 	}

@@ -79,7 +79,11 @@ type publishOptions struct {
 // router's --idempotency-window is not delivered again and returns the
 // first result (same message ids, Replayed set). An empty key is no key.
 // The SDK refuses any other key before sending anything, with an *Error
-// matching ErrBadIdempotencyKey (Status 0), as the router would.
+// matching ErrBadIdempotencyKey (Status 0), as the router would. With the
+// router's --resume the key also keeps the history stream from storing a
+// retry twice within its duplicate window (2 minutes): such a retry gets
+// the first message's id even from a router replica that does not know
+// the key.
 func WithIdempotencyKey(key string) PublishOption {
 	return func(o *publishOptions) { o.idempotencyKey = key }
 }
@@ -119,7 +123,10 @@ func badIdempotencyKey(why string) *Error {
 
 // PublishResult is the answer to Publish.
 type PublishResult struct {
-	ID      string `json:"id"`      // the message id clients see
+	// ID is the message id clients see: with the router's --resume the
+	// message's history stream sequence, in decimal (see Sequence), else
+	// an opaque id.
+	ID      string `json:"id"`
 	Online  bool   `json:"online"`  // the user had a device connected
 	Devices int    `json:"devices"` // fleet-wide
 	// Replayed is true when this is the stored result of an earlier
@@ -127,17 +134,45 @@ type PublishResult struct {
 	Replayed bool `json:"-"`
 }
 
+// Sequence returns the message's history stream sequence when the router
+// runs with --resume, where the id is that number: the position clients
+// resume from (their "since"), ascending with every message stored. ok is
+// false for an id that is not one (a router without --resume).
+func (r PublishResult) Sequence() (seq uint64, ok bool) { return parseSequence(r.ID) }
+
 // BroadcastResult is the answer to Broadcast.
 type BroadcastResult struct {
-	ID       string `json:"id"`
+	ID       string `json:"id"` // as PublishResult.ID
 	Replayed bool   `json:"-"`
+}
+
+// Sequence returns the broadcast's history stream sequence, as
+// PublishResult.Sequence.
+func (r BroadcastResult) Sequence() (seq uint64, ok bool) { return parseSequence(r.ID) }
+
+// parseSequence reads a stream sequence: 1-20 decimal digits, not 0.
+// Other message ids are never all digits (protocol.ValidMsgID).
+func parseSequence(id string) (uint64, bool) {
+	if id == "" || len(id) > 20 {
+		return 0, false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < '0' || id[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 // UserResult is one user's entry in the answer to PublishBatch or
 // QueryPresence.
 type UserResult struct {
 	User    string `json:"user"`
-	ID      string `json:"id,omitempty"` // PublishBatch: the message id
+	ID      string `json:"id,omitempty"` // PublishBatch: the message id, as PublishResult.ID
 	Online  bool   `json:"online"`
 	Devices int    `json:"devices"`
 	Error   string `json:"error,omitempty"` // the user got nothing: bad_user, user_offline
@@ -146,6 +181,11 @@ type UserResult struct {
 	// idempotency key: nothing was sent this time.
 	Replayed bool `json:"-"`
 }
+
+// Sequence returns the history stream sequence of the user's message
+// (PublishBatch), as PublishResult.Sequence; ok is false for a user that
+// got nothing.
+func (u UserResult) Sequence() (seq uint64, ok bool) { return parseSequence(u.ID) }
 
 // markReplayed sets Replayed on every entry of a replayed batch answer.
 func markReplayed(rs []UserResult, replayed bool) []UserResult {

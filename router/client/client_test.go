@@ -59,6 +59,12 @@ type fleet struct {
 
 func startFleet(t *testing.T, mod func(*router.Options)) *fleet {
 	t.Helper()
+	return startFleetWith(t, nil, mod)
+}
+
+// startFleetWith is startFleet with the gateway's options changed by gwMod.
+func startFleetWith(t *testing.T, gwMod func(*gateway.Options), mod func(*router.Options)) *fleet {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true, JetStream: true, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -68,9 +74,13 @@ func startFleet(t *testing.T, mod func(*router.Options)) *fleet {
 		t.Fatal("nats-server did not start")
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	gw, err := gateway.New(gateway.Options{NATSURL: ns.ClientURL(), Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+	gwo := gateway.Options{NATSURL: ns.ClientURL(), Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
 		JWT: jwtverify.Config{HS256Secret: gatewaySecret}, NodeID: "gw-1", PresenceInterval: 100 * time.Millisecond,
-		PresenceBatchInterval: 10 * time.Millisecond, Pollers: 1, Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))})
+		PresenceBatchInterval: 10 * time.Millisecond, Pollers: 1, Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))}
+	if gwMod != nil {
+		gwMod(&gwo)
+	}
+	gw, err := gateway.New(gwo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,6 +322,64 @@ func TestClient(t *testing.T) {
 			if _, err := c.Stats(expired); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("expired context: %v", err)
 			}
+		})
+	}
+}
+
+// TestClientResume: against a fleet with --resume every publish's id is
+// the message's stream sequence (Sequence), the id the devices get, and a
+// retry with the same idempotency key gets the same one.
+func TestClientResume(t *testing.T) {
+	f := startFleetWith(t, func(o *gateway.Options) { o.Resume = true }, func(o *router.Options) { o.Resume = true })
+	for name, c := range f.clients(t) {
+		t.Run(name, func(t *testing.T) {
+			user := "resume-" + name
+			dev := f.connect(t, user)
+			checkFor(t, 5*time.Second, func() error {
+				if p, err := c.Presence(ctx(t), user); err != nil || !p.Online {
+					return fmt.Errorf("presence %+v, %v", p, err)
+				}
+				return nil
+			})
+			var last uint64
+			// next checks that the device gets id next, a sequence above
+			// the last one.
+			next := func(what, id string, seq uint64, ok bool) {
+				t.Helper()
+				if !ok || seq <= last {
+					t.Fatalf("%s: id %q, Sequence %d %v; want a sequence above %d", what, id, seq, ok, last)
+				}
+				last = seq
+				if m := dev.next(t); m["id"] != id {
+					t.Fatalf("%s: delivered %v, want id %s", what, m, id)
+				}
+			}
+			key := client.WithIdempotencyKey("resume-" + name)
+			res, err := c.Publish(ctx(t), user, "one", key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq, ok := res.Sequence()
+			next("Publish", res.ID, seq, ok)
+			again, err := c.Publish(ctx(t), user, "one", key)
+			if err != nil || again.ID != res.ID {
+				t.Fatalf("retry: %+v, %v; want id %s", again, err, res.ID)
+			}
+			rs, err := c.PublishBatch(ctx(t), []string{user, "a\nb"}, "two")
+			if err != nil || len(rs) != 2 {
+				t.Fatalf("PublishBatch: %+v, %v", rs, err)
+			}
+			seq, ok = rs[0].Sequence()
+			next("PublishBatch", rs[0].ID, seq, ok)
+			if _, ok := rs[1].Sequence(); ok {
+				t.Fatalf("a user that got nothing has a sequence: %+v", rs[1])
+			}
+			b, err := c.Broadcast(ctx(t), "three")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq, ok = b.Sequence()
+			next("Broadcast", b.ID, seq, ok)
 		})
 	}
 }

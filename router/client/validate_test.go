@@ -556,3 +556,37 @@ func TestIsRetryable(t *testing.T) {
 		t.Fatalf("empty URL: %v", err)
 	}
 }
+
+// TestSequence: a result's Sequence is its id read as a stream sequence
+// (a router with --resume), and nothing for any other id.
+func TestSequence(t *testing.T) {
+	cases := []struct {
+		name string
+		id   string
+		seq  uint64 // 0: not a sequence
+	}{
+		{name: "sequence", id: "1041", seq: 1041},
+		{name: "first", id: "1", seq: 1},
+		{name: "largest", id: "18446744073709551615", seq: math.MaxUint64},
+		{name: "over 64 bits", id: "18446744073709551616"},
+		{name: "zero", id: "0"},
+		{name: "leading sign", id: "+5"},
+		{name: "NUID", id: "Kx2bT9rLmQp8vW3nZc0sYd"},
+		{name: "empty", id: ""},
+		{name: "too long", id: "000000000000000000001"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for what, f := range map[string]func() (uint64, bool){
+				"PublishResult":   client.PublishResult{ID: tc.id}.Sequence,
+				"BroadcastResult": client.BroadcastResult{ID: tc.id}.Sequence,
+				"UserResult":      client.UserResult{ID: tc.id}.Sequence,
+			} {
+				seq, ok := f()
+				if ok != (tc.seq != 0) || seq != tc.seq {
+					t.Errorf("%s{ID: %q}.Sequence() = %d, %v; want %d, %v", what, tc.id, seq, ok, tc.seq, tc.seq != 0)
+				}
+			}
+		})
+	}
+}
