@@ -255,8 +255,13 @@ func (s *Server) kickUser(conns []*conn, m *nats.Msg) {
 		}
 	}
 	s.m.kicked.Add(float64(len(conns)))
-	if m.Reply != "" {
+	reply := m.Reply
+	if reply == "" && s.rs != nil {
+		// Republished by the history stream, which drops the reply subject.
+		reply = m.Header.Get(protocol.HeaderReplyTo)
+	}
+	if reply != "" {
 		b, _ := json.Marshal(protocol.KickReply{Node: s.opts.NodeID, Closed: len(conns)})
-		_ = m.Respond(b)
+		_ = s.nc.Publish(reply, b)
 	}
 }

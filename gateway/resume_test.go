@@ -594,3 +594,43 @@ func slicesContains(s []uint64, v uint64) bool {
 	}
 	return false
 }
+
+// A kick stored by the history stream reaches the node republished,
+// without its reply subject: the node answers on Wsfleet-Reply-To, and the
+// kick is never replayed to a client resuming from before it.
+func TestResumeKickAnswersOnReplyTo(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), nil)
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	ws, w := resumeConnect(t, srv, "erin", "")
+	pos := seqOf(t, w["position"])
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(userSubject(t, "erin"))
+	m.Header.Set(protocol.HeaderControl, protocol.ControlKick)
+	m.Header.Set(protocol.HeaderReplyTo, inbox)
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	r, err := replies.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no kick reply: %v", err)
+	}
+	if !strings.Contains(string(r.Data), `"closed":1`) {
+		t.Fatalf("kick reply %s", r.Data)
+	}
+	expectClose(t, ws, protocol.CloseKicked, "")
+	after := jsPublish(t, js, userSubject(t, "erin"), `"after the kick"`)
+	ws2, w2 := resumeConnect(t, srv, "erin", strconv.FormatUint(pos, 10))
+	if w2["recovered"] != true {
+		t.Fatalf("welcome %v", w2)
+	}
+	if d := readDeliveries(t, ws2, 1)[0]; d.seq != after {
+		t.Fatalf("got %d, want %d (the kick is not a message)", d.seq, after)
+	}
+	expectQuiet(t, ws2, 200*time.Millisecond)
+}

@@ -110,10 +110,14 @@ type UserDevices struct {
 // Control messages travel on a user's own subject (<prefix>.user.<token>),
 // so they reach exactly the nodes where the user is connected; the
 // HeaderControl header tells them from deliveries. A node answers on the
-// reply subject.
+// reply subject, or, when the message has none, on the subject in
+// HeaderReplyTo: with resumable delivery nodes receive control messages
+// republished by the history stream, which drops the reply subject.
 const (
 	// HeaderControl names a control action on a user subject.
 	HeaderControl = "Wsfleet-Control"
+	// HeaderReplyTo carries a control message's reply subject.
+	HeaderReplyTo = "Wsfleet-Reply-To"
 	// ControlKick closes every connection of the user on the node with
 	// CloseKicked; the node answers with a KickReply.
 	ControlKick = "kick"

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wsfleet/wsfleet/internal/history"
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 // Resumable delivery (Options.Resume). The history stream (package
@@ -48,7 +49,7 @@ import (
 // a user subject: with --resume the nodes receive it republished by the
 // history stream, which keeps headers but drops the reply subject, and
 // answer there.
-const HeaderReplyTo = "Wsfleet-Reply-To"
+const HeaderReplyTo = protocol.HeaderReplyTo
 
 // The history stream's answers are awaited for ackTimeout; a message no
 // stream took is sent again noStreamRetries times, noStreamWait apart.

@@ -8,7 +8,8 @@
 // The stream captures every user subject ("<prefix>.user.*") and the
 // broadcast subject ("<prefix>.broadcast"): services go on publishing on
 // plain NATS subjects and the stream stores what they publish. It
-// republishes each stored message to "<prefix>.live.<original subject>"
+// republishes each stored message to "<prefix>.live." followed by its
+// subject without the prefix ("wsfleet.user.bob" → "wsfleet.live.user.bob")
 // with the headers Nats-Sequence (its stream sequence) and
 // Nats-Last-Sequence (the sequence of the previous message stored on the
 // same original subject, 0 if none is stored), so a gateway subscribed to
@@ -133,8 +134,8 @@ func StreamName(prefix string) string {
 	return strings.ReplaceAll(prefix, ".", "_") + "_history"
 }
 
-// LivePrefix is what the stream puts before a stored message's subject when
-// it republishes it: "<prefix>.live.".
+// LivePrefix is what replaces the prefix of a stored message's subject when
+// the stream republishes it: "<prefix>.live.".
 func LivePrefix(prefix string) string { return prefix + ".live." }
 
 // StreamConfig is the stream's JetStream configuration.
