@@ -128,7 +128,8 @@ func TestPublishErrorNamesRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.close()
-	if got, want := s.post("/v1/users/a/messages", []byte(`{}`)), "connection refused to "+dead; got != want {
+	want := "connection refused to " + dead
+	if got, _ := s.post("/v1/users/a/messages", []byte(`{}`)); got != want {
 		t.Fatalf("reason %q, want %q", got, want)
 	}
 }
@@ -163,7 +164,7 @@ func TestJSONKeysAlwaysPresent(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{
-		"messages": "null", "broadcasts": "null", "storm": "null", "churn": "null", "kicks": "null",
+		"messages": "null", "broadcasts": "null", "storm": "null", "churn": "null", "kicks": "null", "resume": "null",
 		"problems": "[]", "failures": "[]", "gateways": "[]", "interrupted": "false",
 	} {
 		if got := string(top[k]); got != want {
@@ -226,7 +227,7 @@ func TestOutstandingForgetsClosedSessions(t *testing.T) {
 			e := &clientSet{userLive: make([]int32, 1), userPubs: make([]uint32, 1)}
 			e.pub = newPublisher(sk, "run", []int{0}, []string{"u0"}, e.stamp, &e.eligible)
 			s := &slot{l: &loop{e: e}, state: stLive}
-			w, from := e.sessionOpened(0)
+			w, from := e.sessionOpened(0, true)
 			s.pubFrom = from
 			s.msgs.welcome(w)
 

@@ -33,6 +33,10 @@ Scenarios:
   churn       close --churn-rate connections/s (each back after --churn-down)
               while delivering
 
+--resume (any scenario) tests a fleet running with resumable delivery:
+devices reconnect with "since" and must get every message published while
+they were away, with no gap and no duplicate.
+
 Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
 
 The report ends with the verdict: one "FAILED:" line per reason the run
@@ -42,13 +46,15 @@ failed. Exit status:
        machine's limits), or it failed: connections never welcomed (the
        ramp did not reach --conns), publishes or kicks that failed, a
        storm's dropped connections not all back, connections the gateway
-       closed still down at the end, worker problems
+       closed still down at the end, worker problems, --resume against a
+       gateway without it
   2    a bad invocation, refused before anything starts: a flag (named),
        no signing key, a --jwt-private-key it cannot use, a --json or --html
        file it cannot write, or an --api-key the router refuses (one
        request to the router, before the ramp)
   3    messages were lost, duplicated, out of order, or missed because the
-       gateway closed their connections, or the counts do not add up
+       gateway closed their connections, --resume reconnects were not
+       recovered, or the counts do not add up
   130  interrupted (Ctrl-C): the report is partial
 `
 
@@ -147,6 +153,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Duration(&c.ProgressInterval, "progress-interval", time.Second, "how often progress lines are printed")
 	var seed int
 	fs.Int(&seed, "seed", 0, "random seed (0: random)")
+	fs.Bool(&c.Resume, "resume", false, `the fleet runs with --resume: each device remembers the last message id it received and reconnects with "since" (whatever closed it: churn, a drop, a kick, a drain's reconnect notice, a token expiry); messages published while it was away are owed to it, and any lost or received twice fails the run, as does a recovered:false (history too small); with --via nats, publishes go through JetStream to learn each message's id`)
 	if scenario != ScenarioConnect {
 		fs.String(&c.Publish.Via, "via", "router", "publish through the router's HTTP API (router) or directly on NATS (nats)")
 		fs.String(&c.Publish.RouterURL, "router-url", "http://127.0.0.1:8090", "router base URL")

@@ -53,6 +53,13 @@ type Config struct {
 	ChurnRate float64       // churn: disconnects per second
 	ChurnDown time.Duration // churn: how long a churned connection stays away
 
+	// Resume (--resume): the fleet runs with resumable delivery. Devices
+	// reconnect with "since" (the last id they received) and are owed every
+	// message published while they were away; with Publish.Via "nats" the
+	// publishes go through JetStream to learn each message's id. See
+	// resume.go.
+	Resume bool
+
 	// KickUsers (deliver): the first KickUsers users have their connections
 	// closed by the fleet (DELETE /v1/users/{user}/connections through the
 	// router, close 4403) KickAfter into the deliver phase.
@@ -351,6 +358,7 @@ func (c *Config) prepare() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	c.Publish.JetStream = c.Resume && c.Publish.Via == "nats" && (c.Scenario == ScenarioBroadcast || c.publishes())
 	for _, f := range []struct{ flag, path string }{{"--json", c.JSONFile}, {"--html", c.HTMLFile}} {
 		if err := checkWritable(f.path); err != nil {
 			return usagef("%s: %v", f.flag, err)

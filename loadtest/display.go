@@ -125,10 +125,14 @@ func (d *display) draw() {
 	phase := d.r.getPhase()
 	target := int64(d.r.cfg.Conns)
 	back := rampNote(p)
+	resume := ""
+	if d.r.cfg.Resume {
+		resume = fmt.Sprintf("  replayed %s (%s away)", numfmt.Thousands(p.Replayed), numfmt.Thousands(p.Away))
+	}
 	if !d.bars {
-		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting%s)  published %s  received %s (%s/s)  errors %s\n",
+		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting%s)  published %s  received %s (%s/s)%s  errors %s\n",
 			el, phase, numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting), back,
-			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts), numfmt.Thousands(int64(recvRate)), numfmt.Thousands(errs))
+			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts), numfmt.Thousands(int64(recvRate)), resume, numfmt.Thousands(errs))
 		return
 	}
 	width := termWidth(d.w)
@@ -159,6 +163,9 @@ func (d *display) draw() {
 		line("msgs/s   %s %s/s received  %s published  %s outstanding", bar(int64(recvRate), max(rateTarget, int64(recvRate))), numfmt.Thousands(int64(recvRate)), numfmt.Thousands(p.Acked), numfmt.Thousands(p.Outstanding))
 	}
 	line("errors   %s connect failures  %s publish failures  %s duplicates  %s out of order", numfmt.Thousands(p.Fails), numfmt.Thousands(p.PubFailed), numfmt.Thousands(p.Dups), numfmt.Thousands(p.OOO))
+	if resume != "" {
+		line("resume  %s", resume)
+	}
 	if p.Dropped > 0 {
 		line("storm    %s %s/%s back", bar(p.Recovered, p.Dropped), numfmt.Thousands(p.Recovered), numfmt.Thousands(p.Dropped))
 	}

@@ -26,5 +26,9 @@
 //
 // The publisher numbers each user's messages 1, 2, 3…; every device (a
 // connection slot, across its reconnects) checks what it receives. See
-// tracker.go and docs/loadtest.md for what counts as lost.
+// tracker.go and docs/loadtest.md for what counts as lost. With --resume
+// (a fleet with resumable delivery) devices reconnect with "since", the
+// messages published while they were away are owed to them, and the
+// messages' ids (stream sequences) classify them where the publisher
+// learnt them: see resume.go.
 package loadtest

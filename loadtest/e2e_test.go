@@ -170,7 +170,7 @@ func TestSinkReportsRouterCodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.close()
-			if got := s.post(tc.path, []byte(tc.body)); got != tc.want {
+			if got, _ := s.post(tc.path, []byte(tc.body)); got != tc.want {
 				t.Fatalf("post %s %s: %q, want %q", tc.path, tc.body, got, tc.want)
 			}
 		})

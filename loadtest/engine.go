@@ -46,6 +46,7 @@ type workerPlan struct {
 	BackoffMax     time.Duration `json:"backoff_max"`
 	CloseTimeout   time.Duration `json:"close_timeout"`
 	OpenLoopRamp   bool          `json:"open_loop_ramp,omitempty"` // --ramp-backoff=false
+	Resume         bool          `json:"resume,omitempty"`         // --resume
 	Pollers        int           `json:"pollers"`
 	Seed           uint64        `json:"seed"`
 }
@@ -66,17 +67,20 @@ type clientSet struct {
 	sink    *sink
 	pub     *publisher
 	running atomic.Bool // connections that drop are reconnected
+	resume  bool        // plan.Resume
 	prefix  []byte      // `{"lt":"<run>"` that starts every data payload of this run
 
 	// userMu guards userLive; a welcome, a close and a publish's stamp take
 	// it, so "welcomed before the publish" and "counted as open at the
 	// publish" are the same thing.
-	userMu   [64]sync.Mutex
-	userLive []int32
-	userPubs []uint32 // messages stamped per user: the last one's number
+	userMu     [64]sync.Mutex
+	userLive   []int32
+	userJoined []int32  // --resume: devices welcomed at least once (each is owed every later message)
+	userPubs   []uint32 // messages stamped per user: the last one's number
 
 	// deliveries owed (acknowledged messages × sessions open at their
-	// publish) and received by such sessions; equal when nothing is
+	// publish; --resume: × devices welcomed before it, away or not) and
+	// received by such sessions (devices); equal when nothing is
 	// outstanding.
 	eligible, eligGot atomic.Int64
 	bElig, bGot       atomic.Int64
@@ -98,7 +102,7 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 	if plan.SlotTo < plan.SlotFrom || plan.Devices < 1 || len(plan.Targets) == 0 {
 		return nil, errors.New("bad worker plan")
 	}
-	e := &clientSet{plan: plan, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
+	e := &clientSet{plan: plan, resume: plan.Resume, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
 	e.series.init()
 	dev := plan.Devices
 	userFrom := plan.SlotFrom / dev
@@ -108,6 +112,7 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 		e.names = append(e.names, userName(plan.UserPrefix, userFrom+i))
 	}
 	e.userLive = make([]int32, nUsers)
+	e.userJoined = make([]int32, nUsers)
 	e.userPubs = make([]uint32, nUsers)
 	var err error
 	if e.tokens, err = newTokenSource(plan.Auth, nUsers); err != nil {
@@ -177,12 +182,16 @@ func (e *clientSet) closeLoops() {
 }
 
 // stamp takes the publish time of a message to local user u and the number
-// of the user's sessions open then.
+// of deliveries it is owed: the user's sessions open then, or with
+// --resume its devices welcomed before (they get it when they come back).
 func (e *clientSet) stamp(u int) (int64, int32) {
 	mu := &e.userMu[u%len(e.userMu)]
 	mu.Lock()
 	t := mono()
 	n := e.userLive[u]
+	if e.resume {
+		n = e.userJoined[u]
+	}
 	e.userPubs[u]++
 	mu.Unlock()
 	return t, n
@@ -191,12 +200,15 @@ func (e *clientSet) stamp(u int) (int64, int32) {
 // sessionOpened and sessionClosed keep userLive; opened returns the
 // welcome time, and both the number of the user's last message stamped
 // then: the session was open at the publish of the messages numbered
-// (opened, closed].
-func (e *clientSet) sessionOpened(u int32) (int64, uint32) {
+// (opened, closed]. first says it is the device's first welcome.
+func (e *clientSet) sessionOpened(u int32, first bool) (int64, uint32) {
 	mu := &e.userMu[int(u)%len(e.userMu)]
 	mu.Lock()
 	t := mono()
 	e.userLive[u]++
+	if first && e.resume {
+		e.userJoined[u]++
+	}
 	n := e.userPubs[u]
 	mu.Unlock()
 	return t, n
@@ -258,8 +270,9 @@ func (e *clientSet) churn(rate float64, down time.Duration) {
 	e.onLoops(func(l *loop) { l.churnRate, l.churnDown, l.churnBudget = per, down, 0 })
 }
 
-// announce records a broadcast the parent published.
-func (e *clientSet) announce(seq int, t int64, ok bool) {
+// announce records a broadcast the parent published (id: its stream
+// sequence, 0 if unknown).
+func (e *clientSet) announce(seq int, t int64, ok bool, id uint64) {
 	e.bMu.Lock()
 	for len(e.bLog) < seq {
 		e.bLog = append(e.bLog, pubRec{state: pubFailed})
@@ -268,15 +281,16 @@ func (e *clientSet) announce(seq int, t int64, ok bool) {
 	if ok {
 		st = pubAcked
 	}
-	e.bLog[seq-1] = pubRec{t: t, state: st}
+	e.bLog[seq-1] = pubRec{t: t, id: id, state: st}
 	e.bMu.Unlock()
 	if !ok {
 		return
 	}
+	resume := e.resume
 	e.onLoops(func(l *loop) {
 		var n int64
 		for _, s := range l.slots {
-			if s.bc.open && s.bc.w < t {
+			if (s.bc.open || resume) && s.bc.firstW != 0 && s.bc.owes(t, resume) {
 				n++
 			}
 		}
@@ -313,6 +327,10 @@ type Progress struct {
 	LastRecovery int64 `json:"last_recovery"`
 
 	Refused int64 `json:"refused"` // attempts the gateways refused (HTTP 503, 429, close 1013)
+	// --resume: devices welcomed before and down now (their deliveries
+	// are still owed), and receipts replayed from history.
+	Away     int64 `json:"away"`
+	Replayed int64 `json:"replayed"`
 	// The ramp's allowed rate (0 while paused) and its target, summed over
 	// the loops that have connections left to start.
 	RampRate   float64 `json:"ramp_rate"`
@@ -336,6 +354,8 @@ func (e *clientSet) progress() Progress {
 		p.Dropped += st.dropped.Load()
 		p.Recovered += st.recovered.Load()
 		p.Refused += st.refused.Load()
+		p.Away += st.away.Load()
+		p.Replayed += st.replayed.Load()
 		p.RampRate += math.Float64frombits(st.rampRate.Load())
 		p.RampTarget += math.Float64frombits(st.rampTarget.Load())
 		p.LastRecv = max(p.LastRecv, st.lastRecv.Load())
@@ -383,6 +403,7 @@ type workerResult struct {
 	OpenAtEnd  int64               `json:"open_at_end"`
 	Unexpected int64               `json:"closed_unexpectedly"` // live sessions the gateway or the network ended
 	NotBack    int64               `json:"closed_not_back"`     // of the slots, down at the cut after such a close
+	Resume     resumeWire          `json:"resume"`
 	Mints      int64               `json:"token_mints"`
 	CPUUser    float64             `json:"cpu_user_s"`
 	CPUSys     float64             `json:"cpu_sys_s"`
@@ -443,10 +464,18 @@ func (e *clientSet) finish() *workerResult {
 		var msgs, bc SeqCounts
 		var open, notBack int64
 		for _, s := range l.slots {
-			if logs != nil {
-				msgs.add(s.msgs.account(logs[s.user], s.msgs.open))
+			switch {
+			case e.resume:
+				if logs != nil {
+					msgs.add(s.msgs.accountResume(logs[s.user], s.msgs.open, &s.rs))
+				}
+				bc.add(s.bc.accountResume(blog, s.bc.open, &s.rs))
+			default:
+				if logs != nil {
+					msgs.add(s.msgs.account(logs[s.user], s.msgs.open))
+				}
+				bc.add(s.bc.account(blog, s.bc.open))
 			}
-			bc.add(s.bc.account(blog, s.bc.open))
 			if s.msgs.open || s.bc.open {
 				open++
 			} else if s.downUnexp {
@@ -507,6 +536,7 @@ func (e *clientSet) finish() *workerResult {
 		merge("e2e", l.hE2E)
 		merge("broadcast", l.hBcast)
 		merge("reconnect", l.hReconnect)
+		merge("replay", l.hReplay)
 		for k, v := range l.closes {
 			r.Closes[k] += v
 		}
@@ -524,6 +554,7 @@ func (e *clientSet) finish() *workerResult {
 		r.Refreshed += l.st.refreshed.Load()
 		r.Churned += l.st.churned.Load()
 		r.Unexpected += l.st.unexpected.Load()
+		r.Resume.add(l.res)
 		for i, b := range l.bstats {
 			if b.Receivers == 0 {
 				continue

@@ -22,6 +22,8 @@ type loopStats struct {
 	refreshed, dropped, recovered, churned, lastRecv    atomic.Int64
 	unexpected                                          atomic.Int64 // live sessions the gateway or the network ended
 	refused                                             atomic.Int64
+	away                                                atomic.Int64 // --resume: devices welcomed before and down now
+	replayed                                            atomic.Int64 // --resume: first receipts replayed from history
 	// the ramp's allowed rate (0 while paused) and target while the loop
 	// has connections left to start, as math.Float64bits
 	rampRate, rampTarget atomic.Uint64
@@ -58,8 +60,11 @@ type loop struct {
 	churnBudget float64
 
 	hUpgrade, hWelcome, hE2E, hBcast, hReconnect *hdrhistogram.Histogram
+	hReplay                                      *hdrhistogram.Histogram // --resume: publish → receipt of replayed messages
 	ivE2E                                        *hdrhistogram.Histogram
 	ivIdx                                        int
+
+	res resumeWire // --resume: reconnects with since and their answers
 
 	closes   map[string]int64
 	errs     map[string]int64
@@ -79,6 +84,7 @@ func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr)
 		hE2E:       newHist(),
 		hBcast:     newHist(),
 		hReconnect: newHist(),
+		hReplay:    newHist(),
 		ivE2E:      newSeriesHist(),
 		closes:     map[string]int64{},
 		errs:       map[string]int64{},

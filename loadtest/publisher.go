@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -33,6 +35,10 @@ type PublishConfig struct {
 	MsgBytes      int           `json:"msg_bytes"`   // size of the data JSON, padded
 	Concurrency   int           `json:"concurrency"` // router requests in flight per process
 	Timeout       time.Duration `json:"timeout"`     // per request or flush
+	// JetStream publishes through JetStream (--resume with --via nats):
+	// acknowledged by the history stream's ack, which carries the
+	// message's id (its stream sequence).
+	JetStream bool `json:"jetstream,omitempty"`
 }
 
 // sink publishes one message body, to a user or to everyone, and says
@@ -42,6 +48,7 @@ type sink struct {
 	subj   protocol.Subjects
 	client *http.Client
 	nc     *nats.Conn
+	js     jetstream.JetStream // cfg.JetStream
 }
 
 func newSink(cfg PublishConfig) (*sink, error) {
@@ -72,6 +79,13 @@ func newSink(cfg PublishConfig) (*sink, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--nats-url %s: %v", cfg.NATSURL, err)
 		}
+		if cfg.JetStream {
+			s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(cfg.Timeout), jetstream.WithPublishAsyncMaxPending(1<<16))
+			if err != nil {
+				s.nc.Close()
+				return nil, fmt.Errorf("--nats-url %s: JetStream: %v", cfg.NATSURL, err)
+			}
+		}
 	default:
 		return nil, fmt.Errorf("--via %q: want router or nats", cfg.Via)
 	}
@@ -87,24 +101,57 @@ func (s *sink) close() {
 	}
 }
 
-// post sends one router request; "" means 202.
-func (s *sink) post(path string, body []byte) string {
+// post sends one router request; "" means 202. id is the message's
+// stream sequence when the router's answer gives one (a router with
+// --resume answers it as its "id"), else 0.
+func (s *sink) post(path string, body []byte) (reason string, id uint64) {
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, s.cfg.RouterURL+path, bytes.NewReader(body))
 	if err != nil {
-		return "bad_request"
+		return "bad_request", 0
 	}
 	req.Header.Set("Authorization", "Bearer "+s.cfg.APIKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return httpReason(err, s.cfg.RouterURL)
+		return httpReason(err, s.cfg.RouterURL), 0
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode == http.StatusAccepted {
-		return ""
+		var a struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(b, &a)
+		return "", streamSeq(a.ID)
 	}
-	return statusReason(resp.StatusCode, b)
+	return statusReason(resp.StatusCode, b), 0
+}
+
+// jsReason names a failed JetStream publish.
+func jsReason(err error) string {
+	switch {
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return "jetstream_no_stream"
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return "jetstream_ack_timeout"
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		return "jetstream_stalled"
+	}
+	return "jetstream_publish"
+}
+
+// jsAck waits for a JetStream publish's ack, at most the publish timeout
+// from now.
+func (s *sink) jsAck(f jetstream.PubAckFuture, timer *time.Timer) (string, uint64) {
+	timer.Reset(s.cfg.Timeout)
+	select {
+	case a := <-f.Ok():
+		return "", a.Sequence
+	case err := <-f.Err():
+		return jsReason(err), 0
+	case <-timer.C:
+		return "jetstream_ack_timeout", 0
+	}
 }
 
 // statusReason names a router answer: "http_<status>_<code>", the code
@@ -195,21 +242,82 @@ func checkRouter(ctx context.Context, cfg PublishConfig, wait time.Duration) err
 	}
 }
 
-// broadcast publishes one broadcast and waits for the acknowledgement.
-func (s *sink) broadcast(body []byte, id string) string {
+// broadcast publishes one broadcast and waits for the acknowledgement;
+// seq is its stream sequence when the answer gives it (else 0).
+func (s *sink) broadcast(body []byte, id string) (reason string, seq uint64) {
 	if s.client != nil {
 		return s.post("/v1/broadcast", body)
 	}
 	m := nats.NewMsg(s.subj.Broadcast())
 	m.Header.Set(protocol.HeaderMsgID, id)
 	m.Data = body
+	if s.js != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+		defer cancel()
+		a, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+		if err != nil {
+			return jsReason(err), 0
+		}
+		return "", a.Sequence
+	}
 	if err := s.nc.PublishMsg(m); err != nil {
-		return "nats_publish"
+		return "nats_publish", 0
 	}
 	if err := s.nc.FlushTimeout(s.cfg.Timeout); err != nil {
-		return "nats_flush"
+		return "nats_flush", 0
 	}
-	return ""
+	return "", 0
+}
+
+// checkHistory makes sure, before a --resume --via nats run starts its
+// connections, that NATS answers and holds the history stream the
+// publishes go to (the gateways create it when they start with --resume):
+// a NATS that refuses the connection, or a stream not there yet, is tried
+// again for up to wait (the fleet may be starting beside the load tester).
+func checkHistory(ctx context.Context, cfg PublishConfig, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	pause := func() bool {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+		return true
+	}
+	var nc *nats.Conn
+	for {
+		var err error
+		nc, err = nats.Connect(cfg.NATSURL, nats.Name("wsfleet-loadtest-check"), nats.Timeout(cfg.Timeout))
+		if err == nil {
+			break
+		}
+		if !pause() {
+			return fmt.Errorf("--nats-url %s: %v (is NATS running there?)", cfg.NATSURL, err)
+		}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("--nats-url %s: JetStream: %v", cfg.NATSURL, err)
+	}
+	name := history.StreamName(cfg.SubjectPrefix)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		_, err := js.Stream(cctx, name)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("--resume --via nats: NATS at %s has no JetStream, so no history stream: is it the fleet's NATS, and does the fleet run with --resume?", cfg.NATSURL)
+		}
+		if !pause() {
+			return fmt.Errorf("--resume --via nats: NATS at %s has no history stream %s (%v): is the gateway running with --resume (and --subject-prefix %s)?",
+				cfg.NATSURL, name, err, cfg.SubjectPrefix)
+		}
+	}
 }
 
 // appendBody appends a message's data JSON, padded to size bytes:
@@ -300,6 +408,8 @@ type pubResult struct {
 	seq    uint32
 	live   int32
 	reason string
+	id     uint64 // the stream sequence, when the answer gave it
+	ack    jetstream.PubAckFuture
 }
 
 // start publishes rate messages a second until stopAndWait.
@@ -357,8 +467,8 @@ func (p *publisher) loop(rate float64, seed uint64) {
 			go func() {
 				defer wg.Done()
 				for j := range jobs {
-					r := p.s.post(p.users[j.u].path, j.body)
-					results <- pubResult{u: j.u, seq: j.seq, reason: r}
+					r, id := p.s.post(p.users[j.u].path, j.body)
+					results <- pubResult{u: j.u, seq: j.seq, reason: r, id: id}
 				}
 			}()
 		}
@@ -373,6 +483,7 @@ func (p *publisher) loop(rate float64, seed uint64) {
 		rec := &u.log[r.seq-1]
 		if r.reason == "" {
 			rec.state = pubAcked
+			rec.id = r.id
 			p.acked.Add(1)
 			// owed to the sessions open at the publish, but those that
 			// closed since without it owe nothing more
@@ -392,7 +503,9 @@ func (p *publisher) loop(rate float64, seed uint64) {
 	var issued int64
 	maxBacklog := int64(max(rate/10, 1)) // 100 ms of messages
 	body := make([]byte, 0, 256)
-	var batch []pubResult // NATS: published, waiting for the flush
+	var batch []pubResult // NATS: published, waiting for the flush (JetStream: for the acks)
+	ackTimer := time.NewTimer(time.Hour)
+	defer ackTimer.Stop()
 	stopped := false
 	for !stopped {
 		select {
@@ -435,18 +548,35 @@ func (p *publisher) loop(rate float64, seed uint64) {
 				continue
 			}
 			m := nats.NewMsg(u.subj)
-			m.Header.Set(protocol.HeaderMsgID, "lt."+p.run+"."+strconv.Itoa(u.num)+"."+strconv.Itoa(int(seq)))
+			msgID := "lt." + p.run + "." + strconv.Itoa(u.num) + "." + strconv.Itoa(int(seq))
+			m.Header.Set(protocol.HeaderMsgID, msgID)
 			m.Data = body
-			reason := ""
-			if err := p.s.nc.PublishMsg(m); err != nil {
-				reason = "nats_publish"
+			r := pubResult{u: ui, seq: seq}
+			if p.s.js != nil {
+				// the body is copied: the future keeps the message
+				m.Data = append([]byte(nil), body...)
+				f, err := p.s.js.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+				if err != nil {
+					r.reason = jsReason(err)
+				}
+				r.ack = f
+			} else if err := p.s.nc.PublishMsg(m); err != nil {
+				r.reason = "nats_publish"
 			}
 			inflight++
 			live[[2]int{ui, int(seq)}] = nlive
-			batch = append(batch, pubResult{u: ui, seq: seq, reason: reason})
+			batch = append(batch, r)
 		}
 		if len(batch) > 0 {
-			if err := p.s.nc.FlushTimeout(p.s.cfg.Timeout); err != nil {
+			if p.s.js != nil {
+				// each message's ack, in publish order
+				for i := range batch {
+					if batch[i].reason == "" && batch[i].ack != nil {
+						batch[i].reason, batch[i].id = p.s.jsAck(batch[i].ack, ackTimer)
+					}
+					batch[i].ack = nil
+				}
+			} else if err := p.s.nc.FlushTimeout(p.s.cfg.Timeout); err != nil {
 				for i := range batch {
 					if batch[i].reason == "" {
 						batch[i].reason = "nats_flush"

@@ -36,6 +36,7 @@ type Result struct {
 	Storm       *StormResult        `json:"storm"`
 	Churn       *ChurnResult        `json:"churn"`
 	Kicks       *KickResult         `json:"kicks"`
+	Resume      *ResumeResult       `json:"resume"` // --resume; null without
 	Closes      map[string]int64    `json:"closes_by_code"`
 	CPU         CPUResult           `json:"client_cpu"`
 	Gateways    []GatewayFigures    `json:"gateways"`
@@ -70,6 +71,7 @@ type Settings struct {
 	ChurnRate      float64  `json:"churn_rate"`
 	KickUsers      int      `json:"kick_users"`
 	Drain          string   `json:"drain"`
+	Resume         bool     `json:"resume"`
 }
 
 // ConnResult is about connections.
@@ -228,7 +230,7 @@ func (r *runner) result(end int64) *Result {
 		Elapsed: float64(end-r.t0) / 1e9, Interrupted: r.interrupted, Limits: r.lim,
 		Settings: Settings{URLs: c.URLs, Conns: c.Conns, ConnectRate: c.ConnectRate, Duration: c.Duration.String(),
 			DevicesPerUser: c.Devices, UserPrefix: c.UserPrefix, JWTAlg: alg, TokenTTL: c.Auth.TTL.String(),
-			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String(), KickUsers: c.KickUsers},
+			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String(), KickUsers: c.KickUsers, Resume: c.Resume},
 		Closes: map[string]int64{}, Hists: map[string]HistWire{}, Problems: []string{},
 	}
 	res.Limits.SourceIPs = orEmpty(res.Limits.SourceIPs)
@@ -246,6 +248,7 @@ func (r *runner) result(end int64) *Result {
 	var msgs, bc SeqCounts
 	errs, perrs, refusals := map[string]int64{}, map[string]int64{}, map[string]int64{}
 	var ramp rampWire
+	var resume resumeWire
 	bstats := map[int]*BroadcastStat{}
 	var foreign, misrouted, refreshed, churned, behind, open, mints, unexpected, notBack int64
 	for _, w := range results {
@@ -269,6 +272,7 @@ func (r *runner) result(end int64) *Result {
 			refusals[k] += v
 		}
 		ramp.add(w.Ramp)
+		resume.add(w.Resume)
 		for k, v := range w.PubErrors {
 			perrs[k] += v
 		}
@@ -393,6 +397,9 @@ func (r *runner) result(end int64) *Result {
 	r.mu.Unlock()
 	res.Marks = r.timelineMarks(sum, res)
 	res.Kicks = r.kicks
+	if c.Resume {
+		res.Resume = resumeResult(resume, msgs, bc, statsOf(hs["replay"]))
+	}
 	res.Series = orEmpty(res.Series)
 	res.Gateways = orEmpty(r.gatewayFigures())
 	res.Accounting = checkAccounting(res, msgs, bc)
@@ -473,12 +480,24 @@ func checkAccounting(res *Result, msgs, bc SeqCounts) Accounting {
 		}
 		check(c.Expected == c.Delivered+c.Lost+c.Missed, "%s: expected %d = delivered %d + lost %d + missed %d", name, c.Expected, c.Delivered, c.Lost, c.Missed)
 		check(c.MissedClosed <= c.Missed, "%s: missed after unexpected closes %d ≤ missed %d", name, c.MissedClosed, c.Missed)
+		if res.Resume != nil {
+			check(c.Unrecovered <= c.Missed, "%s: unrecovered %d ≤ missed %d", name, c.Unrecovered, c.Missed)
+			check(c.Pending <= c.Lost, "%s: pending %d ≤ lost %d", name, c.Pending, c.Lost)
+			check(c.ByID <= c.Expected, "%s: classified by id %d ≤ expected %d", name, c.ByID, c.Expected)
+			check(c.IDMismatch == 0, "%s: %d received with another id than the publisher's", name, c.IDMismatch)
+		}
 		check(c.Receipts == c.Delivered+c.Early+c.Unconfirmed+c.Unknown+c.Duplicated, "%s: receipts %d = delivered %d + early %d + unconfirmed %d + unknown %d + duplicates %d",
 			name, c.Receipts, c.Delivered, c.Early, c.Unconfirmed, c.Unknown, c.Duplicated)
 	}
 	if m := res.Messages; m != nil {
 		check(m.Published == m.Acked+m.Failed, "publishes %d = acknowledged %d + failed %d", m.Published, m.Acked, m.Failed)
-		check(m.Latency.Count == m.Counts.Receipts-m.Counts.Duplicated, "latency samples %d = receipts %d - duplicates %d", m.Latency.Count, m.Counts.Receipts, m.Counts.Duplicated)
+		if res.Resume != nil {
+			// a replayed message's latency is apart (it includes the time away)
+			check(m.Latency.Count == m.Counts.Receipts-m.Counts.Duplicated-m.Counts.Replayed, "latency samples %d = receipts %d - duplicates %d - replayed %d",
+				m.Latency.Count, m.Counts.Receipts, m.Counts.Duplicated, m.Counts.Replayed)
+		} else {
+			check(m.Latency.Count == m.Counts.Receipts-m.Counts.Duplicated, "latency samples %d = receipts %d - duplicates %d", m.Latency.Count, m.Counts.Receipts, m.Counts.Duplicated)
+		}
 	}
 	sort.Strings(a.Checks)
 	a.Checks = orEmpty(a.Checks)
@@ -634,6 +653,9 @@ func WriteReport(out io.Writer, res *Result) {
 		fmt.Fprintln(w, "churn")
 		fmt.Fprintf(w, "  closed\t%s\t%.1f/s (target %.1f/s)\tmessages missed while away %s\n", numfmt.Thousands(ch.Closed), ch.Rate, ch.RateTarget, numfmt.Thousands(ch.Missed))
 	}
+	if rs := res.Resume; rs != nil {
+		resumeRows(w, rs)
+	}
 	if k := res.Kicks; k != nil {
 		fmt.Fprintf(w, "kicks\t%s users at %.1f s\t%s connections closed\tfailed %s\n", numfmt.Thousands(int64(k.Users)), k.AtSeconds, numfmt.Thousands(k.Closed), numfmt.Thousands(k.Failed))
 		for _, e := range sortedKeys(k.Errors) {
@@ -728,6 +750,42 @@ func rampRows(w io.Writer, c ConnResult) {
 			numfmt.Thousands(r.Pushbacks), numfmt.Thousands(r.RateCuts), numfmt.Thousands(int64(r.MinRate+0.5)),
 			r.BelowTargetSeconds, r.PausedSeconds, held)
 	}
+}
+
+// resumeResult sums what --resume measured.
+func resumeResult(w resumeWire, msgs, bc SeqCounts, lat LatencyStats) *ResumeResult {
+	r := &ResumeResult{Reconnects: w.Reconnects, Recovered: w.Recovered, NotRecovered: w.NotRecovered, NoPosition: w.NoPosition, Moved: w.Moved, Latency: lat}
+	for _, c := range []SeqCounts{msgs, bc} {
+		r.Replayed += c.Replayed
+		r.Lost += c.Lost
+		r.Duplicated += c.Duplicated
+		r.OutOfOrder += c.OutOfOrder
+		r.Unrecovered += c.Unrecovered
+		r.Pending += c.Pending
+		r.AwayAtEnd += c.Missed - c.Unrecovered
+		r.ByID += c.ByID
+		r.Expected += c.Expected
+		r.IDMismatch += c.IDMismatch
+	}
+	return r
+}
+
+// resumeRows writes the resume section.
+func resumeRows(w io.Writer, r *ResumeResult) {
+	th := numfmt.Thousands
+	fmt.Fprintln(w, "resume")
+	fmt.Fprintf(w, "  reconnects with since\t%s\trecovered %s\tnot recovered %s\tmoved on notice %s\n",
+		th(r.Reconnects), th(r.Recovered), th(r.NotRecovered), th(r.Moved))
+	fmt.Fprintf(w, "  replayed\t%s\tlost %s\tduplicated %s\tout of order %s\n", th(r.Replayed), th(r.Lost), th(r.Duplicated), th(r.OutOfOrder))
+	fmt.Fprintf(w, "  classified by id\t%s of %s expected\tthe rest by payload and time\n", th(r.ByID), th(r.Expected))
+	if r.Unrecovered+r.AwayAtEnd+r.IDMismatch+r.Pending > 0 {
+		fmt.Fprintf(w, "  not delivered\tunrecovered %s\taway at the end %s\tlost but pending %s\tid mismatches %s\n",
+			th(r.Unrecovered), th(r.AwayAtEnd), th(r.Pending), th(r.IDMismatch))
+	}
+	if r.NoPosition > 0 {
+		fmt.Fprintf(w, "  welcomes without a position\t%s\tthe gateway does not run with --resume\n", th(r.NoPosition))
+	}
+	latRow(w, "replay (publish → receipt)", r.Latency)
 }
 
 func seqRows(w io.Writer, c SeqCounts) {

@@ -93,6 +93,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return nil, err
 		}
 	}
+	if cfg.Publish.JetStream {
+		if err := checkHistory(ctx, cfg.Publish, cfg.ConnectTimeout); err != nil {
+			return nil, err
+		}
+	}
 	res, err := r.run(ctx)
 	if err != nil {
 		return res, err
@@ -161,7 +166,7 @@ func (r *runner) plan() error {
 			Devices: c.Devices, UserPrefix: c.UserPrefix, Auth: c.Auth, Publish: c.Publish,
 			NeedPublisher:  c.publishes(),
 			ConnectTimeout: c.ConnectTimeout, BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax,
-			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
+			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Resume: c.Resume, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
 		}
 		from += n
 		r.plans = append(r.plans, p)
@@ -306,9 +311,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		for k := 1; k <= c.Broadcasts && ctx.Err() == nil; k++ {
 			t := mono()
 			body := appendBody(nil, r.runID, 0, true, uint32(k), t, c.Publish.MsgBytes)
-			reason := bsink.broadcast(body, fmt.Sprintf("lt.%s.b.%d", r.runID, k))
+			reason, id := bsink.broadcast(body, fmt.Sprintf("lt.%s.b.%d", r.runID, k))
 			r.bcasts = append(r.bcasts, bcastPub{seq: k, t: t, ok: reason == "", reason: reason})
-			r.sendAll(command{Cmd: "bcast", Seq: k, T: t, OK: reason == ""})
+			r.sendAll(command{Cmd: "bcast", Seq: k, T: t, OK: reason == "", ID: id})
 			_ = r.waitReplies(ctx, "announced", time.Minute)
 			if k < c.Broadcasts {
 				r.sleep(ctx, c.BroadcastInterval-time.Duration(mono()-t))
@@ -412,7 +417,10 @@ func (r *runner) stopPublishing(ctx context.Context) {
 }
 
 // drain waits for the deliveries still owed: until nothing is outstanding,
-// or DrainQuiet passed without a delivery, or Drain passed.
+// or DrainQuiet passed without a delivery, or Drain passed. With --resume
+// deliveries owed to devices that are away are outstanding too, and the
+// drain does not end for quiet while such devices are still to come back
+// (a churned device's --churn-down may be longer than --drain-quiet).
 func (r *runner) drain(ctx context.Context) {
 	r.setPhase("drain")
 	start := mono()
@@ -428,7 +436,7 @@ func (r *runner) drain(ctx context.Context) {
 			r.drainEnd = "complete"
 			return true
 		}
-		if now-max(p.LastRecv, start) >= quiet {
+		if now-max(p.LastRecv, start) >= quiet && (p.Away == 0 || p.Outstanding <= 0) {
 			r.drainEnd = "quiet"
 			return true
 		}
@@ -572,6 +580,8 @@ func (r *runner) progress() (Progress, []Progress) {
 		s.Dropped += p.Dropped
 		s.Recovered += p.Recovered
 		s.Refused += p.Refused
+		s.Away += p.Away
+		s.Replayed += p.Replayed
 		s.RampRate += p.RampRate
 		s.RampTarget += p.RampTarget
 		s.LastRecv = max(s.LastRecv, p.LastRecv)

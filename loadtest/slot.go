@@ -56,6 +56,9 @@ type slot struct {
 	refreshing bool // a refreshed token is being checked
 	closeOK    bool // the live session is ending as the run asked (a storm's drop, a token expiry without --token-refresh)
 	downUnexp  bool // the last session ended unexpectedly and no new one was welcomed since
+	resumed    bool // --resume: the connection's auth frame carried "since"
+	moving     bool // --resume: closed on the gateway's reconnect notice; reconnects at once
+	away       bool // --resume: welcomed before, down now (counted in the loop's away)
 
 	attempts   int
 	retryAfter int    // seconds, from a 503
@@ -68,8 +71,9 @@ type slot struct {
 
 	in, frag *[]byte
 
-	msgs devTrack // the user's messages
-	bc   devTrack // broadcasts
+	msgs devTrack  // the user's messages
+	bc   devTrack  // broadcasts
+	rs   devResume // --resume: where the device resumes from
 }
 
 func (s *slot) connect() {
@@ -144,6 +148,11 @@ func (s *slot) scheduleReconnect() {
 	d := backoff(l.rng, p.BackoffMin, p.BackoffMax, s.attempts)
 	if s.churned {
 		d = l.churnDown/2 + time.Duration(l.rng.Int64N(int64(l.churnDown)+1))
+	}
+	if s.moving {
+		// the gateway asked it to move (a node draining): at once
+		s.moving = false
+		d = 0
 	}
 	if ra := s.retryAfter; ra > 0 {
 		d = max(d, time.Duration(ra)*time.Second)
@@ -380,9 +389,20 @@ func (s *slot) sendAuth(force bool) {
 		return
 	}
 	s.tokenExp = exp
-	b := append(make([]byte, 0, len(tok)+32), `{"type":"auth","token":"`...)
+	b := append(make([]byte, 0, len(tok)+64), `{"type":"auth","token":"`...)
 	b = append(b, tok...)
-	b = append(b, `"}`...)
+	b = append(b, '"')
+	if !force {
+		// a connection's first auth frame (a refresh may not carry since)
+		s.resumed = false
+		if since, ok := s.rs.since(); ok && e.resume {
+			s.resumed = true
+			b = append(b, `,"since":"`...)
+			b = strconv.AppendUint(b, since, 10)
+			b = append(b, '"')
+		}
+	}
+	b = append(b, '}')
 	s.sendFrame(ws.OpText, b)
 }
 
@@ -499,7 +519,22 @@ func (s *slot) message(p []byte) {
 		s.sendFrame(ws.OpText, protocol.PongJSON)
 	case protocol.TypeWelcome:
 		if s.state == stAuthing {
-			s.welcomed()
+			s.welcomed(p)
+		}
+	case protocol.TypeReconnect:
+		// A node draining (or cut off from NATS) asks its clients to move.
+		// With --resume the device closes and reconnects at once (to the
+		// next --url when there are several), resuming from its last id;
+		// without, it stays until the node closes it (1012 or 1013: a close
+		// by the gateway).
+		if s.state == stLive && l.e.resume {
+			l.res.Moved++
+			s.moving = true
+			if n := len(l.dsts); n > 1 {
+				// to another node: the next --url
+				s.tgt = int16((int(s.tgt) + 1) % n)
+			}
+			s.closeGracefully(1000)
 		}
 	case protocol.TypeRefreshed:
 		l.st.refreshed.Add(1)
@@ -516,18 +551,21 @@ func (s *slot) message(p []byte) {
 	}
 }
 
-func (s *slot) welcomed() {
+func (s *slot) welcomed(p []byte) {
 	l := s.l
 	e := l.e
-	w, from := e.sessionOpened(s.user)
+	first := s.msgs.firstW == 0
+	w, from := e.sessionOpened(s.user, first)
 	s.pubFrom = from
 	l.addInFlight(-1)
 	s.state = stLive
 	s.attempts = 0
 	recordMicros(l.hWelcome, w-s.t0)
-	first := s.msgs.firstW == 0
 	s.msgs.welcome(w)
 	s.bc.welcome(w)
+	if e.resume {
+		s.resumeWelcome(p, w)
+	}
 	l.st.live.Add(1)
 	l.st.welcomes.Add(1)
 	if first {
@@ -548,7 +586,34 @@ func (s *slot) welcomed() {
 	}
 	s.churned = false
 	s.downUnexp = false
+	s.moving = false
 	s.scheduleRefresh()
+}
+
+// resumeWelcome reads a welcome's position and, after a since, its
+// recovered (--resume).
+func (s *slot) resumeWelcome(p []byte, w int64) {
+	l := s.l
+	if s.away {
+		s.away = false
+		l.st.away.Add(-1)
+	}
+	pos, hasPos, recovered, hasRec := welcomePosition(p)
+	switch {
+	case !hasPos:
+		l.res.NoPosition++
+	case s.resumed:
+		l.res.Reconnects++
+		if !hasRec {
+			l.errorf("welcome_without_recovered")
+		}
+		if recovered {
+			l.res.Recovered++
+		} else {
+			l.res.NotRecovered++
+		}
+	}
+	s.rs.welcomed(w, pos, hasPos, s.resumed, recovered)
 }
 
 // jsonUint reads the unsigned integer after key in b.
@@ -577,6 +642,18 @@ func (s *slot) delivery(p []byte) {
 		l.st.foreign.Add(1)
 		return
 	}
+	// --resume: the frame's id (a stream sequence) moves the device's
+	// resume point, whoever published the message, and is checked for
+	// order on its connection.
+	var id uint64
+	var idOOO bool
+	resume := e.resume
+	if resume {
+		if v, ok := frameID(p[:i]); ok && v > 0 {
+			id = v
+			idOOO = s.rs.received(id)
+		}
+	}
 	d := p[i+len(dataKey):]
 	if !bytes.HasPrefix(d, e.prefix) {
 		l.st.foreign.Add(1)
@@ -595,7 +672,13 @@ func (s *slot) delivery(p []byte) {
 			return
 		}
 		l.st.breceipts.Add(1)
-		dup, ooo := s.bc.receive(uint32(bseq))
+		var dup, ooo, replayed bool
+		if resume {
+			replayed = s.resumed && int64(t) < s.bc.w
+			dup, ooo = s.bc.receiveResume(uint32(bseq), id, idOOO, replayed)
+		} else {
+			dup, ooo = s.bc.receive(uint32(bseq))
+		}
 		if dup {
 			l.st.dups.Add(1)
 			return
@@ -603,11 +686,16 @@ func (s *slot) delivery(p []byte) {
 		if ooo {
 			l.st.ooo.Add(1)
 		}
-		if s.bc.w < int64(t) {
+		if s.bc.owes(int64(t), resume) {
 			e.bGot.Add(1)
 		}
-		recordMicros(l.hBcast, now-int64(t))
-		recordMicros(l.ivE2E, now-int64(t)) // the per-second series too (a broadcast run publishes no messages)
+		if replayed {
+			l.st.replayed.Add(1)
+			recordMicros(l.hReplay, now-int64(t))
+		} else {
+			recordMicros(l.hBcast, now-int64(t))
+			recordMicros(l.ivE2E, now-int64(t)) // the per-second series too (a broadcast run publishes no messages)
+		}
 		for len(l.bstats) < int(bseq) {
 			l.bstats = append(l.bstats, BroadcastStat{Seq: len(l.bstats) + 1})
 		}
@@ -630,7 +718,13 @@ func (s *slot) delivery(p []byte) {
 		return
 	}
 	l.st.receipts.Add(1)
-	dup, ooo := s.msgs.receive(uint32(seq))
+	var dup, ooo, replayed bool
+	if resume {
+		replayed = s.resumed && int64(t) < s.msgs.w
+		dup, ooo = s.msgs.receiveResume(uint32(seq), id, idOOO, replayed)
+	} else {
+		dup, ooo = s.msgs.receive(uint32(seq))
+	}
 	if dup {
 		l.st.dups.Add(1)
 		return
@@ -638,10 +732,16 @@ func (s *slot) delivery(p []byte) {
 	if ooo {
 		l.st.ooo.Add(1)
 	}
-	if s.msgs.w < int64(t) {
+	if s.msgs.owes(int64(t), resume) {
 		e.eligGot.Add(1)
 	}
 	lat := now - int64(t)
+	if replayed {
+		// from history: its latency includes the time the device was away
+		l.st.replayed.Add(1)
+		recordMicros(l.hReplay, lat)
+		return
+	}
 	recordMicros(l.hE2E, lat)
 	recordMicros(l.ivE2E, lat)
 }
@@ -741,7 +841,14 @@ func (s *slot) endSession(unexpected bool) {
 	}
 	e := s.l.e
 	to := e.sessionClosed(s.user)
-	if e.pub != nil && !s.l.finishing && to > s.pubFrom {
+	if e.resume {
+		// the device resumes where it left off: what it has not got yet
+		// is still owed to it
+		if !s.l.finishing && !s.away {
+			s.away = true
+			s.l.st.away.Add(1)
+		}
+	} else if e.pub != nil && !s.l.finishing && to > s.pubFrom {
 		// the messages published while it was open that it did not get
 		// are owed to no open session any more
 		var missed []uint32

@@ -34,6 +34,10 @@ package loadtest
 // already had) and out-of-order receipts (a number below the highest the
 // current session has seen) are counted as they arrive. Unacknowledged
 // publishes are never expected; one that arrives anyway is "unconfirmed".
+//
+// This is the accounting without --resume. With it (a fleet with
+// resumable delivery) messages published while a device was away are owed
+// to it: see resume.go and accountResume.
 
 // pubState is a publish's outcome.
 type pubState uint8
@@ -47,8 +51,13 @@ const (
 // pubRec is one publish: entry i of a log is sequence number i+1.
 type pubRec struct {
 	t     int64 // mono ns when the publish started
+	id    uint64
 	state pubState
 }
+
+// A pubRec's id is the message's stream sequence when the publisher learnt
+// it (--resume: a JetStream publish's ack, or a router's answer whose "id"
+// is decimal digits), else 0: stream sequences start at 1.
 
 // bitset is a growable set of small integers.
 type bitset []uint64
@@ -80,9 +89,16 @@ type devTrack struct {
 	w      int64  // welcome of the current or last session
 	open   bool   // a session is open
 	maxSeq uint32 // highest number the current session received
+	top    uint32 // highest number any session received
 	dup    int64
 	ooo    int64
 	recv   int64 // receipts, duplicates included
+
+	// --resume: receipts of messages published before the resumed session
+	// that got them was welcomed (replayed from history), and the ids the
+	// frames carried, by number (ids[seq-1]; 0: none or not received).
+	replayed int64
+	ids      []uint64
 
 	// unexp holds, for each session that ended unexpectedly, its welcome
 	// time and the next session's (0 until there is one): a message
@@ -100,6 +116,17 @@ func (d *devTrack) welcome(t int64) {
 		d.unexp[n-1][1] = t
 	}
 	d.w, d.open, d.maxSeq = t, true, 0
+}
+
+// owes reports whether a delivery of a message published at t counts
+// against the outstanding deliveries (see clientSet.eligible): it does
+// when the current session was welcomed before the publish, or with
+// --resume (resume) when the device's first session was.
+func (d *devTrack) owes(t int64, resume bool) bool {
+	if resume {
+		return d.firstW != 0 && d.firstW < t
+	}
+	return d.w < t
 }
 
 // closed ends the current session; unexpected says the gateway or the
@@ -137,7 +164,50 @@ func (d *devTrack) receive(seq uint32) (dup, ooo bool) {
 		return false, true
 	}
 	d.maxSeq = seq
+	d.top = max(d.top, seq)
 	return false, false
+}
+
+// receiveResume records a receipt under --resume and reports whether it
+// was a duplicate (a number any session of the device already had: the
+// same message, whichever id it came with) or out of order. id is the
+// frame's id (0: the frame had none); idOOO says it was below the newest id
+// the connection had received (devResume.received), which is the order
+// checked when there is an id; without one the number is checked against
+// the session's highest. replayed says the message was published before
+// the resumed session was welcomed.
+func (d *devTrack) receiveResume(seq uint32, id uint64, idOOO, replayed bool) (dup, ooo bool) {
+	d.recv++
+	if d.seen.add(seq) {
+		d.dup++
+		return true, false
+	}
+	if id != 0 {
+		ooo = idOOO
+		for len(d.ids) < int(seq) {
+			d.ids = append(d.ids, 0)
+		}
+		d.ids[seq-1] = id
+	} else {
+		ooo = seq < d.maxSeq
+	}
+	d.maxSeq = max(d.maxSeq, seq)
+	d.top = max(d.top, seq)
+	if ooo {
+		d.ooo++
+	}
+	if replayed {
+		d.replayed++
+	}
+	return false, ooo
+}
+
+// idOf is the id the device received number seq with (0: none).
+func (d *devTrack) idOf(seq uint32) uint64 {
+	if int(seq) > len(d.ids) {
+		return 0
+	}
+	return d.ids[seq-1]
 }
 
 // SeqCounts are the outcome of sequence accounting, summed over devices.
@@ -152,8 +222,15 @@ type SeqCounts struct {
 	Unconfirmed  int64 `json:"unconfirmed"`   // received, but the publish was not acknowledged
 	Unknown      int64 `json:"unknown"`       // received numbers the publisher never issued
 	Duplicated   int64 `json:"duplicated"`    // receipts of a number the device already had
-	OutOfOrder   int64 `json:"out_of_order"`  // receipts below the session's highest number
+	OutOfOrder   int64 `json:"out_of_order"`  // receipts below the session's highest number (--resume: ids below the connection's newest)
 	Receipts     int64 `json:"receipts"`      // every receipt, duplicates included
+
+	// --resume only (0 otherwise).
+	Replayed    int64 `json:"replayed"`    // first receipts, on a resumed connection, of messages published before its welcome
+	Unrecovered int64 `json:"unrecovered"` // of the missed, those history no longer held when the device resumed (recovered:false)
+	Pending     int64 `json:"pending"`     // of the lost, those still ahead of their device at the end: connection open, nothing later received
+	ByID        int64 `json:"by_id"`       // of the expected, those the publisher knew the id of, classified by it
+	IDMismatch  int64 `json:"id_mismatch"` // messages received with another id than the publisher's
 }
 
 func (c *SeqCounts) add(o SeqCounts) {
@@ -168,6 +245,11 @@ func (c *SeqCounts) add(o SeqCounts) {
 	c.Duplicated += o.Duplicated
 	c.OutOfOrder += o.OutOfOrder
 	c.Receipts += o.Receipts
+	c.Replayed += o.Replayed
+	c.Unrecovered += o.Unrecovered
+	c.Pending += o.Pending
+	c.ByID += o.ByID
+	c.IDMismatch += o.IDMismatch
 }
 
 // account classifies every message of log for this device; openAtEnd says
@@ -200,13 +282,19 @@ func (d *devTrack) account(log []pubRec, openAtEnd bool) SeqCounts {
 			}
 		}
 	}
-	// numbers past the log
-	for w := len(log) >> 6; w < len(d.seen); w++ {
+	c.Unknown = d.unknown(len(log))
+	return c
+}
+
+// unknown counts the numbers received past the log's.
+func (d *devTrack) unknown(n int) int64 {
+	var u int64
+	for w := n >> 6; w < len(d.seen); w++ {
 		for b := 0; b < 64; b++ {
-			if seq := uint32(w<<6 + b); seq > uint32(len(log)) && d.seen[w]&(1<<b) != 0 {
-				c.Unknown++
+			if seq := uint32(w<<6 + b); seq > uint32(n) && d.seen[w]&(1<<b) != 0 {
+				u++
 			}
 		}
 	}
-	return c
+	return u
 }

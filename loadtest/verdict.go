@@ -54,7 +54,11 @@ type failure struct {
 //     order, messages missed because the gateway closed their device's
 //     connection (a slow-consumer close, say; messages missed while a
 //     storm or churn had the device away do not count), and counts that do
-//     not add up.
+//     not add up;
+//   - with --resume: welcomes without a position (the gateway does not
+//     resume: a run problem), and, as delivery problems, reconnects the
+//     gateway answered recovered:false (history was too small for the
+//     run); lost and duplicated then count across reconnects (resume.go).
 func judge(res *Result) []failure {
 	var fs []failure
 	add := func(delivery bool, format string, args ...any) {
@@ -109,7 +113,12 @@ func judge(res *Result) []failure {
 			continue
 		}
 		if n.Lost > 0 {
-			add(true, "%s of %s expected %s were lost", th(n.Lost), th(n.Expected), k.msgs)
+			pending := ""
+			if res.Resume != nil && n.Pending > 0 {
+				// --resume: their connections had not got that far
+				pending = fmt.Sprintf(" (%s of them still pending at the end: their devices' open connections had received nothing after them; drain ended %s)", th(n.Pending), drainEnd(res))
+			}
+			add(true, "%s of %s expected %s were lost%s", th(n.Lost), th(n.Expected), k.msgs, pending)
 		}
 		if n.Duplicated > 0 {
 			add(true, "%s %s", th(n.Duplicated), k.dups)
@@ -119,6 +128,15 @@ func judge(res *Result) []failure {
 		}
 		if n.MissedClosed > 0 {
 			add(true, "%s %s were missed because the gateway closed connections%s", th(n.MissedClosed), k.missing, closesBy(res.Closes))
+		}
+	}
+	if rs := res.Resume; rs != nil {
+		if rs.NoPosition > 0 {
+			add(false, "%s welcomes carried no position: the gateway does not run with --resume (start it with --resume, or run without it)", th(rs.NoPosition))
+		}
+		if rs.NotRecovered > 0 {
+			add(true, "%s of %s reconnects with since were not recovered: history no longer held every message after their since (%s messages could not be replayed); the gateways' history settings are too small for this run (--history-max-per-user, --history-ttl, --history-max-bytes)",
+				th(rs.NotRecovered), th(rs.Reconnects), th(rs.Unrecovered))
 		}
 	}
 	if !res.Accounting.OK {
@@ -154,6 +172,17 @@ func ExitStatus(res *Result) int {
 		code = ExitFailed
 	}
 	return code
+}
+
+// drainEnd is how the run's drain ended.
+func drainEnd(r *Result) string {
+	switch {
+	case r.Messages != nil:
+		return r.Messages.DrainEnd
+	case r.Broadcasts != nil:
+		return r.Broadcasts.DrainEnd
+	}
+	return ""
 }
 
 func msgCounts(r *Result) *SeqCounts {

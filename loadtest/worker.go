@@ -29,6 +29,7 @@ type command struct {
 	Share float64       `json:"share,omitempty"`
 	Down  time.Duration `json:"down,omitempty"`
 	Seq   int           `json:"seq,omitempty"`
+	ID    uint64        `json:"id,omitempty"` // bcast: the broadcast's stream sequence (0: unknown)
 	T     int64         `json:"t,omitempty"`
 	OK    bool          `json:"ok,omitempty"`
 }
@@ -92,7 +93,7 @@ func serveWorker(cmds <-chan command, emit func(event)) {
 			p := e.progress()
 			emit(event{Ev: "stopped", Worker: idx, Progress: &p})
 		case "bcast":
-			e.announce(c.Seq, c.T, c.OK)
+			e.announce(c.Seq, c.T, c.OK, c.ID)
 			p := e.progress()
 			emit(event{Ev: "announced", Worker: idx, Progress: &p})
 		case "drop":
