@@ -176,9 +176,11 @@ func (s *Server) Start() (err error) {
 	if err = s.startNATS(); err != nil {
 		return err
 	}
+	var rs *resumer
 	if s.opts.Resume {
+		rs = newResumer(s)
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.NATSConnectTimeout)
-		err = (&resumer{s: s, cfg: s.opts.History}).ensure(ctx)
+		err = rs.ensure(ctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("--resume: %w", err)
@@ -204,7 +206,7 @@ func (s *Server) Start() (err error) {
 		s.loops = append(s.loops, l)
 	}
 	if s.opts.Resume {
-		s.rs = newResumer(s)
+		s.rs = rs
 		if err = s.rs.start(); err != nil {
 			return err
 		}
