@@ -362,11 +362,13 @@ func run(args []string) int {
 		}
 		// Ready: taking clients, routed to every other server and, with
 		// JetStream, in contact with the meta leader (/healthz answers 503
-		// until then), so that the gateways can create the history stream
-		// with its replicas at once.
+		// until then), which sees every other server as a current peer: the
+		// gateways can then create the history stream with its replicas at
+		// once.
 		ready := func(i int) bool {
 			return tcpOpen(p.natsClient[i]) && routedTo(p.natsHTTP[i]) >= n-1 &&
-				httpOK("http://"+p.natsHTTP[i]+"/healthz?js-meta-only=true")
+				httpOK("http://"+p.natsHTTP[i]+"/healthz?js-meta-only=true") &&
+				(!c.resume || metaReady(p.natsHTTP[i], fmt.Sprintf("nats-%d", i+1), n))
 		}
 		if err := f.waitReady(f.ofKind(kindNATS), ready, sig, 30*time.Second); err != nil {
 			return fail(err)
@@ -496,6 +498,50 @@ func routedTo(addr string) int {
 		ids[r.RemoteID] = true // with route pooling, several routes per server
 	}
 	return len(ids)
+}
+
+// metaReady reports whether the JetStream meta group of n servers has a
+// leader, and, asking server name (monitoring address addr) when it is the
+// leader, whether it sees the n-1 others as current peers (the followers'
+// view of one another says nothing). A single server has no meta group.
+func metaReady(addr, name string, n int) bool {
+	if n == 1 {
+		return true
+	}
+	get := func(addr string, v any) bool {
+		hc := http.Client{Timeout: time.Second}
+		resp, err := hc.Get("http://" + addr + "/jsz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
+	}
+	var jsz struct {
+		Meta *struct {
+			Leader   string `json:"leader"`
+			Size     int    `json:"cluster_size"`
+			Replicas []struct {
+				Current bool `json:"current"`
+				Offline bool `json:"offline"`
+			} `json:"replicas"`
+		} `json:"meta_cluster"`
+	}
+	if !get(addr, &jsz) || jsz.Meta == nil || jsz.Meta.Leader == "" || jsz.Meta.Size < n {
+		return false
+	}
+	if jsz.Meta.Leader != name {
+		return true // the check on the leader decides
+	}
+	if len(jsz.Meta.Replicas) < n-1 {
+		return false
+	}
+	for _, r := range jsz.Meta.Replicas {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
 }
 
 // writeInfo writes in to path as JSON, readable by this user only, and

@@ -408,42 +408,8 @@ func TestResumeSince(t *testing.T) {
 	ws.Close()
 	publish("two") // while no device is connected
 
-	cmd := exec.Command(filepath.Join(binaries(t), "devfleet"), "listen", "--url", in.WSURL, "--token", in.Token, "--since", first.ID)
-	cmd.Env = os.Environ()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func(want string) []byte {
-		t.Helper()
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("devfleet listen ended before a %s frame; stderr:\n%s", want, stderr.String())
-				}
-				if strings.Contains(l, `"type":"`+want+`"`) {
-					return []byte(l)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no %s frame from devfleet listen within 10s; stderr:\n%s", want, stderr.String())
-			}
-		}
-	}
+	l := startListen(t, in, "--since", first.ID)
+	next := func(typ string) []byte { return l.next(t, typ) }
 	var again protocol.Welcome
 	if err := json.Unmarshal(next(protocol.TypeWelcome), &again); err != nil || again.Recovered == nil || !*again.Recovered {
 		t.Errorf("welcome after --since %s: %+v, %v; want recovered", first.ID, again, err)
@@ -451,6 +417,91 @@ func TestResumeSince(t *testing.T) {
 	var missed protocol.Message
 	if b := next(protocol.TypeMessage); json.Unmarshal(b, &missed) != nil || string(missed.Data) != `{"text":"two"}` || !isSeq(missed.ID) || seq(missed.ID) <= seq(first.ID) {
 		t.Errorf("after --since %s: %s; want the message published meanwhile, with a later id", first.ID, b)
+	}
+}
+
+// TestListenResumesOnMove: when a drain moves `devfleet listen` to another
+// node, its new connection resumes after the last message it printed.
+func TestListenResumesOnMove(t *testing.T) {
+	d := startDevfleet(t, "--gateways", "2", "--nats-servers", "1")
+	in := d.info
+	l := startListen(t, in)
+	var w protocol.Welcome
+	if err := json.Unmarshal(l.next(t, protocol.TypeWelcome), &w); err != nil {
+		t.Fatal(err)
+	}
+	if status := call(t, in, http.MethodPost, "/v1/users/"+in.User+"/messages", `{"text":"before the move"}`, &struct{}{}); status/100 != 2 {
+		t.Fatalf("publish: status %d", status)
+	}
+	var m protocol.Message
+	if err := json.Unmarshal(l.next(t, protocol.TypeMessage), &m); err != nil || !isSeq(m.ID) {
+		t.Fatalf("message %+v, %v; want one with a stream sequence", m, err)
+	}
+	sock := ""
+	for _, g := range in.Gateways {
+		if g.Node == w.Node {
+			sock = g.ControlSocket
+		}
+	}
+	if sock == "" {
+		t.Fatalf("welcomed by %q, not a node of the fleet", w.Node)
+	}
+	drain := exec.Command(filepath.Join(binaries(t), "gateway"), "drain", "--control-socket", sock, "--delay", "0s", "--timeout", "20s")
+	if out, err := drain.CombinedOutput(); err != nil {
+		t.Fatalf("gateway drain: %v\n%s", err, out)
+	}
+	var moved protocol.Welcome
+	if err := json.Unmarshal(l.next(t, protocol.TypeWelcome), &moved); err != nil || moved.Node == w.Node || moved.Recovered == nil || !*moved.Recovered {
+		t.Errorf("welcome after the move from %s: %+v, %v; want another node, recovered (resumed after %s)", w.Node, moved, err, m.ID)
+	}
+}
+
+// listenProc is a `devfleet listen` under test.
+type listenProc struct {
+	lines  chan string
+	stderr *syncBuffer
+}
+
+// startListen runs `devfleet listen` as the fleet's user with args.
+func startListen(t *testing.T, in info, args ...string) *listenProc {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binaries(t), "devfleet"), append([]string{"listen", "--url", in.WSURL, "--token", in.Token}, args...)...)
+	cmd.Env = os.Environ()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &listenProc{lines: make(chan string, 64), stderr: &syncBuffer{}}
+	cmd.Stderr = l.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			l.lines <- sc.Text()
+		}
+		close(l.lines)
+	}()
+	return l
+}
+
+// next is the next frame of type typ listen printed, within 10 s.
+func (l *listenProc) next(t *testing.T, typ string) []byte {
+	t.Helper()
+	for {
+		select {
+		case line, ok := <-l.lines:
+			if !ok {
+				t.Fatalf("devfleet listen ended before a %s frame; stderr:\n%s", typ, l.stderr.String())
+			}
+			if strings.Contains(line, `"type":"`+typ+`"`) {
+				return []byte(line)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s frame from devfleet listen within 10s; stderr:\n%s", typ, l.stderr.String())
+		}
 	}
 }
 

@@ -15,9 +15,10 @@ import (
 // WSFLEET_TEST_BIN_DIR when set, e.g. to bin/), and the flags
 // their --help lists with the environment variable of each.
 type binaries struct {
-	dir   string
-	flags map[string]map[string]string // binary -> flag -> WSFLEET_* variable
-	err   error
+	dir    string
+	flags  map[string]map[string]string // binary -> flag -> WSFLEET_* variable
+	shared map[string]map[string]string // binary -> flag -> its shared WSFLEET_<FLAG> variable, for the flags that have one
+	err    error
 }
 
 var (
@@ -41,6 +42,7 @@ func getBinaries(t *testing.T) *binaries {
 	t.Helper()
 	binOnce.Do(func() {
 		bins.flags = map[string]map[string]string{}
+		bins.shared = map[string]map[string]string{}
 		bins.dir = os.Getenv("WSFLEET_TEST_BIN_DIR")
 		if bins.dir == "" {
 			dir, err := os.MkdirTemp("", "wsfleet-chart-bin")
@@ -86,6 +88,7 @@ func getBinaries(t *testing.T) *binaries {
 				<-done
 			}
 			bins.flags[c] = parseHelp(out.String())
+			bins.shared[c] = parseSharedHelp(out.String())
 		}
 	})
 	if bins.err != nil {
@@ -99,8 +102,9 @@ type buildError struct{ cmd, out string }
 func (e *buildError) Error() string { return "go build ./cmd/" + e.cmd + ":\n" + e.out }
 
 var (
-	helpFlag = regexp.MustCompile(`(?m)^\s+--([a-z0-9][a-z0-9-]*)\b`)
-	helpEnv  = regexp.MustCompile(`\benv ([A-Z][A-Z0-9_]+)`)
+	helpFlag   = regexp.MustCompile(`(?m)^\s+--([a-z0-9][a-z0-9-]*)\b`)
+	helpEnv    = regexp.MustCompile(`\benv ([A-Z][A-Z0-9_]+)`)
+	helpShared = regexp.MustCompile(`\(or (WSFLEET_[A-Z0-9_]+), shared`)
 )
 
 // parseHelp reads flagenv's usage: each flag on its own line ("  --name"),
@@ -124,13 +128,35 @@ func parseHelp(help string) map[string]string {
 	return flags
 }
 
-// envFlags maps each WSFLEET_* variable of a binary to its flag.
+// parseSharedHelp reads the shared variable flagenv's usage shows after a
+// fleet binary's own ("env WSFLEET_GATEWAY_RESUME (or WSFLEET_RESUME,
+// shared by the fleet's binaries)") for each flag that has one.
+func parseSharedHelp(help string) map[string]string {
+	shared := map[string]string{}
+	locs := helpFlag.FindAllStringSubmatchIndex(help, -1)
+	for i, l := range locs {
+		end := len(help)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		if m := helpShared.FindStringSubmatch(help[l[1]:end]); m != nil {
+			shared[help[l[2]:l[3]]] = m[1]
+		}
+	}
+	return shared
+}
+
+// envFlags maps each WSFLEET_* variable a binary reads to its flag: its
+// own (WSFLEET_GATEWAY_*) and the shared ones (WSFLEET_RESUME).
 func (b *binaries) envFlags(bin string) map[string]string {
 	out := map[string]string{}
 	for f, e := range b.flags[bin] {
 		if e != "" {
 			out[e] = f
 		}
+	}
+	for f, e := range b.shared[bin] {
+		out[e] = f
 	}
 	return out
 }

@@ -404,6 +404,25 @@ func checkNATSConfig(t *testing.T, o *objects, sts interface{ GetName() string }
 		if !mounted {
 			t.Error("the JetStream store directory is not on the volume claim")
 		}
+	} else if js {
+		// Memory streams only: JetStream's own state (the cluster's meta
+		// log) still needs a directory, on an emptyDir.
+		if len(s.Spec.VolumeClaimTemplates) != 0 || opts.JetStreamMaxStore != 0 {
+			t.Errorf("without fileStore: %d volume claims, max_file_store %d", len(s.Spec.VolumeClaimTemplates), opts.JetStreamMaxStore)
+		}
+		checkStoreDir(t, s, c, opts.StoreDir)
+		for _, m := range c.VolumeMounts {
+			if m.MountPath != opts.StoreDir {
+				continue
+			}
+			for _, v := range s.Spec.Template.Spec.Volumes {
+				if v.Name == m.Name && v.EmptyDir == nil {
+					t.Errorf("JetStream's state without fileStore on volume %s, not an emptyDir", v.Name)
+				}
+			}
+		}
+	} else if len(s.Spec.VolumeClaimTemplates) != 0 {
+		t.Errorf("volume claims without JetStream: %d", len(s.Spec.VolumeClaimTemplates))
 	}
 	grace := time.Duration(*s.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
 	if grace <= opts.LameDuckDuration+opts.LameDuckGracePeriod {
@@ -710,6 +729,10 @@ func TestChecksumRollsPods(t *testing.T) {
 		{"router.apiKeys.keys={a-new-router-api-key-0001}", []string{"router"}},
 		{"nats.maxPayload=2MB", []string{"nats"}},
 		{"subjectPrefix=acme", []string{"gateway", "router"}},
+		{"resume.history.ttl=1h", []string{"gateway", "router"}},
+		{"resume.history.replicas=1", []string{"gateway", "router"}},
+		{"resume.enabled=false", []string{"gateway", "router"}},
+		{"nats.jetstream.memoryStore=300Mi", []string{"nats"}},
 	} {
 		got := annotations(tc.set)
 		for _, c := range []string{"gateway", "router", "nats"} {
@@ -765,12 +788,34 @@ func TestRenderFailures(t *testing.T) {
 		{[]string{"gateway.autoscaling.enabled=true", "gateway.autoscaling.cpu.enabled=false"}, "cpu.enabled or connections.enabled"},
 		{[]string{"gateway.sysctls.ipLocalPortRange=1024-65535"}, "ipLocalPortRange"},
 		{[]string{"gateway.drain.preStopSleepSeconds=0"}, "preStopSleepSeconds"},
+		{[]string{"nats.jetstream.enabled=false"}, "resume.enabled needs JetStream"},
+		{[]string{"resume.history.replicas=5"}, "more than the NATS servers"},
+		{[]string{"nats.replicas=1"}, ""},
+		{[]string{"resume.history.replicas=6", "nats.replicas=7"}, "/resume/history/replicas"},
+		{[]string{"resume.history.storage=disk"}, "/resume/history/storage"},
+		{[]string{"nats.jetstream.fileStore.enabled=false"}, "nats.jetstream.fileStore.enabled"},
+		{[]string{"resume.history.maxBytes=9Gi"}, "80% of nats.jetstream.fileStore.size"},
+		{[]string{"resume.history.storage=memory"}, "80% of nats.jetstream.memoryStore"},
+		{[]string{"resume.history.maxBytes=1Gb2"}, "/resume/history/maxBytes"},
+		{[]string{"resume.history.maxBytes=1000"}, "/resume/history/maxBytes"},
+		{[]string{"resume.history.maxBytes=1Ki"}, "at least 1Mi"},
+		{[]string{"resume.history.ttl=500ms"}, "at least 1s"},
+		{[]string{"resume.history.ttl=1d"}, "/resume/history/ttl"},
+		{[]string{"resume.history.maxPerUser=0"}, "/resume/history/maxPerUser"},
+		{[]string{"gateway.config.resume=false"}, "resume"},
+		{[]string{"router.config.history-ttl=1h"}, "history-ttl"},
 	} {
 		vals, err := ReadValues(nil, tc.sets)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = Render(chartDir, releaseName, namespace, "", vals)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("--set %s: %v, want it rendered", strings.Join(tc.sets, " --set "), err)
+			}
+			continue
+		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--set %s: got error %v, want one mentioning %q", strings.Join(tc.sets, " --set "), err, tc.want)
 		}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,11 +31,16 @@ import (
 )
 
 // The gateway and router binaries start with the environment the chart
-// gives their pods (only the listen addresses, the NATS server and the
+// gives their pods (only the listen addresses, the NATS servers and the
 // JWKS locations are swapped for local ones), answer the probes on the
 // paths and ports the chart names, and deliver a message published through
-// the router to a client authenticated with the chart's keys. The gateway
-// runs its embedded NATS server here, standing in for the cluster.
+// the router to a client authenticated with the chart's keys. NATS servers
+// in this process stand in for the release's (standInNATS): the bundled
+// cluster's, each server with the rendered nats.conf, so the history stream
+// the binaries create with resume must fit its servers and JetStream
+// limits. With resume the message's id is its stream sequence, the stream
+// has the release's settings, and a client reconnecting with "since" gets
+// the message again.
 func TestBinariesRunRenderedConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the binaries")
@@ -65,7 +71,7 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				external[name+"/"+key] = v
 				return v
 			}
-			natsPort := freePort(t)
+			natsURLs, natsSrvs := standInNATS(t, o)
 			local := func(spec *corev1.PodSpec, c string, env map[string]string) (admin string) {
 				adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 				pfx := "WSFLEET_" + strings.ToUpper(c) + "_" // the binary's environment namespace
@@ -88,8 +94,10 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			gwSpec := &gwDep.Spec.Template.Spec
 			gwEnv := o.env(t, gwSpec, "gateway", name("gateway")+"-7d9c6b5f4-x2x9q", secretFor)
 			gwAdmin := local(gwSpec, "gateway", gwEnv)
-			delete(gwEnv, "WSFLEET_GATEWAY_NATS_URL")
-			gwEnv["WSFLEET_GATEWAY_NATS_EMBEDDED_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", natsPort)
+			if gwEnv["WSFLEET_GATEWAY_NATS_URL"] == "" {
+				t.Fatal("gateway without --nats-url")
+			}
+			gwEnv["WSFLEET_GATEWAY_NATS_URL"] = strings.Join(natsURLs, ",")
 			gw := start(t, b.path("gateway"), gwEnv)
 			waitProbes(t, gw, container(gwSpec, "gateway"), gwAdmin)
 
@@ -109,7 +117,7 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			if rtEnv["WSFLEET_ROUTER_NATS_URL"] == "" {
 				t.Fatal("router without --nats-url")
 			}
-			rtEnv["WSFLEET_ROUTER_NATS_URL"] = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
+			rtEnv["WSFLEET_ROUTER_NATS_URL"] = strings.Join(natsURLs, ",")
 			rt := start(t, b.path("router"), rtEnv)
 			waitProbes(t, rt, container(rtSpec, "router"), rtAdmin)
 
@@ -140,6 +148,16 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			if err := ws.ReadJSON(&welcome); err != nil || welcome["type"] != "welcome" || welcome["node"] != gwEnv["WSFLEET_GATEWAY_NODE_ID"] {
 				t.Fatalf("welcome: %v %v (gateway output:\n%s)", welcome, err, gw.out.String())
 			}
+			// Without resume the welcome covers the gateway's own NATS
+			// server; the message enters the cluster through the router's.
+			// A subscription spreads over the routes within moments, and a
+			// message published on a server it has not reached yet is not
+			// delivered (at most once), so wait for every server to know
+			// the node's interest. With resume the welcome's position
+			// covers the whole cluster: no wait.
+			if gwEnv["WSFLEET_RESUME"] != "true" {
+				waitInterest(t, natsSrvs, fmt.Sprint(o.value("subjectPrefix"))+".user.alice")
+			}
 			apiKey := strings.Split(rtEnv["WSFLEET_ROUTER_API_KEY"], ",")[0]
 			req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_ROUTER_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
 			req.Header.Set("Authorization", "Bearer "+apiKey)
@@ -153,14 +171,47 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 			if resp.StatusCode != http.StatusAccepted {
 				t.Fatalf("router answered %d %s", resp.StatusCode, body)
 			}
-			var msg struct {
+			type message struct {
 				Type string          `json:"type"`
+				ID   string          `json:"id"`
 				Data json.RawMessage `json:"data"`
 			}
+			var msg message
 			if err := ws.ReadJSON(&msg); err != nil || msg.Type != "message" || !bytes.Contains(msg.Data, []byte("through the chart's config")) {
-				t.Fatalf("delivery: %+v %v", msg, err)
+				t.Fatalf("delivery: %+v %v\nstreams: %s\ngateway output:\n%s\nrouter output:\n%s", msg, err, streamStates(natsSrvs), gw.out.String(), rt.out.String())
 			}
 			_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+			if gwEnv["WSFLEET_RESUME"] == "true" {
+				if !isSeq(msg.ID) {
+					t.Fatalf("resume is on, and the message's id %q is not a stream sequence (gateway output:\n%s)", msg.ID, gw.out.String())
+				}
+				checkHistoryStream(t, o, natsSrvs, gwEnv)
+				// A client reconnecting with the id before it gets the
+				// message again, from history.
+				seq, _ := strconv.ParseUint(msg.ID, 10, 64)
+				ws2, _, err := websocket.DefaultDialer.Dial("ws://"+gwEnv["WSFLEET_GATEWAY_LISTEN"]+"/ws", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = ws2.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if err := ws2.WriteJSON(map[string]string{"type": "auth", "token": token, "since": strconv.FormatUint(seq-1, 10)}); err != nil {
+					t.Fatal(err)
+				}
+				var again struct {
+					Type      string `json:"type"`
+					Recovered *bool  `json:"recovered"`
+				}
+				var replayed message
+				if err := ws2.ReadJSON(&again); err != nil || again.Type != "welcome" || again.Recovered == nil || !*again.Recovered {
+					t.Errorf("welcome after \"since\":\"%d\": %+v %v, want recovered", seq-1, again, err)
+				} else if err := ws2.ReadJSON(&replayed); err != nil || replayed.Type != "message" || replayed.ID != msg.ID || !bytes.Equal(replayed.Data, msg.Data) {
+					t.Errorf("after \"since\":\"%d\": %+v %v, want message %s again", seq-1, replayed, err, msg.ID)
+				}
+				_ = ws2.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+				ws2.Close()
+			} else if isSeq(msg.ID) {
+				t.Errorf("resume is off, and the message's id %q is a stream sequence", msg.ID)
+			}
 
 			// The helm test hook, as its pod runs it, for 2s.
 			if pod, c := testPod(t, o); pod != nil && b.flags["loadtest"] != nil {
@@ -364,10 +415,15 @@ func (p *proc) stop(t *testing.T, within time.Duration) int {
 }
 
 // waitProbes polls the container's startup, liveness and readiness probes
-// (their paths, on the admin address) until each answers 200.
+// (their paths, on the admin address) until each answers 200, for as long
+// as the startup probe gives the container (at least 20s).
 func waitProbes(t *testing.T, p *proc, c *corev1.Container, admin string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	within := 20 * time.Second
+	if sp := c.StartupProbe; sp != nil {
+		within = max(within, time.Duration(sp.PeriodSeconds*sp.FailureThreshold)*time.Second)
+	}
+	deadline := time.Now().Add(within)
 	for _, pr := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
 		url := "http://" + admin + pr.HTTPGet.Path
 		for {
@@ -384,7 +440,7 @@ func waitProbes(t *testing.T, p *proc, c *corev1.Container, admin string) {
 			default:
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: %s never answered 200 (%v):\n%s", filepath.Base(p.cmd.Path), url, err, p.out.String())
+				t.Fatalf("%s: %s did not answer 200 within %s (%v):\n%s", filepath.Base(p.cmd.Path), url, within, err, p.out.String())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -104,6 +104,65 @@ fails on anything else.
 {{- end -}}
 {{- end -}}
 
+{{/*
+A size in bytes: a whole number, or digits with a unit as nats-server reads
+them: K, M, G, T (powers of 1000), Ki, KiB, KB ... (powers of 1024), so
+"1Gi" is 1073741824 and "1G" 1000000000. Rendering fails on anything else.
+*/}}
+{{- define "wsfleet.bytes" -}}
+{{- $v := . -}}
+{{- if kindIs "float64" $v -}}
+{{- if ne $v (floor $v) }}{{ fail (printf "%v is not a whole number of bytes" $v) }}{{ end -}}
+{{- int64 $v -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) -}}
+{{- int64 $v -}}
+{{- else -}}
+{{- $s := toString $v -}}
+{{- if not (regexMatch "^[0-9]+([KMGTkmgt]([Ii]?[Bb]?))?$" $s) -}}
+{{- fail (printf "%q is not a size such as 1073741824, 512Mi or 1Gi" $s) -}}
+{{- end -}}
+{{- $digits := regexFind "^[0-9]+" $s -}}
+{{- $units := dict "" 1 "k" 1000 "m" 1000000 "g" 1000000000 "t" 1000000000000 "ki" 1024 "kib" 1024 "kb" 1024 "mi" 1048576 "mib" 1048576 "mb" 1048576 "gi" 1073741824 "gib" 1073741824 "gb" 1073741824 "ti" 1099511627776 "tib" 1099511627776 "tb" 1099511627776 -}}
+{{- mul (int64 $digits) (get $units (lower (trimPrefix $digits $s))) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The history stream's replica count (--history-replicas): resume.history.replicas,
+or by default 3 on the bundled NATS cluster of 3 servers or more (one
+server's loss keeps a quorum), else 1.
+*/}}
+{{- define "wsfleet.history.replicas" -}}
+{{- $r := .Values.resume.history.replicas -}}
+{{- if not (kindIs "invalid" $r) -}}
+{{- int $r -}}
+{{- else if and .Values.nats.deploy (ge (int .Values.nats.replicas) 3) -}}
+3
+{{- else -}}
+1
+{{- end -}}
+{{- end -}}
+
+{{/*
+Resumable delivery, as ConfigMap entries: the one place both the gateways'
+and the routers' settings come from. They are the shared variables
+(WSFLEET_RESUME, WSFLEET_HISTORY_*), which every fleet binary with the flag
+reads: the history stream's settings must be the same for all of them (a
+gateway or router finding the stream with other settings refuses to start).
+*/}}
+{{- define "wsfleet.historyEnv" -}}
+# Resumable delivery (resume.*), the same for the gateways and the routers.
+WSFLEET_RESUME: {{ ternary "true" "false" .Values.resume.enabled | quote }}
+{{- if .Values.resume.enabled }}
+{{- $h := .Values.resume.history }}
+WSFLEET_HISTORY_TTL: {{ $h.ttl | quote }}
+WSFLEET_HISTORY_MAX_PER_USER: {{ include "wsfleet.envValue" $h.maxPerUser | quote }}
+WSFLEET_HISTORY_MAX_BYTES: {{ include "wsfleet.bytes" $h.maxBytes | quote }}
+WSFLEET_HISTORY_REPLICAS: {{ include "wsfleet.history.replicas" . | quote }}
+WSFLEET_HISTORY_STORAGE: {{ $h.storage | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The NATS servers every gateway and router uses (--nats-url). */}}
 {{- define "wsfleet.natsURL" -}}
 {{- if .Values.nats.url -}}
@@ -208,11 +267,50 @@ Settings the chart manages itself; gateway.config and router.config must not
 set them.
 */}}
 {{- define "wsfleet.gateway.reserved" -}}
-listen admin-listen control-socket nats-url subject-prefix nats-embedded-listen nats-embedded-store-dir node-id drain-timeout close-timeout max-connections jwt-hs256-secret jwt-jwks-url jwt-jwks-file
+listen admin-listen control-socket nats-url subject-prefix nats-embedded-listen nats-embedded-store-dir node-id drain-timeout close-timeout max-connections jwt-hs256-secret jwt-jwks-url jwt-jwks-file resume history-ttl history-max-per-user history-max-bytes history-replicas history-storage
 {{- end -}}
 
 {{- define "wsfleet.router.reserved" -}}
-listen admin-listen nats-url subject-prefix api-key jwt-hs256-secret jwt-jwks-url jwt-jwks-file
+listen admin-listen nats-url subject-prefix api-key jwt-hs256-secret jwt-jwks-url jwt-jwks-file resume history-ttl history-max-per-user history-max-bytes history-replicas history-storage
+{{- end -}}
+
+{{/*
+Resumable delivery's checks: the history stream must fit the bundled NATS
+servers, or the gateways and routers would refuse to start (JetStream
+refuses a stream it cannot place).
+*/}}
+{{- define "wsfleet.validateResume" -}}
+{{- if .Values.resume.enabled -}}
+{{- $h := .Values.resume.history -}}
+{{- if lt (include "wsfleet.seconds" $h.ttl | float64) 1.0 -}}
+{{- fail (printf "resume.history.ttl %s: at least 1s" $h.ttl) -}}
+{{- end -}}
+{{- $maxBytes := include "wsfleet.bytes" $h.maxBytes | int64 -}}
+{{- if lt $maxBytes 1048576 -}}
+{{- fail (printf "resume.history.maxBytes %v: at least 1Mi" $h.maxBytes) -}}
+{{- end -}}
+{{- $replicas := include "wsfleet.history.replicas" . | int -}}
+{{- if .Values.nats.deploy -}}
+{{- $js := .Values.nats.jetstream -}}
+{{- if not $js.enabled -}}
+{{- fail "resume.enabled needs JetStream on the bundled NATS: set nats.jetstream.enabled=true (or resume.enabled=false); the gateways and routers refuse to start without it" -}}
+{{- end -}}
+{{- if gt $replicas (int .Values.nats.replicas) -}}
+{{- fail (printf "resume.history.replicas %d is more than the NATS servers (nats.replicas %d): each replica needs a server of its own" $replicas (int .Values.nats.replicas)) -}}
+{{- end -}}
+{{- /* Each server holding a replica holds all of the stream; a fifth of its store stays for JetStream's own state and logs and the routers' idempotency keys. */ -}}
+{{- if eq $h.storage "file" -}}
+{{- if not $js.fileStore.enabled -}}
+{{- fail "resume.history.storage file needs nats.jetstream.fileStore.enabled (a volume per NATS server), or set resume.history.storage=memory" -}}
+{{- end -}}
+{{- if gt (mul $maxBytes 5) (mul (include "wsfleet.bytes" $js.fileStore.size | int64) 4) -}}
+{{- fail (printf "resume.history.maxBytes %v is more than 80%% of nats.jetstream.fileStore.size %s, each NATS server's volume: every replica holds the whole stream, and JetStream needs the rest for its own logs" $h.maxBytes $js.fileStore.size) -}}
+{{- end -}}
+{{- else if gt (mul $maxBytes 5) (mul (include "wsfleet.bytes" $js.memoryStore | int64) 4) -}}
+{{- fail (printf "resume.history.maxBytes %v is more than 80%% of nats.jetstream.memoryStore %v, each NATS server's JetStream memory: every replica holds the whole stream, and the routers' idempotency keys need the rest" $h.maxBytes $js.memoryStore) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Checks on values that the schema cannot express. Rendered by the gateway ConfigMap. */}}
@@ -225,14 +323,15 @@ listen admin-listen nats-url subject-prefix api-key jwt-hs256-secret jwt-jwks-ur
 {{- end -}}
 {{- range $k, $_ := .Values.gateway.config -}}
 {{- if has $k (splitList " " (include "wsfleet.gateway.reserved" $)) -}}
-{{- fail (printf "gateway.config.%s is set by the chart; use the chart's own value for it (see values.yaml)" $k) -}}
+{{- fail (printf "gateway.config.%s is set by the chart; use the chart's own value for it (see values.yaml%s)" $k (ternary ": resume.*" "" (or (eq $k "resume") (hasPrefix "history-" $k)))) -}}
 {{- end -}}
 {{- end -}}
 {{- range $k, $_ := .Values.router.config -}}
 {{- if has $k (splitList " " (include "wsfleet.router.reserved" $)) -}}
-{{- fail (printf "router.config.%s is set by the chart; use the chart's own value for it (see values.yaml)" $k) -}}
+{{- fail (printf "router.config.%s is set by the chart; use the chart's own value for it (see values.yaml%s)" $k (ternary ": resume.*" "" (or (eq $k "resume") (hasPrefix "history-" $k)))) -}}
 {{- end -}}
 {{- end -}}
+{{- include "wsfleet.validateResume" . -}}
 {{- if and .Values.auth.jwt.existingSecret (not (or .Values.auth.jwt.existingSecretHS256Key .Values.auth.jwt.existingSecretJWKSKey .Values.auth.jwt.jwksURL)) -}}
 {{- fail "auth.jwt.existingSecret needs existingSecretHS256Key or existingSecretJWKSKey (or set auth.jwt.jwksURL)" -}}
 {{- end -}}
