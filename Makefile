@@ -11,7 +11,7 @@ export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 # gateway are built from bench/ (make bench-build).
 CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-test fuzz clean helm-test helm-template images
+.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-resume-storm bench-test fuzz clean helm-test helm-template images
 
 all: build
 
@@ -90,6 +90,12 @@ bench-test:
 # (1,000,000 held, wsfleet only).
 bench-fleet: build bench-build
 	$(BIN)/bench-fleet --bin $(BIN) $(BENCHFLAGS)
+
+# A reconnect storm with "since" on two gateways with --resume: every
+# connection reset at once while messages flow, none lost or doubled
+# (bench/resume-storm.sh; N=20000 RATE=1000 by default; docs/benchmarks.md).
+bench-resume-storm: build bench-build
+	N=$(or $(N),20000) RATE=$(or $(RATE),1000) bash bench/resume-storm.sh
 
 # Every fuzz target for FUZZTIME each (seeds in testdata/ run in `make test`).
 fuzz:

@@ -53,6 +53,7 @@ type replayer struct {
 	parked  []*replayJob
 	stopped bool
 	stopCh  chan struct{}
+	parkCh  chan struct{} // a job was parked (cap 1): unpark re-arms its timer
 	ctx     context.Context // canceled by stop: ends the fetches in flight
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -71,7 +72,7 @@ const (
 )
 
 func newReplayer(r *resumer) *replayer {
-	p := &replayer{r: r, stopCh: make(chan struct{})}
+	p := &replayer{r: r, stopCh: make(chan struct{}), parkCh: make(chan struct{}, 1)}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.cond = sync.NewCond(&p.mu)
 	return p
@@ -100,7 +101,8 @@ func (p *replayer) stop() {
 func (p *replayer) submit(j *replayJob) {
 	j.queued = mono()
 	p.mu.Lock()
-	if j.notBefore > j.queued {
+	parked := j.notBefore > j.queued
+	if parked {
 		p.parked = append(p.parked, j)
 	} else {
 		p.queue = append(p.queue, j)
@@ -108,21 +110,31 @@ func (p *replayer) submit(j *replayJob) {
 	}
 	p.queuedN.Store(int64(len(p.queue) + len(p.parked)))
 	p.mu.Unlock()
+	if parked {
+		select {
+		case p.parkCh <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // unpark moves parked jobs (paced, or retrying) back to the queue when
-// their time comes.
+// their time comes. Its timer runs only while jobs are parked, set for the
+// earliest of them: an idle node does not wake up for it.
 func (p *replayer) unpark() {
 	defer p.wg.Done()
-	tick := time.NewTicker(replayPace / 2)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
 		select {
 		case <-p.stopCh:
+			timer.Stop()
 			return
-		case <-tick.C:
+		case <-p.parkCh:
+		case <-timer.C:
 		}
 		now := mono()
+		var next int64 // the earliest notBefore still parked; 0: none
 		p.mu.Lock()
 		kept := p.parked[:0]
 		for _, j := range p.parked {
@@ -131,11 +143,18 @@ func (p *replayer) unpark() {
 				p.cond.Signal()
 			} else {
 				kept = append(kept, j)
+				if next == 0 || j.notBefore < next {
+					next = j.notBefore
+				}
 			}
 		}
 		clear(p.parked[len(kept):])
 		p.parked = kept
 		p.mu.Unlock()
+		timer.Stop()
+		if next != 0 {
+			timer.Reset(time.Duration(next - now))
+		}
 	}
 }
 
@@ -148,6 +167,10 @@ func (p *replayer) retryNow() {
 		}
 	}
 	p.mu.Unlock()
+	select {
+	case p.parkCh <- struct{}{}:
+	default:
+	}
 }
 
 // next takes the oldest queued job, waiting for one; nil once stopped.
