@@ -1131,3 +1131,39 @@ func TestResumeClusterWelcomeDuringLeaderChange(t *testing.T) {
 		}
 	}
 }
+
+// Gateways and routers starting together on a fresh cluster all create the
+// history stream at once, each through its own server; every one of them
+// gets the stream (an equal create racing another is answered, or, when
+// its answer never comes, the stream found on the next attempt).
+func TestResumeClusterConcurrentCreate(t *testing.T) {
+	c := startJSCluster(t)
+	cfg := clusterHistory()
+	cfg.SetDefaults()
+	const perServer = 3
+	errs := make(chan error, 3*perServer)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 3 {
+		for range perServer {
+			nc, _ := clusterNATS(t, c, i)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				t0 := time.Now()
+				if _, err := history.Ensure(ctx, nc, cfg); err != nil {
+					errs <- fmt.Errorf("through %s: %v after %s", nc.ConnectedServerName(), err, time.Since(t0).Round(time.Millisecond))
+				}
+			}()
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -171,12 +171,31 @@ func (c Config) StreamConfig() jetstream.StreamConfig {
 // values: every gateway and router of a deployment must agree, and the
 // stream is changed on purpose (nats stream edit), never by whichever
 // process starts last.
+//
+// Processes that start together on a fresh cluster create the stream at
+// once. nats-server proposes an equal create that races another and may
+// never answer it, so each attempt has ensureAttempt; one that times out is
+// made again (the stream is then found) until ctx is done.
 func Ensure(ctx context.Context, nc *nats.Conn, c Config) (*jetstream.StreamInfo, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
 	want := c.StreamConfig()
+	for {
+		actx, cancel := context.WithTimeout(ctx, ensureAttempt)
+		info, err := ensureOnce(actx, js, c, want)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return info, err
+		}
+	}
+}
+
+// ensureAttempt bounds one attempt of Ensure.
+const ensureAttempt = 2 * time.Second
+
+func ensureOnce(ctx context.Context, js jetstream.JetStream, c Config, want jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
 	if _, err := js.AccountInfo(ctx); err != nil {
 		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
 			return nil, ErrNoJetStream
