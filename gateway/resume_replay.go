@@ -53,7 +53,7 @@ type replayer struct {
 	parked  []*replayJob
 	stopped bool
 	stopCh  chan struct{}
-	parkCh  chan struct{} // a job was parked (cap 1): unpark re-arms its timer
+	parkCh  chan struct{}   // a job was parked (cap 1): unpark re-arms its timer
 	ctx     context.Context // canceled by stop: ends the fetches in flight
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
