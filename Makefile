@@ -11,7 +11,7 @@ export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 # gateway are built from bench/ (make bench-build).
 CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-resume-storm bench-test fuzz clean helm-test helm-template images
+.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-resume-storm bench-router-latency bench-test fuzz clean helm-test helm-template images
 
 all: build
 
@@ -91,11 +91,18 @@ bench-test:
 bench-fleet: build bench-build
 	$(BIN)/bench-fleet --bin $(BIN) $(BENCHFLAGS)
 
-# A reconnect storm with "since" on two gateways with --resume: every
+# A reconnect storm with "since" on gateways with --resume: every
 # connection reset at once while messages flow, none lost or doubled
-# (bench/resume-storm.sh; N=20000 RATE=1000 by default; docs/benchmarks.md).
+# (bench/resume-storm.sh; N=20000 RATE=1000 by default, one gateway per
+# 18,000 connections; docs/benchmarks.md).
 bench-resume-storm: build bench-build
 	N=$(or $(N),20000) RATE=$(or $(RATE),1000) bash bench/resume-storm.sh
+
+# The router's publish latency (the JetStream ack with resume) under
+# loadtest deliver through it on a devfleet (bench/router-latency.sh; FLEET
+# gives devfleet's flags, "--gateways 2 --nats-servers 3" by default).
+bench-router-latency: build bench-build
+	FLEET="$(or $(FLEET),--gateways 2 --nats-servers 3)" bash bench/router-latency.sh
 
 # Every fuzz target for FUZZTIME each (seeds in testdata/ run in `make test`).
 fuzz:

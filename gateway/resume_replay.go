@@ -36,6 +36,9 @@ type replayJob struct {
 	notBefore int64 // mono(): paced (the connection's queue was half full) or retrying
 	tries     int
 	written   int
+	// checked: each subject's newest message was looked up once (lastOn),
+	// and a subject with nothing after its start skipped.
+	checked bool
 }
 
 // replayer runs the replays: a bounded queue of jobs (one per connection
@@ -277,6 +280,38 @@ func (w *replayWorker) run(j *replayJob) {
 		j.upTo = pos
 	}
 	userSubj := s.subjects.User(j.tok)
+	if !j.checked {
+		// A batched direct get costs the server a scan of the stream from
+		// the start to the subject's next message (its pending count and
+		// its next-by-subject lookup), while the subject's newest message
+		// is an index lookup: a connection that missed nothing on a
+		// subject (most of a reconnect storm's, and the broadcast subject
+		// between broadcasts) costs no scan.
+		for _, sub := range []struct {
+			subj string
+			from *uint64
+		}{{userSubj, &j.uFrom}, {r.bcastSubj, &j.bFrom}} {
+			if *sub.from >= j.upTo {
+				continue
+			}
+			last, err := w.lastOn(ctx, sub.subj)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if last <= *sub.from {
+				*sub.from = j.upTo
+			}
+		}
+		j.checked = true
+		if j.initial && j.uFrom >= j.upTo && j.bFrom >= j.upTo {
+			// Nothing after "since" for this connection: recovered, and
+			// covered up to upTo.
+			j.recovered = true
+			c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
+			return
+		}
+	}
 	maxBytes := min(s.opts.MaxPendingBytes/2, 1<<20)
 	for j.uFrom < j.upTo || j.bFrom < j.upTo {
 		if c.closed() {
@@ -447,6 +482,45 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 }
 
 const jsNumPending = "Nats-Num-Pending"
+
+// lastOn returns the sequence of subj's newest message (0: none) with one
+// direct get by last subject, which the server answers from its
+// per-subject index without reading the stream.
+func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) {
+	r := w.p.r
+	w.reqN++
+	reply := w.inbox + "." + strconv.FormatUint(w.reqN, 10)
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subj})
+	if err := r.s.nc.PublishRequest(r.directSubj, reply, req); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-w.ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if m.Subject != reply {
+			continue // an answer to an earlier, abandoned request
+		}
+		if status := m.Header.Get("Status"); status != "" {
+			if status == "404" { // no message on subj
+				return 0, nil
+			}
+			return 0, &replayError{status: status, desc: m.Header.Get("Description")}
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
+		if err != nil {
+			return 0, &replayError{status: "bad", desc: "no " + nats.JSSequence + " header"}
+		}
+		return seq, nil
+	}
+}
 
 // fetchTimeout bounds one direct get batch, and one read of the stream's
 // position.

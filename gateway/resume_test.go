@@ -210,6 +210,31 @@ func TestResumeSinceGetsWhatWasMissed(t *testing.T) {
 	}
 }
 
+// TestResumeSinceNothingMissed: the stream moved on after "since" with
+// other users' messages only: recovered, positioned at the stream's end,
+// nothing replayed, then live.
+func TestResumeSinceNothingMissed(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), nil)
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	since := jsPublish(t, js, userSubject(t, "alice"), `{"n":1}`)
+	var last uint64
+	for i := 0; i < 3; i++ {
+		last = jsPublish(t, js, userSubject(t, "bob"), `{"bob":1}`)
+	}
+	ws, w := resumeConnect(t, srv, "alice", strconv.FormatUint(since, 10))
+	if w["recovered"] != true || seqOf(t, w["position"]) != last {
+		t.Fatalf("welcome %v, want recovered at position %d", w, last)
+	}
+	// Nothing replayed: the first message is the next live one.
+	s := jsPublish(t, js, userSubject(t, "alice"), `{"n":2}`)
+	if d := readDeliveries(t, ws, 1)[0]; d.seq != s {
+		t.Fatalf("first delivery id %d, want the live %d", d.seq, s)
+	}
+	expectQuiet(t, ws, 200*time.Millisecond)
+}
+
 func TestResumeSinceBeyondHistory(t *testing.T) {
 	ns := startJSNATS(t)
 	srv := resumeGateway(t, ns.ClientURL(), func(o *gateway.Options) { o.History.MaxPerUser = 3 })
