@@ -26,7 +26,8 @@ connection closes.
 
 With resumable delivery (the gateways' --resume) message ids are stream
 sequences: --since ID asks for what came after message ID first, and a new
-connection opened on a reconnect notice resumes after the last id printed.`
+connection opened on a reconnect notice resumes after the last id printed.
+When it ends it prints the --since to resume from (on stderr).`
 
 // wsEvent is a frame, or the end, of one of the listener's connections.
 type wsEvent struct {
@@ -99,6 +100,9 @@ func listen(args []string) int {
 					continue
 				}
 				cur.Close()
+				if since != "" {
+					fmt.Fprintf(os.Stderr, "devfleet listen: to resume from here: --since %s\n", since)
+				}
 				var ce *wstest.CloseError
 				if errors.As(ev.err, &ce) {
 					fmt.Printf("closed: %d %s\n", ce.Code, ce.Text)
@@ -114,9 +118,10 @@ func listen(args []string) int {
 				continue // left behind for a new connection
 			}
 			var f struct {
-				Type string `json:"type"`
-				ID   string `json:"id"`
-				Node string `json:"node"`
+				Type     string `json:"type"`
+				ID       string `json:"id"`
+				Node     string `json:"node"`
+				Position string `json:"position"`
 			}
 			json.Unmarshal(ev.msg, &f)
 			if f.Type == protocol.TypePing {
@@ -127,6 +132,11 @@ func listen(args []string) int {
 			}
 			if f.Type == protocol.TypeMessage && isSeq(f.ID) {
 				since = f.ID // where a new connection resumes
+			}
+			if f.Type == protocol.TypeWelcome && ev.c == cur && !moving && f.Position != "" {
+				if _, err := protocol.ParseSince(f.Position); err == nil {
+					since = f.Position // covered from there: the resume point before any message
+				}
 			}
 			if f.Type == protocol.TypeWelcome && (ev.c == next || moving) {
 				fmt.Fprintf(os.Stderr, "devfleet listen: moved to node %s\n", f.Node)

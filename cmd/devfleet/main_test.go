@@ -418,6 +418,12 @@ func TestResumeSince(t *testing.T) {
 	if b := next(protocol.TypeMessage); json.Unmarshal(b, &missed) != nil || string(missed.Data) != `{"text":"two"}` || !isSeq(missed.ID) || seq(missed.ID) <= seq(first.ID) {
 		t.Errorf("after --since %s: %s; want the message published meanwhile, with a later id", first.ID, b)
 	}
+	// Stopped, it says where to resume from: the last id it printed.
+	l.cmd.Process.Signal(os.Interrupt)
+	l.cmd.Wait()
+	if want := "--since " + missed.ID + "\n"; !strings.Contains(l.stderr.String(), want) {
+		t.Errorf("devfleet listen's stderr when stopped: %q; want it to name %q", l.stderr.String(), want)
+	}
 }
 
 // TestListenResumesOnMove: when a drain moves `devfleet listen` to another
@@ -460,6 +466,7 @@ func TestListenResumesOnMove(t *testing.T) {
 type listenProc struct {
 	lines  chan string
 	stderr *syncBuffer
+	cmd    *exec.Cmd
 }
 
 // startListen runs `devfleet listen` as the fleet's user with args.
@@ -471,7 +478,7 @@ func startListen(t *testing.T, in info, args ...string) *listenProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &listenProc{lines: make(chan string, 64), stderr: &syncBuffer{}}
+	l := &listenProc{lines: make(chan string, 64), stderr: &syncBuffer{}, cmd: cmd}
 	cmd.Stderr = l.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
