@@ -444,7 +444,7 @@ func (l *loop) welcome(t *task) {
 			recovered = j.recovered
 			position = j.upTo
 			if recovered {
-				position, replay = j.uFrom, j.upTo > j.uFrom
+				position, replay = j.since, j.upTo > min(j.uFrom, j.bFrom)
 			}
 		case c.has(flSince):
 			since := c.uPos
@@ -456,7 +456,7 @@ func (l *loop) welcome(t *task) {
 				position = last
 			default:
 				// Check what history still holds first (it writes nothing).
-				s.rs.rp.submit(&replayJob{c: c, tok: c.user.token(), uFrom: since, bFrom: since, upTo: last, initial: true})
+				s.rs.rp.submit(&replayJob{c: c, tok: c.user.token(), uFrom: since, bFrom: since, since: since, upTo: last, initial: true})
 				return
 			}
 		default:

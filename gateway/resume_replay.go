@@ -25,6 +25,7 @@ type replayJob struct {
 	tok    string // the user's subject token
 	uFrom  uint64
 	bFrom  uint64
+	since  uint64 // the client's "since" (initial replays): the welcome's position when recovered
 	upTo   uint64 // 0: read the stream's position first
 	queued int64  // mono() when it was (re)submitted: the position must be read after it
 	// initial: the replay of a "since" before the welcome, which only
@@ -305,8 +306,7 @@ func (w *replayWorker) run(j *replayJob) {
 		}
 		j.checked = true
 		if j.initial && j.uFrom >= j.upTo && j.bFrom >= j.upTo {
-			// Nothing after "since" for this connection: recovered, and
-			// covered up to upTo.
+			// Nothing after "since" for this connection: recovered.
 			j.recovered = true
 			c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
 			return
