@@ -40,6 +40,9 @@
 //	wsfleet.broadcast          deliveries to every authenticated connection
 //	wsfleet.in.<userToken>     client publish frames, with headers naming the
 //	                           user, the connection id and the node
+//	wsfleet.topic.<topic>      reserved for topics: the topic name itself,
+//	                           dot-separated segments of A-Z a-z 0-9 _ - :
+//	                           ([ValidateTopic], [Subjects.Topic])
 //
 // A userToken is the JWT "sub" claim in a subject-safe, injective encoding
 // (see [EncodeUserToken]): no user id can produce a subject that matches
