@@ -8,3 +8,7 @@ func SetSnapshotChunkUsers(n int) (restore func()) {
 	snapshotChunkUsers = n
 	return func() { snapshotChunkUsers = old }
 }
+
+// SetDirectGetSubject makes the node send the history stream's direct gets
+// to subj, where a test can answer as a lagging replica would.
+func SetDirectGetSubject(o *Options, subj string) { o.directGetSubject = subj }

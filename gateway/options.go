@@ -204,6 +204,10 @@ type Options struct {
 	// Clock is the node's clock: ticks, timeouts and token expiry follow
 	// it. Default: the system clock. Tests move a fake one.
 	Clock Clock
+
+	// directGetSubject replaces the history stream's direct get subject,
+	// for tests that stand a lagging replica in front of it.
+	directGetSubject string
 }
 
 // Clock tells the time. The system clock's Now carries a monotonic

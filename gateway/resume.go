@@ -42,8 +42,10 @@ import (
 //     then catches up from the stream before anything newer is written.
 //     Duplicates are impossible by construction, and so are silent gaps.
 //   - A catch-up is a replay (resume_replay.go): bounded in number, run by
-//     a fixed pool of workers with batched direct gets, paced by the
-//     connection's write queue. While it runs, live messages for the
+//     a fixed pool of workers with batched direct gets (checked against
+//     each subject's newest message as the leader gives it, so a replica
+//     that is behind is asked again), paced by the connection's write
+//     queue. While it runs, live messages for the
 //     connection are skipped (and remembered by sequence); when the replay
 //     has written everything up to a stream position U, the connection
 //     goes live at U, or replays again when a skipped message lies beyond.
@@ -62,6 +64,7 @@ type resumer struct {
 	stream      string
 	infoSubj    string // $JS.API.STREAM.INFO.<stream>
 	directSubj  string // $JS.API.DIRECT.GET.<stream>
+	msgGetSubj  string // $JS.API.STREAM.MSG.GET.<stream> (answered by the leader)
 	livePrefix  string // "<prefix>.live."
 	liveBcast   string // "<prefix>.live.<prefix>.broadcast"
 	bcastSubj   string // "<prefix>.broadcast"
@@ -90,12 +93,16 @@ func newResumer(s *Server) *resumer {
 		stream:     name,
 		infoSubj:   "$JS.API.STREAM.INFO." + name,
 		directSubj: "$JS.API.DIRECT.GET." + name,
+		msgGetSubj: "$JS.API.STREAM.MSG.GET." + name,
 		livePrefix: live,
 		liveBcast:  live + s.subjects.Broadcast()[len(cfg.Prefix)+1:],
 		bcastSubj:  s.subjects.Broadcast(),
 		ch:         make(chan *nats.Msg, s.opts.DispatchQueue*s.opts.Dispatchers),
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
+	}
+	if s.opts.directGetSubject != "" {
+		r.directSubj = s.opts.directGetSubject
 	}
 	r.pos.r = r
 	r.rp = newReplayer(r)

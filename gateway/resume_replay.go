@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,9 +38,11 @@ type replayJob struct {
 	notBefore int64 // mono(): paced (the connection's queue was half full) or retrying
 	tries     int
 	written   int
-	// checked: each subject's newest message was looked up once (lastOn),
-	// and a subject with nothing after its start skipped.
-	checked bool
+	// checked: each subject's newest message was looked up (lastOn) for
+	// this upTo: uLast and bLast, read from the stream's leader; a subject
+	// with nothing after its start is skipped.
+	checked      bool
+	uLast, bLast uint64
 }
 
 // replayer runs the replays: a bounded queue of jobs (one per connection
@@ -63,6 +66,7 @@ type replayer struct {
 	wg      sync.WaitGroup
 
 	started, completed, msgs, failures atomic.Uint64
+	behind                             atomic.Uint64 // rounds made again: a replica was behind
 	running                            atomic.Int64
 	queuedN                            atomic.Int64
 	lastFailLog                        atomic.Int64
@@ -244,7 +248,20 @@ type fetchResult struct {
 	msgs  []replayMsg
 	more  bool
 	total uint64 // messages on the subject from the start (first message's Nats-Num-Pending + 1)
+	// after: messages the answering replica holds on the subject after the
+	// batch (the end of batch's Nats-Num-Pending); maxSeq: the newest
+	// sequence in the batch, beyond upTo too.
+	after, maxSeq uint64
 }
+
+// behind reports whether the replica that answered lacks the subject's
+// message last, which the leader had stored before the request: it sent
+// all it holds (nothing after the batch) and that is older.
+func (f *fetchResult) behind(last uint64) bool { return f.after == 0 && f.maxSeq < last }
+
+// errReplicaBehind: a direct get was answered by a replica that had not
+// stored the subject's newest message yet.
+var errReplicaBehind = errors.New("a replica answered before it had the newest messages; asking again")
 
 func (w *replayWorker) run(j *replayJob) {
 	p := w.p
@@ -287,11 +304,14 @@ func (w *replayWorker) run(j *replayJob) {
 		// its next-by-subject lookup), while the subject's newest message
 		// is an index lookup: a connection that missed nothing on a
 		// subject (most of a reconnect storm's, and the broadcast subject
-		// between broadcasts) costs no scan.
+		// between broadcasts) costs no scan. Read from the leader, the
+		// newest message also tells whether a replica that answers a
+		// direct get is behind (below).
 		for _, sub := range []struct {
 			subj string
 			from *uint64
-		}{{userSubj, &j.uFrom}, {r.bcastSubj, &j.bFrom}} {
+			last *uint64
+		}{{userSubj, &j.uFrom, &j.uLast}, {r.bcastSubj, &j.bFrom, &j.bLast}} {
 			if *sub.from >= j.upTo {
 				continue
 			}
@@ -300,6 +320,7 @@ func (w *replayWorker) run(j *replayJob) {
 				fail(err)
 				return
 			}
+			*sub.last = last
 			if last <= *sub.from {
 				*sub.from = j.upTo
 			}
@@ -335,6 +356,18 @@ func (w *replayWorker) run(j *replayJob) {
 				fail(err)
 				return
 			}
+		}
+		// Direct gets are answered by any replica, and a replica may not
+		// have applied the newest messages yet. Its answer is the
+		// subject's messages up to where it is: complete when it shows the
+		// subject's newest message as the leader gave it, or says more
+		// follow; else it is behind, and the round is made again (with a
+		// fresh look at the leader, in case that message expired).
+		if (j.uFrom < j.upTo && ur.behind(j.uLast)) || (j.bFrom < j.upTo && br.behind(j.bLast)) {
+			p.behind.Add(1)
+			j.checked = false
+			fail(errReplicaBehind)
+			return
 		}
 		if j.initial {
 			// History holds everything after "since" unless a subject is
@@ -457,6 +490,7 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 			switch status {
 			case "204": // end of batch
 				np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
+				res.after = np
 				res.more = np > 0 && len(msgs) > 0 && msgs[len(msgs)-1].seq < upTo
 			case "404": // nothing after from
 			default:
@@ -470,10 +504,11 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 		if err != nil {
 			continue
 		}
-		if len(msgs) == 0 {
+		if res.maxSeq == 0 {
 			np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
 			res.total = np + 1
 		}
+		res.maxSeq = max(res.maxSeq, seq)
 		if seq > upTo {
 			continue // stored after the round's position: the next round, or live
 		}
@@ -483,9 +518,10 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 
 const jsNumPending = "Nats-Num-Pending"
 
-// lastOn returns the sequence of subj's newest message (0: none) with one
-// direct get by last subject, which the server answers from its
-// per-subject index without reading the stream.
+// lastOn returns the sequence of subj's newest message (0: none), read
+// from the stream's leader ($JS.API.STREAM.MSG.GET by last subject, which
+// the server answers from its per-subject index without reading the
+// stream): unlike a direct get, never from a replica that is behind.
 func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) {
 	r := w.p.r
 	w.reqN++
@@ -493,7 +529,7 @@ func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) 
 	req, _ := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{subj})
-	if err := r.s.nc.PublishRequest(r.directSubj, reply, req); err != nil {
+	if err := r.s.nc.PublishRequest(r.msgGetSubj, reply, req); err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
@@ -508,19 +544,34 @@ func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) 
 		if m.Subject != reply {
 			continue // an answer to an earlier, abandoned request
 		}
-		if status := m.Header.Get("Status"); status != "" {
-			if status == "404" { // no message on subj
-				return 0, nil
-			}
-			return 0, &replayError{status: status, desc: m.Header.Get("Description")}
+		var resp struct {
+			Error *struct {
+				Code        int    `json:"code"`
+				ErrCode     int    `json:"err_code"`
+				Description string `json:"description"`
+			} `json:"error"`
+			Message *struct {
+				Seq uint64 `json:"seq"`
+			} `json:"message"`
 		}
-		seq, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
-		if err != nil {
-			return 0, &replayError{status: "bad", desc: "no " + nats.JSSequence + " header"}
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return 0, &replayError{status: "bad", desc: "stream message get: " + err.Error()}
 		}
-		return seq, nil
+		switch {
+		case resp.Error != nil && resp.Error.ErrCode == jsNoMessageFound:
+			return 0, nil
+		case resp.Error != nil:
+			return 0, &replayError{status: strconv.Itoa(resp.Error.Code), desc: resp.Error.Description}
+		case resp.Message == nil:
+			return 0, &replayError{status: "bad", desc: "stream message get: no message"}
+		}
+		return resp.Message.Seq, nil
 	}
 }
+
+// jsNoMessageFound is JetStream's error code for a message get that finds
+// none (JSNoMessageFoundErr).
+const jsNoMessageFound = 10037
 
 // fetchTimeout bounds one direct get batch, and one read of the stream's
 // position.
@@ -631,7 +682,7 @@ func (l *loop) replayed(c *conn, j *replayJob) {
 	c.uPos, c.bPos = max(c.uPos, j.upTo), max(c.bPos, j.upTo)
 	if l.skips[c] > j.upTo {
 		l.skips[c] = 0
-		j.uFrom, j.bFrom, j.upTo, j.tries, j.notBefore = c.uPos, c.bPos, 0, 0, 0
+		j.uFrom, j.bFrom, j.upTo, j.tries, j.notBefore, j.checked = c.uPos, c.bPos, 0, 0, 0, false
 		l.s.rs.rp.submit(j)
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -657,4 +658,60 @@ func TestResumeKickAnswersOnReplyTo(t *testing.T) {
 		t.Fatalf("got %d, want %d (the kick is not a message)", d.seq, after)
 	}
 	expectQuiet(t, ws2, 200*time.Millisecond)
+}
+
+// TestResumeReplicaBehind: a direct get answered by a replica that has not
+// stored the newest messages yet must not lose them. The node's direct
+// gets go through the test, which answers every third one as such a
+// replica would ("nothing after it": it sent all it holds) and passes the
+// rest to the stream: the gateway sees that an answer lacks the subject's
+// newest message as the stream's leader gave it, asks again, and every
+// reconnect gets exactly what it missed.
+func TestResumeReplicaBehind(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), func(o *gateway.Options) { gateway.SetDirectGetSubject(o, "test.direct-get") })
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	var stale, passed atomic.Int64
+	proxy, err := nc.Subscribe("test.direct-get", func(m *nats.Msg) {
+		if (stale.Load()+passed.Load())%3 == 0 {
+			stale.Add(1)
+			m.RespondMsg(&nats.Msg{Header: nats.Header{"Status": []string{"404"}, "Description": []string{"Message Not Found"}}})
+			return
+		}
+		passed.Add(1)
+		nc.PublishRequest("$JS.API.DIRECT.GET."+history.StreamName("wsfleet"), m.Reply, m.Data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Unsubscribe()
+	nc.Flush()
+
+	ws, w := resumeConnect(t, srv, "alice", "")
+	pos := seqOf(t, w["position"])
+	ws.Close()
+	var want []uint64
+	for i := 0; i < 3; i++ {
+		want = append(want, jsPublish(t, js, userSubject(t, "alice"), fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	want = append(want, jsPublish(t, js, "wsfleet.broadcast", `{"b":1}`))
+	for i := 0; i < 3; i++ {
+		ws, w := resumeConnect(t, srv, "alice", strconv.FormatUint(pos, 10))
+		if w["recovered"] != true {
+			t.Fatalf("welcome %v", w)
+		}
+		got := readDeliveries(t, ws, len(want))
+		for k, d := range got {
+			if d.seq != want[k] {
+				t.Fatalf("reconnect %d: ids %v, want %v", i, got, want)
+			}
+		}
+		expectQuiet(t, ws, 100*time.Millisecond)
+		ws.Close()
+	}
+	behind := metricValue(t, srv, "wsfleet_gateway_replay_replica_behind_total")
+	if stale.Load() == 0 || behind < 1 {
+		t.Fatalf("%d stale answers, %d passed on; replay_replica_behind_total %v", stale.Load(), passed.Load(), behind)
+	}
 }
