@@ -205,8 +205,8 @@ type Options struct {
 	// it. Default: the system clock. Tests move a fake one.
 	Clock Clock
 
-	// directGetSubject replaces the history stream's direct get subject,
-	// for tests that stand a lagging replica in front of it.
+	// directGetSubject replaces the subject of the replays' batched direct
+	// gets, for tests that stand a lagging replica in front of the stream.
 	directGetSubject string
 }
 

@@ -63,8 +63,9 @@ type resumer struct {
 	cfg         history.Config
 	stream      string
 	infoSubj    string // $JS.API.STREAM.INFO.<stream>
-	directSubj  string // $JS.API.DIRECT.GET.<stream>
-	msgGetSubj  string // $JS.API.STREAM.MSG.GET.<stream> (answered by the leader)
+	directSubj  string // $JS.API.DIRECT.GET.<stream>: the replays' batches
+	lastSubj    string // $JS.API.DIRECT.GET.<stream>: newest by subject (one replica)
+	msgGetSubj  string // $JS.API.STREAM.MSG.GET.<stream>: newest by subject (the leader)
 	livePrefix  string // "<prefix>.live."
 	liveBcast   string // "<prefix>.live.<prefix>.broadcast"
 	bcastSubj   string // "<prefix>.broadcast"
@@ -93,6 +94,7 @@ func newResumer(s *Server) *resumer {
 		stream:     name,
 		infoSubj:   "$JS.API.STREAM.INFO." + name,
 		directSubj: "$JS.API.DIRECT.GET." + name,
+		lastSubj:   "$JS.API.DIRECT.GET." + name,
 		msgGetSubj: "$JS.API.STREAM.MSG.GET." + name,
 		livePrefix: live,
 		liveBcast:  live + s.subjects.Broadcast()[len(cfg.Prefix)+1:],

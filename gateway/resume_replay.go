@@ -518,10 +518,12 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 
 const jsNumPending = "Nats-Num-Pending"
 
-// lastOn returns the sequence of subj's newest message (0: none), read
-// from the stream's leader ($JS.API.STREAM.MSG.GET by last subject, which
+// lastOn returns the sequence of subj's newest message (0: none), which
 // the server answers from its per-subject index without reading the
-// stream): unlike a direct get, never from a replica that is behind.
+// stream. A replicated stream is asked through its leader
+// ($JS.API.STREAM.MSG.GET), never a replica that may be behind; a stream of
+// one replica with a direct get, which that one replica answers and which
+// costs the server less.
 func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) {
 	r := w.p.r
 	w.reqN++
@@ -529,7 +531,12 @@ func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) 
 	req, _ := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{subj})
-	if err := r.s.nc.PublishRequest(r.msgGetSubj, reply, req); err != nil {
+	leader := r.cfg.Replicas > 1
+	subject := r.lastSubj
+	if leader {
+		subject = r.msgGetSubj
+	}
+	if err := r.s.nc.PublishRequest(subject, reply, req); err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
@@ -543,6 +550,19 @@ func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) 
 		}
 		if m.Subject != reply {
 			continue // an answer to an earlier, abandoned request
+		}
+		if !leader {
+			if status := m.Header.Get("Status"); status != "" {
+				if status == "404" { // no message on subj
+					return 0, nil
+				}
+				return 0, &replayError{status: status, desc: m.Header.Get("Description")}
+			}
+			seq, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
+			if err != nil {
+				return 0, &replayError{status: "bad", desc: "direct get: no " + nats.JSSequence + " header"}
+			}
+			return seq, nil
 		}
 		var resp struct {
 			Error *struct {
