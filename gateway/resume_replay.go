@@ -254,10 +254,15 @@ type fetchResult struct {
 	after, maxSeq uint64
 }
 
-// behind reports whether the replica that answered lacks the subject's
-// message last, which the leader had stored before the request: it sent
-// all it holds (nothing after the batch) and that is older.
-func (f *fetchResult) behind(last uint64) bool { return f.after == 0 && f.maxSeq < last }
+// behind reports whether the replica that answered may lack a message of
+// the subject up to upTo: it sent all it holds (nothing after the batch),
+// and that ends before the subject's message last, which the leader had
+// stored before the request, or before upTo when last is beyond it.
+// (Replicas apply in stream order: one that holds a message at or past
+// upTo holds everything before it.)
+func (f *fetchResult) behind(last, upTo uint64) bool {
+	return f.after == 0 && f.maxSeq < min(last, upTo)
+}
 
 // errReplicaBehind: a direct get was answered by a replica that had not
 // stored the subject's newest message yet.
@@ -326,15 +331,20 @@ func (w *replayWorker) run(j *replayJob) {
 			}
 		}
 		j.checked = true
-		if j.initial && j.uFrom >= j.upTo && j.bFrom >= j.upTo {
-			// Nothing after "since" for this connection: recovered.
-			j.recovered = true
-			c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
-			return
-		}
 	}
 	maxBytes := min(s.opts.MaxPendingBytes/2, 1<<20)
-	for j.uFrom < j.upTo || j.bFrom < j.upTo {
+	for {
+		// A subject already covered up to its newest message (as the
+		// leader gave it, after upTo was read) has nothing more up to upTo.
+		if j.uFrom < j.upTo && j.uFrom >= j.uLast {
+			j.uFrom = j.upTo
+		}
+		if j.bFrom < j.upTo && j.bFrom >= j.bLast {
+			j.bFrom = j.upTo
+		}
+		if j.uFrom >= j.upTo && j.bFrom >= j.upTo {
+			break
+		}
 		if c.closed() {
 			return
 		}
@@ -363,7 +373,7 @@ func (w *replayWorker) run(j *replayJob) {
 		// subject's newest message as the leader gave it, or says more
 		// follow; else it is behind, and the round is made again (with a
 		// fresh look at the leader, in case that message expired).
-		if (j.uFrom < j.upTo && ur.behind(j.uLast)) || (j.bFrom < j.upTo && br.behind(j.bLast)) {
+		if (j.uFrom < j.upTo && ur.behind(j.uLast, j.upTo)) || (j.bFrom < j.upTo && br.behind(j.bLast, j.upTo)) {
 			p.behind.Add(1)
 			j.checked = false
 			fail(errReplicaBehind)
@@ -399,6 +409,12 @@ func (w *replayWorker) run(j *replayJob) {
 			return
 		}
 		j.uFrom, j.bFrom = max(j.uFrom, h), max(j.bFrom, h)
+	}
+	if j.initial {
+		// Nothing after "since" for this connection: recovered.
+		j.recovered = true
+		c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
+		return
 	}
 	p.completed.Add(1)
 	c.l.p.Post(task{kind: taskReplayed, c: c, rj: j})
