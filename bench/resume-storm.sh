@@ -48,7 +48,7 @@ timeout 600 bin/loadtest storm --url ws://127.0.0.1:38090/ws --resume --via nats
   --workers auto --source-ips 127.0.0.2-127.0.0.9 --progress off --json "$DIR/storm.json" > "$DIR/storm.txt" 2>&1
 echo "loadtest exit $?"
 for i in $(seq "$GATEWAYS"); do
-  curl -s http://127.0.0.1:3809$i/metrics | grep -E '^wsfleet_gateway_(replays_total|replays_completed_total|replayed_messages_total|replay_failures_total|resume_recovered_total|resume_unrecovered_total|resume_gaps_total|connections_shed_total)[ {]' | sed "s/^/gw-$i /"
+  curl -s http://127.0.0.1:3809$i/metrics | grep -E '^wsfleet_gateway_(replays_total|replays_completed_total|replayed_messages_total|replay_failures_total|resume_recovered_total|resume_unrecovered_total|resume_gaps_total|replay_replica_behind_total|connections_shed_total)[ {]' | sed "s/^/gw-$i /"
 done
 kill "${PIDS[@]}"; wait "${PIDS[@]}" 2>/dev/null
 kill $SAMPLER $NATS 2>/dev/null; wait $NATS 2>/dev/null
