@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 N=${N:-20000}
 RATE=${RATE:-1000}
 GATEWAYS=${GATEWAYS:-$(( N > 36000 ? (N + 17999) / 18000 : 2 ))}
-DURATION=${DURATION:-$(( N > 20000 ? 40 + N / 2500 : 40 ))s}
+DURATION=${DURATION:-$(( N > 20000 ? 40 + N / 1250 : 40 ))s}
 # The gateways' admission control: by default wide open, so that every
 # reconnect is admitted at once and the figure is the replays' own; set
 # GATEWAY_FLAGS="" for the defaults (503 overloaded beyond 1,024 pending
@@ -28,6 +28,9 @@ echo "logs in $DIR"
 bin/nats-server -a 127.0.0.1 -p 38422 -js -sd "$DIR/js" > "$DIR/nats.log" 2>&1 &
 NATS=$!
 for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/38422) 2>/dev/null && break; sleep 0.1; done
+if ! kill -0 "$NATS" 2>/dev/null; then
+  echo "nats-server did not start:"; tail -3 "$DIR/nats.log"; exit 1
+fi
 PIDS=()
 for i in $(seq "$GATEWAYS"); do
   bin/gateway --listen 127.0.0.1:38090 --reuseport --admin-listen 127.0.0.1:3809$i --nats-url nats://127.0.0.1:38422 \
