@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -264,6 +265,10 @@ func (f *fetchResult) behind(last, upTo uint64) bool {
 	return f.after == 0 && f.maxSeq < min(last, upTo)
 }
 
+// errBatchBroken: a direct get batch arrived with a message missing (or
+// an answer without the sequence headers a batch carries).
+var errBatchBroken = errors.New("a direct get batch arrived with a message missing; fetching it again")
+
 // errReplicaBehind: a direct get was answered by a replica that had not
 // stored the subject's newest message yet.
 var errReplicaBehind = errors.New("a replica answered before it had the newest messages; asking again")
@@ -492,6 +497,7 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 	clear(*buf)
 	msgs := (*buf)[:0]
 	var res fetchResult
+	var lastSent uint64 // the sequence of the batch's message received last
 	for {
 		var m *nats.Msg
 		select {
@@ -502,24 +508,39 @@ func (w *replayWorker) fetch(ctx context.Context, subj string, from, upTo uint64
 		if m.Subject != reply {
 			continue // an answer to an earlier, abandoned request
 		}
-		if status := m.Header.Get("Status"); status != "" {
-			switch status {
-			case "204": // end of batch
-				np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
-				res.after = np
-				res.more = np > 0 && len(msgs) > 0 && msgs[len(msgs)-1].seq < upTo
-			case "404": // nothing after from
-			default:
-				return fetchResult{}, &replayError{status: status, desc: m.Header.Get("Description")}
+		status := m.Header.Get("Status")
+		switch status {
+		case "", "204":
+		case "404": // nothing after from (only ever the whole answer)
+			if lastSent != 0 {
+				return fetchResult{}, errBatchBroken
 			}
+			*buf = msgs
+			res.msgs = msgs
+			return res, nil
+		default:
+			return fetchResult{}, &replayError{status: status, desc: m.Header.Get("Description")}
+		}
+		// Each message of a batch, and its end, names the sequence sent
+		// before it in the batch (0 for the first): a message this
+		// worker's subscription dropped shows as a break, and the batch is
+		// fetched again rather than written with a hole.
+		if prev, err := strconv.ParseUint(m.Header.Get(jsLastSequence), 10, 64); err != nil || prev != lastSent {
+			return fetchResult{}, errBatchBroken
+		}
+		if status == "204" { // end of batch
+			np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
+			res.after = np
+			res.more = np > 0 && len(msgs) > 0 && msgs[len(msgs)-1].seq < upTo
 			*buf = msgs
 			res.msgs = msgs
 			return res, nil
 		}
 		seq, err := strconv.ParseUint(m.Header.Get(nats.JSSequence), 10, 64)
 		if err != nil {
-			continue
+			return fetchResult{}, errBatchBroken
 		}
+		lastSent = seq
 		if res.maxSeq == 0 {
 			np, _ := strconv.ParseUint(m.Header.Get(jsNumPending), 10, 64)
 			res.total = np + 1
@@ -697,6 +718,12 @@ func (l *loop) skipped(c *conn, seq uint64) {
 // (skippedSeq: a live message it did not write, 0 if none).
 func (l *loop) catchUp(c *conn, skippedSeq uint64) {
 	if c.has(flCatchUp) {
+		if skippedSeq == 0 {
+			// A loss that shows in no chain (a NATS reconnect, a dropped
+			// post) while a round runs: it may lie beyond the round's
+			// position, so another round follows from a fresh one.
+			skippedSeq = math.MaxUint64
+		}
 		l.skipped(c, skippedSeq)
 		return
 	}

@@ -752,3 +752,75 @@ func TestResumeLongCatchUp(t *testing.T) {
 		t.Fatalf("replay_failures_total %v", n)
 	}
 }
+
+// TestResumeBatchWithAHole: a direct get batch that reaches the node with
+// a message missing (its subscription dropped one) is fetched again, not
+// written with a hole. The test relays the node's direct gets and drops
+// the second message of the first two batches of three or more.
+func TestResumeBatchWithAHole(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), func(o *gateway.Options) { gateway.SetDirectGetSubject(o, "test.direct-get") })
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	var holes atomic.Int64
+	relay, err := nc.Subscribe("test.direct-get", func(req *nats.Msg) {
+		inbox := nats.NewInbox()
+		answers, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			return
+		}
+		defer answers.Unsubscribe()
+		nc.PublishRequest("$JS.API.DIRECT.GET."+history.StreamName("wsfleet"), inbox, req.Data)
+		var batch []*nats.Msg
+		for {
+			m, err := answers.NextMsg(2 * time.Second)
+			if err != nil {
+				return
+			}
+			batch = append(batch, m)
+			if m.Header.Get("Status") != "" {
+				break
+			}
+		}
+		drop := -1
+		if len(batch) >= 4 && holes.Load() < 2 { // three messages and the end of batch
+			holes.Add(1)
+			drop = 1
+		}
+		for i, m := range batch {
+			if i != drop {
+				nc.PublishMsg(&nats.Msg{Subject: req.Reply, Header: m.Header, Data: m.Data})
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Unsubscribe()
+	nc.Flush()
+
+	ws, w := resumeConnect(t, srv, "alice", "")
+	pos := seqOf(t, w["position"])
+	ws.Close()
+	var want []uint64
+	for i := 0; i < 5; i++ {
+		want = append(want, jsPublish(t, js, userSubject(t, "alice"), fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	ws, w = resumeConnect(t, srv, "alice", strconv.FormatUint(pos, 10))
+	if w["recovered"] != true {
+		t.Fatalf("welcome %v", w)
+	}
+	got := readDeliveries(t, ws, len(want))
+	for k, d := range got {
+		if d.seq != want[k] {
+			t.Fatalf("ids %v, want %v", got, want)
+		}
+	}
+	expectQuiet(t, ws, 200*time.Millisecond)
+	if holes.Load() == 0 {
+		t.Fatal("no batch was relayed with a hole")
+	}
+	if n := metricValue(t, srv, "wsfleet_gateway_replay_failures_total"); n < 1 {
+		t.Fatalf("replay_failures_total %v after %d batches with a hole", n, holes.Load())
+	}
+}
