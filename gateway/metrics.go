@@ -194,6 +194,7 @@ func newMetrics(s *Server) *metrics {
 	resumeCounter("replays_completed_total", "Resume: replay rounds that wrote everything up to their stream position.", func(r *resumer) uint64 { return r.rp.completed.Load() })
 	resumeCounter("replayed_messages_total", "Resume: messages written by replays.", func(r *resumer) uint64 { return r.rp.msgs.Load() })
 	resumeCounter("replay_failures_total", "Resume: replay fetches that failed (NATS or the stream unavailable) and were retried.", func(r *resumer) uint64 { return r.rp.failures.Load() })
+	resumeCounter("replay_fell_behind_total", "Resume: open connections closed with 1013 because history no longer held everything they missed (a subject at its per-subject limit with all of it after their position); their reconnect with since gets recovered:false.", func(r *resumer) uint64 { return r.rp.fellBehind.Load() })
 	resumeCounter("replay_replica_behind_total", "Resume: replay rounds made again because the replica that answered a direct get had not stored the subject's newest message yet (also counted in replay_failures_total).", func(r *resumer) uint64 { return r.rp.behind.Load() })
 	resumeCounter("resume_recovered_total", "Resume: welcomes with \"recovered\":true.", func(r *resumer) uint64 { return r.recovered.Load() })
 	resumeCounter("resume_unrecovered_total", "Resume: welcomes with \"recovered\":false (history no longer held everything after \"since\").", func(r *resumer) uint64 { return r.unrecovered.Load() })

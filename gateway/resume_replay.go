@@ -68,6 +68,7 @@ type replayer struct {
 
 	started, completed, msgs, failures atomic.Uint64
 	behind                             atomic.Uint64 // rounds made again: a replica was behind
+	fellBehind                         atomic.Uint64 // open connections closed: history no longer held what they missed
 	running                            atomic.Int64
 	queuedN                            atomic.Int64
 	lastFailLog                        atomic.Int64
@@ -384,13 +385,23 @@ func (w *replayWorker) run(j *replayJob) {
 			fail(errReplicaBehind)
 			return
 		}
+		// History holds everything after a position unless a subject is at
+		// its per-subject limit with all of it after the position: an older
+		// message after it may have been trimmed.
+		lim := uint64(r.cfg.MaxPerUser)
+		whole := (j.uFrom >= j.upTo || ur.total < lim) && (j.bFrom >= j.upTo || br.total < lim)
 		if j.initial {
-			// History holds everything after "since" unless a subject is
-			// at its per-subject limit with all of it after since: an
-			// older message after since may have been trimmed.
-			lim := uint64(r.cfg.MaxPerUser)
-			j.recovered = (j.uFrom >= j.upTo || ur.total < lim) && (j.bFrom >= j.upTo || br.total < lim)
+			j.recovered = whole
 			c.l.p.Post(task{kind: taskWelcome, c: c, ok: true, rj: j})
+			return
+		}
+		if !whole {
+			// The open connection fell further behind than history holds
+			// (a long outage, a flood): it is closed, and its reconnect
+			// with "since" gets recovered:false, never a silent gap.
+			p.fellBehind.Add(1)
+			c.l.p.Post(task{kind: taskClose, c: c, code: protocol.CloseTryAgainLater,
+				reason: "fell further behind than history holds: reconnect with since"})
 			return
 		}
 		// Both batches cover the stream up to the lower of their ends.

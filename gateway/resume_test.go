@@ -824,3 +824,60 @@ func TestResumeBatchWithAHole(t *testing.T) {
 		t.Fatalf("replay_failures_total %v after %d batches with a hole", n, holes.Load())
 	}
 }
+
+// TestResumeFellBehindHistory: an open connection that misses more of its
+// user's messages than history keeps (here during a NATS outage, with a
+// per-user limit of 3) is closed with 1013 rather than caught up with a
+// hole, and its reconnect with "since" says recovered:false.
+func TestResumeFellBehindHistory(t *testing.T) {
+	ns := startJSNATS(t)
+	proxy := newCutProxy(t, ns.Addr().String())
+	srv := resumeGateway(t, proxy.url(), func(o *gateway.Options) {
+		o.NATSOutageGrace = time.Minute
+		o.History.MaxPerUser = 3
+	})
+	pub, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	js := newJS(t, pub)
+	ws, _ := resumeConnect(t, srv, "erin", "")
+	before := jsPublish(t, js, userSubject(t, "erin"), `"before"`)
+	if d := readDeliveries(t, ws, 1)[0]; d.seq != before {
+		t.Fatalf("got %d, want %d", d.seq, before)
+	}
+	proxy.cut()
+	checkFor(t, 5*time.Second, func() error {
+		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	for i := 0; i < 5; i++ {
+		jsPublish(t, js, userSubject(t, "erin"), strconv.Itoa(i))
+	}
+	proxy.restore()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			var ce *wstest.CloseError
+			if !errors.As(err, &ce) || ce.Code != int(protocol.CloseTryAgainLater) {
+				t.Fatalf("read: %v; want close 1013", err)
+			}
+			break
+		}
+		if strings.Contains(string(b), `"type":"message"`) {
+			t.Fatalf("a delivery %s after history dropped what came before it", b)
+		}
+	}
+	if n := metricValue(t, srv, "wsfleet_gateway_replay_fell_behind_total"); n != 1 {
+		t.Fatalf("replay_fell_behind_total %v", n)
+	}
+	ws2, w := resumeConnect(t, srv, "erin", strconv.FormatUint(before, 10))
+	defer ws2.Close()
+	if w["recovered"] != false {
+		t.Fatalf("welcome %v, want recovered:false", w)
+	}
+}
