@@ -76,6 +76,7 @@ type resumer struct {
 	done        chan struct{}
 	rp          *replayer
 	pos         positionOracle
+	replicas    atomic.Int32 // the stream's replicas, from its info
 	badHeaders  atomic.Uint64
 	catchAlls   atomic.Uint64
 	liveDropped atomic.Uint64
@@ -289,6 +290,9 @@ func (r *resumer) streamStateOnce(ctx context.Context) (first, last uint64, err 
 			FirstSeq uint64 `json:"first_seq"`
 			LastSeq  uint64 `json:"last_seq"`
 		} `json:"state"`
+		Config struct {
+			Replicas int `json:"num_replicas"`
+		} `json:"config"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
 		return 0, 0, fmt.Errorf("stream info: %w", err)
@@ -301,8 +305,14 @@ func (r *resumer) streamStateOnce(ctx context.Context) (first, last uint64, err 
 		}
 		return 0, 0, fmt.Errorf("stream info: %s", resp.Error.Description)
 	}
+	r.replicas.Store(int32(resp.Config.Replicas))
 	return resp.State.FirstSeq, resp.State.LastSeq, nil
 }
+
+// replicated reports whether the stream has more than one replica, as
+// configured or as its info said last (it may be edited while the node
+// runs).
+func (r *resumer) replicated() bool { return r.cfg.Replicas > 1 || r.replicas.Load() > 1 }
 
 // positionOracle hands out the stream's last sequence as read by a request
 // sent after a given time, one request serving every caller waiting

@@ -579,7 +579,7 @@ func (w *replayWorker) lastOn(ctx context.Context, subj string) (uint64, error) 
 	req, _ := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{subj})
-	leader := r.cfg.Replicas > 1
+	leader := r.replicated()
 	subject := r.lastSubj
 	if leader {
 		subject = r.msgGetSubj

@@ -745,6 +745,7 @@ func TestResumeLongCatchUp(t *testing.T) {
 			t.Fatalf("delivery %d has id %d, want %d", k, d.seq, want[k])
 		}
 	}
+	expectQuiet(t, ws, 200*time.Millisecond) // and nothing twice
 	if n := metricValue(t, srv, "wsfleet_gateway_replay_replica_behind_total"); n != 0 {
 		t.Fatalf("replay_replica_behind_total %v on a one-server stream", n)
 	}
