@@ -20,8 +20,9 @@ type authPool struct {
 type authJob struct {
 	c       *conn
 	token   string
-	refresh bool  // a token sent on an open connection
-	queued  int64 // mono() when queued
+	refresh bool   // a token sent on an open connection
+	topic   string // a subscription token for this topic
+	queued  int64  // mono() when queued
 }
 
 func newAuthPool(s *Server) *authPool {
@@ -37,6 +38,17 @@ func newAuthPool(s *Server) *authPool {
 func (a *authPool) submit(c *conn, token string, refresh bool) bool {
 	select {
 	case a.jobs <- authJob{c: c, token: token, refresh: refresh, queued: mono()}:
+		return true
+	default:
+		return false
+	}
+}
+
+// submitTopic queues a subscription token for topic without blocking;
+// false means the queue is full.
+func (a *authPool) submitTopic(c *conn, token, topic string) bool {
+	select {
+	case a.jobs <- authJob{c: c, token: token, topic: topic, queued: mono()}:
 		return true
 	default:
 		return false
@@ -59,6 +71,9 @@ func (a *authPool) worker() {
 // check verifies one token and returns the verdict as a task for the
 // connection's loop.
 func (a *authPool) check(j authJob) task {
+	if j.topic != "" {
+		return a.checkTopic(j)
+	}
 	t := task{kind: taskAuth, c: j.c, refresh: j.refresh}
 	cl, err := a.s.verifier.verify(j.token)
 	if err == nil {
@@ -73,6 +88,33 @@ func (a *authPool) check(j authJob) task {
 		t.reason = ae.Text
 		return t
 	}
-	t.ok, t.sub, t.exp = true, cl.sub, cl.exp
+	t.ok, t.sub, t.exp, t.topics = true, cl.sub, cl.exp, cl.topics
+	return t
+}
+
+// checkTopic verifies a subscription token: valid as a connection token
+// is (signature, exp, issuer, audience), naming the connection's user in
+// sub and the topic in its "topic" claim. c.user is set before the
+// connection opens and never changes after, so it is read here.
+func (a *authPool) checkTopic(j authJob) task {
+	t := task{kind: taskTopicAuth, c: j.c, name: j.topic}
+	cl, err := a.s.verifier.verify(j.token)
+	switch {
+	case err != nil:
+		var ae *jwtverify.Error
+		if !errors.As(err, &ae) {
+			ae = badSub(err)
+		}
+		a.s.m.topicTokenFailure(ae.Label)
+		t.reason = "subscription token refused: " + ae.Text
+	case cl.sub != j.c.user.id:
+		a.s.m.topicTokenFailure("other_user")
+		t.reason = "the subscription token names another user"
+	case cl.topic != j.topic:
+		a.s.m.topicTokenFailure("other_topic")
+		t.reason = "the subscription token's topic claim does not name this topic"
+	default:
+		t.ok = true
+	}
 	return t
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+
 	"github.com/gobwas/ws"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
@@ -57,9 +59,10 @@ type conn struct {
 	user               *user   // set once authenticated
 	in                 *[]byte // unparsed input: part of a request or frame, or frames held during auth
 	rd                 *rdState
-	id                 uint64 // node-unique connection number
-	idx                int32  // position in l.conns
-	lastRead           uint32 // tick of the last input
+	tp                 *connTopics // nil without a topics claim or topics (topic_loop.go)
+	id                 uint64      // node-unique connection number
+	idx                int32       // position in l.conns
+	lastRead           uint32      // tick of the last input
 	// lastPing is the tick of the last server ping once the connection is
 	// open; until then it holds the accept time in µs on the server clock,
 	// for the handshake and connect latency metrics.
@@ -237,10 +240,19 @@ func (c *conn) openMessage(p []byte) {
 	}
 	f, err := protocol.DecodeClientFrame(p)
 	if err != nil {
+		if errors.Is(err, protocol.ErrBadTopic) {
+			c.l.s.m.topicRefused("bad_topic")
+			c.writeTopicError(protocol.ErrCodeBadTopic, f.Topic, err.Error())
+			return
+		}
 		c.writeError(protocol.ErrCodeBadRequest, err.Error())
 		return
 	}
 	switch f.Type {
+	case protocol.TypeSubscribe:
+		c.l.subscribeFrame(c, f)
+	case protocol.TypeUnsubscribe:
+		c.l.unsubscribeFrame(c, f.Topic)
 	case protocol.TypePing:
 		c.writeFrame(ws.OpText, protocol.PongJSON)
 	case protocol.TypePong:
@@ -374,6 +386,7 @@ func (c *conn) finalClose() {
 	}
 	c.releaseRd()
 	l.wheel.Unlink(c)
+	l.dropTopics(c)
 	l.remove(c)
 	if l.skips != nil {
 		delete(l.skips, c)

@@ -33,6 +33,9 @@ const (
 	taskCatchUp                    // resume: c missed a message: replay from its positions
 	taskCatchUpAll                 // resume: every connection of the loop replays from its positions
 	taskReplayed                   // resume: rj, c's replay round, is done
+	taskTopic                      // write sh to the members of topic t
+	taskSubscribed                 // topic t's subscription is confirmed for c (ok: false if it failed)
+	taskTopicAuth                  // an auth worker's verdict on c's subscription token for topic name
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -45,6 +48,9 @@ type task struct {
 	tok    string // its user token
 	exp    int64
 	rj     *replayJob // taskWelcome after an initial replay, taskReplayed
+	t      *topic     // taskTopic, taskSubscribed
+	name   string     // taskTopicAuth: the topic
+	topics []string   // taskAuth: the token's topics claim
 	// Resume: a message's stream sequence and the previous one on its
 	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
 	// last and first sequence when the subscription was confirmed.
@@ -76,6 +82,10 @@ type loop struct {
 	// live message it skipped meanwhile.
 	skips          map[*conn]uint64
 	catchAllPosted atomic.Bool // a taskCatchUpAll is queued
+	// Topics (topic_loop.go): the topics of the loop's connections.
+	tops      []loopTopic
+	topFree   []int32          // free indices of tops
+	topByName map[string]int32 // topic name → index in tops
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -246,6 +256,7 @@ func (l *loop) remove(c *conn) {
 	}
 	l.conns[i] = l.conns[last]
 	l.conns[i].idx = int32(i)
+	l.movedConn(l.conns[i], int32(i))
 	l.conns[last] = nil
 	l.conns = l.conns[:last]
 	c.idx = -1
@@ -302,6 +313,15 @@ func (l *loop) onTask(t *task) (again bool) {
 			return true
 		}
 		t.sh.Release()
+	case taskTopic:
+		if l.topicStep(t) {
+			return true
+		}
+		t.sh.Release()
+	case taskSubscribed:
+		l.subscribedDone(t.c, t.t, t.ok)
+	case taskTopicAuth:
+		l.topicAuthDone(t)
 	case taskStopAccept:
 		if l.accepting {
 			_ = l.p.Del(l.s.lfd)
@@ -358,6 +378,7 @@ func (l *loop) authDone(t *task) {
 	c.user = u
 	c.set(flRegistered, true)
 	c.expUnix = expUnix(t.exp)
+	l.setTopicClaim(c, t.topics, false)
 	l.s.subs.welcome(c)
 }
 
@@ -380,6 +401,7 @@ func (l *loop) refreshDone(t *task) {
 	}
 	c.expUnix = expUnix(t.exp)
 	l.schedule(c)
+	l.setTopicClaim(c, t.topics, true)
 	var buf [64]byte
 	body := append(buf[:0], `{"type":"refreshed","exp":`...)
 	body = strconv.AppendInt(body, t.exp, 10)

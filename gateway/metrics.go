@@ -44,6 +44,8 @@ type metrics struct {
 	shed              *prometheus.CounterVec
 	unconfirmed       prometheus.Counter
 	resumeGaps        prometheus.Counter
+	topicRefusals     *prometheus.CounterVec
+	topicTokenFails   *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -83,6 +85,26 @@ func newMetrics(s *Server) *metrics {
 	f(m.authSeconds)
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Failed authentications, by reason."}, []string{"reason"})
 	f(m.authFailures)
+	m.topicRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "topic_subscribe_refusals_total",
+		Help: "Topic subscribes refused with an error frame, by its code (forbidden, bad_topic, too_many_topics, subscribe_failed)."}, []string{"code"})
+	f(m.topicRefusals)
+	m.topicTokenFails = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "topic_token_failures_total",
+		Help: "Subscription tokens refused, by reason (the auth failure reasons, other_user, other_topic)."}, []string{"reason"})
+	f(m.topicTokenFails)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "topics", Help: "Topics with at least one subscriber on this node (one NATS subscription each)."},
+		func() float64 {
+			if s.topics == nil {
+				return 0
+			}
+			return float64(s.topics.count.Load())
+		}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "topic_subscriptions", Help: "Subscriptions of connections to topics on this node."},
+		func() float64 {
+			if s.topics == nil {
+				return 0
+			}
+			return float64(s.topics.pairs.Load())
+		}))
 	// Hot-path counters live per loop and per dispatcher goroutine and are
 	// summed here, at scrape time.
 	loopSum := func(name, help string, f func(*loopStats) *atomic.Uint64, disp func(*dispStats) *atomic.Uint64) {
@@ -259,5 +281,9 @@ func (m *metrics) closed(code protocol.CloseCode) {
 }
 
 func (m *metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
+
+func (m *metrics) topicRefused(code string) { m.topicRefusals.WithLabelValues(code).Inc() }
+
+func (m *metrics) topicTokenFailure(reason string) { m.topicTokenFails.WithLabelValues(reason).Inc() }
 
 func (m *metrics) rejected(status int) { m.rejects.WithLabelValues(strconv.Itoa(status)).Inc() }

@@ -86,6 +86,10 @@ func (d *dispatcher) sum(f func(*dispStats) *atomic.Uint64) uint64 {
 func (d *dispatcher) run(ch chan *nats.Msg, st *dispStats) {
 	defer d.wg.Done()
 	for m := range ch {
+		if d.s.topics.isTopicSubject(m.Subject) {
+			d.s.deliverTopic(m, st)
+			continue
+		}
 		d.s.deliver(m, st)
 	}
 }
@@ -206,18 +210,25 @@ const (
 	opSubscribe subOpKind = iota
 	opUnsubscribe
 	opWelcome
+	opTopicSubscribe
+	opTopicUnsubscribe
+	opTopicConfirm
 )
 
 type subOp struct {
 	u    *user
 	c    *conn
+	t    *topic
 	kind subOpKind
 }
 
-// waiter is a connection whose welcome waits for a confirmed subscription.
-// Its loop closes it at its auth deadline; past that it is dropped here.
+// waiter is a connection whose welcome waits for a confirmed subscription
+// (its loop closes it at its auth deadline; past that it is dropped here),
+// or, with t set, whose "subscribed" to topic t does (past the deadline its
+// loop is told the subscribe failed).
 type waiter struct {
 	c        *conn
+	t        *topic
 	queued   int64 // mono() when it started waiting
 	deadline time.Time
 }
@@ -255,6 +266,13 @@ func (m *subManager) kick() {
 func (m *subManager) subscribe(u *user)   { m.post(subOp{u: u, kind: opSubscribe}) }
 func (m *subManager) unsubscribe(u *user) { m.post(subOp{u: u, kind: opUnsubscribe}) }
 func (m *subManager) welcome(c *conn)     { m.post(subOp{c: c, kind: opWelcome}) }
+
+func (m *subManager) subscribeTopic(t *topic)   { m.post(subOp{t: t, kind: opTopicSubscribe}) }
+func (m *subManager) unsubscribeTopic(t *topic) { m.post(subOp{t: t, kind: opTopicUnsubscribe}) }
+
+// confirmTopic answers c's subscribe to t once a round trip confirmed the
+// topic's subscription (taskSubscribed).
+func (m *subManager) confirmTopic(c *conn, t *topic) { m.post(subOp{c: c, t: t, kind: opTopicConfirm}) }
 
 // run works until stop is closed, then applies what is left, waits for the
 // round trip in flight and returns.
@@ -325,6 +343,30 @@ func (m *subManager) batch() {
 				continue
 			}
 			m.waiting = append(m.waiting, waiter{c: op.c, queued: queued, deadline: now.Add(authTimeout)})
+		case opTopicSubscribe:
+			t := op.t
+			subject := m.s.subjects.Topic(t.name)
+			var err error
+			t.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[t.disp])
+			if t.subFailed = err != nil; t.subFailed {
+				m.s.log.Error("subscribe failed", zap.String("subject", subject), zap.Error(err))
+				m.s.m.subscribeErrors.Inc()
+			}
+		case opTopicUnsubscribe:
+			t := op.t
+			if t.sub != nil {
+				m.drops.forget(t.sub)
+				if err := t.sub.Unsubscribe(); err != nil && err != nats.ErrConnectionClosed {
+					m.s.log.Warn("unsubscribe failed", zap.String("subject", t.sub.Subject), zap.Error(err))
+				}
+				t.sub = nil
+			}
+		case opTopicConfirm:
+			if op.t.subFailed {
+				op.c.l.p.Post(task{kind: taskSubscribed, c: op.c, t: op.t})
+				continue
+			}
+			m.waiting = append(m.waiting, waiter{c: op.c, t: op.t, queued: queued, deadline: now.Add(authTimeout)})
 		}
 	}
 	clear(ops)
@@ -381,6 +423,11 @@ func (m *subManager) landed(r flushResult) {
 		return
 	}
 	for _, w := range m.flight {
+		if w.t != nil {
+			w.t.confirmed.Store(r.epoch + 1)
+			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, ok: true})
+			continue
+		}
 		w.c.user.confirmed.Store(r.epoch + 1)
 		w.c.l.p.Post(task{kind: taskWelcome, c: w.c, ok: true, seq: r.last, last: r.first})
 	}
@@ -402,12 +449,16 @@ func (m *subManager) publishOldest() {
 	m.s.adm.natsSince.Store(oldest)
 }
 
-// expire drops the waiters past their deadline, keeping the order.
+// expire drops the waiters past their deadline, keeping the order; a
+// topic waiter's loop is told its subscribe failed.
 func expire(ws []waiter, now time.Time) []waiter {
 	kept := ws[:0]
 	for _, w := range ws {
-		if now.Before(w.deadline) {
+		switch {
+		case now.Before(w.deadline):
 			kept = append(kept, w)
+		case w.t != nil:
+			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t})
 		}
 	}
 	clear(ws[len(kept):])

@@ -157,6 +157,17 @@ type Options struct {
 	// MaxClientMsgsBurst is the bucket's size. Default 2×MaxClientMsgsPerSec.
 	MaxClientMsgsBurst int
 
+	// TopicsClaim is the JWT claim listing the topic patterns a
+	// connection may subscribe to (an array of strings, or one string of
+	// patterns separated by spaces; '*' matches one segment, a last '>' the
+	// rest). A topic no pattern allows needs a subscription token in the
+	// subscribe frame. Default "topics".
+	TopicsClaim string
+	// MaxTopicsPerConnection bounds the topics one connection holds
+	// (subscribed, or waiting for NATS to confirm); a subscribe over it is
+	// refused with a "too_many_topics" error frame. Default 100.
+	MaxTopicsPerConnection int
+
 	// Pollers is the number of epoll event loops. Default GOMAXPROCS.
 	Pollers int
 	// Dispatchers is the number of goroutines delivering NATS messages to
@@ -267,6 +278,8 @@ func (o *Options) SetDefaults() {
 		o.MaxConnections = defaultMaxConnections()
 	}
 	def(&o.DevicePolicy, "close-oldest")
+	def(&o.TopicsClaim, "topics")
+	defInt(&o.MaxTopicsPerConnection, 100)
 	if o.MaxClientMsgsPerSec == 0 {
 		o.MaxClientMsgsPerSec = 100
 	}
@@ -375,6 +388,12 @@ func (o *Options) Validate() error {
 	if o.MaxDevicesPerUser < 0 {
 		return badOption("max-devices-per-user", "must not be negative, got %d", o.MaxDevicesPerUser)
 	}
+	if o.MaxTopicsPerConnection < 1 || o.MaxTopicsPerConnection > maxTopicsPerConnection {
+		return badOption("max-topics-per-connection", "must be 1 to %d, got %d", maxTopicsPerConnection, o.MaxTopicsPerConnection)
+	}
+	if err := checkClaimName(o.TopicsClaim); err != nil {
+		return badOption("jwt-topics-claim", "%v", err)
+	}
 	if o.DevicePolicy != "close-oldest" && o.DevicePolicy != "reject-newest" {
 		return badOption("device-policy", "%q must be close-oldest or reject-newest", o.DevicePolicy)
 	}
@@ -425,4 +444,27 @@ func defaultMaxConnections() int {
 		return 1 << 20
 	}
 	return max(int(lim.Cur)-256, 1)
+}
+
+// maxTopicsPerConnection is the highest MaxTopicsPerConnection accepted.
+const maxTopicsPerConnection = 10000
+
+// checkClaimName refuses a claim name the topics claim cannot be: a
+// registered claim (RFC 7519 §4.1), the scope claims, the subscription
+// token's "topic", or a name that is not plain.
+func checkClaimName(name string) error {
+	switch name {
+	case "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp", topicClaim:
+		return fmt.Errorf("%q is a claim with another meaning", name)
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("%q is longer than 64 bytes", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == ':' || c == '/') {
+			return fmt.Errorf("%q: byte %q is not one of A-Z a-z 0-9 _ - . : /", name, c)
+		}
+	}
+	return nil
 }

@@ -146,7 +146,9 @@ func TestManyConnectionsNoGoroutineOrFDGrowth(t *testing.T) {
 	if d := gLarge - baseG; d > 5 {
 		t.Errorf("goroutines grew by %d for %d connections", d, large)
 	}
-	if d := fds - baseFD; d < 2*large || d > 2*large+10 {
+	// ±10: sockets of earlier tests (idle HTTP keep-alives, say) may close
+	// meanwhile, as a few of the process's own may open.
+	if d := fds - baseFD; d < 2*large-10 || d > 2*large+10 {
 		t.Errorf("%d fds for %d connection pairs, want %d (one per side)", d, large, 2*large)
 	}
 	var perConn float64 = float64(fds-baseFD) / float64(large)

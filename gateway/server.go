@@ -34,6 +34,7 @@ type Server struct {
 	m        *metrics
 	verifier *verifier
 	reg      *registry
+	topics   *topicHub
 	auth     *authPool
 	disp     *dispatcher
 	rs       *resumer // nil unless Options.Resume
@@ -188,6 +189,7 @@ func (s *Server) Start() (err error) {
 	}
 	s.reg = newRegistry(s)
 	s.pres = newPresence(s)
+	s.topics = newTopicHub(s)
 	s.disp = newDispatcher(s)
 	s.disp.start()
 	s.subs = newSubManager(s)

@@ -16,6 +16,9 @@
 //	{"type":"ping"}                        application ping; answered with pong
 //	{"type":"pong"}                        answer to a server ping
 //	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>
+//	{"type":"subscribe","topic":"room.42"} subscribe to a topic (see Topics);
+//	                                       "token":"<JWT>" a subscription token
+//	{"type":"unsubscribe","topic":"room.42"}
 //
 // Server to client:
 //
@@ -28,6 +31,9 @@
 // Clients ignore frame types they do not know.
 //
 //	{"type":"message","id":"…","data":<JSON>}
+//	{"type":"message","topic":"room.42","id":"…","data":<JSON>}
+//	{"type":"subscribed","topic":"room.42"}
+//	{"type":"unsubscribed","topic":"room.42"}  "reason":"…" when the node ended it
 //	{"type":"ping"}                        sent every heartbeat; answer with pong
 //	{"type":"pong"}
 //	{"type":"error","code":"bad_request","reason":"…"}
@@ -40,9 +46,9 @@
 //	wsfleet.broadcast          deliveries to every authenticated connection
 //	wsfleet.in.<userToken>     client publish frames, with headers naming the
 //	                           user, the connection id and the node
-//	wsfleet.topic.<topic>      reserved for topics: the topic name itself,
-//	                           dot-separated segments of A-Z a-z 0-9 _ - :
-//	                           ([ValidateTopic], [Subjects.Topic])
+//	wsfleet.topic.<topic>      deliveries to every subscriber of a topic: the
+//	                           topic name itself, dot-separated segments of
+//	                           A-Z a-z 0-9 _ - : ([ValidateTopic], [Subjects.Topic])
 //
 // A userToken is the JWT "sub" claim in a subject-safe, injective encoding
 // (see [EncodeUserToken]): no user id can produce a subject that matches
@@ -58,6 +64,49 @@
 // copying the payload bytes unchanged (see [AppendMessage]). A payload that is
 // not a single valid UTF-8 JSON value is delivered as a JSON string holding
 // its text; an empty payload is delivered as null.
+//
+// # Topics
+//
+// A topic is a name many connections subscribe to: a chat room, a price
+// feed. Its messages are published on "<prefix>.topic.<topic>" (by a
+// service on NATS, or the router's POST /v1/topics/{topic}/messages) and
+// delivered, encoded once per node, to every connection subscribed to it:
+//
+//	→ {"type":"subscribe","topic":"room.42"}
+//	← {"type":"subscribed","topic":"room.42"}
+//	← {"type":"message","topic":"room.42","id":"…","data":{"text":"hi"}}
+//	→ {"type":"unsubscribe","topic":"room.42"}
+//	← {"type":"unsubscribed","topic":"room.42"}
+//
+// "subscribed" comes once the node's subscription to the topic is live on
+// its NATS server: a message published after the client got it reaches
+// the client. Subscribing to a topic already held answers "subscribed"
+// again; unsubscribing from one not held answers "unsubscribed". No
+// message of a topic follows its "unsubscribed".
+//
+// A subscribe is allowed by the connection's token, whose topics claim
+// (the gateway's --jwt-topics-claim, default "topics") lists patterns,
+// '*' matching one segment and a last '>' one or more:
+//
+//	{"sub":"alice","exp":…,"topics":["room.42","prices.*","team.7.>"]}
+//
+// or by a subscription token in the frame: a JWT signed like connection
+// tokens, whose sub is the connection's user and whose "topic" claim is
+// the topic (for rooms a user joins after connecting). Its exp is checked
+// when it is presented. A refreshed connection token replaces the claim:
+// the topics it no longer allows, bar those a subscription token allowed,
+// end with an "unsubscribed" frame carrying a reason.
+//
+// A refused subscribe gets an error frame naming the topic, and the
+// connection stays open:
+//
+//	{"type":"error","code":"forbidden","topic":"room.43","reason":"…"}
+//
+// with the codes [ErrCodeForbidden], [ErrCodeBadTopic],
+// [ErrCodeTooManyTopics] (the gateway's --max-topics-per-connection,
+// default 100), [ErrCodeSubscribeFailed] and [ErrCodeOverloaded].
+// Subscribe frames count against the connection's message rate like any
+// other frame.
 //
 // # Resumable delivery (a gateway with --resume)
 //

@@ -18,6 +18,11 @@ const (
 	TypeReconnect = "reconnect"
 	TypeMessage   = "message"
 	TypeError     = "error"
+	// Topics (topic.go).
+	TypeSubscribe    = "subscribe"
+	TypeUnsubscribe  = "unsubscribe"
+	TypeSubscribed   = "subscribed"
+	TypeUnsubscribed = "unsubscribed"
 )
 
 // Codes of server error frames. An error frame never closes the connection
@@ -34,6 +39,18 @@ const (
 	ErrCodeOverloaded = "overloaded"
 	// ErrCodeRateLimited: the client exceeded its message rate.
 	ErrCodeRateLimited = "rate_limited"
+	// ErrCodeBadTopic: a subscribe or unsubscribe names no valid topic
+	// (see [ValidateTopic]).
+	ErrCodeBadTopic = "bad_topic"
+	// ErrCodeForbidden: neither the connection's token (its topics claim)
+	// nor a subscription token in the frame allows the topic.
+	ErrCodeForbidden = "forbidden"
+	// ErrCodeTooManyTopics: the connection holds as many topics as the
+	// node allows (the gateway's --max-topics-per-connection).
+	ErrCodeTooManyTopics = "too_many_topics"
+	// ErrCodeSubscribeFailed: the node could not make the topic's NATS
+	// subscription live in time (NATS unavailable); subscribe again later.
+	ErrCodeSubscribeFailed = "subscribe_failed"
 )
 
 // ClientFrame is any frame a client sends. Unknown fields are ignored.
@@ -46,6 +63,9 @@ type ClientFrame struct {
 	// after it first (see [ParseSince]). Only the first auth frame of a
 	// connection may carry it.
 	Since string `json:"since,omitempty"`
+	// Topic, on a subscribe or unsubscribe frame, names the topic. On a
+	// subscribe, Token may carry a subscription token for it.
+	Topic string `json:"topic,omitempty"`
 }
 
 // Welcome is sent once authentication succeeded and the user's subscription
@@ -83,15 +103,36 @@ type Refreshed struct {
 // Message is a delivery. It is documented here for clients; the gateway
 // writes it with [AppendMessage] without decoding the data.
 type Message struct {
-	Type string          `json:"type"`
-	ID   string          `json:"id,omitempty"`
-	Data json.RawMessage `json:"data"`
+	Type  string          `json:"type"`
+	Topic string          `json:"topic,omitempty"` // set on a topic's messages
+	ID    string          `json:"id,omitempty"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// Subscribed answers a subscribe: the topic's subscription is live on the
+// node's NATS server, so a message published to the topic after the
+// client got this frame reaches it. Subscribing to a topic the connection
+// already holds answers the same, and changes nothing.
+type Subscribed struct {
+	Type  string `json:"type"`
+	Topic string `json:"topic"`
+}
+
+// Unsubscribed answers an unsubscribe (Reason empty), or tells the client
+// the node ended a subscription itself (Reason says why: a refreshed
+// token no longer allows the topic, say). No message of the topic follows
+// it on this connection.
+type Unsubscribed struct {
+	Type   string `json:"type"`
+	Topic  string `json:"topic"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Error reports a refused client frame.
 type Error struct {
 	Type   string `json:"type"`
 	Code   string `json:"code"`
+	Topic  string `json:"topic,omitempty"` // the topic of a refused subscribe or unsubscribe
 	Reason string `json:"reason"`
 }
 
@@ -103,6 +144,7 @@ var (
 	ErrFrameNoToken     = errors.New(`auth frame has no "token"`)
 	ErrFrameNoData      = errors.New(`publish frame has no "data"`)
 	ErrBadSince         = errors.New(`"since" must be a message id: 1-20 decimal digits`)
+	ErrFrameNoTopic     = errors.New(`frame has no "topic"`)
 )
 
 // ParseSince parses a resume position ("since" in an auth frame, the
@@ -148,6 +190,16 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 		if len(f.Data) == 0 {
 			return f, ErrFrameNoData
 		}
+	case TypeSubscribe, TypeUnsubscribe:
+		if f.Topic == "" {
+			return f, ErrFrameNoTopic
+		}
+		if err := ValidateTopic(f.Topic); err != nil {
+			return f, err
+		}
+		if _, err := ParseSince(f.Since); err != nil {
+			return f, err
+		}
 	case TypePing, TypePong:
 	default:
 		return f, fmt.Errorf("%w %q", ErrFrameUnknownType, f.Type)
@@ -170,6 +222,19 @@ var (
 	// still here a grace later is closed with CloseTryAgainLater.
 	ReconnectNATSJSON = []byte(`{"type":"reconnect","reason":"node lost NATS"}`)
 )
+
+// AppendTopicError appends the JSON of an error frame about a topic:
+//
+//	{"type":"error","code":"forbidden","topic":"room.42","reason":"…"}
+func AppendTopicError(dst []byte, code, topic, reason string) []byte {
+	dst = append(dst, `{"type":"error","code":`...)
+	dst = AppendJSONString(dst, []byte(code))
+	dst = append(dst, `,"topic":`...)
+	dst = AppendJSONString(dst, []byte(topic))
+	dst = append(dst, `,"reason":`...)
+	dst = AppendJSONString(dst, []byte(reason))
+	return append(dst, '}')
+}
 
 // AppendError appends an error frame's JSON to dst.
 func AppendError(dst []byte, code, reason string) []byte {

@@ -14,6 +14,7 @@ func TestDecodeClientFrame(t *testing.T) {
 		err   error
 		token string
 		data  string
+		topic string
 	}{
 		{name: "auth", in: `{"type":"auth","token":"abc"}`, typ: TypeAuth, token: "abc"},
 		{name: "ping", in: `{"type":"ping"}`, typ: TypePing},
@@ -24,7 +25,16 @@ func TestDecodeClientFrame(t *testing.T) {
 		{name: "array", in: `[]`, err: ErrFrameNotJSON},
 		{name: "type not a string", in: `{"type":1}`, err: ErrFrameNotJSON},
 		{name: "no type", in: `{}`, err: ErrFrameMissingType},
-		{name: "unknown type", in: `{"type":"subscribe"}`, err: ErrFrameUnknownType},
+		{name: "unknown type", in: `{"type":"subscribed"}`, err: ErrFrameUnknownType},
+		{name: "subscribe", in: `{"type":"subscribe","topic":"room.42"}`, typ: TypeSubscribe, topic: "room.42"},
+		{name: "subscribe with token", in: `{"type":"subscribe","topic":"a:b-c_d","token":"t"}`, typ: TypeSubscribe, topic: "a:b-c_d", token: "t"},
+		{name: "unsubscribe", in: `{"type":"unsubscribe","topic":"room.42"}`, typ: TypeUnsubscribe, topic: "room.42"},
+		{name: "subscribe without topic", in: `{"type":"subscribe"}`, err: ErrFrameNoTopic},
+		{name: "unsubscribe without topic", in: `{"type":"unsubscribe","topic":""}`, err: ErrFrameNoTopic},
+		{name: "subscribe to a wildcard", in: `{"type":"subscribe","topic":"room.*"}`, err: ErrBadTopic},
+		{name: "subscribe to a bad topic", in: `{"type":"subscribe","topic":"room..42"}`, err: ErrBadTopic},
+		{name: "unsubscribe from a bad topic", in: `{"type":"unsubscribe","topic":"room.>"}`, err: ErrBadTopic},
+		{name: "subscribe with a bad since", in: `{"type":"subscribe","topic":"a","since":"x"}`, err: ErrBadSince},
 		{name: "auth without token", in: `{"type":"auth"}`, err: ErrFrameNoToken},
 		{name: "publish without data", in: `{"type":"publish"}`, err: ErrFrameNoData},
 	}
@@ -37,7 +47,7 @@ func TestDecodeClientFrame(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if f.Type != tc.typ || f.Token != tc.token || string(f.Data) != tc.data {
+			if f.Type != tc.typ || f.Token != tc.token || string(f.Data) != tc.data || f.Topic != tc.topic {
 				t.Fatalf("got %+v (data %s)", f, f.Data)
 			}
 		})
@@ -51,6 +61,17 @@ func TestAppendError(t *testing.T) {
 		t.Fatal(err)
 	}
 	if e.Type != TypeError || e.Code != ErrCodeBadRequest || e.Reason != `bad "frame"` {
+		t.Fatalf("got %+v", e)
+	}
+}
+
+func TestAppendTopicError(t *testing.T) {
+	out := AppendTopicError(nil, ErrCodeBadTopic, "a\"b", "why")
+	var e Error
+	if err := json.Unmarshal(out, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Type != TypeError || e.Code != ErrCodeBadTopic || e.Topic != `a"b` || e.Reason != "why" {
 		t.Fatalf("got %+v", e)
 	}
 }
@@ -84,7 +105,7 @@ func TestCloseCodes(t *testing.T) {
 // FuzzDecodeClientFrame checks that no input panics and that an accepted frame
 // has a known type with the fields that type needs.
 func FuzzDecodeClientFrame(f *testing.F) {
-	for _, s := range []string{`{"type":"auth","token":"t"}`, `{"type":"publish","data":[1]}`, `{"type":"ping"}`, `{`, `null`, `{"type":"publish","data":null}`} {
+	for _, s := range []string{`{"type":"auth","token":"t"}`, `{"type":"publish","data":[1]}`, `{"type":"ping"}`, `{`, `null`, `{"type":"publish","data":null}`, `{"type":"subscribe","topic":"room.1"}`, `{"type":"unsubscribe","topic":"a.b"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -100,6 +121,10 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		case TypePublish:
 			if !json.Valid(fr.Data) {
 				t.Fatalf("publish data %q is not JSON", fr.Data)
+			}
+		case TypeSubscribe, TypeUnsubscribe:
+			if ValidateTopic(fr.Topic) != nil {
+				t.Fatalf("topic %q accepted", fr.Topic)
 			}
 		case TypePing, TypePong:
 		default:

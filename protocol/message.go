@@ -55,6 +55,7 @@ func PayloadIsJSON(p []byte) bool {
 
 const (
 	msgHead  = `{"type":"message"`
+	msgTopic = `,"topic":"`
 	msgID    = `,"id":"`
 	msgData  = `,"data":`
 	msgIDEnd = `"`
@@ -80,6 +81,25 @@ func AppendMessageSeq(dst []byte, seq uint64, payload []byte) []byte {
 // replaced by U+FFFD. It allocates only when dst must grow.
 func AppendMessage(dst []byte, id string, payload []byte) []byte {
 	dst = append(dst, msgHead...)
+	if ValidMsgID(id) {
+		dst = append(dst, msgID...)
+		dst = append(dst, id...)
+		dst = append(dst, msgIDEnd...)
+	}
+	return appendData(dst, payload)
+}
+
+// AppendTopicMessage appends a topic delivery's frame JSON:
+//
+//	{"type":"message","topic":"<topic>","id":"<id>","data":<payload>}
+//
+// topic must be valid ([ValidateTopic]: nothing in it needs escaping); the
+// id and the payload are as for [AppendMessage].
+func AppendTopicMessage(dst []byte, topic, id string, payload []byte) []byte {
+	dst = append(dst, msgHead...)
+	dst = append(dst, msgTopic...)
+	dst = append(dst, topic...)
+	dst = append(dst, '"')
 	if ValidMsgID(id) {
 		dst = append(dst, msgID...)
 		dst = append(dst, id...)

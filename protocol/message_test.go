@@ -116,3 +116,30 @@ func FuzzAppendMessage(f *testing.F) {
 		}
 	})
 }
+
+func FuzzAppendTopicMessage(f *testing.F) {
+	f.Add("room.42", "m1", []byte(`{"a":1}`))
+	f.Add("a:b-c_d.e", "", []byte("plain"))
+	f.Add("x", "12", []byte{})
+	f.Fuzz(func(t *testing.T, topic, id string, payload []byte) {
+		if ValidateTopic(topic) != nil {
+			return // the gateway writes valid topics only
+		}
+		out := AppendTopicMessage(nil, topic, id, payload)
+		var m Message
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatalf("not valid JSON: %q: %v", out, err)
+		}
+		if m.Type != TypeMessage || m.Topic != topic {
+			t.Fatalf("type %q topic %q", m.Type, m.Topic)
+		}
+		if want := map[bool]string{true: id, false: ""}[ValidMsgID(id)]; m.ID != want {
+			t.Fatalf("id %q delivered as %q", id, m.ID)
+		}
+		// The same data as a user delivery: only the topic member differs.
+		var u Message
+		if err := json.Unmarshal(AppendMessage(nil, id, payload), &u); err != nil || string(u.Data) != string(m.Data) {
+			t.Fatalf("data %s, user delivery %s (%v)", m.Data, u.Data, err)
+		}
+	})
+}

@@ -26,6 +26,7 @@ const (
 	CodeBadJSON                = "bad_json"
 	CodeBadRequest             = "bad_request"
 	CodeBadUser                = "bad_user"
+	CodeBadTopic               = "bad_topic"
 	CodeBadIdempotencyKey      = "bad_idempotency_key"
 	CodeUnauthorized           = "unauthorized"
 	CodeForbidden              = "forbidden"
@@ -85,6 +86,12 @@ type batchRequest struct {
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 }
 
+type topicRequest struct {
+	Topic          string          `json:"topic"`
+	Data           json.RawMessage `json:"data"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
 type broadcastRequest struct {
 	Data           json.RawMessage `json:"data"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
@@ -107,6 +114,11 @@ type publishAnswer struct {
 
 type broadcastAnswer struct {
 	ID string `json:"id"`
+}
+
+type topicAnswer struct {
+	Topic string `json:"topic"`
+	ID    string `json:"id"`
 }
 
 // userResult is one user's entry in a batch or presence-query answer:
@@ -352,6 +364,46 @@ func (s *Server) opBroadcast(ctx context.Context, scope string, req *broadcastRe
 		}
 		s.m.publish.WithLabelValues(targetBroadcast).Observe(time.Since(start).Seconds())
 		return result(http.StatusAccepted, broadcastAnswer{ID: id})
+	})
+}
+
+// checkTopic validates a topic name and returns its subject.
+func (s *Server) checkTopic(topic string) (string, *apiError) {
+	if err := protocol.ValidateTopic(topic); err != nil {
+		return "", &apiError{status: http.StatusBadRequest, code: CodeBadTopic, msg: err.Error()}
+	}
+	return s.subjects.Topic(topic), nil
+}
+
+// opTopic publishes to every subscriber of a topic, across the fleet. The
+// history stream does not hold topics: the message is published on plain
+// NATS, confirmed by a flush, its id a new message id.
+func (s *Server) opTopic(ctx context.Context, scope string, req *topicRequest) (opResult, *apiError) {
+	subj, aerr := s.checkTopic(req.Topic)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := checkData(req.Data); aerr != nil {
+		return opResult{}, aerr
+	}
+	fp := fingerprint([]byte("topic"), []byte(req.Topic), req.Data)
+	w := s.newNATSWait(ctx)
+	defer w.stop()
+	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
+		var id string
+		var start time.Time
+		if aerr := s.publishing(w, func(nc *nats.Conn) error {
+			start = time.Now()
+			var err error
+			if id, err = s.pub(nc, targetTopic, subj, req.Data); err != nil {
+				return unsent(err)
+			}
+			return s.flush(ctx, nc)
+		}); aerr != nil {
+			return opResult{}, aerr
+		}
+		s.m.publish.WithLabelValues(targetTopic).Observe(time.Since(start).Seconds())
+		return result(http.StatusAccepted, topicAnswer{Topic: req.Topic, ID: id})
 	})
 }
 

@@ -70,6 +70,21 @@ func (s *Server) httpBroadcast(w http.ResponseWriter, r *http.Request, _, cred s
 	return s.opBroadcast(r.Context(), cred, &req)
 }
 
+func (s *Server) httpTopicPublish(w http.ResponseWriter, r *http.Request, _, cred string) (opResult, *apiError) {
+	req := topicRequest{Topic: r.PathValue("topic")}
+	if _, aerr := s.checkTopic(req.Topic); aerr != nil {
+		return opResult{}, aerr
+	}
+	var aerr *apiError
+	if req.IdempotencyKey, aerr = idempotencyHeader(r); aerr != nil {
+		return opResult{}, aerr
+	}
+	if req.Data, aerr = s.readBody(w, r); aerr != nil {
+		return opResult{}, aerr
+	}
+	return s.opTopic(r.Context(), cred, &req)
+}
+
 func (s *Server) httpPresence(_ http.ResponseWriter, _ *http.Request, user, _ string) (opResult, *apiError) {
 	return s.opPresence(&userRequest{User: user})
 }

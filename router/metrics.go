@@ -12,6 +12,7 @@ const (
 	targetUser      = "user"
 	targetBatch     = "batch"
 	targetBroadcast = "broadcast"
+	targetTopic     = "topic"
 )
 
 // metrics are the router's Prometheus series, on a registry of its own (so

@@ -25,6 +25,7 @@ const (
 	routeConnections = "/v1/users/{user}/connections"
 	routeBatch       = "/v1/messages"
 	routeBroadcast   = "/v1/broadcast"
+	routeTopic       = "/v1/topics/{topic}/messages"
 	routeQuery       = "/v1/presence/query"
 	routeStats       = "/v1/stats"
 	routeOpenAPI     = "/v1/openapi.json"
@@ -37,6 +38,7 @@ var routes = []route{
 	{method: http.MethodDelete, pattern: routeConnections, handle: (*Server).httpKick},
 	{method: http.MethodPost, pattern: routeBatch, handle: (*Server).httpBatch},
 	{method: http.MethodPost, pattern: routeBroadcast, handle: (*Server).httpBroadcast},
+	{method: http.MethodPost, pattern: routeTopic, handle: (*Server).httpTopicPublish},
 	{method: http.MethodPost, pattern: routeQuery, handle: (*Server).httpPresenceQuery},
 	{method: http.MethodGet, pattern: routeStats, handle: (*Server).httpStats},
 	{method: http.MethodGet, pattern: routeOpenAPI, public: true},

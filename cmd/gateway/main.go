@@ -102,6 +102,8 @@ func run(args []string) int {
 	fs.Float(&o.MaxClientMsgsPerSec, "max-client-msgs-per-sec", def.MaxClientMsgsPerSec, "messages per second per connection; over it an error frame, then 4429 (negative: no limit)")
 	fs.Int(&o.MaxClientMsgsBurst, "max-client-msgs-burst", 0, "burst of the per-connection message rate")
 	fs.ShowDefault("max-client-msgs-burst", "2 × --max-client-msgs-per-sec")
+	fs.String(&o.TopicsClaim, "jwt-topics-claim", def.TopicsClaim, "JWT claim listing the topic patterns a connection may subscribe to (room.42, prices.*, team.7.>)")
+	fs.Int(&o.MaxTopicsPerConnection, "max-topics-per-connection", def.MaxTopicsPerConnection, "topics one connection may hold; over it a too_many_topics error frame")
 	fs.Int(&o.Pollers, "pollers", def.Pollers, "epoll event loops")
 	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")
 	fs.Int(&o.DispatchQueue, "dispatch-queue", def.DispatchQueue, "NATS messages queued per dispatcher before NATS drops (slow consumer)")
@@ -122,7 +124,8 @@ func run(args []string) int {
 		"heartbeat", "idle-timeout", "handshake-timeout", "drain-timeout", "close-timeout",
 		"max-message-bytes", "max-pending-bytes", "max-header-bytes", "write-timeout",
 		"max-pending-connects", "shed-lag", "pollers", "dispatchers", "dispatch-queue",
-		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval", "max-concurrent-replays")
+		"publish-queue", "loop-queue-bytes", "presence-interval", "presence-batch-interval", "max-concurrent-replays",
+		"max-topics-per-connection")
 	fs.NonZero("a negative value means no limit", "max-client-msgs-per-sec")
 	// The variables of `gateway token` and `gateway drain`, which run
 	// beside the node with its environment.

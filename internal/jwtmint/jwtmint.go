@@ -14,10 +14,11 @@ import (
 // Claims are the claims of a minted token.
 type Claims struct {
 	Subject  string
-	Issuer   string        // optional
-	Audience []string      // optional
-	TTL      time.Duration // exp = now + TTL; zero: no exp
-	Now      time.Time     // iat; zero: time.Now()
+	Issuer   string         // optional
+	Audience []string       // optional
+	TTL      time.Duration  // exp = now + TTL; zero: no exp
+	Now      time.Time      // iat; zero: time.Now()
+	Extra    map[string]any // private claims, e.g. "topics": []string{"room.*"}
 }
 
 // Mint signs the claims with key (an HMAC secret as []byte, a private key,
@@ -36,6 +37,9 @@ func Mint(alg string, key any, c Claims) (string, error) {
 	}
 	if len(c.Audience) > 0 {
 		b = b.Audience(c.Audience)
+	}
+	for k, v := range c.Extra {
+		b = b.Claim(k, v)
 	}
 	tok, err := b.Build()
 	if err != nil {

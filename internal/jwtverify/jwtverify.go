@@ -63,6 +63,9 @@ type Claims struct {
 	Subject string
 	Exp     int64    // unix seconds; 0 when the token has none
 	Scopes  []string // from "scope" (space-separated) or "scp" (array or string)
+	// Extra holds the claims named by WithClaims that the token has, as
+	// JSON decoded them (strings, []any, ...); nil when it has none.
+	Extra map[string]any
 }
 
 // HasScope reports whether the token grants scope s.
@@ -88,6 +91,7 @@ type Verifier struct {
 	noExpOK     bool
 	refreshWait time.Duration
 	opts        []jwt.ParseOption
+	claims      []string // WithClaims
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -97,6 +101,7 @@ type Verifier struct {
 type Option func(*newOptions)
 
 type newOptions struct {
+	claims      []string
 	log         *zap.Logger
 	refreshWait time.Duration
 	transport   http.RoundTripper
@@ -104,6 +109,12 @@ type newOptions struct {
 
 // WithLogger sets the logger of refresh failures and reloads. Default: none.
 func WithLogger(l *zap.Logger) Option { return func(o *newOptions) { o.log = l } }
+
+// WithClaims names private claims Verify returns in Claims.Extra.
+// Default: none.
+func WithClaims(names ...string) Option {
+	return func(o *newOptions) { o.claims = append(o.claims, names...) }
+}
 
 // WithRefreshWait bounds how long a token with an unknown kid waits for a
 // JWKS refresh (at most one such token every 10 seconds waits). Default 2s.
@@ -139,7 +150,7 @@ func New(cfg Config, opts ...Option) (*Verifier, error) {
 		refresh = 5 * time.Minute
 	}
 	v := &Verifier{log: o.log, allowed: map[jwa.SignatureAlgorithm]bool{}, file: cfg.JWKSFile, refresh: refresh,
-		noExpOK: cfg.AllowNoExp, refreshWait: o.refreshWait}
+		noExpOK: cfg.AllowNoExp, refreshWait: o.refreshWait, claims: o.claims}
 	algs := cfg.Algorithms
 	if len(algs) == 0 {
 		if cfg.HS256Secret != "" {
@@ -339,7 +350,37 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	}
 	// Cloned: a JSON decoder (goccy/go-json under the jwx_goccy tag) may return
 	// strings that alias its read buffer, which a kept sub would pin.
-	return Claims{Subject: strings.Clone(tok.Subject()), Exp: exp, Scopes: scopes(tok)}, nil
+	cl := Claims{Subject: strings.Clone(tok.Subject()), Exp: exp, Scopes: scopes(tok)}
+	for _, name := range v.claims {
+		if x, ok := tok.Get(name); ok {
+			if cl.Extra == nil {
+				cl.Extra = make(map[string]any, len(v.claims))
+			}
+			cl.Extra[name] = cloneClaim(x)
+		}
+	}
+	return cl, nil
+}
+
+// cloneClaim copies the strings of a decoded claim (see Verify).
+func cloneClaim(x any) any {
+	switch v := x.(type) {
+	case string:
+		return strings.Clone(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneClaim(e)
+		}
+		return out
+	case []string:
+		out := make([]string, len(v))
+		for i, e := range v {
+			out[i] = strings.Clone(e)
+		}
+		return out
+	}
+	return x
 }
 
 // refusal maps a jwt.Parse error to its *Error, with jwx's own error

@@ -1,0 +1,383 @@
+package gateway
+
+import (
+	"github.com/gobwas/ws"
+
+	"github.com/wsfleet/wsfleet/protocol"
+)
+
+// Topic membership on a loop (loop goroutine only).
+//
+// A loop keeps a table of the topics its connections hold (loop.tops,
+// found by name through loop.topByName) and, per topic, the indices of its
+// member connections in loop.conns. A connection keeps, once it has a
+// topics claim or a subscription, a connTopics: its claim's patterns and a
+// topicRef per topic, its index in the loop's table and its place in that
+// topic's member list. A (connection, topic) pair costs 12 bytes (a 4-byte
+// member entry, an 8-byte ref) plus what slices keep in reserve; a
+// connection without topics holds one nil pointer.
+
+// connTopics is a connection's topics; nil while it has neither a topics
+// claim nor a subscription.
+type connTopics struct {
+	patterns []string // the token's topics claim
+	refs     []topicRef
+}
+
+// topicRef is one of a connection's topics.
+type topicRef struct {
+	key uint32 // index in loop.tops << 1 | 1 when a subscription token allowed it
+	pos int32  // index in the loop topic's members; -1 while NATS confirms the subscription
+}
+
+func (r topicRef) lid() int32     { return int32(r.key >> 1) }
+func (r topicRef) viaToken() bool { return r.key&1 != 0 }
+func refKey(lid int32, via bool) uint32 {
+	k := uint32(lid) << 1
+	if via {
+		k |= 1
+	}
+	return k
+}
+
+// loopTopic is a topic on one loop.
+type loopTopic struct {
+	t       *topic
+	members []int32 // indices in loop.conns of the connections subscribed
+	pending int32   // connections waiting for the subscription's confirmation
+}
+
+// topicCount is how many topics c holds or waits for.
+func (c *conn) topicCount() int {
+	if c.tp == nil {
+		return 0
+	}
+	return len(c.tp.refs)
+}
+
+// findTopic returns the index in c's refs of the topic name, or -1.
+func (l *loop) findTopic(c *conn, name string) int {
+	if c.tp == nil {
+		return -1
+	}
+	for i, r := range c.tp.refs {
+		if l.tops[r.lid()].t.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// findTopicPtr returns the index in c's refs of t, or -1.
+func (l *loop) findTopicPtr(c *conn, t *topic) int {
+	if c.tp == nil {
+		return -1
+	}
+	for i, r := range c.tp.refs {
+		if l.tops[r.lid()].t == t {
+			return i
+		}
+	}
+	return -1
+}
+
+// subscribeFrame handles {"type":"subscribe"} on an open connection.
+func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
+	name := f.Topic
+	if i := l.findTopic(c, name); i >= 0 {
+		if c.tp.refs[i].pos >= 0 {
+			c.writeSubscribed(name) // already live: the same answer, nothing changes
+		}
+		return // waiting for NATS: the answer comes then
+	}
+	if c.topicCount() >= l.s.opts.MaxTopicsPerConnection {
+		l.s.m.topicRefused("too_many_topics")
+		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
+		return
+	}
+	if c.tp != nil && topicAllowed(c.tp.patterns, name) {
+		l.addTopic(c, name, false)
+		return
+	}
+	if f.Token == "" {
+		l.s.m.topicRefused("forbidden")
+		c.writeTopicError(protocol.ErrCodeForbidden, name, "the token's topics claim does not allow this topic, and the frame has no subscription token")
+		return
+	}
+	if !l.s.auth.submitTopic(c, f.Token, name) {
+		l.s.m.authFailure("queue_full")
+		c.writeTopicError(protocol.ErrCodeOverloaded, name, "authentication queue full, subscribe again later")
+	}
+}
+
+// topicAuthDone applies an auth worker's verdict on a subscription token.
+func (l *loop) topicAuthDone(t *task) {
+	c := t.c
+	if c.State != stOpen {
+		return
+	}
+	name := t.name
+	if !t.ok {
+		l.s.m.topicRefused("forbidden")
+		c.writeTopicError(protocol.ErrCodeForbidden, name, t.reason)
+		return
+	}
+	if i := l.findTopic(c, name); i >= 0 { // subscribed meanwhile
+		if c.tp.refs[i].pos >= 0 {
+			c.tp.refs[i].key |= 1
+			c.writeSubscribed(name)
+		}
+		return
+	}
+	if c.topicCount() >= l.s.opts.MaxTopicsPerConnection {
+		l.s.m.topicRefused("too_many_topics")
+		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
+		return
+	}
+	l.addTopic(c, name, true)
+}
+
+// addTopic makes c a member of topic name: at once when the topic's NATS
+// subscription is already confirmed, else once a round trip confirms it
+// (taskSubscribed), so a message published after the client got its
+// "subscribed" reaches it.
+func (l *loop) addTopic(c *conn, name string, via bool) {
+	lid, ok := l.topByName[name]
+	if !ok {
+		t := l.s.topics.join(name, l.idx)
+		if n := len(l.topFree); n > 0 {
+			lid = l.topFree[n-1]
+			l.topFree = l.topFree[:n-1]
+		} else {
+			lid = int32(len(l.tops))
+			l.tops = append(l.tops, loopTopic{})
+		}
+		l.tops[lid] = loopTopic{t: t}
+		t.loops[l.idx].lid = lid
+		if l.topByName == nil {
+			l.topByName = map[string]int32{}
+		}
+		l.topByName[t.name] = lid
+	}
+	lt := &l.tops[lid]
+	lt.pending++
+	if c.tp == nil {
+		c.tp = &connTopics{}
+	}
+	c.tp.refs = append(c.tp.refs, topicRef{key: refKey(lid, via), pos: -1})
+	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 {
+		l.topicLive(c, len(c.tp.refs)-1)
+		return
+	}
+	l.s.subs.confirmTopic(c, lt.t)
+}
+
+// subscribedDone takes the subscription manager's answer for c's pending
+// topic t.
+func (l *loop) subscribedDone(c *conn, t *topic, ok bool) {
+	if c.State != stOpen {
+		return
+	}
+	i := l.findTopicPtr(c, t)
+	if i < 0 || c.tp.refs[i].pos >= 0 {
+		return // unsubscribed meanwhile, or live already
+	}
+	if !ok {
+		l.removeTopic(c, i)
+		l.s.m.topicRefused("subscribe_failed")
+		c.writeTopicError(protocol.ErrCodeSubscribeFailed, t.name, "the topic's NATS subscription was not confirmed in time, subscribe again later")
+		return
+	}
+	l.topicLive(c, i)
+}
+
+// topicLive adds c to the members of its pending topic i and answers.
+func (l *loop) topicLive(c *conn, i int) {
+	r := &c.tp.refs[i]
+	lt := &l.tops[r.lid()]
+	lt.pending--
+	r.pos = int32(len(lt.members))
+	lt.members = append(lt.members, c.idx)
+	lt.t.loops[l.idx].members.Add(1)
+	l.s.topics.pairs.Add(1)
+	c.writeSubscribed(lt.t.name)
+}
+
+// removeTopic drops c's topic i: from the members (the last member takes
+// its place) or the pending count. The loop's last member of a topic
+// takes it off the loop, and the node's last its NATS subscription.
+func (l *loop) removeTopic(c *conn, i int) {
+	refs := c.tp.refs
+	r := refs[i]
+	lid := r.lid()
+	lt := &l.tops[lid]
+	if r.pos < 0 {
+		lt.pending--
+	} else {
+		last := len(lt.members) - 1
+		if moved := lt.members[last]; int(r.pos) != last {
+			lt.members[r.pos] = moved
+			m := l.conns[moved]
+			for k := range m.tp.refs {
+				if m.tp.refs[k].lid() == lid {
+					m.tp.refs[k].pos = r.pos
+					break
+				}
+			}
+		}
+		lt.members = lt.members[:last]
+		lt.t.loops[l.idx].members.Add(-1)
+		l.s.topics.pairs.Add(-1)
+	}
+	refs[i] = refs[len(refs)-1]
+	c.tp.refs = refs[:len(refs)-1]
+	if len(c.tp.refs) == 0 {
+		c.tp.refs = nil
+		if c.tp.patterns == nil {
+			c.tp = nil
+		}
+	}
+	if len(lt.members) == 0 && lt.pending == 0 {
+		t := lt.t
+		delete(l.topByName, t.name)
+		t.loops[l.idx].lid = -1
+		l.tops[lid] = loopTopic{}
+		l.topFree = append(l.topFree, lid)
+		l.s.topics.leave(t)
+	}
+}
+
+// unsubscribeFrame handles {"type":"unsubscribe"}: the answer is the same
+// whether the connection held the topic or not.
+func (l *loop) unsubscribeFrame(c *conn, name string) {
+	if i := l.findTopic(c, name); i >= 0 {
+		l.removeTopic(c, i)
+	}
+	c.writeUnsubscribed(name, "")
+}
+
+// dropTopics removes every topic of a closing connection.
+func (l *loop) dropTopics(c *conn) {
+	for c.tp != nil && len(c.tp.refs) > 0 {
+		l.removeTopic(c, len(c.tp.refs)-1)
+	}
+	c.tp = nil
+}
+
+// movedConn fixes the member entries of c, which loop.remove moved to
+// index i of loop.conns.
+func (l *loop) movedConn(c *conn, i int32) {
+	if c.tp == nil {
+		return
+	}
+	for _, r := range c.tp.refs {
+		if r.pos >= 0 {
+			l.tops[r.lid()].members[r.pos] = i
+		}
+	}
+}
+
+// setTopicClaim replaces c's topics claim (at authentication, at a token
+// refresh). On a refresh, every topic the new claim no longer allows, and
+// that no subscription token allowed, is unsubscribed with an
+// "unsubscribed" frame that says why.
+func (l *loop) setTopicClaim(c *conn, patterns []string, refresh bool) {
+	if c.tp == nil {
+		if len(patterns) == 0 {
+			return
+		}
+		c.tp = &connTopics{}
+	}
+	c.tp.patterns = patterns
+	if refresh {
+		for i := len(c.tp.refs) - 1; i >= 0 && c.tp != nil; i-- {
+			if i >= len(c.tp.refs) {
+				continue
+			}
+			r := c.tp.refs[i]
+			name := l.tops[r.lid()].t.name
+			if r.viaToken() || topicAllowed(patterns, name) {
+				continue
+			}
+			l.removeTopic(c, i)
+			c.writeUnsubscribed(name, "the refreshed token no longer allows this topic")
+		}
+	}
+	if c.tp != nil && len(c.tp.refs) == 0 && len(c.tp.patterns) == 0 {
+		c.tp = nil
+	}
+}
+
+// isMember reports whether c is a live member of loop topic lid.
+func (c *conn) isMember(lid int32) bool {
+	if c.tp == nil {
+		return false
+	}
+	for _, r := range c.tp.refs {
+		if r.lid() == lid {
+			return r.pos >= 0
+		}
+	}
+	return false
+}
+
+// topicStep writes a topic message to the next step of the topic's
+// members on this loop, as broadcast does: it goes over the members the
+// topic had at its first step, skipping any that left it meanwhile.
+func (l *loop) topicStep(t *task) (more bool) {
+	lid := t.t.loops[l.idx].lid
+	if lid < 0 || l.tops[lid].t != t.t {
+		l.bconns = l.bconns[:0]
+		return false // the topic left this loop meanwhile
+	}
+	if t.next == 0 {
+		l.bconns = l.bconns[:0]
+		for _, i := range l.tops[lid].members {
+			l.bconns = append(l.bconns, l.conns[i])
+		}
+	}
+	end := min(t.next+broadcastStep, len(l.bconns))
+	n := 0
+	for i, c := range l.bconns[t.next:end] {
+		l.bconns[t.next+i] = nil
+		if c.State != stOpen || !c.isMember(lid) {
+			continue
+		}
+		c.Mu.Lock()
+		if c.welcomedLocked() && c.writeSharedLocked(t.sh) {
+			n++
+		}
+		c.Mu.Unlock()
+	}
+	l.stats.msgsOut.Add(uint64(n))
+	t.next = end
+	if end < len(l.bconns) {
+		return true
+	}
+	l.bconns = l.bconns[:0]
+	return false
+}
+
+func (c *conn) writeSubscribed(name string) {
+	var buf [256]byte
+	b := append(buf[:0], `{"type":"subscribed","topic":"`...)
+	b = append(b, name...) // a valid topic needs no escaping
+	c.writeFrame(ws.OpText, append(b, `"}`...))
+}
+
+func (c *conn) writeUnsubscribed(name, reason string) {
+	var buf [512]byte
+	b := append(buf[:0], `{"type":"unsubscribed","topic":"`...)
+	b = append(b, name...)
+	b = append(b, '"')
+	if reason != "" {
+		b = append(b, `,"reason":`...)
+		b = protocol.AppendJSONString(b, []byte(reason))
+	}
+	c.writeFrame(ws.OpText, append(b, '}'))
+}
+
+func (c *conn) writeTopicError(code, name, reason string) {
+	var buf [768]byte
+	c.writeFrame(ws.OpText, protocol.AppendTopicError(buf[:0], code, name, reason))
+}
