@@ -468,6 +468,8 @@ func TestNATSParity(t *testing.T) {
 		{"batch require online", "POST", "/v1/messages?require_online=true", `{"users":["alice","dave"],"data":2}`, "batch", map[string]any{"users": []string{"alice", "dave"}, "data": 2, "require_online": true}, 202},
 		{"batch empty", "POST", "/v1/messages", `{"users":[],"data":2}`, "batch", map[string]any{"users": []string{}, "data": 2}, 400},
 		{"broadcast", "POST", "/v1/broadcast", `"all"`, "broadcast", map[string]any{"data": "all"}, 202},
+		{"topic", "POST", "/v1/topics/room.1/messages", `{"t":1}`, "topic.publish", map[string]any{"topic": "room.1", "data": map[string]int{"t": 1}}, 202},
+		{"topic bad", "POST", "/v1/topics/room.*/messages", `1`, "topic.publish", map[string]any{"topic": "room.*", "data": 1}, 400},
 		{"presence", "GET", "/v1/users/alice/presence", ``, "presence", map[string]any{"user": "alice"}, 200},
 		{"presence offline", "GET", "/v1/users/dave/presence", ``, "presence", map[string]any{"user": "dave"}, 200},
 		{"presence query", "POST", "/v1/presence/query", `{"users":["carol","dave"]}`, "presence.query", map[string]any{"users": []string{"carol", "dave"}}, 200},

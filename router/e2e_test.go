@@ -73,12 +73,18 @@ type wsClient struct {
 // connect opens a connection to addr as user and waits for its welcome.
 func connect(t testing.TB, addr, user string) *wsClient {
 	t.Helper()
+	return connectClaims(t, addr, user, nil)
+}
+
+// connectClaims is connect with private claims in the token.
+func connectClaims(t testing.TB, addr, user string, extra map[string]any) *wsClient {
+	t.Helper()
 	ws, _, err := wstest.Dial("ws://"+addr+"/ws", nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	tok, err := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour})
+	tok, err := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,6 +238,57 @@ func TestFleetDeliveryAndKick(t *testing.T) {
 	if m := bob.next(t, protocol.TypeMessage); m["id"] != id {
 		t.Fatalf("bob got %v", m)
 	}
+}
+
+// TestFleetTopicPublish: POST /v1/topics/{topic}/messages reaches every
+// subscriber of the topic on both nodes, with the answer's id, and no one
+// else; a bad topic is a 400 that publishes nothing.
+func TestFleetTopicPublish(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g1, g2 := startGatewayNode(t, ns, "gw-1"), startGatewayNode(t, ns, "gw-2")
+	srv := startRouter(t, ns, fleetOpts)
+	room := map[string]any{"topics": []string{"room.*"}}
+	var members []*wsClient
+	for i, g := range []*gateway.Server{g1, g1, g2} {
+		c := connectClaims(t, gwAddr(g), fmt.Sprintf("member-%d", i), room)
+		if err := c.ws.WriteJSON(map[string]string{"type": "subscribe", "topic": "room.1"}); err != nil {
+			t.Fatal(err)
+		}
+		c.next(t, protocol.TypeSubscribed)
+		members = append(members, c)
+	}
+	other := connectClaims(t, gwAddr(g2), "other", room)
+	if err := other.ws.WriteJSON(map[string]string{"type": "subscribe", "topic": "room.2"}); err != nil {
+		t.Fatal(err)
+	}
+	other.next(t, protocol.TypeSubscribed)
+
+	for _, tc := range []struct{ name, topic string }{
+		{"empty segment", "room..1"},
+		{"wildcard", "room.*"},
+		{"space", "room%201"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, http.MethodPost, apiURL(srv)+"/v1/topics/"+tc.topic+"/messages", testKey, `1`)
+			if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), `"code":"bad_topic"`) {
+				t.Fatalf("%s: %d %s", tc.topic, r.status, r.body)
+			}
+		})
+	}
+	r := do(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.1/messages", testKey, `{"text":"hi"}`)
+	var ans struct{ Topic, ID string }
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &ans) != nil || ans.Topic != "room.1" || ans.ID == "" {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
+	for i, c := range members {
+		if m := c.next(t, protocol.TypeMessage); m["topic"] != "room.1" || m["id"] != ans.ID || fmt.Sprint(m["data"]) != "map[text:hi]" {
+			t.Fatalf("member %d got %v, want id %s", i, m, ans.ID)
+		}
+	}
+	if err := other.ws.WriteJSON(map[string]string{"type": "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	other.next(t, protocol.TypePong) // nothing of room.1 (and none of the refused) before it
 }
 
 // TestFleetRouterRestart: clients connect while no router runs; a new

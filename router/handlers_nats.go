@@ -71,6 +71,13 @@ var natsOps = []natsOp{
 		}
 		return s.opBroadcast(ctx, natsScope, &req)
 	}},
+	{"topic.publish", func(s *Server, ctx context.Context, data []byte) (opResult, *apiError) {
+		var req topicRequest
+		if aerr := decodeStrict(data, &req); aerr != nil {
+			return opResult{}, aerr
+		}
+		return s.opTopic(ctx, natsScope, &req)
+	}},
 	{"presence", func(s *Server, _ context.Context, data []byte) (opResult, *apiError) {
 		var req userRequest
 		if aerr := decodeStrict(data, &req); aerr != nil {

@@ -55,6 +55,10 @@ type Client interface {
 	PublishBatch(ctx context.Context, users []string, data any, opts ...PublishOption) ([]UserResult, error)
 	// Broadcast sends data to every connection of the fleet.
 	Broadcast(ctx context.Context, data any, opts ...PublishOption) (*BroadcastResult, error)
+	// PublishTopic sends data to every connection subscribed to topic,
+	// across the fleet. A topic that is not valid is an *Error matching
+	// ErrBadTopic.
+	PublishTopic(ctx context.Context, topic string, data any, opts ...PublishOption) (*TopicResult, error)
 	// Presence tells where user is connected.
 	Presence(ctx context.Context, user string) (*Presence, error)
 	// QueryPresence tells whether each of users is online.
@@ -149,6 +153,15 @@ type BroadcastResult struct {
 // Sequence returns the broadcast's history stream sequence, as
 // PublishResult.Sequence.
 func (r BroadcastResult) Sequence() (seq uint64, ok bool) { return parseSequence(r.ID) }
+
+// TopicResult is the answer to PublishTopic.
+type TopicResult struct {
+	Topic string `json:"topic"`
+	// ID is the message id subscribers see: an opaque id (topics are not
+	// in the history stream).
+	ID       string `json:"id"`
+	Replayed bool   `json:"-"`
+}
 
 // parseSequence reads a stream sequence: 1-20 decimal digits, not 0.
 // Other message ids are never all digits (protocol.ValidMsgID).
@@ -277,6 +290,7 @@ var (
 	ErrBadRequest             = &Error{Code: "bad_request"}
 	ErrBadJSON                = &Error{Code: "bad_json"}
 	ErrBadUser                = &Error{Code: "bad_user"}
+	ErrBadTopic               = &Error{Code: "bad_topic"}
 	ErrBadIdempotencyKey      = &Error{Code: "bad_idempotency_key"}
 	ErrUnauthorized           = &Error{Code: "unauthorized"}
 	ErrForbidden              = &Error{Code: "forbidden"}

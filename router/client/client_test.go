@@ -139,6 +139,7 @@ func newNATS(t *testing.T, nc *nats.Conn, prefix string) *client.NATSClient {
 // device is a WebSocket connection of user to the fleet's gateway; its
 // frames arrive on a channel read by one goroutine.
 type device struct {
+	ws     *wstest.Conn
 	frames chan map[string]any
 	closed chan int
 }
@@ -150,11 +151,12 @@ func (f *fleet) connect(t *testing.T, user string) *device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.Close() })
-	tok, _ := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour})
+	tok, _ := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: user, TTL: time.Hour,
+		Extra: map[string]any{"topics": []string{"news.>"}}})
 	if err := ws.WriteJSON(map[string]string{"type": "auth", "token": tok}); err != nil {
 		t.Fatal(err)
 	}
-	d := &device{frames: make(chan map[string]any, 16), closed: make(chan int, 1)}
+	d := &device{ws: ws, frames: make(chan map[string]any, 16), closed: make(chan int, 1)}
 	go func() {
 		for {
 			_, b, err := ws.ReadMessage()
@@ -286,6 +288,24 @@ func TestClient(t *testing.T) {
 			}
 			if m := dev.next(t); m["id"] != b.ID || m["data"] != "hello all" {
 				t.Fatalf("broadcast delivered %v", m)
+			}
+
+			topic := "news." + name
+			if err := dev.ws.WriteJSON(map[string]string{"type": "subscribe", "topic": topic}); err != nil {
+				t.Fatal(err)
+			}
+			if m := dev.next(t); m["type"] != protocol.TypeSubscribed {
+				t.Fatalf("subscribe answered %v", m)
+			}
+			tr, err := c.PublishTopic(ctx(t), topic, "to the topic")
+			if err != nil || tr.Topic != topic || tr.ID == "" || tr.Replayed {
+				t.Fatalf("PublishTopic: %+v, %v", tr, err)
+			}
+			if m := dev.next(t); m["topic"] != topic || m["id"] != tr.ID || m["data"] != "to the topic" {
+				t.Fatalf("topic message delivered %v", m)
+			}
+			if _, err := c.PublishTopic(ctx(t), "news..x", 1); !errors.Is(err, client.ErrBadTopic) {
+				t.Fatalf("PublishTopic to a bad topic: %v, want bad_topic", err)
 			}
 
 			q, err := c.QueryPresence(ctx(t), []string{user, "nobody"})

@@ -258,6 +258,23 @@ func (c *HTTPClient) Broadcast(ctx context.Context, data any, opts ...PublishOpt
 	return &r, nil
 }
 
+// PublishTopic implements Client.
+func (c *HTTPClient) PublishTopic(ctx context.Context, topic string, data any, opts ...PublishOption) (*TopicResult, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	var r TopicResult
+	if r.Replayed, err = c.do(ctx, http.MethodPost, "/v1/topics/"+url.PathEscape(topic)+"/messages", nil, o.idempotencyKey, b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Presence implements Client.
 func (c *HTTPClient) Presence(ctx context.Context, user string) (*Presence, error) {
 	var r Presence

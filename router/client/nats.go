@@ -150,6 +150,28 @@ func (c *NATSClient) Broadcast(ctx context.Context, data any, opts ...PublishOpt
 	return &r, nil
 }
 
+// PublishTopic implements Client.
+func (c *NATSClient) PublishTopic(ctx context.Context, topic string, data any, opts ...PublishOption) (*TopicResult, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	d, err := marshalData(data)
+	if err != nil {
+		return nil, err
+	}
+	req := struct {
+		Topic          string          `json:"topic"`
+		Data           json.RawMessage `json:"data"`
+		IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	}{topic, d, o.idempotencyKey}
+	var r TopicResult
+	if r.Replayed, err = c.request(ctx, "topic.publish", req, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 type natsUser struct {
 	User string `json:"user"`
 }

@@ -341,6 +341,10 @@ func TestInvalidData(t *testing.T) {
 				r, err := c.Broadcast(ctx(t), d)
 				return resultAndError(r, err)
 			},
+			"PublishTopic": func(d any) error {
+				r, err := c.PublishTopic(ctx(t), "room.1", d)
+				return resultAndError(r, err)
+			},
 		}
 		for op, publish := range publishes {
 			for _, tc := range cases {
