@@ -85,7 +85,8 @@ var docFiles = []string{"README.md", "docs/router.md", "docs/limits.md", "docs/d
 // MAKELEVEL and MAKEFLAGS):
 //
 //	API_KEY                           an API key of the router
-//	TOKEN                             a token for alice, valid for an hour
+//	TOKEN                             a token for alice, valid for an hour,
+//	                                  whose topics claim allows room.*
 //	WSFLEET_GATEWAY_JWT_HS256_SECRET  the gateways' HS256 secret
 //
 // A session's frames may hold $TOKEN.
@@ -319,7 +320,9 @@ func startFleet(t *testing.T, root string) *fleet {
 		hc:     &http.Client{Timeout: 10 * time.Second},
 	}
 	for _, user := range []string{"alice", "bob"} {
-		tok, err := jwtmint.Mint("HS256", []byte(f.secret), jwtmint.Claims{Subject: user, TTL: time.Hour})
+		// With the topics claim of the local fleet's token (devfleet --topics).
+		tok, err := jwtmint.Mint("HS256", []byte(f.secret), jwtmint.Claims{Subject: user, TTL: time.Hour,
+			Extra: map[string]any{"topics": []string{"room.*"}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
-const listenUsage = `Usage: devfleet listen --url URL --token JWT [--since ID]
+const listenUsage = `Usage: devfleet listen --url URL --token JWT [--since ID] [--topic TOPIC,...]
 
 Connects, authenticates and prints every frame the gateway sends, answering
 its pings. On a reconnect notice (the node is draining) it does what the
@@ -27,7 +28,10 @@ connection closes.
 With resumable delivery (the gateways' --resume) message ids are stream
 sequences: --since ID asks for what came after message ID first, and a new
 connection opened on a reconnect notice resumes after the last id printed.
-When it ends it prints the --since to resume from (on stderr).`
+When it ends it prints the --since to resume from (on stderr).
+
+--topic subscribes to topics once welcomed (the token's topics claim must
+allow them), on every connection it opens.`
 
 // wsEvent is a frame, or the end, of one of the listener's connections.
 type wsEvent struct {
@@ -38,17 +42,25 @@ type wsEvent struct {
 
 // listen is `devfleet listen`.
 func listen(args []string) int {
-	var url, tok, since string
+	var url, tok, since, topicList string
 	fs := flagenv.New("devfleet listen", "DEVFLEET_", listenUsage)
 	fs.String(&url, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
 	fs.String(&tok, "token", "", "JWT to authenticate with; required")
 	fs.String(&since, "since", "", `the id of the last message received: the gateway (with --resume) delivers what came after it first ("": none)`)
+	fs.String(&topicList, "topic", "", "topics to subscribe to once welcomed, separated by commas or spaces")
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		fmt.Fprintln(os.Stderr, "devfleet listen:", err)
 		return 2
+	}
+	topics := strings.FieldsFunc(topicList, func(r rune) bool { return r == ',' || r == ' ' })
+	for _, tp := range topics {
+		if err := protocol.ValidateTopic(tp); err != nil {
+			fmt.Fprintf(os.Stderr, "devfleet listen: --topic: %v\n", err)
+			return 2
+		}
 	}
 	if tok == "" {
 		fmt.Fprintln(os.Stderr, "devfleet listen: --token is required")
@@ -136,6 +148,11 @@ func listen(args []string) int {
 			if f.Type == protocol.TypeWelcome && ev.c == cur && !moving && f.Position != "" {
 				if _, err := protocol.ParseSince(f.Position); err == nil {
 					since = f.Position // covered from there: the resume point before any message
+				}
+			}
+			if f.Type == protocol.TypeWelcome {
+				for _, tp := range topics {
+					ev.c.WriteJSON(protocol.ClientFrame{Type: protocol.TypeSubscribe, Topic: tp})
 				}
 			}
 			if f.Type == protocol.TypeWelcome && (ev.c == next || moving) {

@@ -76,7 +76,7 @@ stops the router and NATS; a second Ctrl-C cuts the drain short.`
 type config struct {
 	gwListen, gwAdmin, rtListen, rtAdmin          string
 	natsListen, natsClusterListen, natsHTTPListen string
-	user, runDir, infoFile                        string
+	user, topics, runDir, infoFile                string
 	gateways, natsServers                         int
 	drainTimeout                                  time.Duration
 	resume                                        bool
@@ -106,6 +106,7 @@ func parseConfig(args []string) (config, error) {
 	fs.String(&c.rtListen, "router-listen", "127.0.0.1:8090", "router HTTP API address")
 	fs.String(&c.rtAdmin, "router-admin", "127.0.0.1:8091", "router admin address")
 	fs.String(&c.user, "user", "alice", "user to mint a token for")
+	fs.String(&c.topics, "topics", "room.*", `the token's topics claim: the topic patterns it may subscribe to, separated by spaces ("": no claim)`)
 	fs.Duration(&c.drainTimeout, "drain-timeout", 2*time.Second, "the gateways' --drain-timeout: how long the drain of Ctrl-C or `gateway drain` takes")
 	fs.String(&c.runDir, "run-dir", "", "directory for the processes' logs and the gateways' control sockets, kept after exit (created 0700)")
 	fs.ShowDefault("run-dir", "a new directory under $TMPDIR")
@@ -124,6 +125,11 @@ func parseConfig(args []string) (config, error) {
 	}
 	if err := protocol.ValidateUserID(c.user); err != nil {
 		return c, fmt.Errorf("--user %q: %v", c.user, err)
+	}
+	for _, p := range strings.Fields(c.topics) {
+		if err := protocol.ValidateTopicPattern(p); err != nil {
+			return c, fmt.Errorf("--topics: %v", err)
+		}
 	}
 	if c.gateways > 1 && c.natsServers == 0 {
 		c.natsServers = 1 // the gateways need a NATS server of their own
@@ -439,7 +445,11 @@ func run(args []string) int {
 	}
 	say("ready (%s)\n", time.Since(t0).Round(time.Millisecond))
 
-	if in.Token, err = jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: c.user, TTL: 24 * time.Hour}); err != nil {
+	tc := jwtmint.Claims{Subject: c.user, TTL: 24 * time.Hour}
+	if c.topics != "" {
+		tc.Extra = map[string]any{"topics": strings.Fields(c.topics)}
+	}
+	if in.Token, err = jwtmint.Mint("HS256", []byte(secret), tc); err != nil {
 		return fail(err)
 	}
 	subjects, err := protocol.NewSubjects(protocol.DefaultSubjectPrefix)
@@ -634,7 +644,19 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
    subject ends with the user id in a subject-safe encoding (protocol.EncodeUserToken:
    bytes other than A-Z a-z 0-9 - become _ and two hex digits: bob.smith is %[11]s).
 
-3. Load test it (bin/loadtest mints its own tokens with the fleet's secret):
+3. A chat room: the token's topics claim allows room.* (devfleet --topics). Listen
+   in room.42 from two terminals, then publish to the room:
+
+  %[2]s/devfleet listen --url %[3]s --token %[4]s --topic room.42
+
+  curl -sS -X POST %[5]s/v1/topics/room.42/messages \
+    -H 'Authorization: Bearer %[7]s' -H 'Content-Type: application/json' \
+    -d '{"text":"hello, room"}'
+
+   Every connection subscribed to room.42 gets it, on any node; a service on NATS
+   publishes to wsfleet.topic.room.42.
+
+4. Load test it (bin/loadtest mints its own tokens with the fleet's secret):
 
   %[2]s/loadtest deliver --url %[3]s --router-url %[5]s \
     --api-key %[7]s --jwt-hs256-secret %[9]s \
@@ -642,11 +664,11 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
 `, in.User, bin, in.WSURL, in.Token, in.RouterURL, userPath, in.APIKey, in.UserSubject, in.JWTHS256Secret, strings.Join(metrics, ","), example)
 	if multi {
 		pr(`
-4. See on which nodes %[1]s is connected (presence, kept by the router from every node):
+5. See on which nodes %[1]s is connected (presence, kept by the router from every node):
 
   curl -sS %[2]s/v1/users/%[3]s/presence -H 'Authorization: Bearer %[4]s'
 
-5. Drain a node: its clients get a reconnect notice and move to the other nodes
+6. Drain a node: its clients get a reconnect notice and move to the other nodes
    (devfleet listen follows and says where to); the node stays up, empty, until Ctrl-C:
 
   %[5]s/gateway drain --control-socket %[6]s

@@ -426,6 +426,40 @@ func TestResumeSince(t *testing.T) {
 	}
 }
 
+// TestRoom is the README's chat room: two `devfleet listen --topic room.42`
+// on a fleet of two gateways, a publish to the room through the router,
+// and both print it, with the id the router answered.
+func TestRoom(t *testing.T) {
+	d := startDevfleet(t, "--gateways", "2", "--nats-servers", "1")
+	in := d.info
+	var ls []*listenProc
+	for i := 0; i < 2; i++ {
+		l := startListen(t, in, "--topic", "room.42")
+		l.next(t, protocol.TypeWelcome)
+		var sub protocol.Subscribed
+		if err := json.Unmarshal(l.next(t, protocol.TypeSubscribed), &sub); err != nil || sub.Topic != "room.42" {
+			t.Fatalf("listener %d: %+v, %v", i, sub, err)
+		}
+		ls = append(ls, l)
+	}
+	var sent struct{ Topic, ID string }
+	if status := call(t, in, http.MethodPost, "/v1/topics/room.42/messages", `{"text":"hello, room"}`, &sent); status != http.StatusAccepted || sent.ID == "" {
+		t.Fatalf("publish to the room: status %d, %+v", status, sent)
+	}
+	for i, l := range ls {
+		var m protocol.Message
+		if err := json.Unmarshal(l.next(t, protocol.TypeMessage), &m); err != nil || m.Topic != "room.42" || m.ID != sent.ID || string(m.Data) != `{"text":"hello, room"}` {
+			t.Fatalf("listener %d: %+v, %v; want the room's message %s", i, m, err, sent.ID)
+		}
+	}
+	// The token allows room.* only (devfleet --topics).
+	bad := startListen(t, in, "--topic", "other.1")
+	bad.next(t, protocol.TypeWelcome)
+	if b := bad.next(t, protocol.TypeError); !strings.Contains(string(b), `"code":"forbidden"`) {
+		t.Fatalf("a topic the token does not allow: %s", b)
+	}
+}
+
 // TestListenResumesOnMove: when a drain moves `devfleet listen` to another
 // node, its new connection resumes after the last message it printed.
 func TestListenResumesOnMove(t *testing.T) {
@@ -686,6 +720,7 @@ func TestConfig(t *testing.T) {
 		{name: "resume off", args: []string{"--resume=false", "--nats-servers", "3"}, natsServers: 3, noResume: true},
 		{name: "no gateway", args: []string{"--gateways", "0"}, err: "--gateways 0"},
 		{name: "bad user", args: []string{"--user", "a\nb"}, err: "--user"},
+		{name: "bad topic pattern", args: []string{"--topics", "room.* a..b"}, err: "--topics: bad topic pattern: an empty segment"},
 		{name: "admin ports run into the router's", args: []string{"--gateways", "12", "--nats-servers", "1"},
 			err: "--gateway-admin and --router-listen would both listen on 127.0.0.1:8090"},
 		{name: "same address twice", args: []string{"--router-admin", "127.0.0.1:8080"},

@@ -29,6 +29,7 @@ import (
 	"github.com/wsfleet/wsfleet/internal/jwtverify"
 	"github.com/wsfleet/wsfleet/internal/logx"
 	"github.com/wsfleet/wsfleet/internal/natsembed"
+	"github.com/wsfleet/wsfleet/protocol"
 )
 
 const usage = `Usage: gateway [flags]
@@ -307,7 +308,7 @@ func drainCmd(args []string) int {
 }
 
 func tokenCmd(args []string) int {
-	var sub string
+	var sub, topics, topicsClaim, topic string
 	var ttl time.Duration
 	// The gateway's own settings (and WSFLEET_* variables) for the secret,
 	// iss and aud, so a token minted beside a node passes its checks.
@@ -319,6 +320,9 @@ func tokenCmd(args []string) int {
 	fs.Duration(&ttl, "ttl", 24*time.Hour, "lifetime (exp = now + ttl)")
 	fs.String(&jc.Issuer, "jwt-issuer", "", "iss claim")
 	fs.String(&jc.Audience, "jwt-audience", "", "aud claim")
+	fs.String(&topics, "topics", "", `topic patterns the token may subscribe to, separated by spaces ("room.42 prices.* team.7.>"; "": no claim)`)
+	fs.String(&topicsClaim, "jwt-topics-claim", "topics", "the claim --topics goes in (the gateway's --jwt-topics-claim)")
+	fs.String(&topic, "topic", "", `make a subscription token for this topic (a "topic" claim), sent in a subscribe frame`)
 	if err := fs.Parse(args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -335,6 +339,25 @@ func tokenCmd(args []string) int {
 		return 2
 	}
 	c := jwtmint.Claims{Subject: sub, TTL: ttl, Issuer: jc.Issuer}
+	if ps := strings.Fields(topics); len(ps) > 0 {
+		for _, p := range ps {
+			if err := protocol.ValidateTopicPattern(p); err != nil {
+				fmt.Fprintln(os.Stderr, "gateway token: --topics:", err)
+				return 2
+			}
+		}
+		c.Extra = map[string]any{topicsClaim: ps}
+	}
+	if topic != "" {
+		if err := protocol.ValidateTopic(topic); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway token: --topic:", err)
+			return 2
+		}
+		if c.Extra == nil {
+			c.Extra = map[string]any{}
+		}
+		c.Extra["topic"] = topic
+	}
 	if jc.Audience != "" {
 		c.Audience = []string{jc.Audience}
 	}
