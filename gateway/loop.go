@@ -36,6 +36,7 @@ const (
 	taskTopic                      // write sh to the members of topic t
 	taskSubscribed                 // topic t's subscription is confirmed for c (ok: false if it failed)
 	taskTopicAuth                  // an auth worker's verdict on c's subscription token for topic name
+	taskTopicCtl                   // a service (un)subscribes c to topic name (ok: subscribe); cw collects the answers
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -49,6 +50,7 @@ type task struct {
 	exp    int64
 	rj     *replayJob // taskWelcome after an initial replay, taskReplayed
 	t      *topic     // taskTopic, taskSubscribed
+	cw     *ctlWait   // taskTopicCtl, taskSubscribed: the control message to answer
 	name   string     // taskTopicAuth: the topic
 	topics []string   // taskAuth: the token's topics claim
 	// Resume: a message's stream sequence and the previous one on its
@@ -289,7 +291,9 @@ func (l *loop) onTask(t *task) (again bool) {
 		if l.deliverSeq(t.c, t.sh, t.seq, t.last, true) {
 			l.stats.msgsOut.Add(1)
 		}
-		t.sh.Release()
+		if t.sh != nil {
+			t.sh.Release()
+		}
 	case taskCatchUp:
 		l.catchUpOne(t.c)
 	case taskCatchUpAll:
@@ -319,9 +323,11 @@ func (l *loop) onTask(t *task) (again bool) {
 		}
 		t.sh.Release()
 	case taskSubscribed:
-		l.subscribedDone(t.c, t.t, t.ok)
+		l.subscribedDone(t.c, t.t, t.ok, t.cw)
 	case taskTopicAuth:
 		l.topicAuthDone(t)
+	case taskTopicCtl:
+		l.topicControlDone(t)
 	case taskStopAccept:
 		if l.accepting {
 			_ = l.p.Del(l.s.lfd)

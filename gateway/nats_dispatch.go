@@ -150,6 +150,10 @@ func (s *Server) control(u *user, conns []*conn, m *nats.Msg) {
 	switch m.Header.Get(protocol.HeaderControl) {
 	case protocol.ControlKick:
 		s.kickUser(conns, m)
+	case protocol.ControlSubscribe:
+		s.topicControl(conns, m, true)
+	case protocol.ControlUnsubscribe:
+		s.topicControl(conns, m, false)
 	}
 }
 
@@ -213,12 +217,14 @@ const (
 	opTopicSubscribe
 	opTopicUnsubscribe
 	opTopicConfirm
+	opReply // answer a control message (cw)
 )
 
 type subOp struct {
 	u    *user
 	c    *conn
 	t    *topic
+	cw   *ctlWait
 	kind subOpKind
 }
 
@@ -229,6 +235,7 @@ type subOp struct {
 type waiter struct {
 	c        *conn
 	t        *topic
+	cw       *ctlWait
 	queued   int64 // mono() when it started waiting
 	deadline time.Time
 }
@@ -271,8 +278,10 @@ func (m *subManager) subscribeTopic(t *topic)   { m.post(subOp{t: t, kind: opTop
 func (m *subManager) unsubscribeTopic(t *topic) { m.post(subOp{t: t, kind: opTopicUnsubscribe}) }
 
 // confirmTopic answers c's subscribe to t once a round trip confirmed the
-// topic's subscription (taskSubscribed).
-func (m *subManager) confirmTopic(c *conn, t *topic) { m.post(subOp{c: c, t: t, kind: opTopicConfirm}) }
+// topic's subscription (taskSubscribed, which tells cw when not nil).
+func (m *subManager) confirmTopic(c *conn, t *topic, cw *ctlWait) {
+	m.post(subOp{c: c, t: t, cw: cw, kind: opTopicConfirm})
+}
 
 // run works until stop is closed, then applies what is left, waits for the
 // round trip in flight and returns.
@@ -363,10 +372,12 @@ func (m *subManager) batch() {
 			}
 		case opTopicConfirm:
 			if op.t.subFailed {
-				op.c.l.p.Post(task{kind: taskSubscribed, c: op.c, t: op.t})
+				op.c.l.p.Post(task{kind: taskSubscribed, c: op.c, t: op.t, cw: op.cw})
 				continue
 			}
-			m.waiting = append(m.waiting, waiter{c: op.c, t: op.t, queued: queued, deadline: now.Add(authTimeout)})
+			m.waiting = append(m.waiting, waiter{c: op.c, t: op.t, cw: op.cw, queued: queued, deadline: now.Add(authTimeout)})
+		case opReply:
+			op.cw.reply()
 		}
 	}
 	clear(ops)
@@ -425,7 +436,7 @@ func (m *subManager) landed(r flushResult) {
 	for _, w := range m.flight {
 		if w.t != nil {
 			w.t.confirmed.Store(r.epoch + 1)
-			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, ok: true})
+			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, cw: w.cw, ok: true})
 			continue
 		}
 		w.c.user.confirmed.Store(r.epoch + 1)
@@ -458,7 +469,7 @@ func expire(ws []waiter, now time.Time) []waiter {
 		case now.Before(w.deadline):
 			kept = append(kept, w)
 		case w.t != nil:
-			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t})
+			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, cw: w.cw})
 		}
 	}
 	clear(ws[len(kept):])

@@ -216,6 +216,14 @@ func (r *resumer) live(m *nats.Msg, st *dispStats) {
 	u, conns := r.s.reg.devices(tok, buf[:0])
 	if m.Header.Get(protocol.HeaderControl) != "" {
 		r.s.control(u, conns, m)
+		// The user's chain moves past it: the next message, whose
+		// Nats-Last-Sequence names it, is no gap.
+		for _, c := range conns {
+			if !c.l.p.TryPost(task{kind: taskDeliver, c: c, seq: seq, last: last}, 64) {
+				r.liveDropped.Add(1)
+				c.postCatchUp()
+			}
+		}
 		return
 	}
 	if len(conns) == 0 {

@@ -686,7 +686,8 @@ func (l *loop) postCatchUpAll() {
 }
 
 // deliverSeq writes one live message to c if it is the next on its chain
-// (user: uPos, broadcast: bPos). Loop goroutine.
+// (user: uPos, broadcast: bPos); sh nil is a control message, which moves
+// the chain on without writing. Loop goroutine.
 func (l *loop) deliverSeq(c *conn, sh *bufpool.Shared, seq, last uint64, user bool) bool {
 	pos := &c.bPos
 	if user {
@@ -707,6 +708,9 @@ func (l *loop) deliverSeq(c *conn, sh *bufpool.Shared, seq, last uint64, user bo
 		// The message before it on its subject never reached c.
 		l.s.m.resumeGaps.Inc()
 		l.catchUp(c, seq)
+		return false
+	case sh == nil:
+		*pos = seq // a control message: nothing to write, the chain moves on
 		return false
 	}
 	c.Mu.Lock()

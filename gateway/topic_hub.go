@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -189,4 +190,66 @@ func encodeTopicDelivery(name string, m *nats.Msg) *bufpool.Shared {
 	wsframe.Put(b[room-hs:], ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(body)})
 	sh.B = b[room-hs:]
 	return sh
+}
+
+// ctlWait answers one ControlSubscribe or ControlUnsubscribe once every
+// connection it went to has applied it: the loops tell it (finish), the
+// last one hands the reply to the subscription manager, which publishes
+// it (a loop never writes to NATS).
+type ctlWait struct {
+	s       *Server
+	subject string // reply subject
+	left    atomic.Int32
+	applied atomic.Int32
+}
+
+// finish records one connection's outcome; a nil ctlWait ignores it.
+func (w *ctlWait) finish(applied bool) {
+	if w == nil {
+		return
+	}
+	if applied {
+		w.applied.Add(1)
+	}
+	if w.left.Add(-1) == 0 {
+		w.s.subs.post(subOp{kind: opReply, cw: w})
+	}
+}
+
+// reply publishes the node's answer (subscription manager goroutine).
+func (w *ctlWait) reply() {
+	b, _ := json.Marshal(protocol.TopicReply{Node: w.s.opts.NodeID, Devices: int(w.applied.Load())})
+	_ = w.s.nc.Publish(w.subject, b)
+}
+
+// topicControl applies a service's ControlSubscribe (sub) or
+// ControlUnsubscribe to the user's connections on this node.
+func (s *Server) topicControl(conns []*conn, m *nats.Msg, sub bool) {
+	name := m.Header.Get(protocol.HeaderTopic)
+	if protocol.ValidateTopic(name) != nil {
+		return // the router validates; a bad one from elsewhere is dropped
+	}
+	reply := m.Reply
+	if reply == "" && s.rs != nil {
+		reply = m.Header.Get(protocol.HeaderReplyTo) // republished by the history stream
+	}
+	w := &ctlWait{s: s, subject: reply}
+	if reply == "" {
+		w = nil // nobody to answer: the loops apply it all the same
+	} else if len(conns) == 0 {
+		w.left.Store(1)
+		w.finish(false)
+		return
+	} else {
+		w.left.Store(int32(len(conns)))
+	}
+	name = strings.Clone(name)
+	for _, c := range conns {
+		// On the loop's bounded queue: a flood of controls is refused
+		// (counted), never queued without bound.
+		if !c.l.p.TryPost(task{kind: taskTopicCtl, c: c, name: name, ok: sub, cw: w}, 64) {
+			c.l.stats.bcastDropped.Add(1)
+			w.finish(false)
+		}
+	}
 }

@@ -96,7 +96,7 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		return
 	}
 	if c.tp != nil && topicAllowed(c.tp.patterns, name) {
-		l.addTopic(c, name, false)
+		l.addTopic(c, name, false, nil)
 		return
 	}
 	if f.Token == "" {
@@ -134,14 +134,14 @@ func (l *loop) topicAuthDone(t *task) {
 		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
 		return
 	}
-	l.addTopic(c, name, true)
+	l.addTopic(c, name, true, nil)
 }
 
 // addTopic makes c a member of topic name: at once when the topic's NATS
 // subscription is already confirmed, else once a round trip confirms it
 // (taskSubscribed), so a message published after the client got its
-// "subscribed" reaches it.
-func (l *loop) addTopic(c *conn, name string, via bool) {
+// "subscribed" reaches it. cw, when not nil, is told the outcome.
+func (l *loop) addTopic(c *conn, name string, via bool, cw *ctlWait) {
 	lid, ok := l.topByName[name]
 	if !ok {
 		t := l.s.topics.join(name, l.idx)
@@ -167,28 +167,65 @@ func (l *loop) addTopic(c *conn, name string, via bool) {
 	c.tp.refs = append(c.tp.refs, topicRef{key: refKey(lid, via), pos: -1})
 	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 {
 		l.topicLive(c, len(c.tp.refs)-1)
+		cw.finish(true)
 		return
 	}
-	l.s.subs.confirmTopic(c, lt.t)
+	l.s.subs.confirmTopic(c, lt.t, cw)
 }
 
 // subscribedDone takes the subscription manager's answer for c's pending
-// topic t.
-func (l *loop) subscribedDone(c *conn, t *topic, ok bool) {
+// topic t (and tells cw, when not nil, whether c holds it).
+func (l *loop) subscribedDone(c *conn, t *topic, ok bool, cw *ctlWait) {
 	if c.State != stOpen {
+		cw.finish(false)
 		return
 	}
 	i := l.findTopicPtr(c, t)
 	if i < 0 || c.tp.refs[i].pos >= 0 {
-		return // unsubscribed meanwhile, or live already
+		cw.finish(i >= 0) // unsubscribed meanwhile, or live already
+		return
 	}
 	if !ok {
 		l.removeTopic(c, i)
 		l.s.m.topicRefused("subscribe_failed")
 		c.writeTopicError(protocol.ErrCodeSubscribeFailed, t.name, "the topic's NATS subscription was not confirmed in time, subscribe again later")
+		cw.finish(false)
 		return
 	}
 	l.topicLive(c, i)
+	cw.finish(true)
+}
+
+// topicControlDone applies a service's subscribe or unsubscribe of c
+// (ControlSubscribe, ControlUnsubscribe). A service's subscription needs
+// no claim and, like a subscription token's, outlives token refreshes.
+func (l *loop) topicControlDone(t *task) {
+	c, cw, name := t.c, t.cw, t.name
+	if c.State != stOpen {
+		cw.finish(false)
+		return
+	}
+	i := l.findTopic(c, name)
+	switch {
+	case !t.ok:
+		if i >= 0 {
+			l.removeTopic(c, i)
+			c.writeUnsubscribed(name, "unsubscribed by the service")
+		}
+		cw.finish(i >= 0)
+	case i >= 0:
+		c.tp.refs[i].key |= 1
+		if c.tp.refs[i].pos >= 0 {
+			cw.finish(true)
+			return
+		}
+		l.s.subs.confirmTopic(c, l.tops[c.tp.refs[i].lid()].t, cw) // waiting: told with the others
+	case c.topicCount() >= l.s.opts.MaxTopicsPerConnection:
+		l.s.m.topicRefused("too_many_topics")
+		cw.finish(false)
+	default:
+		l.addTopic(c, name, true, cw)
+	}
 }
 
 // topicLive adds c to the members of its pending topic i and answers.

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"strings"
@@ -399,4 +400,47 @@ func TestTopicBeforeWelcome(t *testing.T) {
 	early := dial(t, wsURL(srv), nil)
 	send(t, early, map[string]any{"type": "subscribe", "topic": "room.1"})
 	expectClose(t, early, protocol.CloseUnauthorized, "authenticate first")
+}
+
+// TestResumeTopicControl: a service's subscribe reaches a node with
+// --resume through the history stream (its reply subject in
+// Wsfleet-Reply-To); the node answers once the subscription is live, and
+// the user's next message follows without a catch-up: the control
+// message moved the connection's chain on.
+func TestResumeTopicControl(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), nil)
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	ws, _ := resumeConnect(t, srv, "erin", "")
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(userSubject(t, "erin"))
+	m.Header.Set(protocol.HeaderControl, protocol.ControlSubscribe)
+	m.Header.Set(protocol.HeaderTopic, "room.1")
+	m.Header.Set(protocol.HeaderReplyTo, inbox)
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if f := readType(t, ws, protocol.TypeSubscribed); f["topic"] != "room.1" {
+		t.Fatalf("got %v", f)
+	}
+	r, err := replies.NextMsg(5 * time.Second)
+	if err != nil || string(r.Data) != `{"node":"test-node","devices":1}` {
+		t.Fatalf("reply %v, %v", r, err)
+	}
+	next := jsPublish(t, js, userSubject(t, "erin"), `"after the subscribe"`)
+	if d := readDeliveries(t, ws, 1)[0]; d.seq != next {
+		t.Fatalf("got %d, want %d", d.seq, next)
+	}
+	if g := metricValue(t, srv, "wsfleet_gateway_resume_gaps_total"); g != 0 {
+		t.Fatalf("%v gaps: the control message was taken for a lost message", g)
+	}
+	publishTopic(t, nc, "room.1", "t-1", `1`)
+	if f := readType(t, ws, protocol.TypeMessage); f["topic"] != "room.1" || f["id"] != "t-1" {
+		t.Fatalf("got %v", f)
+	}
 }

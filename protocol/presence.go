@@ -121,10 +121,30 @@ const (
 	// ControlKick closes every connection of the user on the node with
 	// CloseKicked; the node answers with a KickReply.
 	ControlKick = "kick"
+	// ControlSubscribe subscribes every open connection of the user on
+	// the node to the topic in HeaderTopic, as if each had sent a
+	// subscribe frame its token allows; the node answers with a
+	// TopicReply once each subscription is live (or failed).
+	ControlSubscribe = "subscribe"
+	// ControlUnsubscribe ends the user's subscriptions to the topic in
+	// HeaderTopic on the node, with an "unsubscribed" frame; the node
+	// answers with a TopicReply.
+	ControlUnsubscribe = "unsubscribe"
+	// HeaderTopic names the topic of ControlSubscribe and
+	// ControlUnsubscribe.
+	HeaderTopic = "Wsfleet-Topic"
 )
 
 // KickReply is a node's answer to ControlKick.
 type KickReply struct {
 	Node   string `json:"node"`
 	Closed int    `json:"closed"`
+}
+
+// TopicReply is a node's answer to ControlSubscribe and
+// ControlUnsubscribe: Devices is how many of the user's connections on the
+// node hold (subscribe) or left (unsubscribe) the topic.
+type TopicReply struct {
+	Node    string `json:"node"`
+	Devices int    `json:"devices"`
 }

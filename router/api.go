@@ -101,6 +101,11 @@ type userRequest struct {
 	User string `json:"user"`
 }
 
+type userTopicRequest struct {
+	User  string `json:"user"`
+	Topic string `json:"topic"`
+}
+
 type usersRequest struct {
 	Users []string `json:"users"`
 }
@@ -156,6 +161,13 @@ type nodeStats struct {
 	LastHeartbeatMSAgo int64  `json:"last_heartbeat_ms_ago"`
 	Draining           bool   `json:"draining"`
 	Synced             bool   `json:"synced"`
+}
+
+type userTopicAnswer struct {
+	User    string `json:"user"`
+	Topic   string `json:"topic"`
+	Devices int    `json:"devices"` // the user's connections that hold (PUT) or left (DELETE) the topic
+	Nodes   int    `json:"nodes"`   // the nodes that answered
 }
 
 type kickAnswer struct {
@@ -498,27 +510,72 @@ func (s *Server) opStats() (opResult, *apiError) {
 }
 
 // opKick closes every connection of a user on every node: a kick control
-// message on the user's subject, answered by each node holding the user.
-// It waits until every node the view lists for the user has answered (or
-// NATS reports no responders), else for KickTimeout.
-//
-// With Resume the history stream stores the kick (the nodes get it from
-// the stream, in order with the user's messages) and acknowledges it on
-// the reply subject; the nodes answer on the one HeaderReplyTo names, the
-// stream dropping reply subjects. "No responders" then means no stream
-// took the kick, so no node got it: 503. The wait ends once the stream
-// has acknowledged and every node the view lists has answered.
+// message on the user's subject (controlUser), answered by each node
+// holding the user with the connections it closed.
 func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiError) {
 	subj, aerr := s.checkUser(req.User)
 	if aerr != nil {
 		return opResult{}, aerr
 	}
-	nc, aerr := s.connected()
+	total, nodes, aerr := s.controlUser(ctx, req.User, subj, protocol.ControlKick, "")
 	if aerr != nil {
 		return opResult{}, aerr
 	}
+	s.m.kicks.Inc()
+	s.log.Info("user kicked", zap.Int("closed", total), zap.Int("nodes", nodes))
+	return result(http.StatusOK, kickAnswer{Closed: total, Nodes: nodes})
+}
+
+// opUserTopic subscribes (sub) or unsubscribes every connected device of a
+// user to a topic, on every node: a control message on the user's
+// subject, answered by each node holding the user once its devices'
+// subscriptions are live.
+func (s *Server) opUserTopic(ctx context.Context, req *userTopicRequest, sub bool) (opResult, *apiError) {
+	subj, aerr := s.checkUser(req.User)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	if _, aerr := s.checkTopic(req.Topic); aerr != nil {
+		return opResult{}, aerr
+	}
+	control := protocol.ControlUnsubscribe
+	if sub {
+		control = protocol.ControlSubscribe
+	}
+	devices, nodes, aerr := s.controlUser(ctx, req.User, subj, control, req.Topic)
+	if aerr != nil {
+		return opResult{}, aerr
+	}
+	return result(http.StatusOK, userTopicAnswer{User: req.User, Topic: req.Topic, Devices: devices, Nodes: nodes})
+}
+
+// controlReply is a node's answer to a control message: protocol.KickReply
+// or protocol.TopicReply.
+type controlReply struct {
+	Node    string `json:"node"`
+	Closed  int    `json:"closed"`
+	Devices int    `json:"devices"`
+}
+
+// controlUser sends a control message (topic: its HeaderTopic, "" for
+// none) on the user's subject and sums the nodes' answers (closed or
+// devices) and counts the nodes. It waits until every node the view lists
+// for the user has answered (or NATS reports no responders), else for
+// KickTimeout.
+//
+// With Resume the history stream stores the message (the nodes get it
+// from the stream, in order with the user's messages) and acknowledges it
+// on the reply subject; the nodes answer on the one HeaderReplyTo names,
+// the stream dropping reply subjects. "No responders" then means no stream
+// took it, so no node got it: 503. The wait ends once the stream has
+// acknowledged and every node the view lists has answered.
+func (s *Server) controlUser(ctx context.Context, user, subj, control, topic string) (total, nodes int, _ *apiError) {
+	nc, aerr := s.connected()
+	if aerr != nil {
+		return 0, 0, aerr
+	}
 	s.t.v.mu.RLock()
-	expected := s.t.v.userNodes(req.User)
+	expected := s.t.v.userNodes(user)
 	s.t.v.mu.RUnlock()
 	waiting := make(map[string]bool, len(expected))
 	for _, n := range expected {
@@ -528,23 +585,25 @@ func (s *Server) opKick(ctx context.Context, req *userRequest) (opResult, *apiEr
 	replies := make(chan *nats.Msg, 64)
 	sub, err := nc.ChanSubscribe(inbox, replies)
 	if err != nil {
-		return opResult{}, publishError(err)
+		return 0, 0, publishError(err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	msg := nats.NewMsg(subj)
-	msg.Header.Set(protocol.HeaderControl, protocol.ControlKick)
+	msg.Header.Set(protocol.HeaderControl, control)
+	if topic != "" {
+		msg.Header.Set(protocol.HeaderTopic, topic)
+	}
 	msg.Reply = inbox
 	if s.opts.Resume {
 		msg.Header.Set(HeaderReplyTo, inbox)
 	}
 	if err := nc.PublishMsg(msg); err != nil {
-		return opResult{}, publishError(err)
+		return 0, 0, publishError(err)
 	}
 	timer := time.NewTimer(s.opts.KickTimeout)
 	defer timer.Stop()
-	var a kickAnswer
 	answered := map[string]bool{}
-	acked := !s.opts.Resume // without Resume nothing acknowledges a kick
+	acked := !s.opts.Resume // without Resume nothing acknowledges a control message
 	var failed *ackError
 	done := func() bool {
 		if !s.opts.Resume {
@@ -560,10 +619,10 @@ wait:
 				if s.opts.Resume {
 					failed = &ackError{reason: reasonNoStream, err: nats.ErrNoResponders}
 				}
-				break wait // no node holds the user (with Resume: no stream took the kick)
+				break wait // no node holds the user (with Resume: no stream took the message)
 			}
 			var r struct {
-				protocol.KickReply
+				controlReply
 				ackBody
 			}
 			if json.Unmarshal(m.Data, &r) != nil {
@@ -577,8 +636,8 @@ wait:
 				acked = true
 			} else if !answered[r.Node] {
 				answered[r.Node] = true
-				a.Closed += max(r.Closed, 0)
-				a.Nodes++
+				total += max(r.Closed, 0) + max(r.Devices, 0)
+				nodes++
 				delete(waiting, r.Node)
 			}
 			if done() {
@@ -590,20 +649,18 @@ wait:
 			break wait
 		}
 	}
-	if s.opts.Resume && a.Nodes == 0 && (failed != nil || !acked) {
+	if s.opts.Resume && nodes == 0 && (failed != nil || !acked) {
 		if failed == nil {
 			failed = &ackError{reason: reasonNoAck, err: context.DeadlineExceeded, within: s.opts.KickTimeout}
 		}
 		s.m.publishErrors.WithLabelValues(failed.reason).Inc()
-		s.logRateLimited("the history stream did not store a kick", zap.Error(failed))
+		s.logRateLimited("the history stream did not store a control message", zap.String("control", control), zap.Error(failed))
 		if failed.reason == reasonNoAck {
-			return opResult{}, publishError(failed)
+			return 0, 0, publishError(failed)
 		}
-		return opResult{}, publishError(unsent(failed))
+		return 0, 0, publishError(unsent(failed))
 	}
-	s.m.kicks.Inc()
-	s.log.Info("user kicked", zap.Int("closed", a.Closed), zap.Int("nodes", a.Nodes))
-	return result(http.StatusOK, a)
+	return total, nodes, nil
 }
 
 // connected returns the NATS connection, or 503 when it is down (a kick

@@ -291,6 +291,85 @@ func TestFleetTopicPublish(t *testing.T) {
 	other.next(t, protocol.TypePong) // nothing of room.1 (and none of the refused) before it
 }
 
+// TestFleetUserTopics: PUT /v1/users/{user}/topics/{topic} subscribes
+// every device of the user on both nodes (no claim needed: the service
+// says so), answered once the subscriptions are live; a token refresh
+// keeps them; DELETE ends them with an "unsubscribed" that says why.
+func TestFleetUserTopics(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g1, g2 := startGatewayNode(t, ns, "gw-1"), startGatewayNode(t, ns, "gw-2")
+	srv := startRouter(t, ns, fleetOpts)
+	alice := []*wsClient{connect(t, gwAddr(g1), "alice"), connect(t, gwAddr(g1), "alice"), connect(t, gwAddr(g2), "alice")}
+	bob := connect(t, gwAddr(g2), "bob")
+	waitWhere(t, srv, "alice", "gw-1=2,gw-2=1")
+
+	r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/alice/topics/room.5", testKey, nil)
+	if r.status != http.StatusOK || string(r.body) != `{"user":"alice","topic":"room.5","devices":3,"nodes":2}`+"\n" {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	for i, c := range alice {
+		if m := c.next(t, protocol.TypeSubscribed); m["topic"] != "room.5" {
+			t.Fatalf("device %d: %v", i, m)
+		}
+	}
+	// Again: the devices hold it already, nothing changes.
+	if r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/alice/topics/room.5", testKey, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"devices":3`) {
+		t.Fatalf("PUT again: %d %s", r.status, r.body)
+	}
+	// A refresh without any topics claim keeps what the service subscribed.
+	tok, err := jwtmint.Mint("HS256", []byte(gatewaySecret), jwtmint.Claims{Subject: "alice", TTL: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice[0].ws.WriteJSON(map[string]string{"type": protocol.TypeAuth, "token": tok}); err != nil {
+		t.Fatal(err)
+	}
+	alice[0].next(t, protocol.TypeRefreshed)
+	r = do(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.5/messages", testKey, `"to the room"`)
+	var ans struct{ ID string }
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &ans) != nil {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
+	for i, c := range alice {
+		if m := c.next(t, protocol.TypeMessage); m["topic"] != "room.5" || m["id"] != ans.ID {
+			t.Fatalf("device %d: %v", i, m)
+		}
+	}
+	if err := bob.ws.WriteJSON(map[string]string{"type": "ping"}); err != nil {
+		t.Fatal(err)
+	}
+	bob.next(t, protocol.TypePong) // bob was not subscribed
+
+	r = do(t, http.MethodDelete, apiURL(srv)+"/v1/users/alice/topics/room.5", testKey, nil)
+	if r.status != http.StatusOK || string(r.body) != `{"user":"alice","topic":"room.5","devices":3,"nodes":2}`+"\n" {
+		t.Fatalf("DELETE: %d %s", r.status, r.body)
+	}
+	for i, c := range alice {
+		if m := c.next(t, protocol.TypeUnsubscribed); m["topic"] != "room.5" || !strings.Contains(fmt.Sprint(m["reason"]), "service") {
+			t.Fatalf("device %d: %v", i, m)
+		}
+	}
+	if r := do(t, http.MethodDelete, apiURL(srv)+"/v1/users/alice/topics/room.5", testKey, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"devices":0,"nodes":2`) {
+		t.Fatalf("DELETE again: %d %s", r.status, r.body)
+	}
+	for _, tc := range []struct{ name, path, code string }{
+		{"bad topic", "/v1/users/alice/topics/room..5", "bad_topic"},
+		{"wildcard topic", "/v1/users/alice/topics/room.%3E", "bad_topic"},
+		{"bad user", "/v1/users/%0A/topics/room.5", "bad_user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, http.MethodPut, apiURL(srv)+tc.path, testKey, nil)
+			if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), `"code":"`+tc.code+`"`) {
+				t.Fatalf("%s: %d %s", tc.path, r.status, r.body)
+			}
+		})
+	}
+	// A user with no device: nobody to answer, at once.
+	if r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/carol/topics/room.5", testKey, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"devices":0,"nodes":0`) {
+		t.Fatalf("offline user: %d %s", r.status, r.body)
+	}
+}
+
 // TestFleetRouterRestart: clients connect while no router runs; a new
 // router converges through snapshots, and a restarted gateway node is
 // resynced.

@@ -101,6 +101,10 @@ func (s *Server) httpStats(_ http.ResponseWriter, _ *http.Request, _, _ string) 
 	return s.opStats()
 }
 
+func (s *Server) httpUserTopic(_ http.ResponseWriter, r *http.Request, user, _ string) (opResult, *apiError) {
+	return s.opUserTopic(r.Context(), &userTopicRequest{User: user, Topic: r.PathValue("topic")}, r.Method == http.MethodPut)
+}
+
 func (s *Server) httpKick(_ http.ResponseWriter, r *http.Request, user, _ string) (opResult, *apiError) {
 	return s.opKick(r.Context(), &userRequest{User: user})
 }

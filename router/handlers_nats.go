@@ -78,6 +78,20 @@ var natsOps = []natsOp{
 		}
 		return s.opTopic(ctx, natsScope, &req)
 	}},
+	{"topic.subscribe", func(s *Server, ctx context.Context, data []byte) (opResult, *apiError) {
+		var req userTopicRequest
+		if aerr := decodeStrict(data, &req); aerr != nil {
+			return opResult{}, aerr
+		}
+		return s.opUserTopic(ctx, &req, true)
+	}},
+	{"topic.unsubscribe", func(s *Server, ctx context.Context, data []byte) (opResult, *apiError) {
+		var req userTopicRequest
+		if aerr := decodeStrict(data, &req); aerr != nil {
+			return opResult{}, aerr
+		}
+		return s.opUserTopic(ctx, &req, false)
+	}},
 	{"presence", func(s *Server, _ context.Context, data []byte) (opResult, *apiError) {
 		var req userRequest
 		if aerr := decodeStrict(data, &req); aerr != nil {

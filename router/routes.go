@@ -23,6 +23,7 @@ const (
 	routeUser        = "/v1/users/{user}/messages"
 	routePresence    = "/v1/users/{user}/presence"
 	routeConnections = "/v1/users/{user}/connections"
+	routeUserTopic   = "/v1/users/{user}/topics/{topic}"
 	routeBatch       = "/v1/messages"
 	routeBroadcast   = "/v1/broadcast"
 	routeTopic       = "/v1/topics/{topic}/messages"
@@ -36,6 +37,8 @@ var routes = []route{
 	{method: http.MethodPost, pattern: routeUser, handle: (*Server).httpPublish},
 	{method: http.MethodGet, pattern: routePresence, handle: (*Server).httpPresence},
 	{method: http.MethodDelete, pattern: routeConnections, handle: (*Server).httpKick},
+	{method: http.MethodPut, pattern: routeUserTopic, handle: (*Server).httpUserTopic},
+	{method: http.MethodDelete, pattern: routeUserTopic, handle: (*Server).httpUserTopic},
 	{method: http.MethodPost, pattern: routeBatch, handle: (*Server).httpBatch},
 	{method: http.MethodPost, pattern: routeBroadcast, handle: (*Server).httpBroadcast},
 	{method: http.MethodPost, pattern: routeTopic, handle: (*Server).httpTopicPublish},
@@ -115,8 +118,11 @@ func (s *Server) newMux() *http.ServeMux {
 // redirects, so no resource has two paths.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.EscapedPath()
-	if pattern, id, ok := outsideMux(p); ok {
+	if pattern, id, topic, ok := outsideMux(p); ok {
 		r.SetPathValue("user", id)
+		if pattern == routeUserTopic {
+			r.SetPathValue("topic", topic)
+		}
 		s.serveMethod(w, r, pattern)
 		return
 	}
@@ -138,22 +144,25 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 // url.PathEscape, as the SDK uses it, leaves "." and ".." as they are. The
 // ids are valid (bar ""), and go into the same route, with the same checks,
 // as any other.
-func outsideMux(escaped string) (pattern, id string, ok bool) {
+func outsideMux(escaped string) (pattern, id, topic string, ok bool) {
 	rest, ok := strings.CutPrefix(escaped, "/v1/users/")
 	if !ok {
-		return "", "", false
+		return "", "", "", false
 	}
 	seg, last, _ := strings.Cut(rest, "/")
-	if pattern, ok = userRoutes[last]; !ok {
-		return "", "", false
+	if t, isTopic := strings.CutPrefix(last, "topics/"); isTopic && t != "" && !strings.Contains(t, "/") {
+		// A topic needs no escaping: it is taken as sent, and checked.
+		pattern, topic = routeUserTopic, t
+	} else if pattern, ok = userRoutes[last]; !ok {
+		return "", "", "", false
 	}
 	switch seg {
 	case "", ".", "..":
-		return pattern, seg, true
+		return pattern, seg, topic, true
 	case "%2F", "%2f":
-		return pattern, "/", true
+		return pattern, "/", topic, true
 	}
-	return "", "", false
+	return "", "", "", false
 }
 
 // asSent guards a handler of pattern: ServeMux compares a path segment with

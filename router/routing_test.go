@@ -38,6 +38,9 @@ func TestRouting(t *testing.T) {
 		{name: "presence query", method: "POST", path: "/v1/presence/query", body: `{"users":["bob"]}`, status: 200},
 		{name: "stats", method: "GET", path: "/v1/stats", status: 200},
 		{name: "kick", method: "DELETE", path: "/v1/users/bob/connections", status: 200},
+		{name: "topic publish", method: "POST", path: "/v1/topics/room.1/messages", body: `1`, status: 202},
+		{name: "subscribe user", method: "PUT", path: "/v1/users/bob/topics/room.1", status: 200},
+		{name: "unsubscribe user", method: "DELETE", path: "/v1/users/bob/topics/room.1", status: 200},
 		{name: "openapi", method: "GET", path: "/v1/openapi.json", noAuth: true, status: 200},
 		{name: "query string", method: "GET", path: "/v1/stats?x=1", status: 200},
 		{name: "absolute-form target", method: "GET", path: "/v1/users/bob/presence", status: 200, user: "bob"},
@@ -55,6 +58,12 @@ func TestRouting(t *testing.T) {
 		{name: "plus id", method: "GET", path: "/v1/users/a+b/presence", status: 200, user: "a+b"},
 		{name: "publish to dot dot", method: "POST", path: "/v1/users/../messages", body: `1`, status: 202},
 		{name: "publish to slash", method: "POST", path: "/v1/users/%2F/messages", body: `1`, status: 202},
+		{name: "subscribe dot dot", method: "PUT", path: "/v1/users/../topics/room.1", status: 200},
+		{name: "subscribe slash", method: "PUT", path: "/v1/users/%2F/topics/room.1", status: 200},
+		{name: "subscribe empty id", method: "PUT", path: "/v1/users//topics/room.1", status: 400, code: "bad_user"},
+		{name: "subscribe empty topic", method: "PUT", path: "/v1/users/bob/topics/", status: 404, code: "not_found"},
+		{name: "topic with a slash", method: "PUT", path: "/v1/users/bob/topics/a/b", status: 404, code: "not_found"},
+		{name: "publish to an escaped topic", method: "POST", path: "/v1/topics/room%2E1/messages", body: `1`, status: 202},
 		{name: "empty id", method: "POST", path: "/v1/users//messages", body: `1`, status: 400, code: "bad_user"},
 		{name: "empty id presence", method: "GET", path: "/v1/users//presence", status: 400, code: "bad_user"},
 		{name: "empty id without auth", method: "POST", path: "/v1/users//messages", body: `1`, noAuth: true, status: 401, code: "unauthorized"},
@@ -68,6 +77,8 @@ func TestRouting(t *testing.T) {
 		{name: "GET presence query", method: "GET", path: "/v1/presence/query", status: 405, code: "method_not_allowed", allow: "POST"},
 		{name: "POST stats", method: "POST", path: "/v1/stats", body: `1`, status: 405, code: "method_not_allowed", allow: "GET"},
 		{name: "GET kick", method: "GET", path: "/v1/users/bob/connections", status: 405, code: "method_not_allowed", allow: "DELETE"},
+		{name: "POST user topic", method: "POST", path: "/v1/users/bob/topics/room.1", status: 405, code: "method_not_allowed", allow: "PUT, DELETE"},
+		{name: "GET topic publish", method: "GET", path: "/v1/topics/room.1/messages", status: 405, code: "method_not_allowed", allow: "POST"},
 		{name: "DELETE openapi", method: "DELETE", path: "/v1/openapi.json", noAuth: true, status: 405, code: "method_not_allowed", allow: "GET"},
 		{name: "OPTIONS stats", method: "OPTIONS", path: "/v1/stats", status: 405, code: "method_not_allowed", allow: "GET"},
 		{name: "PATCH without auth", method: "PATCH", path: "/v1/users/bob/messages", body: `1`, noAuth: true, status: 405, code: "method_not_allowed", allow: "POST"},
@@ -173,7 +184,8 @@ func TestRouting(t *testing.T) {
 	// The route label is a pattern or "other", never a path as sent.
 	patterns := map[string]bool{"other": true}
 	for _, p := range []string{"/v1/users/{user}/messages", "/v1/users/{user}/presence", "/v1/users/{user}/connections",
-		"/v1/messages", "/v1/broadcast", "/v1/presence/query", "/v1/stats", "/v1/openapi.json"} {
+		"/v1/messages", "/v1/broadcast", "/v1/presence/query", "/v1/stats", "/v1/openapi.json",
+		"/v1/topics/{topic}/messages", "/v1/users/{user}/topics/{topic}"} {
 		patterns[p] = true
 	}
 	m := metricsText(t, srv)
@@ -188,7 +200,7 @@ func TestRouting(t *testing.T) {
 	}
 	for _, want := range []string{
 		`wsfleet_router_http_requests_total{code="405",route="/v1/stats"} 3`,
-		`wsfleet_router_http_requests_total{code="404",route="other"} 27`,
+		`wsfleet_router_http_requests_total{code="404",route="other"} 29`,
 		`wsfleet_router_http_requests_total{code="405",route="/v1/users/{user}/presence"} 4`,
 		`wsfleet_router_http_requests_total{code="200",route="/v1/users/{user}/presence"} 12`,
 	} {

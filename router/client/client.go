@@ -68,6 +68,14 @@ type Client interface {
 	// Kick closes every connection of user, on every node, with close
 	// code 4403.
 	Kick(ctx context.Context, user string) (*KickResult, error)
+	// Subscribe subscribes every connected device of user to topic, on
+	// every node, whatever its token's topics claim; it returns once the
+	// subscriptions are live. Devices that connect later are not
+	// subscribed.
+	Subscribe(ctx context.Context, user, topic string) (*SubscribeResult, error)
+	// Unsubscribe ends the subscriptions of user's connected devices to
+	// topic, on every node.
+	Unsubscribe(ctx context.Context, user, topic string) (*SubscribeResult, error)
 }
 
 // PublishOption changes a publish.
@@ -246,6 +254,14 @@ type NodeStats struct {
 type KickResult struct {
 	Closed int `json:"closed"` // connections closed
 	Nodes  int `json:"nodes"`  // nodes that answered
+}
+
+// SubscribeResult is the answer to Subscribe and Unsubscribe.
+type SubscribeResult struct {
+	User    string `json:"user"`
+	Topic   string `json:"topic"`
+	Devices int    `json:"devices"` // the user's connections that hold (Subscribe) or left (Unsubscribe) the topic
+	Nodes   int    `json:"nodes"`   // nodes that answered
 }
 
 // Error is a request the router refused, or one no router answered:

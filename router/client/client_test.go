@@ -308,6 +308,31 @@ func TestClient(t *testing.T) {
 				t.Fatalf("PublishTopic to a bad topic: %v, want bad_topic", err)
 			}
 
+			// A service subscribes the user's devices to a topic its token
+			// does not allow, then unsubscribes them.
+			room := "room." + name
+			sr, err := c.Subscribe(ctx(t), user, room)
+			if err != nil || sr.User != user || sr.Topic != room || sr.Devices != 1 || sr.Nodes != 1 {
+				t.Fatalf("Subscribe: %+v, %v", sr, err)
+			}
+			if m := dev.next(t); m["type"] != protocol.TypeSubscribed || m["topic"] != room {
+				t.Fatalf("Subscribe: the device got %v", m)
+			}
+			if tr, err := c.PublishTopic(ctx(t), room, 5); err != nil {
+				t.Fatal(err)
+			} else if m := dev.next(t); m["topic"] != room || m["id"] != tr.ID {
+				t.Fatalf("room message delivered %v", m)
+			}
+			if ur, err := c.Unsubscribe(ctx(t), user, room); err != nil || ur.Devices != 1 {
+				t.Fatalf("Unsubscribe: %+v, %v", ur, err)
+			}
+			if m := dev.next(t); m["type"] != protocol.TypeUnsubscribed || m["topic"] != room {
+				t.Fatalf("Unsubscribe: the device got %v", m)
+			}
+			if _, err := c.Subscribe(ctx(t), user, "room.>"); !errors.Is(err, client.ErrBadTopic) {
+				t.Fatalf("Subscribe to a wildcard: %v, want bad_topic", err)
+			}
+
 			q, err := c.QueryPresence(ctx(t), []string{user, "nobody"})
 			if err != nil || len(q) != 2 || !q[0].Online || q[0].Devices != 1 || q[1].Online {
 				t.Fatalf("QueryPresence: %+v, %v", q, err)

@@ -308,6 +308,24 @@ func (c *HTTPClient) Stats(ctx context.Context) (*Stats, error) {
 	return &r, nil
 }
 
+// Subscribe implements Client.
+func (c *HTTPClient) Subscribe(ctx context.Context, user, topic string) (*SubscribeResult, error) {
+	return c.userTopic(ctx, http.MethodPut, user, topic)
+}
+
+// Unsubscribe implements Client.
+func (c *HTTPClient) Unsubscribe(ctx context.Context, user, topic string) (*SubscribeResult, error) {
+	return c.userTopic(ctx, http.MethodDelete, user, topic)
+}
+
+func (c *HTTPClient) userTopic(ctx context.Context, method, user, topic string) (*SubscribeResult, error) {
+	var r SubscribeResult
+	if _, err := c.do(ctx, method, userPath(user, "topics/"+url.PathEscape(topic)), nil, "", nil, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Kick implements Client.
 func (c *HTTPClient) Kick(ctx context.Context, user string) (*KickResult, error) {
 	var r KickResult

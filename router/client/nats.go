@@ -208,6 +208,28 @@ func (c *NATSClient) Stats(ctx context.Context) (*Stats, error) {
 	return &r, nil
 }
 
+// Subscribe implements Client.
+func (c *NATSClient) Subscribe(ctx context.Context, user, topic string) (*SubscribeResult, error) {
+	return c.userTopic(ctx, "topic.subscribe", user, topic)
+}
+
+// Unsubscribe implements Client.
+func (c *NATSClient) Unsubscribe(ctx context.Context, user, topic string) (*SubscribeResult, error) {
+	return c.userTopic(ctx, "topic.unsubscribe", user, topic)
+}
+
+func (c *NATSClient) userTopic(ctx context.Context, op, user, topic string) (*SubscribeResult, error) {
+	req := struct {
+		User  string `json:"user"`
+		Topic string `json:"topic"`
+	}{user, topic}
+	var r SubscribeResult
+	if _, err := c.request(ctx, op, req, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Kick implements Client.
 func (c *NATSClient) Kick(ctx context.Context, user string) (*KickResult, error) {
 	var r KickResult
