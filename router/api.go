@@ -81,6 +81,7 @@ type publishRequest struct {
 
 type batchRequest struct {
 	Users          []string        `json:"users"`
+	Topics         []string        `json:"topics,omitempty"`
 	Data           json.RawMessage `json:"data"`
 	RequireOnline  bool            `json:"require_online,omitempty"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
@@ -137,7 +138,15 @@ type userResult struct {
 }
 
 type resultsAnswer struct {
-	Results []userResult `json:"results"`
+	Results []userResult  `json:"results"`
+	Topics  []topicResult `json:"topics,omitempty"` // a batch's topics, when it named some
+}
+
+// topicResult is one topic's entry in a batch answer.
+type topicResult struct {
+	Topic string `json:"topic"`
+	ID    string `json:"id,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 type presenceAnswer struct {
@@ -212,6 +221,29 @@ func checkData(data []byte) *apiError {
 
 // checkUsers de-duplicates a user list (first occurrence kept) and checks
 // its size.
+// checkBatch dedups a batch's users and topics (in order); together they
+// count against MaxBatchUsers. Each is checked when published (a bad one
+// gets its error in the results).
+func (s *Server) checkBatch(users, topics []string) ([]string, []string, *apiError) {
+	dedup := func(in []string) []string {
+		seen := make(map[string]struct{}, len(in))
+		out := make([]string, 0, len(in))
+		for _, v := range in {
+			if _, dup := seen[v]; !dup {
+				seen[v] = struct{}{}
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	u, t := dedup(users), dedup(topics)
+	if len(u)+len(t) > s.opts.MaxBatchUsers {
+		return nil, nil, &apiError{status: http.StatusBadRequest, code: CodeTooManyUsers,
+			msg: fmt.Sprintf("more than %d distinct users and topics (--max-batch-users); split the request", s.opts.MaxBatchUsers)}
+	}
+	return u, t, nil
+}
+
 func (s *Server) checkUsers(users []string) ([]string, *apiError) {
 	if len(users) == 0 {
 		return nil, &apiError{status: http.StatusBadRequest, code: CodeBadRequest, msg: `"users" must list at least one user id`}
@@ -272,7 +304,13 @@ func (s *Server) opPublish(ctx context.Context, scope string, req *publishReques
 // (with Resume: every message written, then every acknowledgement of the
 // history stream awaited).
 func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (opResult, *apiError) {
-	users, aerr := s.checkUsers(req.Users)
+	var users, topics []string
+	var aerr *apiError
+	if len(req.Topics) == 0 {
+		users, aerr = s.checkUsers(req.Users)
+	} else {
+		users, topics, aerr = s.checkBatch(req.Users, req.Topics)
+	}
 	if aerr != nil {
 		return opResult{}, aerr
 	}
@@ -280,6 +318,9 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("batch"), []byte(strings.Join(users, "\x00")), req.Data, boolBytes(req.RequireOnline))
+	if len(topics) > 0 {
+		fp = fingerprint([]byte("batch"), []byte(strings.Join(users, "\x00")), []byte(strings.Join(topics, "\x00")), req.Data, boolBytes(req.RequireOnline))
+	}
 	var dedup []string
 	if s.opts.Resume && req.IdempotencyKey != "" {
 		dedup = make([]string, len(users))
@@ -310,22 +351,63 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 			subjects[i] = subj
 		}
 		s.t.v.mu.RUnlock()
+		var tresults []topicResult
+		var tsubjects []string
+		for _, tp := range topics {
+			subj, aerr := s.checkTopic(tp)
+			if aerr != nil {
+				tresults = append(tresults, topicResult{Topic: tp, Error: aerr.code})
+			} else {
+				tresults = append(tresults, topicResult{Topic: tp})
+			}
+			tsubjects = append(tsubjects, subj)
+		}
+		// pubTopics publishes to the topics (plain NATS: topics are not in
+		// the history stream), sent messages having gone out before.
+		pubTopics := func(nc *nats.Conn, sent int) (int, error) {
+			for i := range tresults {
+				if tsubjects[i] == "" {
+					continue
+				}
+				id, err := s.pub(nc, targetTopic, tsubjects[i], req.Data)
+				switch {
+				case err != nil && sent == 0:
+					return sent, unsent(err)
+				case err != nil:
+					if natsDown(err) {
+						s.m.publishErrors.WithLabelValues("publish").Inc()
+					}
+					return sent, err
+				}
+				tresults[i].ID = id
+				sent++
+			}
+			return sent, nil
+		}
 		var start time.Time
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
 			if s.opts.Resume {
 				// Pipelined: every message written, then every
 				// acknowledgement awaited.
-				seqs, err := s.histPublish(ctx, nc, targetBatch, subjects, req.Data, dedup)
-				if err != nil {
-					return err
-				}
-				for i, seq := range seqs {
-					if subjects[i] != "" {
-						results[i].ID = seqID(seq)
+				if slices.ContainsFunc(subjects, func(subj string) bool { return subj != "" }) {
+					seqs, err := s.histPublish(ctx, nc, targetBatch, subjects, req.Data, dedup)
+					if err != nil {
+						return err
+					}
+					for i, seq := range seqs {
+						if subjects[i] != "" {
+							results[i].ID = seqID(seq)
+						}
 					}
 				}
-				return nil
+				if len(topics) == 0 {
+					return nil
+				}
+				if _, err := pubTopics(nc, len(users)); err != nil {
+					return err
+				}
+				return s.flush(ctx, nc)
 			}
 			sent := 0
 			for i := range results {
@@ -345,12 +427,15 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 				results[i].ID = id
 				sent++
 			}
+			if _, err := pubTopics(nc, sent); err != nil {
+				return err
+			}
 			return s.flush(ctx, nc)
 		}); aerr != nil {
 			return opResult{}, aerr
 		}
 		s.m.publish.WithLabelValues(targetBatch).Observe(time.Since(start).Seconds())
-		return result(http.StatusAccepted, resultsAnswer{Results: results})
+		return result(http.StatusAccepted, resultsAnswer{Results: results, Topics: tresults})
 	})
 }
 

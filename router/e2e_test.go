@@ -289,6 +289,34 @@ func TestFleetTopicPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.next(t, protocol.TypePong) // nothing of room.1 (and none of the refused) before it
+
+	// A batch to a user and topics: member-0 gets it twice (as itself and
+	// in room.1), the others once, room.2's member once; a bad topic is
+	// its own error.
+	r = do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey,
+		`{"users":["member-0"],"topics":["room.1","room.2","room..x","room.1"],"data":"batch"}`)
+	var b struct {
+		Results []struct{ User, ID string }
+		Topics  []struct{ Topic, ID, Error string }
+	}
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &b) != nil || len(b.Results) != 1 || len(b.Topics) != 3 ||
+		b.Topics[0].Topic != "room.1" || b.Topics[0].ID == "" || b.Topics[1].ID == "" || b.Topics[2].Error != "bad_topic" {
+		t.Fatalf("batch: %d %s", r.status, r.body)
+	}
+	if m := members[0].next(t, protocol.TypeMessage); m["topic"] != nil || m["id"] != b.Results[0].ID {
+		t.Fatalf("member 0's own: %v", m)
+	}
+	for i, c := range members {
+		if m := c.next(t, protocol.TypeMessage); m["topic"] != "room.1" || m["id"] != b.Topics[0].ID {
+			t.Fatalf("member %d: %v", i, m)
+		}
+	}
+	if m := other.next(t, protocol.TypeMessage); m["topic"] != "room.2" || m["id"] != b.Topics[1].ID {
+		t.Fatalf("room.2's member: %v", m)
+	}
+	if r := do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey, `{"users":[],"topics":[],"data":1}`); r.status != http.StatusBadRequest {
+		t.Fatalf("an empty batch: %d %s", r.status, r.body)
+	}
 }
 
 // TestFleetUserTopics: PUT /v1/users/{user}/topics/{topic} subscribes

@@ -40,8 +40,9 @@ func (s *Server) httpPublish(w http.ResponseWriter, r *http.Request, user, cred 
 
 func (s *Server) httpBatch(w http.ResponseWriter, r *http.Request, _, cred string) (opResult, *apiError) {
 	var body struct {
-		Users []string        `json:"users"`
-		Data  json.RawMessage `json:"data"`
+		Users  []string        `json:"users"`
+		Topics []string        `json:"topics"`
+		Data   json.RawMessage `json:"data"`
 	}
 	req := batchRequest{}
 	var aerr *apiError
@@ -54,7 +55,7 @@ func (s *Server) httpBatch(w http.ResponseWriter, r *http.Request, _, cred strin
 	if aerr := s.readJSON(w, r, &body); aerr != nil {
 		return opResult{}, aerr
 	}
-	req.Users, req.Data = body.Users, body.Data
+	req.Users, req.Topics, req.Data = body.Users, body.Topics, body.Data
 	return s.opBatch(r.Context(), cred, &req)
 }
 

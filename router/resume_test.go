@@ -770,3 +770,50 @@ func TestFleetResume(t *testing.T) {
 		}
 	})
 }
+
+// TestResumeTopics: with Resume, topics are published on plain NATS (the
+// history stream does not hold them): a topic publish and a batch's
+// topics are answered with message ids, not stream sequences, and the
+// batch's users still get theirs.
+func TestResumeTopics(t *testing.T) {
+	t.Parallel()
+	ns := jetStreamNATS(t)
+	srv := startResumeRouter(t, ns, nil)
+	st := stream(t, ns)
+	sub, err := natsConnect(t, ns).SubscribeSync(protocol.DefaultSubjectPrefix + ".topic.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.1/messages", testKey, `1`)
+	var one struct{ ID string }
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &one) != nil || one.ID == "" || isDigits(one.ID) {
+		t.Fatalf("topic publish: %d %s", r.status, r.body)
+	}
+	r = do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey, `{"users":["alice"],"topics":["room.2"],"data":2}`)
+	var b struct {
+		Results []struct{ ID string }
+		Topics  []struct{ ID string }
+	}
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &b) != nil || len(b.Results) != 1 || len(b.Topics) != 1 ||
+		!isDigits(b.Results[0].ID) || b.Topics[0].ID == "" || isDigits(b.Topics[0].ID) {
+		t.Fatalf("batch: %d %s", r.status, r.body)
+	}
+	for _, want := range []string{one.ID, b.Topics[0].ID} {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil || m.Header.Get(protocol.HeaderMsgID) != want {
+			t.Fatalf("topic message %v, %v; want id %s", m, err, want)
+		}
+	}
+	if got := storedCount(t, st); got != 1 {
+		t.Fatalf("the stream holds %d messages, want 1 (alice's)", got)
+	}
+}
+
+func isDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
