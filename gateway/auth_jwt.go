@@ -18,6 +18,7 @@ type claims struct {
 	sub    string
 	exp    int64    // unix seconds; 0 when the token has none
 	topics []string // the topics claim's patterns (Options.TopicsClaim)
+	pub    []string // the publish claim's patterns (Options.PublishClaim)
 	topic  string   // a subscription token's "topic" claim
 }
 
@@ -27,8 +28,9 @@ const topicClaim = "topic"
 // verifier checks a client's token with internal/jwtverify and the user id
 // it names with protocol.ValidateUserID.
 type verifier struct {
-	v           *jwtverify.Verifier
-	topicsClaim string
+	v            *jwtverify.Verifier
+	topicsClaim  string
+	publishClaim string
 	// interned topics claims, shared read-only by the connections whose
 	// tokens carry the same one: most tokens of an application carry one
 	// of a few claims, and a connection then holds no copy of its own.
@@ -60,7 +62,7 @@ func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
 	v, err := jwtverify.New(o.JWT,
 		jwtverify.WithRefreshWait(min(2*time.Second, o.AuthTimeout/2)),
 		jwtverify.WithLogger(log),
-		jwtverify.WithClaims(o.TopicsClaim, topicClaim))
+		jwtverify.WithClaims(o.TopicsClaim, o.PublishClaim, topicClaim))
 	if err != nil {
 		var oe *jwtverify.OptionError
 		if errors.As(err, &oe) {
@@ -68,7 +70,7 @@ func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
 	}
-	return &verifier{v: v, topicsClaim: o.TopicsClaim}, nil
+	return &verifier{v: v, topicsClaim: o.TopicsClaim, publishClaim: o.PublishClaim}, nil
 }
 
 func (v *verifier) close() { v.v.Close() }
@@ -93,6 +95,14 @@ func (v *verifier) verify(token string) (claims, error) {
 		}
 		if out.topics != nil {
 			out.topics = v.intern(out.topics)
+		}
+	}
+	if x, ok := cl.Extra[v.publishClaim]; ok {
+		if out.pub, err = topicPatterns(x); err != nil {
+			return claims{}, &jwtverify.Error{Label: "bad_publish_claim", Text: "invalid " + v.publishClaim + " claim: " + err.Error()}
+		}
+		if out.pub != nil {
+			out.pub = v.intern(out.pub)
 		}
 	}
 	if x, ok := cl.Extra[topicClaim]; ok {

@@ -257,7 +257,11 @@ func (c *conn) openMessage(p []byte) {
 		c.writeFrame(ws.OpText, protocol.PongJSON)
 	case protocol.TypePong:
 	case protocol.TypePublish:
-		c.l.s.pub.enqueue(c, f.Data)
+		if f.Topic != "" {
+			c.l.publishTopic(c, f.Topic, f.Data)
+			return
+		}
+		c.l.s.pub.enqueue(c, f.Data, "")
 	case protocol.TypeAuth:
 		c.submitRefresh(f.Token)
 	}

@@ -53,6 +53,7 @@ type task struct {
 	cw     *ctlWait   // taskTopicCtl, taskSubscribed: the control message to answer
 	name   string     // taskTopicAuth: the topic
 	topics []string   // taskAuth: the token's topics claim
+	pub    []string   // taskAuth: the token's publish claim
 	// Resume: a message's stream sequence and the previous one on its
 	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
 	// last and first sequence when the subscription was confirmed.
@@ -384,7 +385,7 @@ func (l *loop) authDone(t *task) {
 	c.user = u
 	c.set(flRegistered, true)
 	c.expUnix = expUnix(t.exp)
-	l.setTopicClaim(c, t.topics, false)
+	l.setTopicClaim(c, t.topics, t.pub, false)
 	l.s.subs.welcome(c)
 }
 
@@ -407,7 +408,7 @@ func (l *loop) refreshDone(t *task) {
 	}
 	c.expUnix = expUnix(t.exp)
 	l.schedule(c)
-	l.setTopicClaim(c, t.topics, true)
+	l.setTopicClaim(c, t.topics, t.pub, true)
 	var buf [64]byte
 	body := append(buf[:0], `{"type":"refreshed","exp":`...)
 	body = strconv.AppendInt(body, t.exp, 10)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -543,14 +544,16 @@ func (m *subManager) sendWelcome(c *conn, ok bool) {
 // loop never waits on the NATS connection and each client's publishes keep
 // their order. Its queue is bounded; a full queue answers "overloaded".
 type publisher struct {
-	s  *Server
-	ch chan pubJob
-	wg sync.WaitGroup
+	s   *Server
+	ch  chan pubJob
+	wg  sync.WaitGroup
+	seq uint64 // publisher goroutine: numbers the ids of direct topic publishes
 }
 
 type pubJob struct {
-	c    *conn
-	data json.RawMessage
+	c     *conn
+	data  json.RawMessage
+	topic string // "": the user's in-subject
 }
 
 func newPublisher(s *Server) *publisher {
@@ -567,12 +570,17 @@ func (p *publisher) stop() {
 	p.wg.Wait()
 }
 
-// enqueue queues data (a copy the decoder made) from c.
-func (p *publisher) enqueue(c *conn, data json.RawMessage) {
+// enqueue queues data (a copy the decoder made) from c, for topic ("":
+// the user's in-subject).
+func (p *publisher) enqueue(c *conn, data json.RawMessage, topic string) {
 	select {
-	case p.ch <- pubJob{c: c, data: data}:
+	case p.ch <- pubJob{c: c, data: data, topic: topic}:
 	default:
 		p.s.m.publishErrors.WithLabelValues("overloaded").Inc()
+		if topic != "" {
+			c.writeTopicError(protocol.ErrCodeOverloaded, topic, "publish queue full, message not published")
+			return
+		}
 		c.writeError(protocol.ErrCodeOverloaded, "publish queue full, message not published")
 	}
 }
@@ -587,7 +595,7 @@ func (p *publisher) run() {
 			err = nats.ErrConnectionReconnecting
 		} else {
 			connID := string(s.appendConnID(nil, c.id))
-			err = s.nc.PublishMsg(&nats.Msg{
+			m := &nats.Msg{
 				Subject: s.subjects.In(c.user.token()),
 				Data:    j.data,
 				Header: nats.Header{
@@ -595,10 +603,25 @@ func (p *publisher) run() {
 					protocol.HeaderConnID: {connID},
 					protocol.HeaderNode:   {s.opts.NodeID},
 				},
-			})
+			}
+			switch {
+			case j.topic == "":
+			case s.opts.ClientTopicPublish == "direct":
+				// Straight to the subscribers, with an id of its own.
+				m.Subject = s.subjects.Topic(j.topic)
+				p.seq++
+				m.Header[protocol.HeaderMsgID] = []string{"c" + connID + "." + strconv.FormatUint(p.seq, 36)}
+			default:
+				m.Subject = s.subjects.InTopic(j.topic)
+			}
+			err = s.nc.PublishMsg(m)
 		}
 		if err != nil {
 			s.m.publishErrors.WithLabelValues("nats").Inc()
+			if j.topic != "" {
+				c.writeTopicError(protocol.ErrCodePublishFailed, j.topic, "message not published: NATS unavailable")
+				continue
+			}
 			c.writeError(protocol.ErrCodePublishFailed, "message not published: NATS unavailable")
 			continue
 		}

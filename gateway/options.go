@@ -163,6 +163,16 @@ type Options struct {
 	// rest). A topic no pattern allows needs a subscription token in the
 	// subscribe frame. Default "topics".
 	TopicsClaim string
+	// PublishClaim is the JWT claim listing the topic patterns a
+	// connection may publish to (as TopicsClaim). Default "publish".
+	PublishClaim string
+	// ClientTopicPublish says where a client's publish frame to a topic
+	// goes: "service" to <prefix>.in.topic.<topic>, for a service to act
+	// on (the connection must hold the topic, or its publish claim allow
+	// it); "direct" to the topic itself, delivered to its subscribers
+	// without a service in the path (the publish claim must allow it).
+	// Default "service".
+	ClientTopicPublish string
 	// MaxTopicsPerConnection bounds the topics one connection holds
 	// (subscribed, or waiting for NATS to confirm); a subscribe over it is
 	// refused with a "too_many_topics" error frame. Default 100.
@@ -279,6 +289,8 @@ func (o *Options) SetDefaults() {
 	}
 	def(&o.DevicePolicy, "close-oldest")
 	def(&o.TopicsClaim, "topics")
+	def(&o.PublishClaim, "publish")
+	def(&o.ClientTopicPublish, "service")
 	defInt(&o.MaxTopicsPerConnection, 100)
 	if o.MaxClientMsgsPerSec == 0 {
 		o.MaxClientMsgsPerSec = 100
@@ -393,6 +405,15 @@ func (o *Options) Validate() error {
 	}
 	if err := checkClaimName(o.TopicsClaim); err != nil {
 		return badOption("jwt-topics-claim", "%v", err)
+	}
+	if err := checkClaimName(o.PublishClaim); err != nil {
+		return badOption("jwt-publish-claim", "%v", err)
+	}
+	if o.PublishClaim == o.TopicsClaim {
+		return badOption("jwt-publish-claim", "%q is --jwt-topics-claim too: they must differ", o.PublishClaim)
+	}
+	if o.ClientTopicPublish != "service" && o.ClientTopicPublish != "direct" {
+		return badOption("client-topic-publish", "%q must be service or direct", o.ClientTopicPublish)
 	}
 	if o.DevicePolicy != "close-oldest" && o.DevicePolicy != "reject-newest" {
 		return badOption("device-policy", "%q must be close-oldest or reject-newest", o.DevicePolicy)

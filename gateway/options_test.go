@@ -39,6 +39,15 @@ func TestOptionsValidation(t *testing.T) {
 		{"tiny max message", func(o *gateway.Options) { o.MaxMessageBytes = 10 }, "--max-message-bytes"},
 		{"tiny pending", func(o *gateway.Options) { o.MaxPendingBytes = 10 }, "--max-pending-bytes"},
 		{"huge leeway", func(o *gateway.Options) { o.JWT.Leeway = time.Hour }, "--jwt-leeway"},
+		{"too many topics", func(o *gateway.Options) { o.MaxTopicsPerConnection = 10001 }, "--max-topics-per-connection"},
+		{"negative topics", func(o *gateway.Options) { o.MaxTopicsPerConnection = -1 }, "--max-topics-per-connection"},
+		{"topics claim is sub", func(o *gateway.Options) { o.TopicsClaim = "sub" }, "--jwt-topics-claim"},
+		{"topics claim is topic", func(o *gateway.Options) { o.TopicsClaim = "topic" }, "--jwt-topics-claim"},
+		{"topics claim with a space", func(o *gateway.Options) { o.TopicsClaim = "a b" }, "--jwt-topics-claim"},
+		{"namespaced topics claim", func(o *gateway.Options) { o.TopicsClaim = "https://example.com/topics" }, ""},
+		{"publish claim is the topics claim", func(o *gateway.Options) { o.PublishClaim = "topics" }, "--jwt-publish-claim"},
+		{"bad client topic publish", func(o *gateway.Options) { o.ClientTopicPublish = "both" }, "--client-topic-publish"},
+		{"direct client topic publish", func(o *gateway.Options) { o.ClientTopicPublish = "direct" }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 // claim nor a subscription.
 type connTopics struct {
 	patterns []string // the token's topics claim
+	pub      []string // the token's publish claim
 	refs     []topicRef
 }
 
@@ -270,7 +271,7 @@ func (l *loop) removeTopic(c *conn, i int) {
 	c.tp.refs = refs[:len(refs)-1]
 	if len(c.tp.refs) == 0 {
 		c.tp.refs = nil
-		if c.tp.patterns == nil {
+		if c.tp.patterns == nil && c.tp.pub == nil {
 			c.tp = nil
 		}
 	}
@@ -318,14 +319,14 @@ func (l *loop) movedConn(c *conn, i int32) {
 // refresh). On a refresh, every topic the new claim no longer allows, and
 // that no subscription token allowed, is unsubscribed with an
 // "unsubscribed" frame that says why.
-func (l *loop) setTopicClaim(c *conn, patterns []string, refresh bool) {
+func (l *loop) setTopicClaim(c *conn, patterns, pub []string, refresh bool) {
 	if c.tp == nil {
-		if len(patterns) == 0 {
+		if len(patterns) == 0 && len(pub) == 0 {
 			return
 		}
 		c.tp = &connTopics{}
 	}
-	c.tp.patterns = patterns
+	c.tp.patterns, c.tp.pub = patterns, pub
 	if refresh {
 		for i := len(c.tp.refs) - 1; i >= 0 && c.tp != nil; i-- {
 			if i >= len(c.tp.refs) {
@@ -340,9 +341,30 @@ func (l *loop) setTopicClaim(c *conn, patterns []string, refresh bool) {
 			c.writeUnsubscribed(name, "the refreshed token no longer allows this topic")
 		}
 	}
-	if c.tp != nil && len(c.tp.refs) == 0 && len(c.tp.patterns) == 0 {
+	if c.tp != nil && len(c.tp.refs) == 0 && len(c.tp.patterns) == 0 && len(c.tp.pub) == 0 {
 		c.tp = nil
 	}
+}
+
+// publishTopic handles a publish frame to a topic (ClientTopicPublish).
+func (l *loop) publishTopic(c *conn, name string, data []byte) {
+	allowed := c.tp != nil && topicAllowed(c.tp.pub, name)
+	direct := l.s.opts.ClientTopicPublish == "direct"
+	if !allowed && !direct {
+		if i := l.findTopic(c, name); i >= 0 && c.tp.refs[i].pos >= 0 {
+			allowed = true // a member may talk to the room's service
+		}
+	}
+	if !allowed {
+		l.s.m.publishErrors.WithLabelValues("forbidden").Inc()
+		reason := "the token's publish claim does not allow this topic, and the connection does not hold it"
+		if direct {
+			reason = "the token's publish claim does not allow this topic"
+		}
+		c.writeTopicError(protocol.ErrCodeForbidden, name, reason)
+		return
+	}
+	l.s.pub.enqueue(c, data, name)
 }
 
 // isMember reports whether c is a live member of loop topic lid.

@@ -444,3 +444,77 @@ func TestResumeTopicControl(t *testing.T) {
 		t.Fatalf("got %v", f)
 	}
 }
+
+// TestTopicClientPublish: a client's publish frame to a topic goes to the
+// room's service on <prefix>.in.topic.<topic> (allowed to a member, or by
+// the publish claim), or, with --client-topic-publish direct, straight to
+// the topic's subscribers (the publish claim must allow it).
+func TestTopicClientPublish(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		claims map[string]any
+		topic  string
+		want   string // "service", "direct" or an error code
+	}{
+		{name: "member to the service", mode: "service", claims: map[string]any{"topics": []string{"room.*"}}, topic: "room.1", want: "service"},
+		{name: "publish claim to the service", mode: "service", claims: map[string]any{"publish": []string{"news.*"}}, topic: "news.1", want: "service"},
+		{name: "neither", mode: "service", claims: map[string]any{"topics": []string{"room.*"}}, topic: "room.2", want: "forbidden"},
+		{name: "direct with the claim", mode: "direct", claims: map[string]any{"topics": []string{"room.*"}, "publish": []string{"room.*"}}, topic: "room.1", want: "direct"},
+		{name: "direct as a member without the claim", mode: "direct", claims: map[string]any{"topics": []string{"room.*"}}, topic: "room.1", want: "forbidden"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startGateway(t, func(o *gateway.Options) { o.ClientTopicPublish = tc.mode })
+			ws := connectWith(t, srv, mintToken(t, jwtmint.Claims{Subject: "ann", TTL: time.Hour, Extra: tc.claims}))
+			if tc.claims["topics"] != nil {
+				mustSubscribe(t, ws, "room.1")
+			}
+			nc := natsConn(t, srv)
+			in, err := nc.SubscribeSync(protocol.DefaultSubjectPrefix + ".in.topic.>")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := nc.SubscribeSync(topicSubject(">"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			send(t, ws, map[string]any{"type": "publish", "topic": tc.topic, "data": map[string]any{"text": "hi"}})
+			switch tc.want {
+			case "service":
+				m, err := in.NextMsg(5 * time.Second)
+				if err != nil || m.Subject != "wsfleet.in.topic."+tc.topic || string(m.Data) != `{"text":"hi"}` || m.Header.Get(protocol.HeaderUser) != "ann" {
+					t.Fatalf("service got %v, %v", m, err)
+				}
+			case "direct":
+				m, err := out.NextMsg(5 * time.Second)
+				if err != nil || m.Subject != topicSubject(tc.topic) || m.Header.Get(protocol.HeaderUser) != "ann" || !protocol.ValidMsgID(m.Header.Get(protocol.HeaderMsgID)) {
+					t.Fatalf("topic got %v, %v", m, err)
+				}
+				// The sender is a member: it gets its own message, with the id.
+				f := readType(t, ws, protocol.TypeMessage)
+				if f["topic"] != tc.topic || f["id"] != m.Header.Get(protocol.HeaderMsgID) {
+					t.Fatalf("the member got %v", f)
+				}
+			default:
+				f := readType(t, ws, protocol.TypeError)
+				if f["code"] != tc.want || f["topic"] != tc.topic {
+					t.Fatalf("got %v, want %s", f, tc.want)
+				}
+			}
+			expectPong(t, ws)
+			if tc.want != "service" {
+				if m, err := in.NextMsg(50 * time.Millisecond); err == nil {
+					t.Fatalf("the service got %v", m)
+				}
+			}
+			if tc.want != "direct" {
+				if m, err := out.NextMsg(50 * time.Millisecond); err == nil {
+					t.Fatalf("the topic got %v", m)
+				}
+			}
+		})
+	}
+}

@@ -15,7 +15,10 @@
 //	                                       "since":"<id>" resumes (see below)
 //	{"type":"ping"}                        application ping; answered with pong
 //	{"type":"pong"}                        answer to a server ping
-//	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>
+//	{"type":"publish","data":<JSON>}       forwarded to <prefix>.in.<userToken>;
+//	                                       with "topic":"room.42", to
+//	                                       <prefix>.in.topic.room.42 (or the
+//	                                       topic itself: see Topics)
 //	{"type":"subscribe","topic":"room.42"} subscribe to a topic (see Topics);
 //	                                       "token":"<JWT>" a subscription token
 //	{"type":"unsubscribe","topic":"room.42"}
@@ -107,6 +110,14 @@
 // default 100), [ErrCodeSubscribeFailed] and [ErrCodeOverloaded].
 // Subscribe frames count against the connection's message rate like any
 // other frame.
+//
+// A client publishes to a topic with {"type":"publish","topic":…,"data":…}.
+// The gateway forwards it to "<prefix>.in.topic.<topic>", for a service,
+// when the connection holds the topic or its token's publish claim (the
+// gateway's --jwt-publish-claim, default "publish") allows it; or, with
+// the gateway's --client-topic-publish direct, publishes it on the topic
+// itself, with an id of its own, when the publish claim allows it. A
+// refusal is a "forbidden" error frame naming the topic.
 //
 // # Resumable delivery (a gateway with --resume)
 //

@@ -63,8 +63,9 @@ type ClientFrame struct {
 	// after it first (see [ParseSince]). Only the first auth frame of a
 	// connection may carry it.
 	Since string `json:"since,omitempty"`
-	// Topic, on a subscribe or unsubscribe frame, names the topic. On a
-	// subscribe, Token may carry a subscription token for it.
+	// Topic, on a subscribe or unsubscribe frame, names the topic (on a
+	// subscribe, Token may carry a subscription token for it); on a
+	// publish, the topic the data is for.
 	Topic string `json:"topic,omitempty"`
 }
 
@@ -189,6 +190,11 @@ func DecodeClientFrame(b []byte) (ClientFrame, error) {
 	case TypePublish:
 		if len(f.Data) == 0 {
 			return f, ErrFrameNoData
+		}
+		if f.Topic != "" {
+			if err := ValidateTopic(f.Topic); err != nil {
+				return f, err
+			}
 		}
 	case TypeSubscribe, TypeUnsubscribe:
 		if f.Topic == "" {

@@ -34,6 +34,8 @@ func TestDecodeClientFrame(t *testing.T) {
 		{name: "subscribe to a wildcard", in: `{"type":"subscribe","topic":"room.*"}`, err: ErrBadTopic},
 		{name: "subscribe to a bad topic", in: `{"type":"subscribe","topic":"room..42"}`, err: ErrBadTopic},
 		{name: "unsubscribe from a bad topic", in: `{"type":"unsubscribe","topic":"room.>"}`, err: ErrBadTopic},
+		{name: "publish to a topic", in: `{"type":"publish","topic":"room.1","data":1}`, typ: TypePublish, topic: "room.1", data: "1"},
+		{name: "publish to a bad topic", in: `{"type":"publish","topic":"room.>","data":1}`, err: ErrBadTopic},
 		{name: "subscribe with a bad since", in: `{"type":"subscribe","topic":"a","since":"x"}`, err: ErrBadSince},
 		{name: "auth without token", in: `{"type":"auth"}`, err: ErrFrameNoToken},
 		{name: "publish without data", in: `{"type":"publish"}`, err: ErrFrameNoData},
@@ -121,6 +123,9 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		case TypePublish:
 			if !json.Valid(fr.Data) {
 				t.Fatalf("publish data %q is not JSON", fr.Data)
+			}
+			if fr.Topic != "" && ValidateTopic(fr.Topic) != nil {
+				t.Fatalf("publish to topic %q accepted", fr.Topic)
 			}
 		case TypeSubscribe, TypeUnsubscribe:
 			if ValidateTopic(fr.Topic) != nil {
