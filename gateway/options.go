@@ -173,6 +173,14 @@ type Options struct {
 	// without a service in the path (the publish claim must allow it).
 	// Default "service".
 	ClientTopicPublish string
+	// TopicPresence lists the topic patterns whose members are announced:
+	// for a topic matching one, the node counts each user's devices in it
+	// and publishes the changes with its presence batches (the router's
+	// GET /v1/topics/{topic}/presence) and as join and leave events on
+	// <prefix>.presence.topic.<topic>. A map entry per (topic, user) on
+	// the node: meant for rooms, not for a feed of a million watchers.
+	// Default: none.
+	TopicPresence []string
 	// MaxTopicsPerConnection bounds the topics one connection holds
 	// (subscribed, or waiting for NATS to confirm); a subscribe over it is
 	// refused with a "too_many_topics" error frame. Default 100.
@@ -411,6 +419,11 @@ func (o *Options) Validate() error {
 	}
 	if o.PublishClaim == o.TopicsClaim {
 		return badOption("jwt-publish-claim", "%q is --jwt-topics-claim too: they must differ", o.PublishClaim)
+	}
+	for _, p := range o.TopicPresence {
+		if err := protocol.ValidateTopicPattern(p); err != nil {
+			return badOption("topic-presence", "%v", err)
+		}
 	}
 	if o.ClientTopicPublish != "service" && o.ClientTopicPublish != "direct" {
 		return badOption("client-topic-publish", "%q must be service or direct", o.ClientTopicPublish)

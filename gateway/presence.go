@@ -21,18 +21,26 @@ import (
 // dead node is told from a late one). One goroutine does all of it; the registry records changes under its shard locks, so a
 // user's changes are recorded in the order they happened.
 type presence struct {
-	s        *Server
-	mu       sync.Mutex
-	pending  map[string]*pendingChange // user id -> change since the last batch
-	seq      uint64                    // of the last published batch; presence goroutine only
-	requests chan *nats.Msg            // snapshot requests (a channel subscription)
-	probes   chan *nats.Msg            // liveness probes (a channel subscription)
+	s       *Server
+	mu      sync.Mutex
+	pending map[string]*pendingChange // user id -> change since the last batch
+	// Topic presence (topics matching Options.TopicPresence): each
+	// user's devices in each topic on this node, and the changes since the
+	// last batch.
+	tdev     map[topicUser]int
+	tpending map[topicUser]*pendingChange
+	seq      uint64         // of the last published batch; presence goroutine only
+	requests chan *nats.Msg // snapshot requests (a channel subscription)
+	probes   chan *nats.Msg // liveness probes (a channel subscription)
 	sub      *nats.Subscription
 	probeSub *nats.Subscription
 	kick     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
 }
+
+// topicUser is a user in a topic.
+type topicUser struct{ topic, user string }
 
 type pendingChange struct {
 	devices   int
@@ -51,6 +59,8 @@ func newPresence(s *Server) *presence {
 	return &presence{
 		s:        s,
 		pending:  map[string]*pendingChange{},
+		tdev:     map[topicUser]int{},
+		tpending: map[topicUser]*pendingChange{},
 		requests: make(chan *nats.Msg, 64),
 		probes:   make(chan *nats.Msg, 16),
 		kick:     make(chan struct{}, 1),
@@ -95,6 +105,35 @@ func (p *presence) changed(user string, before, after int) {
 	}
 }
 
+// topicChanged records that one of user's devices joined (delta 1) or
+// left (-1) a presence topic. Loops call it.
+func (p *presence) topicChanged(topic, user string, delta int) {
+	k := topicUser{topic, user}
+	p.mu.Lock()
+	before := p.tdev[k]
+	after := before + delta
+	if after <= 0 {
+		delete(p.tdev, k)
+		after = 0
+	} else {
+		p.tdev[k] = after
+	}
+	c := p.tpending[k]
+	if c == nil {
+		c = &pendingChange{wasOnline: before > 0}
+		p.tpending[k] = c
+	}
+	c.devices = after
+	full := len(p.pending)+len(p.tpending) >= maxBatchChanges
+	p.mu.Unlock()
+	if full {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (p *presence) run() {
 	defer close(p.done)
 	batch := time.NewTicker(p.s.opts.PresenceBatchInterval)
@@ -129,12 +168,13 @@ func (p *presence) run() {
 // flush publishes the changes since the last batch, if any became visible.
 func (p *presence) flush() {
 	p.mu.Lock()
-	if len(p.pending) == 0 {
+	if len(p.pending) == 0 && len(p.tpending) == 0 {
 		p.mu.Unlock()
 		return
 	}
-	pending := p.pending
+	pending, tpending := p.pending, p.tpending
 	p.pending = make(map[string]*pendingChange, len(pending))
+	p.tpending = make(map[topicUser]*pendingChange, len(tpending))
 	p.mu.Unlock()
 	changes := make([]protocol.PresenceChange, 0, len(pending))
 	online, offline := true, false
@@ -150,13 +190,37 @@ func (p *presence) flush() {
 		}
 		changes = append(changes, ch)
 	}
-	if len(changes) == 0 {
+	var tchanges []protocol.TopicPresenceChange
+	events := map[string]*protocol.TopicPresenceEvent{}
+	for k, c := range tpending {
+		if c.devices == 0 && !c.wasOnline {
+			continue // joined and left within the batch: never visible
+		}
+		tchanges = append(tchanges, protocol.TopicPresenceChange{Topic: k.topic, User: k.user, Devices: c.devices})
+		if (c.devices > 0) == c.wasOnline {
+			continue // in the topic before and after
+		}
+		ev := events[k.topic]
+		if ev == nil {
+			ev = &protocol.TopicPresenceEvent{Node: p.s.opts.NodeID, Topic: k.topic}
+			events[k.topic] = ev
+		}
+		if c.devices > 0 {
+			ev.Joined = append(ev.Joined, k.user)
+		} else {
+			ev.Left = append(ev.Left, k.user)
+		}
+	}
+	if len(changes) == 0 && len(tchanges) == 0 {
 		return
 	}
 	p.seq++
 	p.publish(p.s.subjects.PresenceEvents(), protocol.PresenceBatch{
-		Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq, Changes: changes,
+		Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq, Changes: changes, Topics: tchanges,
 	})
+	for _, ev := range events {
+		p.publish(p.s.subjects.TopicPresence(ev.Topic), ev)
+	}
 }
 
 func (p *presence) heartbeat() { p.publish(p.s.subjects.PresenceHeartbeat(), p.beat()) }
@@ -209,6 +273,7 @@ func (p *presence) snapshot(m *nats.Msg) {
 		chunk.Last = last
 		p.publish(m.Reply, chunk)
 		chunk.Users = chunk.Users[:0]
+		chunk.Topics = chunk.Topics[:0]
 	}
 	// Each shard is copied under its read lock and published after it is
 	// released: a NATS publish that blocks (its buffer full, the server
@@ -224,6 +289,21 @@ func (p *presence) snapshot(m *nats.Msg) {
 			if len(chunk.Users) == snapshotChunkUsers {
 				send(false)
 			}
+		}
+	}
+	// Topic presence: copied under the lock, published after.
+	p.mu.Lock()
+	topics := make([]protocol.TopicUserDevices, 0, len(p.tdev))
+	for k, n := range p.tdev {
+		topics = append(topics, protocol.TopicUserDevices{Topic: k.topic, User: k.user, Devices: n})
+	}
+	p.mu.Unlock()
+	for len(topics) > 0 {
+		n := min(len(topics), snapshotChunkUsers-len(chunk.Users)-len(chunk.Topics))
+		chunk.Topics = append(chunk.Topics, topics[:n]...)
+		topics = topics[n:]
+		if len(chunk.Users)+len(chunk.Topics) == snapshotChunkUsers {
+			send(false)
 		}
 	}
 	send(true)

@@ -32,6 +32,7 @@ import (
 // new NATS subscription), so a *topic never comes back to life.
 type topic struct {
 	name      string
+	presence  bool               // its members are announced (Options.TopicPresence)
 	disp      int32              // dispatcher channel carrying its messages (its order)
 	loopsIn   int                // hub shard lock: loops holding it
 	sub       *nats.Subscription // subscription manager goroutine
@@ -88,9 +89,10 @@ func (h *topicHub) join(name string, li int) *topic {
 	t := sh.topics[name]
 	if t == nil {
 		t = &topic{
-			name:  strings.Clone(name),
-			disp:  int32((x >> 32) % uint64(len(h.s.disp.chans))),
-			loops: make([]topicLoop, len(h.s.loops)),
+			presence: topicAllowed(h.s.opts.TopicPresence, name),
+			name:     strings.Clone(name),
+			disp:     int32((x >> 32) % uint64(len(h.s.disp.chans))),
+			loops:    make([]topicLoop, len(h.s.loops)),
 		}
 		for i := range t.loops {
 			t.loops[i].lid = -1

@@ -238,6 +238,9 @@ func (l *loop) topicLive(c *conn, i int) {
 	lt.members = append(lt.members, c.idx)
 	lt.t.loops[l.idx].members.Add(1)
 	l.s.topics.pairs.Add(1)
+	if lt.t.presence {
+		l.s.pres.topicChanged(lt.t.name, c.user.id, 1)
+	}
 	c.writeSubscribed(lt.t.name)
 }
 
@@ -266,6 +269,9 @@ func (l *loop) removeTopic(c *conn, i int) {
 		lt.members = lt.members[:last]
 		lt.t.loops[l.idx].members.Add(-1)
 		l.s.topics.pairs.Add(-1)
+		if lt.t.presence {
+			l.s.pres.topicChanged(lt.t.name, c.user.id, -1)
+		}
 	}
 	refs[i] = refs[len(refs)-1]
 	c.tp.refs = refs[:len(refs)-1]

@@ -111,6 +111,12 @@
 // Subscribe frames count against the connection's message rate like any
 // other frame.
 //
+// Topic presence: for topics matching the gateway's --topic-presence
+// patterns, each node counts each user's devices in the topic and sends
+// the changes with its presence batches ([PresenceBatch].Topics,
+// [SnapshotChunk].Topics), and publishes [TopicPresenceEvent] on
+// [Subjects.TopicPresence] as users join and leave it on the node.
+//
 // A client publishes to a topic with {"type":"publish","topic":…,"data":…}.
 // The gateway forwards it to "<prefix>.in.topic.<topic>", for a service,
 // when the connection holds the topic or its token's publish claim (the

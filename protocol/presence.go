@@ -66,6 +66,41 @@ type PresenceBatch struct {
 	Epoch   string           `json:"epoch"` // changes at every start of the node
 	Seq     uint64           `json:"seq"`   // 1, 2, 3… within an epoch
 	Changes []PresenceChange `json:"changes"`
+	// Topics are the changes in topic presence (topics matching the
+	// gateway's --topic-presence): a user's devices subscribed to a topic
+	// on the node.
+	Topics []TopicPresenceChange `json:"topics,omitempty"`
+}
+
+// TopicPresenceChange is a user's device count in a topic on a node after
+// a change; Devices 0 means its last device there left the topic.
+type TopicPresenceChange struct {
+	Topic   string `json:"topic"`
+	User    string `json:"user"`
+	Devices int    `json:"devices"`
+}
+
+// TopicPresenceEvent is published on <prefix>.presence.topic.<topic>
+// ([Subjects.TopicPresence]) with each presence batch that changed who is
+// in the topic on the node: the users whose first device there joined it
+// and those whose last left it. It is per node: a user on two nodes joins
+// on each.
+type TopicPresenceEvent struct {
+	Node   string   `json:"node"`
+	Topic  string   `json:"topic"`
+	Joined []string `json:"joined,omitempty"`
+	Left   []string `json:"left,omitempty"`
+}
+
+// TopicPresence returns the subject of a topic's join and leave events:
+// "<prefix>.presence.topic.<topic>" (a valid topic).
+func (s Subjects) TopicPresence(topic string) string { return s.prefix + ".presence.topic." + topic }
+
+// TopicUserDevices is a user's device count in a topic, in a snapshot.
+type TopicUserDevices struct {
+	Topic   string `json:"topic"`
+	User    string `json:"user"`
+	Devices int    `json:"devices"`
 }
 
 // NodeHeartbeat is one message on <prefix>.presence.heartbeat.
@@ -98,7 +133,9 @@ type SnapshotChunk struct {
 	Epoch string        `json:"epoch"`
 	Seq   uint64        `json:"seq"`
 	Users []UserDevices `json:"users"`
-	Last  bool          `json:"last"`
+	// Topics is the node's topic presence (in the chunks, like Users).
+	Topics []TopicUserDevices `json:"topics,omitempty"`
+	Last   bool               `json:"last"`
 }
 
 // UserDevices is a user and its device count on a node.

@@ -156,6 +156,14 @@ type presenceAnswer struct {
 	Nodes   []nodeDevices `json:"nodes"`
 }
 
+type topicPresenceAnswer struct {
+	Topic     string        `json:"topic"`
+	Users     int           `json:"users"`   // users with a device in the topic
+	Devices   int           `json:"devices"` // their devices in it
+	Members   []topicMember `json:"members"` // sorted by user id, at most maxTopicMembers
+	Truncated bool          `json:"truncated,omitempty"`
+}
+
 type statsAnswer struct {
 	Nodes       int         `json:"nodes"`
 	Connections int         `json:"connections"`
@@ -539,6 +547,27 @@ func (s *Server) opPresence(req *userRequest) (opResult, *apiError) {
 		nodes = []nodeDevices{}
 	}
 	return result(http.StatusOK, presenceAnswer{User: req.User, Online: devices > 0, Devices: devices, Nodes: nodes})
+}
+
+// maxTopicMembers bounds the members a topic presence answer lists.
+const maxTopicMembers = 1000
+
+// opTopicPresence answers who is in a topic (the gateways' presence
+// batches for topics matching their --topic-presence).
+func (s *Server) opTopicPresence(req *topicRequest) (opResult, *apiError) {
+	if _, aerr := s.checkTopic(req.Topic); aerr != nil {
+		return opResult{}, aerr
+	}
+	if aerr := s.viewFresh(); aerr != nil {
+		return opResult{}, aerr
+	}
+	s.t.v.mu.RLock()
+	users, devices, members := s.t.v.lookupTopic(req.Topic, maxTopicMembers)
+	s.t.v.mu.RUnlock()
+	if members == nil {
+		members = []topicMember{}
+	}
+	return result(http.StatusOK, topicPresenceAnswer{Topic: req.Topic, Users: users, Devices: devices, Members: members, Truncated: users > len(members)})
 }
 
 // opPresenceQuery answers whether each of several users is online.

@@ -470,6 +470,8 @@ func TestNATSParity(t *testing.T) {
 		{"broadcast", "POST", "/v1/broadcast", `"all"`, "broadcast", map[string]any{"data": "all"}, 202},
 		{"topic", "POST", "/v1/topics/room.1/messages", `{"t":1}`, "topic.publish", map[string]any{"topic": "room.1", "data": map[string]int{"t": 1}}, 202},
 		{"topic bad", "POST", "/v1/topics/room.*/messages", `1`, "topic.publish", map[string]any{"topic": "room.*", "data": 1}, 400},
+		{"topic presence", "GET", "/v1/topics/room.1/presence", ``, "topic.presence", map[string]any{"topic": "room.1"}, 200},
+		{"topic presence bad", "GET", "/v1/topics/room.*/presence", ``, "topic.presence", map[string]any{"topic": "room.*"}, 400},
 		{"subscribe user", "PUT", "/v1/users/alice/topics/room.1", ``, "topic.subscribe", map[string]any{"user": "alice", "topic": "room.1"}, 200},
 		{"unsubscribe user", "DELETE", "/v1/users/alice/topics/room.1", ``, "topic.unsubscribe", map[string]any{"user": "alice", "topic": "room.1"}, 200},
 		{"subscribe bad topic", "PUT", "/v1/users/alice/topics/a..b", ``, "topic.subscribe", map[string]any{"user": "alice", "topic": "a..b"}, 400},

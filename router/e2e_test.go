@@ -35,7 +35,13 @@ const gatewaySecret = "gateway-test-secret-0123456789abcdef"
 // startGatewayNode runs an in-process gateway node on ns.
 func startGatewayNode(t testing.TB, ns *server.Server, id string) *gateway.Server {
 	t.Helper()
-	gw, err := gateway.New(gateway.Options{
+	return startGatewayNodeWith(t, ns, id, nil)
+}
+
+// startGatewayNodeWith is startGatewayNode with the options changed by mod.
+func startGatewayNodeWith(t testing.TB, ns *server.Server, id string, mod func(*gateway.Options)) *gateway.Server {
+	t.Helper()
+	o := gateway.Options{
 		NATSURL:               ns.ClientURL(),
 		Listen:                "127.0.0.1:0",
 		AdminListen:           "127.0.0.1:0",
@@ -45,7 +51,11 @@ func startGatewayNode(t testing.TB, ns *server.Server, id string) *gateway.Serve
 		PresenceBatchInterval: 10 * time.Millisecond,
 		Pollers:               1,
 		Logger:                zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
-	})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	gw, err := gateway.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,6 +406,100 @@ func TestFleetUserTopics(t *testing.T) {
 	if r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/carol/topics/room.5", testKey, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"devices":0,"nodes":0`) {
 		t.Fatalf("offline user: %d %s", r.status, r.body)
 	}
+}
+
+// TestFleetTopicPresence: topic presence follows subscribes, unsubscribes
+// and closes on two nodes, for the topics of --topic-presence only; join
+// and leave events reach services; a node that goes away takes its
+// members with it.
+func TestFleetTopicPresence(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	pres := func(o *gateway.Options) { o.TopicPresence = []string{"room.*"} }
+	g1, g2 := startGatewayNodeWith(t, ns, "gw-1", pres), startGatewayNodeWith(t, ns, "gw-2", pres)
+	srv := startRouter(t, ns, fleetOpts)
+	nc := natsConnect(t, ns)
+	events, err := nc.SubscribeSync("wsfleet.presence.topic.room.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{"topics": []string{"room.*", "feed.*"}}
+	sub := func(c *wsClient, topic string) {
+		t.Helper()
+		if err := c.ws.WriteJSON(map[string]string{"type": "subscribe", "topic": topic}); err != nil {
+			t.Fatal(err)
+		}
+		c.next(t, protocol.TypeSubscribed)
+	}
+	a1, a2 := connectClaims(t, gwAddr(g1), "alice", claims), connectClaims(t, gwAddr(g2), "alice", claims)
+	b1 := connectClaims(t, gwAddr(g2), "bob", claims)
+	sub(a1, "room.1")
+	sub(a2, "room.1")
+	sub(b1, "room.1")
+	sub(b1, "feed.1") // not a presence topic
+	wait := 5 * time.Second
+	want := func(topic, body string) {
+		t.Helper()
+		checkFor(t, wait, func() error {
+			r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/"+topic+"/presence", testKey, nil)
+			if r.status != http.StatusOK || string(r.body) != body+"\n" {
+				return fmt.Errorf("%d %s, want %s", r.status, r.body, body)
+			}
+			return nil
+		})
+	}
+	want("room.1", `{"topic":"room.1","users":2,"devices":3,"members":[{"user":"alice","devices":2},{"user":"bob","devices":1}]}`)
+	want("feed.1", `{"topic":"feed.1","users":0,"devices":0,"members":[]}`)
+	joined := map[string]int{}
+	for len(joined) < 2 || joined["alice"] < 2 {
+		m, err := events.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("join events so far %v: %v", joined, err)
+		}
+		var ev protocol.TopicPresenceEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.Topic != "room.1" {
+			t.Fatalf("event %s: %v", m.Data, err)
+		}
+		for _, u := range ev.Joined {
+			joined[u]++ // once per node the user joined on
+		}
+	}
+	if err := b1.ws.WriteJSON(map[string]string{"type": "unsubscribe", "topic": "room.1"}); err != nil {
+		t.Fatal(err)
+	}
+	b1.next(t, protocol.TypeUnsubscribed)
+	a1.ws.Close()
+	want("room.1", `{"topic":"room.1","users":1,"devices":1,"members":[{"user":"alice","devices":1}]}`)
+	// gw-2 vanishes without a word (its NATS connection cut, no batch can
+	// say its members left): the router drops it, and alice's last device
+	// in the room with it.
+	g2.NATSConn().Close()
+	wait = 20 * time.Second // --node-ttl, a probe, the drop
+	want("room.1", `{"topic":"room.1","users":0,"devices":0,"members":[]}`)
+	if r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/room..1/presence", testKey, nil); r.status != http.StatusBadRequest {
+		t.Fatalf("bad topic: %d %s", r.status, r.body)
+	}
+}
+
+// TestFleetTopicPresenceSnapshot: a router started after the members
+// joined learns them from the nodes' snapshots.
+func TestFleetTopicPresenceSnapshot(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	g := startGatewayNodeWith(t, ns, "gw-1", func(o *gateway.Options) { o.TopicPresence = []string{"room.>"} })
+	for _, u := range []string{"carol", "dave", "dave"} {
+		c := connectClaims(t, gwAddr(g), u, map[string]any{"topics": []string{"room.>"}})
+		if err := c.ws.WriteJSON(map[string]string{"type": "subscribe", "topic": "room.9.general"}); err != nil {
+			t.Fatal(err)
+		}
+		c.next(t, protocol.TypeSubscribed)
+	}
+	srv := startRouter(t, ns, fleetOpts)
+	checkFor(t, 10*time.Second, func() error {
+		r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/room.9.general/presence", testKey, nil)
+		if want := `{"topic":"room.9.general","users":2,"devices":3,"members":[{"user":"carol","devices":1},{"user":"dave","devices":2}]}` + "\n"; r.status != http.StatusOK || string(r.body) != want {
+			return fmt.Errorf("%d %s", r.status, r.body)
+		}
+		return nil
+	})
 }
 
 // TestFleetRouterRestart: clients connect while no router runs; a new

@@ -86,6 +86,10 @@ func (s *Server) httpTopicPublish(w http.ResponseWriter, r *http.Request, _, cre
 	return s.opTopic(r.Context(), cred, &req)
 }
 
+func (s *Server) httpTopicPresence(_ http.ResponseWriter, r *http.Request, _, _ string) (opResult, *apiError) {
+	return s.opTopicPresence(&topicRequest{Topic: r.PathValue("topic")})
+}
+
 func (s *Server) httpPresence(_ http.ResponseWriter, _ *http.Request, user, _ string) (opResult, *apiError) {
 	return s.opPresence(&userRequest{User: user})
 }

@@ -92,6 +92,15 @@ var natsOps = []natsOp{
 		}
 		return s.opUserTopic(ctx, &req, false)
 	}},
+	{"topic.presence", func(s *Server, _ context.Context, data []byte) (opResult, *apiError) {
+		var req struct {
+			Topic string `json:"topic"`
+		}
+		if aerr := decodeStrict(data, &req); aerr != nil {
+			return opResult{}, aerr
+		}
+		return s.opTopicPresence(&topicRequest{Topic: req.Topic})
+	}},
 	{"presence", func(s *Server, _ context.Context, data []byte) (opResult, *apiError) {
 		var req userRequest
 		if aerr := decodeStrict(data, &req); aerr != nil {

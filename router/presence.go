@@ -37,6 +37,7 @@ type nodeInfo struct {
 	idx     uint32
 	users   int // users with devices on this node in the view
 	devices int // their devices
+	tpairs  int // (topic, user) pairs with devices on this node
 	// From the node's last heartbeat (under view.mu).
 	hbConnections int
 	hbUsers       int
@@ -62,8 +63,10 @@ type bufferedBatch struct {
 	changes []change
 }
 
-// change is one user's device count on a node.
+// change is one user's device count on a node, or, with topic set, in
+// that topic on the node.
 type change struct {
+	topic   string
 	user    string
 	devices uint32
 }
@@ -76,10 +79,86 @@ type view struct {
 	nodes []*nodeInfo      // by index; nil: a free index
 	byID  map[string]uint32
 	free  []uint32
+	// topics: topic presence (the gateways' --topic-presence topics),
+	// topic → user → its devices in the topic per node.
+	topics map[string]map[string][]loc
 }
 
 func newView() *view {
-	return &view{users: map[string]loc{}, multi: map[string][]loc{}, byID: map[string]uint32{}}
+	return &view{users: map[string]loc{}, multi: map[string][]loc{}, byID: map[string]uint32{}, topics: map[string]map[string][]loc{}}
+}
+
+// setTopic makes user's device count in topic on node n devices (write
+// lock held).
+func (v *view) setTopic(n *nodeInfo, topic, user string, devices uint32) {
+	us := v.topics[topic]
+	locs := us[user]
+	i := slices.IndexFunc(locs, func(l loc) bool { return l.node == n.idx })
+	switch {
+	case i < 0 && devices == 0:
+	case i < 0:
+		if us == nil {
+			us = map[string][]loc{}
+			v.topics[strings.Clone(topic)] = us
+		}
+		us[strings.Clone(user)] = append(locs, loc{node: n.idx, devices: devices})
+		n.tpairs++
+	case devices == 0:
+		n.tpairs--
+		if locs = slices.Delete(locs, i, i+1); len(locs) > 0 {
+			us[user] = locs
+			return
+		}
+		delete(us, user)
+		if len(us) == 0 {
+			delete(v.topics, topic)
+		}
+	default:
+		locs[i].devices = devices
+	}
+}
+
+// topicPairsOn lists, as removals, n's topic pairs not in keep (writer,
+// without the lock).
+func (v *view) topicPairsOn(n *nodeInfo, keep map[change]struct{}) []change {
+	out := make([]change, 0, n.tpairs)
+	for topic, us := range v.topics {
+		for u, locs := range us {
+			if !slices.ContainsFunc(locs, func(l loc) bool { return l.node == n.idx }) {
+				continue
+			}
+			c := change{topic: topic, user: u}
+			if _, ok := keep[c]; !ok {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// topicMember is a user's devices in a topic, fleet-wide.
+type topicMember struct {
+	User    string `json:"user"`
+	Devices int    `json:"devices"`
+}
+
+// lookupTopic returns the users in topic, their devices, and up to max
+// members sorted by user id (read lock held).
+func (v *view) lookupTopic(topic string, max int) (users, devices int, members []topicMember) {
+	us := v.topics[topic]
+	for u, locs := range us {
+		d := 0
+		for _, l := range locs {
+			d += int(l.devices)
+		}
+		devices += d
+		members = append(members, topicMember{User: u, Devices: d})
+	}
+	slices.SortFunc(members, func(a, b topicMember) int { return strings.Compare(a.User, b.User) })
+	if len(members) > max {
+		members = members[:max]
+	}
+	return len(us), devices, members
 }
 
 // node returns the node with id, adding it when it is new (write lock held).
@@ -171,6 +250,10 @@ func (v *view) apply(n *nodeInfo, changes []change) {
 		k := min(len(changes), writeStep)
 		v.mu.Lock()
 		for _, c := range changes[:k] {
+			if c.topic != "" {
+				v.setTopic(n, c.topic, c.user, c.devices)
+				continue
+			}
 			v.set(n, c.user, c.devices)
 		}
 		v.mu.Unlock()
@@ -188,8 +271,16 @@ func (v *view) replaceNode(n *nodeInfo, users []change) {
 		return
 	}
 	keep := make(map[string]struct{}, len(users))
+	var tkeep map[change]struct{}
 	for _, u := range users {
-		if u.devices > 0 {
+		switch {
+		case u.devices == 0:
+		case u.topic != "":
+			if tkeep == nil {
+				tkeep = map[change]struct{}{}
+			}
+			tkeep[change{topic: u.topic, user: u.user}] = struct{}{}
+		default:
 			keep[u.user] = struct{}{}
 		}
 	}
@@ -197,10 +288,16 @@ func (v *view) replaceNode(n *nodeInfo, users []change) {
 	if n.users > len(keep) {
 		v.apply(n, v.usersOn(n, keep))
 	}
+	if n.tpairs > len(tkeep) {
+		v.apply(n, v.topicPairsOn(n, tkeep))
+	}
 }
 
 // clearNode removes every user's devices on n (write lock not held).
 func (v *view) clearNode(n *nodeInfo) {
+	if n.tpairs > 0 {
+		v.apply(n, v.topicPairsOn(n, nil))
+	}
 	if n.users == 0 {
 		return
 	}

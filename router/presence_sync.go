@@ -311,10 +311,15 @@ func (t *tracker) setSynced(n *nodeInfo, synced bool) {
 }
 
 func (t *tracker) batch(b *protocol.PresenceBatch, now time.Time) {
-	changes := make([]change, 0, len(b.Changes))
+	changes := make([]change, 0, len(b.Changes)+len(b.Topics))
 	for _, c := range b.Changes {
 		if c.User != "" {
 			changes = append(changes, change{user: c.User, devices: clampDevices(c.Devices)})
+		}
+	}
+	for _, c := range b.Topics {
+		if c.User != "" && protocol.ValidateTopic(c.Topic) == nil {
+			changes = append(changes, change{topic: c.Topic, user: c.User, devices: clampDevices(c.Devices)})
 		}
 	}
 	n := t.nodeFor(b.Node, b.Epoch, now)
@@ -438,6 +443,11 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 	for _, u := range c.Users {
 		if u.User != "" {
 			p.users = append(p.users, change{user: u.User, devices: clampDevices(u.Devices)})
+		}
+	}
+	for _, u := range c.Topics {
+		if u.User != "" && protocol.ValidateTopic(u.Topic) == nil {
+			p.users = append(p.users, change{topic: u.Topic, user: u.User, devices: clampDevices(u.Devices)})
 		}
 	}
 	if !c.Last {

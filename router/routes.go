@@ -27,6 +27,7 @@ const (
 	routeBatch       = "/v1/messages"
 	routeBroadcast   = "/v1/broadcast"
 	routeTopic       = "/v1/topics/{topic}/messages"
+	routeTopicPres   = "/v1/topics/{topic}/presence"
 	routeQuery       = "/v1/presence/query"
 	routeStats       = "/v1/stats"
 	routeOpenAPI     = "/v1/openapi.json"
@@ -42,6 +43,7 @@ var routes = []route{
 	{method: http.MethodPost, pattern: routeBatch, handle: (*Server).httpBatch},
 	{method: http.MethodPost, pattern: routeBroadcast, handle: (*Server).httpBroadcast},
 	{method: http.MethodPost, pattern: routeTopic, handle: (*Server).httpTopicPublish},
+	{method: http.MethodGet, pattern: routeTopicPres, handle: (*Server).httpTopicPresence},
 	{method: http.MethodPost, pattern: routeQuery, handle: (*Server).httpPresenceQuery},
 	{method: http.MethodGet, pattern: routeStats, handle: (*Server).httpStats},
 	{method: http.MethodGet, pattern: routeOpenAPI, public: true},

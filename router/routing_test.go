@@ -39,6 +39,7 @@ func TestRouting(t *testing.T) {
 		{name: "stats", method: "GET", path: "/v1/stats", status: 200},
 		{name: "kick", method: "DELETE", path: "/v1/users/bob/connections", status: 200},
 		{name: "topic publish", method: "POST", path: "/v1/topics/room.1/messages", body: `1`, status: 202},
+		{name: "topic presence", method: "GET", path: "/v1/topics/room.1/presence", status: 200},
 		{name: "subscribe user", method: "PUT", path: "/v1/users/bob/topics/room.1", status: 200},
 		{name: "unsubscribe user", method: "DELETE", path: "/v1/users/bob/topics/room.1", status: 200},
 		{name: "openapi", method: "GET", path: "/v1/openapi.json", noAuth: true, status: 200},
@@ -185,7 +186,7 @@ func TestRouting(t *testing.T) {
 	patterns := map[string]bool{"other": true}
 	for _, p := range []string{"/v1/users/{user}/messages", "/v1/users/{user}/presence", "/v1/users/{user}/connections",
 		"/v1/messages", "/v1/broadcast", "/v1/presence/query", "/v1/stats", "/v1/openapi.json",
-		"/v1/topics/{topic}/messages", "/v1/users/{user}/topics/{topic}"} {
+		"/v1/topics/{topic}/messages", "/v1/topics/{topic}/presence", "/v1/users/{user}/topics/{topic}"} {
 		patterns[p] = true
 	}
 	m := metricsText(t, srv)

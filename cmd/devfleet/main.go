@@ -400,7 +400,7 @@ func run(args []string) int {
 		sock := filepath.Join(c.runDir, name+".sock")
 		args := []string{"--listen", p.wsAddr, "--admin-listen", p.gwAdmin[i], "--node-id", node,
 			"--control-socket", sock, "--drain-timeout", c.drainTimeout.String(),
-			"--log-format", "console"}
+			"--topic-presence", "room.*", "--log-format", "console"}
 		natsURL := in.NATSURLs[i%len(in.NATSURLs)]
 		if c.natsServers == 0 {
 			// JetStream in the run directory, not in a directory of $TMPDIR
@@ -654,7 +654,10 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
     -d '{"text":"hello, room"}'
 
    Every connection subscribed to room.42 gets it, on any node; a service on NATS
-   publishes to wsfleet.topic.room.42.
+   publishes to wsfleet.topic.room.42. Who is in the room:
+
+  curl -sS %[5]s/v1/topics/room.42/presence -H 'Authorization: Bearer %[7]s'
+
 
 4. Load test it (bin/loadtest mints its own tokens with the fleet's secret):
 

@@ -452,6 +452,16 @@ func TestRoom(t *testing.T) {
 			t.Fatalf("listener %d: %+v, %v; want the room's message %s", i, m, err, sent.ID)
 		}
 	}
+	// Presence: alice, with both listeners (the gateways run --topic-presence room.*).
+	var pres struct {
+		Users, Devices int
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if status := call(t, in, http.MethodGet, "/v1/topics/room.42/presence", "", &pres); status != http.StatusOK || pres.Users != 1 || pres.Devices != 2 {
+			return fmt.Errorf("room.42's presence: %d %+v, want alice with 2 devices", status, pres)
+		}
+		return nil
+	})
 	// The token allows room.* only (devfleet --topics).
 	bad := startListen(t, in, "--topic", "other.1")
 	bad.next(t, protocol.TypeWelcome)
@@ -748,5 +758,21 @@ func TestConfig(t *testing.T) {
 				t.Errorf("history settings %v, want %d replicas", c.historyEnv(), tc.replicas)
 			}
 		})
+	}
+}
+
+// checkFor polls f until it returns nil or timeout passes.
+func checkFor(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -106,6 +106,8 @@ func run(args []string) int {
 	fs.String(&o.TopicsClaim, "jwt-topics-claim", def.TopicsClaim, "JWT claim listing the topic patterns a connection may subscribe to (room.42, prices.*, team.7.>)")
 	fs.String(&o.PublishClaim, "jwt-publish-claim", def.PublishClaim, "JWT claim listing the topic patterns a connection may publish to")
 	fs.String(&o.ClientTopicPublish, "client-topic-publish", def.ClientTopicPublish, "a client's publish to a topic goes to services on <prefix>.in.topic.<topic> (service: the connection holds the topic or its publish claim allows it) or straight to the topic's subscribers (direct: the publish claim must allow it)")
+	fs.List(&o.TopicPresence, "topic-presence", nil, `topic patterns whose members are announced, comma-separated ("room.*"): presence batches, GET /v1/topics/{topic}/presence on the router, join and leave events on <prefix>.presence.topic.<topic>`)
+	fs.ShowDefault("topic-presence", "none")
 	fs.Int(&o.MaxTopicsPerConnection, "max-topics-per-connection", def.MaxTopicsPerConnection, "topics one connection may hold; over it a too_many_topics error frame")
 	fs.Int(&o.Pollers, "pollers", def.Pollers, "epoll event loops")
 	fs.Int(&o.Dispatchers, "dispatchers", def.Dispatchers, "goroutines delivering NATS messages")

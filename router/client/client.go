@@ -59,6 +59,9 @@ type Client interface {
 	// across the fleet. A topic that is not valid is an *Error matching
 	// ErrBadTopic.
 	PublishTopic(ctx context.Context, topic string, data any, opts ...PublishOption) (*TopicResult, error)
+	// TopicPresence tells who is in topic (a topic matching the gateways'
+	// --topic-presence): its users and their devices, fleet-wide.
+	TopicPresence(ctx context.Context, topic string) (*TopicPresence, error)
 	// Presence tells where user is connected.
 	Presence(ctx context.Context, user string) (*Presence, error)
 	// QueryPresence tells whether each of users is online.
@@ -254,6 +257,20 @@ type NodeStats struct {
 type KickResult struct {
 	Closed int `json:"closed"` // connections closed
 	Nodes  int `json:"nodes"`  // nodes that answered
+}
+
+// TopicPresence is the answer to TopicPresence.
+type TopicPresence struct {
+	Topic   string `json:"topic"`
+	Users   int    `json:"users"`
+	Devices int    `json:"devices"`
+	// Members lists the users and their devices in the topic, sorted by
+	// user id, at most 1000 of them (Truncated: there are more).
+	Members []struct {
+		User    string `json:"user"`
+		Devices int    `json:"devices"`
+	} `json:"members"`
+	Truncated bool `json:"truncated"`
 }
 
 // SubscribeResult is the answer to Subscribe and Unsubscribe.

@@ -329,6 +329,12 @@ func TestClient(t *testing.T) {
 			if m := dev.next(t); m["type"] != protocol.TypeUnsubscribed || m["topic"] != room {
 				t.Fatalf("Unsubscribe: the device got %v", m)
 			}
+			if tp, err := c.TopicPresence(ctx(t), room); err != nil || tp.Topic != room || tp.Users != 0 || tp.Members == nil {
+				t.Fatalf("TopicPresence (not a --topic-presence topic): %+v, %v", tp, err)
+			}
+			if _, err := c.TopicPresence(ctx(t), "room..x"); !errors.Is(err, client.ErrBadTopic) {
+				t.Fatalf("TopicPresence of a bad topic: %v, want bad_topic", err)
+			}
 			if _, err := c.Subscribe(ctx(t), user, "room.>"); !errors.Is(err, client.ErrBadTopic) {
 				t.Fatalf("Subscribe to a wildcard: %v, want bad_topic", err)
 			}

@@ -275,6 +275,15 @@ func (c *HTTPClient) PublishTopic(ctx context.Context, topic string, data any, o
 	return &r, nil
 }
 
+// TopicPresence implements Client.
+func (c *HTTPClient) TopicPresence(ctx context.Context, topic string) (*TopicPresence, error) {
+	var r TopicPresence
+	if _, err := c.do(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(topic)+"/presence", nil, "", nil, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Presence implements Client.
 func (c *HTTPClient) Presence(ctx context.Context, user string) (*Presence, error) {
 	var r Presence

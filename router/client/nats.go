@@ -172,6 +172,18 @@ func (c *NATSClient) PublishTopic(ctx context.Context, topic string, data any, o
 	return &r, nil
 }
 
+// TopicPresence implements Client.
+func (c *NATSClient) TopicPresence(ctx context.Context, topic string) (*TopicPresence, error) {
+	var r TopicPresence
+	req := struct {
+		Topic string `json:"topic"`
+	}{topic}
+	if _, err := c.request(ctx, "topic.presence", req, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 type natsUser struct {
 	User string `json:"user"`
 }
