@@ -59,10 +59,9 @@ type conn struct {
 	user               *user   // set once authenticated
 	in                 *[]byte // unparsed input: part of a request or frame, or frames held during auth
 	rd                 *rdState
-	tp                 *connTopics // nil without a topics claim or topics (topic_loop.go)
-	id                 uint64      // node-unique connection number
-	idx                int32       // position in l.conns
-	lastRead           uint32      // tick of the last input
+	id                 uint64 // node-unique connection number
+	idx                int32  // position in l.conns
+	lastRead           uint32 // tick of the last input
 	// lastPing is the tick of the last server ping once the connection is
 	// open; until then it holds the accept time in µs on the server clock,
 	// for the handshake and connect latency metrics.

@@ -86,6 +86,7 @@ type loop struct {
 	skips          map[*conn]uint64
 	catchAllPosted atomic.Bool // a taskCatchUpAll is queued
 	// Topics (topic_loop.go): the topics of the loop's connections.
+	ctp       []*connTopics // by connection, as conns: its topics (topic_loop.go)
 	tops      []loopTopic
 	topFree   []int32          // free indices of tops
 	topByName map[string]int32 // topic name → index in tops
@@ -241,6 +242,7 @@ func (l *loop) newConn(fd int) {
 	}
 	c.Init(fd)
 	l.conns = append(l.conns, c)
+	l.ctp = append(l.ctp, nil)
 	l.s.nconns.Add(1)
 	l.s.m.accepted.Inc()
 	l.wheel.Schedule(c, l.now+l.handshakeTicks)
@@ -259,9 +261,12 @@ func (l *loop) remove(c *conn) {
 	}
 	l.conns[i] = l.conns[last]
 	l.conns[i].idx = int32(i)
+	l.ctp[i] = l.ctp[last]
 	l.movedConn(l.conns[i], int32(i))
 	l.conns[last] = nil
 	l.conns = l.conns[:last]
+	l.ctp[last] = nil
+	l.ctp = l.ctp[:last]
 	c.idx = -1
 }
 

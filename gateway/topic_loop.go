@@ -48,20 +48,27 @@ type loopTopic struct {
 	pending int32   // connections waiting for the subscription's confirmation
 }
 
+// tps returns c's topics, kept by its loop beside its slot in loop.conns
+// (loop.ctp) rather than in the connection struct, whose size class an
+// 8-byte field would push up for every connection.
+func (c *conn) tps() *connTopics { return c.l.ctp[c.idx] }
+
+func (c *conn) setTps(t *connTopics) { c.l.ctp[c.idx] = t }
+
 // topicCount is how many topics c holds or waits for.
 func (c *conn) topicCount() int {
-	if c.tp == nil {
+	if c.tps() == nil {
 		return 0
 	}
-	return len(c.tp.refs)
+	return len(c.tps().refs)
 }
 
 // findTopic returns the index in c's refs of the topic name, or -1.
 func (l *loop) findTopic(c *conn, name string) int {
-	if c.tp == nil {
+	if c.tps() == nil {
 		return -1
 	}
-	for i, r := range c.tp.refs {
+	for i, r := range c.tps().refs {
 		if l.tops[r.lid()].t.name == name {
 			return i
 		}
@@ -71,10 +78,10 @@ func (l *loop) findTopic(c *conn, name string) int {
 
 // findTopicPtr returns the index in c's refs of t, or -1.
 func (l *loop) findTopicPtr(c *conn, t *topic) int {
-	if c.tp == nil {
+	if c.tps() == nil {
 		return -1
 	}
-	for i, r := range c.tp.refs {
+	for i, r := range c.tps().refs {
 		if l.tops[r.lid()].t == t {
 			return i
 		}
@@ -86,7 +93,7 @@ func (l *loop) findTopicPtr(c *conn, t *topic) int {
 func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 	name := f.Topic
 	if i := l.findTopic(c, name); i >= 0 {
-		if c.tp.refs[i].pos >= 0 {
+		if c.tps().refs[i].pos >= 0 {
 			c.writeSubscribed(name) // already live: the same answer, nothing changes
 		}
 		return // waiting for NATS: the answer comes then
@@ -96,7 +103,7 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
 		return
 	}
-	if c.tp != nil && topicAllowed(c.tp.patterns, name) {
+	if c.tps() != nil && topicAllowed(c.tps().patterns, name) {
 		l.addTopic(c, name, false, nil)
 		return
 	}
@@ -124,8 +131,8 @@ func (l *loop) topicAuthDone(t *task) {
 		return
 	}
 	if i := l.findTopic(c, name); i >= 0 { // subscribed meanwhile
-		if c.tp.refs[i].pos >= 0 {
-			c.tp.refs[i].key |= 1
+		if c.tps().refs[i].pos >= 0 {
+			c.tps().refs[i].key |= 1
 			c.writeSubscribed(name)
 		}
 		return
@@ -162,12 +169,12 @@ func (l *loop) addTopic(c *conn, name string, via bool, cw *ctlWait) {
 	}
 	lt := &l.tops[lid]
 	lt.pending++
-	if c.tp == nil {
-		c.tp = &connTopics{}
+	if c.tps() == nil {
+		c.setTps(&connTopics{})
 	}
-	c.tp.refs = append(c.tp.refs, topicRef{key: refKey(lid, via), pos: -1})
+	c.tps().refs = append(c.tps().refs, topicRef{key: refKey(lid, via), pos: -1})
 	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 {
-		l.topicLive(c, len(c.tp.refs)-1)
+		l.topicLive(c, len(c.tps().refs)-1)
 		cw.finish(true)
 		return
 	}
@@ -182,7 +189,7 @@ func (l *loop) subscribedDone(c *conn, t *topic, ok bool, cw *ctlWait) {
 		return
 	}
 	i := l.findTopicPtr(c, t)
-	if i < 0 || c.tp.refs[i].pos >= 0 {
+	if i < 0 || c.tps().refs[i].pos >= 0 {
 		cw.finish(i >= 0) // unsubscribed meanwhile, or live already
 		return
 	}
@@ -215,12 +222,12 @@ func (l *loop) topicControlDone(t *task) {
 		}
 		cw.finish(i >= 0)
 	case i >= 0:
-		c.tp.refs[i].key |= 1
-		if c.tp.refs[i].pos >= 0 {
+		c.tps().refs[i].key |= 1
+		if c.tps().refs[i].pos >= 0 {
 			cw.finish(true)
 			return
 		}
-		l.s.subs.confirmTopic(c, l.tops[c.tp.refs[i].lid()].t, cw) // waiting: told with the others
+		l.s.subs.confirmTopic(c, l.tops[c.tps().refs[i].lid()].t, cw) // waiting: told with the others
 	case c.topicCount() >= l.s.opts.MaxTopicsPerConnection:
 		l.s.m.topicRefused("too_many_topics")
 		cw.finish(false)
@@ -231,7 +238,7 @@ func (l *loop) topicControlDone(t *task) {
 
 // topicLive adds c to the members of its pending topic i and answers.
 func (l *loop) topicLive(c *conn, i int) {
-	r := &c.tp.refs[i]
+	r := &c.tps().refs[i]
 	lt := &l.tops[r.lid()]
 	lt.pending--
 	r.pos = int32(len(lt.members))
@@ -248,7 +255,7 @@ func (l *loop) topicLive(c *conn, i int) {
 // its place) or the pending count. The loop's last member of a topic
 // takes it off the loop, and the node's last its NATS subscription.
 func (l *loop) removeTopic(c *conn, i int) {
-	refs := c.tp.refs
+	refs := c.tps().refs
 	r := refs[i]
 	lid := r.lid()
 	lt := &l.tops[lid]
@@ -259,9 +266,9 @@ func (l *loop) removeTopic(c *conn, i int) {
 		if moved := lt.members[last]; int(r.pos) != last {
 			lt.members[r.pos] = moved
 			m := l.conns[moved]
-			for k := range m.tp.refs {
-				if m.tp.refs[k].lid() == lid {
-					m.tp.refs[k].pos = r.pos
+			for k := range m.tps().refs {
+				if m.tps().refs[k].lid() == lid {
+					m.tps().refs[k].pos = r.pos
 					break
 				}
 			}
@@ -274,11 +281,11 @@ func (l *loop) removeTopic(c *conn, i int) {
 		}
 	}
 	refs[i] = refs[len(refs)-1]
-	c.tp.refs = refs[:len(refs)-1]
-	if len(c.tp.refs) == 0 {
-		c.tp.refs = nil
-		if c.tp.patterns == nil && c.tp.pub == nil {
-			c.tp = nil
+	c.tps().refs = refs[:len(refs)-1]
+	if len(c.tps().refs) == 0 {
+		c.tps().refs = nil
+		if c.tps().patterns == nil && c.tps().pub == nil {
+			c.setTps(nil)
 		}
 	}
 	if len(lt.members) == 0 && lt.pending == 0 {
@@ -302,19 +309,19 @@ func (l *loop) unsubscribeFrame(c *conn, name string) {
 
 // dropTopics removes every topic of a closing connection.
 func (l *loop) dropTopics(c *conn) {
-	for c.tp != nil && len(c.tp.refs) > 0 {
-		l.removeTopic(c, len(c.tp.refs)-1)
+	for c.tps() != nil && len(c.tps().refs) > 0 {
+		l.removeTopic(c, len(c.tps().refs)-1)
 	}
-	c.tp = nil
+	c.setTps(nil)
 }
 
 // movedConn fixes the member entries of c, which loop.remove moved to
 // index i of loop.conns.
 func (l *loop) movedConn(c *conn, i int32) {
-	if c.tp == nil {
+	if c.tps() == nil {
 		return
 	}
-	for _, r := range c.tp.refs {
+	for _, r := range c.tps().refs {
 		if r.pos >= 0 {
 			l.tops[r.lid()].members[r.pos] = i
 		}
@@ -326,19 +333,19 @@ func (l *loop) movedConn(c *conn, i int32) {
 // that no subscription token allowed, is unsubscribed with an
 // "unsubscribed" frame that says why.
 func (l *loop) setTopicClaim(c *conn, patterns, pub []string, refresh bool) {
-	if c.tp == nil {
+	if c.tps() == nil {
 		if len(patterns) == 0 && len(pub) == 0 {
 			return
 		}
-		c.tp = &connTopics{}
+		c.setTps(&connTopics{})
 	}
-	c.tp.patterns, c.tp.pub = patterns, pub
+	c.tps().patterns, c.tps().pub = patterns, pub
 	if refresh {
-		for i := len(c.tp.refs) - 1; i >= 0 && c.tp != nil; i-- {
-			if i >= len(c.tp.refs) {
+		for i := len(c.tps().refs) - 1; i >= 0 && c.tps() != nil; i-- {
+			if i >= len(c.tps().refs) {
 				continue
 			}
-			r := c.tp.refs[i]
+			r := c.tps().refs[i]
 			name := l.tops[r.lid()].t.name
 			if r.viaToken() || topicAllowed(patterns, name) {
 				continue
@@ -347,17 +354,17 @@ func (l *loop) setTopicClaim(c *conn, patterns, pub []string, refresh bool) {
 			c.writeUnsubscribed(name, "the refreshed token no longer allows this topic")
 		}
 	}
-	if c.tp != nil && len(c.tp.refs) == 0 && len(c.tp.patterns) == 0 && len(c.tp.pub) == 0 {
-		c.tp = nil
+	if c.tps() != nil && len(c.tps().refs) == 0 && len(c.tps().patterns) == 0 && len(c.tps().pub) == 0 {
+		c.setTps(nil)
 	}
 }
 
 // publishTopic handles a publish frame to a topic (ClientTopicPublish).
 func (l *loop) publishTopic(c *conn, name string, data []byte) {
-	allowed := c.tp != nil && topicAllowed(c.tp.pub, name)
+	allowed := c.tps() != nil && topicAllowed(c.tps().pub, name)
 	direct := l.s.opts.ClientTopicPublish == "direct"
 	if !allowed && !direct {
-		if i := l.findTopic(c, name); i >= 0 && c.tp.refs[i].pos >= 0 {
+		if i := l.findTopic(c, name); i >= 0 && c.tps().refs[i].pos >= 0 {
 			allowed = true // a member may talk to the room's service
 		}
 	}
@@ -375,10 +382,10 @@ func (l *loop) publishTopic(c *conn, name string, data []byte) {
 
 // isMember reports whether c is a live member of loop topic lid.
 func (c *conn) isMember(lid int32) bool {
-	if c.tp == nil {
+	if c.tps() == nil {
 		return false
 	}
-	for _, r := range c.tp.refs {
+	for _, r := range c.tps().refs {
 		if r.lid() == lid {
 			return r.pos >= 0
 		}

@@ -122,6 +122,12 @@ func upgradeAndAuth(tok string) []byte {
 
 func connectAll(t *testing.T, addr string, n int) []net.Conn {
 	t.Helper()
+	return connectAllClaims(t, addr, n, "")
+}
+
+// connectAllClaims is connectAll with a topics claim (raw JSON; "": none).
+func connectAllClaims(t *testing.T, addr string, n int, topicsJSON string) []net.Conn {
+	t.Helper()
 	out := make([]net.Conn, 0, n)
 	buf := make([]byte, 4096)
 	const batch = 1000
@@ -132,7 +138,15 @@ func connectAll(t *testing.T, addr string, n int) []net.Conn {
 			if err != nil {
 				t.Fatalf("connection %d: %v", j, err)
 			}
-			tok, _ := jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: fmt.Sprintf("user-%d", j), TTL: 24 * time.Hour})
+			cl := jwtmint.Claims{Subject: fmt.Sprintf("user-%d", j), TTL: 24 * time.Hour}
+			if topicsJSON != "" {
+				var v any
+				if err := json.Unmarshal([]byte("["+topicsJSON+"]"), &v); err != nil {
+					t.Fatal(err)
+				}
+				cl.Extra = map[string]any{"topics": v}
+			}
+			tok, _ := jwtmint.Mint("HS256", []byte(secret), cl)
 			if _, err := c.Write(upgradeAndAuth(tok)); err != nil {
 				t.Fatal(err)
 			}
