@@ -17,8 +17,8 @@ import (
 type claims struct {
 	sub    string
 	exp    int64    // unix seconds; 0 when the token has none
-	topics []string // the topics claim's patterns (Options.TopicsClaim)
-	pub    []string // the publish claim's patterns (Options.PublishClaim)
+	tc     *topicClaims // the topics and publish claims; nil: neither
+
 	topic  string   // a subscription token's "topic" claim
 }
 
@@ -35,15 +35,21 @@ type verifier struct {
 	// tokens carry the same one: most tokens of an application carry one
 	// of a few claims, and a connection then holds no copy of its own.
 	mu       sync.Mutex
-	interned map[string][]string
+	interned map[string]*topicClaims
+}
+
+// topicClaims are a token's topics claim (Options.TopicsClaim) and
+// publish claim (Options.PublishClaim), as patterns; shared read-only.
+type topicClaims struct {
+	topics, pub []string
 }
 
 // maxInterned bounds the distinct topics claims kept shared.
 const maxInterned = 4096
 
-// intern returns the shared copy of a claim's patterns.
-func (v *verifier) intern(ps []string) []string {
-	key := strings.Join(ps, " ")
+// intern returns the shared copy of a token's topic claims.
+func (v *verifier) intern(tc *topicClaims) *topicClaims {
+	key := strings.Join(tc.topics, " ") + "\x00" + strings.Join(tc.pub, " ")
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if s, ok := v.interned[key]; ok {
@@ -51,11 +57,11 @@ func (v *verifier) intern(ps []string) []string {
 	}
 	if len(v.interned) < maxInterned {
 		if v.interned == nil {
-			v.interned = map[string][]string{}
+			v.interned = map[string]*topicClaims{}
 		}
-		v.interned[key] = ps
+		v.interned[key] = tc
 	}
-	return ps
+	return tc
 }
 
 func newVerifier(o *Options, log *zap.Logger) (*verifier, error) {
@@ -89,21 +95,19 @@ func (v *verifier) verify(token string) (claims, error) {
 		return claims{}, badSub(err)
 	}
 	out := claims{sub: cl.Subject, exp: cl.Exp}
+	var tc topicClaims
 	if x, ok := cl.Extra[v.topicsClaim]; ok {
-		if out.topics, err = topicPatterns(x); err != nil {
+		if tc.topics, err = topicPatterns(x); err != nil {
 			return claims{}, &jwtverify.Error{Label: "bad_topics_claim", Text: "invalid " + v.topicsClaim + " claim: " + err.Error()}
-		}
-		if out.topics != nil {
-			out.topics = v.intern(out.topics)
 		}
 	}
 	if x, ok := cl.Extra[v.publishClaim]; ok {
-		if out.pub, err = topicPatterns(x); err != nil {
+		if tc.pub, err = topicPatterns(x); err != nil {
 			return claims{}, &jwtverify.Error{Label: "bad_publish_claim", Text: "invalid " + v.publishClaim + " claim: " + err.Error()}
 		}
-		if out.pub != nil {
-			out.pub = v.intern(out.pub)
-		}
+	}
+	if tc.topics != nil || tc.pub != nil {
+		out.tc = v.intern(&tc)
 	}
 	if x, ok := cl.Extra[topicClaim]; ok {
 		s, _ := x.(string)

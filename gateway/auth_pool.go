@@ -88,7 +88,7 @@ func (a *authPool) check(j authJob) task {
 		t.reason = ae.Text
 		return t
 	}
-	t.ok, t.sub, t.exp, t.topics, t.pub = true, cl.sub, cl.exp, cl.topics, cl.pub
+	t.ok, t.sub, t.exp, t.tc = true, cl.sub, cl.exp, cl.tc
 	return t
 }
 

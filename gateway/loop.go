@@ -52,8 +52,7 @@ type task struct {
 	t      *topic     // taskTopic, taskSubscribed
 	cw     *ctlWait   // taskTopicCtl, taskSubscribed: the control message to answer
 	name   string     // taskTopicAuth: the topic
-	topics []string   // taskAuth: the token's topics claim
-	pub    []string   // taskAuth: the token's publish claim
+	tc     *topicClaims // taskAuth: the token's topic claims
 	// Resume: a message's stream sequence and the previous one on its
 	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
 	// last and first sequence when the subscription was confirmed.
@@ -390,7 +389,7 @@ func (l *loop) authDone(t *task) {
 	c.user = u
 	c.set(flRegistered, true)
 	c.expUnix = expUnix(t.exp)
-	l.setTopicClaim(c, t.topics, t.pub, false)
+	l.setTopicClaim(c, t.tc, false)
 	l.s.subs.welcome(c)
 }
 
@@ -413,7 +412,7 @@ func (l *loop) refreshDone(t *task) {
 	}
 	c.expUnix = expUnix(t.exp)
 	l.schedule(c)
-	l.setTopicClaim(c, t.topics, t.pub, true)
+	l.setTopicClaim(c, t.tc, true)
 	var buf [64]byte
 	body := append(buf[:0], `{"type":"refreshed","exp":`...)
 	body = strconv.AppendInt(body, t.exp, 10)

@@ -10,19 +10,30 @@ import (
 //
 // A loop keeps a table of the topics its connections hold (loop.tops,
 // found by name through loop.topByName) and, per topic, the indices of its
-// member connections in loop.conns. A connection keeps, once it has a
-// topics claim or a subscription, a connTopics: its claim's patterns and a
-// topicRef per topic, its index in the loop's table and its place in that
-// topic's member list. A (connection, topic) pair costs 12 bytes (a 4-byte
-// member entry, an 8-byte ref) plus what slices keep in reserve; a
-// connection without topics holds one nil pointer.
+// member connections in loop.conns. A connection keeps (in loop.ctp,
+// beside its slot in loop.conns), once it has a topic claim or a
+// subscription, a connTopics: its token's claims (shared by the
+// connections whose tokens carry the same) and a topicRef per topic, its
+// index in the loop's table and its place in that topic's member list. A
+// (connection, topic) pair costs 12 bytes (a 4-byte member entry, an
+// 8-byte ref) plus what slices keep in reserve, and a connection with
+// topics a 32-byte connTopics; one without holds a nil pointer.
 
 // connTopics is a connection's topics; nil while it has neither a topics
 // claim nor a subscription.
 type connTopics struct {
-	patterns []string // the token's topics claim
-	pub      []string // the token's publish claim
-	refs     []topicRef
+	claims *topicClaims // the token's (shared); nil: none
+	refs   []topicRef
+}
+
+// allowed reports whether the connection's topics claim allows name.
+func (ct *connTopics) allowed(name string) bool {
+	return ct != nil && ct.claims != nil && topicAllowed(ct.claims.topics, name)
+}
+
+// mayPublish reports whether the connection's publish claim allows name.
+func (ct *connTopics) mayPublish(name string) bool {
+	return ct != nil && ct.claims != nil && topicAllowed(ct.claims.pub, name)
 }
 
 // topicRef is one of a connection's topics.
@@ -39,6 +50,29 @@ func refKey(lid int32, via bool) uint32 {
 		k |= 1
 	}
 	return k
+}
+
+// refCaps are the capacities a connection's refs grow through: each fills
+// a Go size class (8-byte refs: 8, 16, 24, 32, 48, 64, 80, ... bytes), so a
+// connection with ten topics holds 80 bytes of refs, not the 128 that
+// append's doubling would give it.
+var refCaps = [...]int{1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128}
+
+// appendRef appends r to refs, growing it through refCaps.
+func appendRef(refs []topicRef, r topicRef) []topicRef {
+	if len(refs) < cap(refs) || len(refs) >= refCaps[len(refCaps)-1] {
+		return append(refs, r)
+	}
+	n := len(refs) + 1
+	for _, c := range refCaps {
+		if c >= n {
+			n = c
+			break
+		}
+	}
+	grown := make([]topicRef, len(refs), n)
+	copy(grown, refs)
+	return append(grown, r)
 }
 
 // loopTopic is a topic on one loop.
@@ -103,7 +137,7 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
 		return
 	}
-	if c.tps() != nil && topicAllowed(c.tps().patterns, name) {
+	if c.tps().allowed(name) {
 		l.addTopic(c, name, false, nil)
 		return
 	}
@@ -172,7 +206,7 @@ func (l *loop) addTopic(c *conn, name string, via bool, cw *ctlWait) {
 	if c.tps() == nil {
 		c.setTps(&connTopics{})
 	}
-	c.tps().refs = append(c.tps().refs, topicRef{key: refKey(lid, via), pos: -1})
+	c.tps().refs = appendRef(c.tps().refs, topicRef{key: refKey(lid, via), pos: -1})
 	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 {
 		l.topicLive(c, len(c.tps().refs)-1)
 		cw.finish(true)
@@ -284,7 +318,7 @@ func (l *loop) removeTopic(c *conn, i int) {
 	c.tps().refs = refs[:len(refs)-1]
 	if len(c.tps().refs) == 0 {
 		c.tps().refs = nil
-		if c.tps().patterns == nil && c.tps().pub == nil {
+		if c.tps().claims == nil {
 			c.setTps(nil)
 		}
 	}
@@ -332,14 +366,14 @@ func (l *loop) movedConn(c *conn, i int32) {
 // refresh). On a refresh, every topic the new claim no longer allows, and
 // that no subscription token allowed, is unsubscribed with an
 // "unsubscribed" frame that says why.
-func (l *loop) setTopicClaim(c *conn, patterns, pub []string, refresh bool) {
+func (l *loop) setTopicClaim(c *conn, tc *topicClaims, refresh bool) {
 	if c.tps() == nil {
-		if len(patterns) == 0 && len(pub) == 0 {
+		if tc == nil {
 			return
 		}
 		c.setTps(&connTopics{})
 	}
-	c.tps().patterns, c.tps().pub = patterns, pub
+	c.tps().claims = tc
 	if refresh {
 		for i := len(c.tps().refs) - 1; i >= 0 && c.tps() != nil; i-- {
 			if i >= len(c.tps().refs) {
@@ -347,21 +381,21 @@ func (l *loop) setTopicClaim(c *conn, patterns, pub []string, refresh bool) {
 			}
 			r := c.tps().refs[i]
 			name := l.tops[r.lid()].t.name
-			if r.viaToken() || topicAllowed(patterns, name) {
+			if r.viaToken() || c.tps().allowed(name) {
 				continue
 			}
 			l.removeTopic(c, i)
 			c.writeUnsubscribed(name, "the refreshed token no longer allows this topic")
 		}
 	}
-	if c.tps() != nil && len(c.tps().refs) == 0 && len(c.tps().patterns) == 0 && len(c.tps().pub) == 0 {
+	if c.tps() != nil && len(c.tps().refs) == 0 && c.tps().claims == nil {
 		c.setTps(nil)
 	}
 }
 
 // publishTopic handles a publish frame to a topic (ClientTopicPublish).
 func (l *loop) publishTopic(c *conn, name string, data []byte) {
-	allowed := c.tps() != nil && topicAllowed(c.tps().pub, name)
+	allowed := c.tps().mayPublish(name)
 	direct := l.s.opts.ClientTopicPublish == "direct"
 	if !allowed && !direct {
 		if i := l.findTopic(c, name); i >= 0 && c.tps().refs[i].pos >= 0 {

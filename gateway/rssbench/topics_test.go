@@ -5,10 +5,13 @@ package rssbench
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,6 +88,8 @@ func TestTopicRSS(t *testing.T) {
 			cs := connectAllClaims(t, addr, n, `">"`)
 			time.Sleep(2 * time.Second)
 			base := settle(t, pid, admin)
+			baseHeap := heapAlloc(t, admin)
+			profile(t, admin, fmt.Sprintf("base-%d-%s", tc.k, tc.share))
 			topics := func(i int) []string {
 				out := make([]string, tc.k)
 				for j := range out {
@@ -101,15 +106,57 @@ func TestTopicRSS(t *testing.T) {
 			took := time.Since(start)
 			time.Sleep(2 * time.Second)
 			after := settle(t, pid, admin)
+			afterHeap := heapAlloc(t, admin)
+			profile(t, admin, fmt.Sprintf("after-%d-%s", tc.k, tc.share))
 			pairs := n * tc.k
-			fmt.Printf("RESULT topics_per_conn=%d topics=%s conns=%d rss_base_kib=%d rss_after_kib=%d bytes_per_pair=%.1f subscribe_seconds=%.2f go=%s\n",
-				tc.k, tc.share, n, base, after, float64(after-base)*1024/float64(pairs), took.Seconds(), runtime.Version())
-			if f := os.Getenv("RSS_HEAP_PROFILE"); f != "" {
-				t.Log("heap profiles: see TestIdleRSS")
-			}
+			fmt.Printf("RESULT topics_per_conn=%d topics=%s conns=%d rss_base_kib=%d rss_after_kib=%d rss_bytes_per_pair=%.1f heap_bytes_per_pair=%.1f subscribe_seconds=%.2f go=%s\n",
+				tc.k, tc.share, n, base, after, float64(after-base)*1024/float64(pairs), float64(afterHeap-baseHeap)/float64(pairs), took.Seconds(), runtime.Version())
 			for _, c := range append(cs, warm...) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// heapAlloc reads the gateway's live heap (go_memstats_heap_alloc_bytes;
+// settle forced a GC just before).
+func heapAlloc(t *testing.T, admin string) int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatal("no go_memstats_heap_alloc_bytes in /metrics")
+	return 0
+}
+
+// profile writes the gateway's heap profile to $RSS_HEAP_PROFILE.name
+// when that is set (go tool pprof -base the base one to see what the
+// subscriptions hold).
+func profile(t *testing.T, admin, name string) {
+	t.Helper()
+	f := os.Getenv("RSS_HEAP_PROFILE")
+	if f == "" {
+		return
+	}
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(f+"."+name, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
