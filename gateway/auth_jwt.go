@@ -15,11 +15,11 @@ import (
 
 // claims is what the gateway takes from a verified token.
 type claims struct {
-	sub    string
-	exp    int64    // unix seconds; 0 when the token has none
-	tc     *topicClaims // the topics and publish claims; nil: neither
+	sub string
+	exp int64        // unix seconds; 0 when the token has none
+	tc  *topicClaims // the topics and publish claims; nil: neither
 
-	topic  string   // a subscription token's "topic" claim
+	topic string // a subscription token's "topic" claim
 }
 
 // topicClaim is the claim of a subscription token naming its topic.

@@ -48,10 +48,10 @@ type task struct {
 	sub    string // authenticated user id
 	tok    string // its user token
 	exp    int64
-	rj     *replayJob // taskWelcome after an initial replay, taskReplayed
-	t      *topic     // taskTopic, taskSubscribed
-	cw     *ctlWait   // taskTopicCtl, taskSubscribed: the control message to answer
-	name   string     // taskTopicAuth: the topic
+	rj     *replayJob   // taskWelcome after an initial replay, taskReplayed
+	t      *topic       // taskTopic, taskSubscribed
+	cw     *ctlWait     // taskTopicCtl, taskSubscribed: the control message to answer
+	name   string       // taskTopicAuth: the topic
 	tc     *topicClaims // taskAuth: the token's topic claims
 	// Resume: a message's stream sequence and the previous one on its
 	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
