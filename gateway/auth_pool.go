@@ -76,6 +76,10 @@ func (a *authPool) check(j authJob) task {
 	}
 	t := task{kind: taskAuth, c: j.c, refresh: j.refresh}
 	cl, err := a.s.verifier.verify(j.token)
+	if err == nil && cl.topic != "" {
+		// A subscription token opens one topic, not a connection.
+		err = &jwtverify.Error{Label: "subscription_token", Text: "a subscription token (with a topic claim) cannot authenticate a connection"}
+	}
 	if err == nil {
 		t.tok, err = protocol.EncodeUserToken(cl.sub)
 	}

@@ -34,7 +34,7 @@ const (
 	taskCatchUpAll                 // resume: every connection of the loop replays from its positions
 	taskReplayed                   // resume: rj, c's replay round, is done
 	taskTopic                      // write sh to the members of topic t
-	taskSubscribed                 // topic t's subscription is confirmed for c (ok: false if it failed)
+	taskSubscribed                 // topic t's subscription is confirmed (ok: false if it failed): its waiters on the loop go live
 	taskTopicAuth                  // an auth worker's verdict on c's subscription token for topic name
 	taskTopicCtl                   // a service (un)subscribes c to topic name (ok: subscribe); cw collects the answers
 )
@@ -50,7 +50,7 @@ type task struct {
 	exp    int64
 	rj     *replayJob   // taskWelcome after an initial replay, taskReplayed
 	t      *topic       // taskTopic, taskSubscribed
-	cw     *ctlWait     // taskTopicCtl, taskSubscribed: the control message to answer
+	cw     *ctlWait     // taskTopicCtl: the control message to answer
 	name   string       // taskTopicAuth: the topic
 	tc     *topicClaims // taskAuth: the token's topic claims
 	// Resume: a message's stream sequence and the previous one on its
@@ -85,10 +85,12 @@ type loop struct {
 	skips          map[*conn]uint64
 	catchAllPosted atomic.Bool // a taskCatchUpAll is queued
 	// Topics (topic_loop.go): the topics of the loop's connections.
-	ctp       []*connTopics // by connection, as conns: its topics (topic_loop.go)
-	tops      []loopTopic
-	topFree   []int32          // free indices of tops
-	topByName map[string]int32 // topic name → index in tops
+	ctp        []*connTopics // by connection, as conns: its topics (topic_loop.go)
+	tops       []loopTopic
+	topFree    []int32            // free indices of tops
+	topByName  map[string]int32   // topic name → index in tops
+	tokChecks  map[*conn][]string // subscription tokens being checked, by connection (a few each)
+	confirmGen uint32             // numbers the loop topics' confirmations
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -328,7 +330,7 @@ func (l *loop) onTask(t *task) (again bool) {
 		}
 		t.sh.Release()
 	case taskSubscribed:
-		l.subscribedDone(t.c, t.t, t.ok, t.cw)
+		l.subscribedDone(t.t, t.ok, uint32(t.seq))
 	case taskTopicAuth:
 		l.topicAuthDone(t)
 	case taskTopicCtl:

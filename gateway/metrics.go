@@ -86,7 +86,7 @@ func newMetrics(s *Server) *metrics {
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total", Help: "Failed authentications, by reason."}, []string{"reason"})
 	f(m.authFailures)
 	m.topicRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "topic_subscribe_refusals_total",
-		Help: "Topic subscribes refused with an error frame, by its code (forbidden, bad_topic, too_many_topics, subscribe_failed)."}, []string{"code"})
+		Help: "Topic subscribes refused, by code: forbidden, bad_topic, too_many_topics, subscribe_failed, overloaded (error frames to the client), control_dropped (a service's subscribe or unsubscribe of a connection dropped by its loop's full queue)."}, []string{"code"})
 	f(m.topicRefusals)
 	m.topicTokenFails = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "topic_token_failures_total",
 		Help: "Subscription tokens refused, by reason (the auth failure reasons, other_user, other_topic)."}, []string{"reason"})

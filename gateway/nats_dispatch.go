@@ -225,18 +225,21 @@ type subOp struct {
 	u    *user
 	c    *conn
 	t    *topic
-	cw   *ctlWait
+	l    *loop    // opTopicConfirm: the loop to tell
+	gen  uint32   // opTopicConfirm: the loop topic's confirmation
+	cw   *ctlWait // opReply
 	kind subOpKind
 }
 
 // waiter is a connection whose welcome waits for a confirmed subscription
 // (its loop closes it at its auth deadline; past that it is dropped here),
-// or, with t set, whose "subscribed" to topic t does (past the deadline its
+// or, with t set, loop l's subscribers of topic t (past the deadline the
 // loop is told the subscribe failed).
 type waiter struct {
 	c        *conn
 	t        *topic
-	cw       *ctlWait
+	l        *loop
+	gen      uint32
 	queued   int64 // mono() when it started waiting
 	deadline time.Time
 }
@@ -278,10 +281,10 @@ func (m *subManager) welcome(c *conn)     { m.post(subOp{c: c, kind: opWelcome})
 func (m *subManager) subscribeTopic(t *topic)   { m.post(subOp{t: t, kind: opTopicSubscribe}) }
 func (m *subManager) unsubscribeTopic(t *topic) { m.post(subOp{t: t, kind: opTopicUnsubscribe}) }
 
-// confirmTopic answers c's subscribe to t once a round trip confirmed the
-// topic's subscription (taskSubscribed, which tells cw when not nil).
-func (m *subManager) confirmTopic(c *conn, t *topic, cw *ctlWait) {
-	m.post(subOp{c: c, t: t, cw: cw, kind: opTopicConfirm})
+// confirmTopic tells loop l (taskSubscribed) once a round trip confirmed
+// t's subscription, or that it failed.
+func (m *subManager) confirmTopic(l *loop, t *topic, gen uint32) {
+	m.post(subOp{l: l, t: t, gen: gen, kind: opTopicConfirm})
 }
 
 // run works until stop is closed, then applies what is left, waits for the
@@ -373,10 +376,10 @@ func (m *subManager) batch() {
 			}
 		case opTopicConfirm:
 			if op.t.subFailed {
-				op.c.l.p.Post(task{kind: taskSubscribed, c: op.c, t: op.t, cw: op.cw})
+				op.l.p.Post(task{kind: taskSubscribed, t: op.t, seq: uint64(op.gen)})
 				continue
 			}
-			m.waiting = append(m.waiting, waiter{c: op.c, t: op.t, cw: op.cw, queued: queued, deadline: now.Add(authTimeout)})
+			m.waiting = append(m.waiting, waiter{l: op.l, t: op.t, gen: op.gen, queued: queued, deadline: now.Add(authTimeout)})
 		case opReply:
 			op.cw.reply()
 		}
@@ -437,7 +440,7 @@ func (m *subManager) landed(r flushResult) {
 	for _, w := range m.flight {
 		if w.t != nil {
 			w.t.confirmed.Store(r.epoch + 1)
-			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, cw: w.cw, ok: true})
+			w.l.p.Post(task{kind: taskSubscribed, t: w.t, seq: uint64(w.gen), ok: true})
 			continue
 		}
 		w.c.user.confirmed.Store(r.epoch + 1)
@@ -470,7 +473,7 @@ func expire(ws []waiter, now time.Time) []waiter {
 		case now.Before(w.deadline):
 			kept = append(kept, w)
 		case w.t != nil:
-			w.c.l.p.Post(task{kind: taskSubscribed, c: w.c, t: w.t, cw: w.cw})
+			w.l.p.Post(task{kind: taskSubscribed, t: w.t, seq: uint64(w.gen)})
 		}
 	}
 	clear(ws[len(kept):])

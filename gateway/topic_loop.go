@@ -79,7 +79,55 @@ func appendRef(refs []topicRef, r topicRef) []topicRef {
 type loopTopic struct {
 	t       *topic
 	members []int32 // indices in loop.conns of the connections subscribed
-	pending int32   // connections waiting for the subscription's confirmation
+	pending int32   // refs waiting for the subscription's confirmation
+	// waiting are the connections (and services' control messages) the
+	// confirmation in flight answers; one confirmation per loop topic at a
+	// time (confirming), whatever the subscribes meanwhile.
+	waiting    []topicWaiter
+	confirming bool
+	gen        uint32 // of the confirmation in flight: an answer to an older one is stale
+}
+
+// topicWaiter is a connection whose pending ref the loop topic's
+// confirmation makes live (or failed), and the control message to tell.
+type topicWaiter struct {
+	c  *conn
+	cw *ctlWait
+}
+
+// maxTokenChecks bounds the subscription tokens of one connection being
+// checked at once: the auth queue, shared with new connections, is never
+// filled by one client's subscribes.
+const maxTokenChecks = 4
+
+// checking reports whether a subscription token for name is being checked
+// for c.
+func (l *loop) checking(c *conn, name string) bool {
+	for _, n := range l.tokChecks[c] {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// endCheck forgets c's token check for name and reports whether one was
+// in flight.
+func (l *loop) endCheck(c *conn, name string) bool {
+	ns := l.tokChecks[c]
+	for i, n := range ns {
+		if n == name {
+			ns[i] = ns[len(ns)-1]
+			ns = ns[:len(ns)-1]
+			if len(ns) == 0 {
+				delete(l.tokChecks, c)
+			} else {
+				l.tokChecks[c] = ns
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // tps returns c's topics, kept by its loop beside its slot in loop.conns
@@ -132,7 +180,10 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		}
 		return // waiting for NATS: the answer comes then
 	}
-	if c.topicCount() >= l.s.opts.MaxTopicsPerConnection {
+	if l.checking(c, name) {
+		return // its subscription token is being checked: the answer comes then
+	}
+	if c.topicCount()+len(l.tokChecks[c]) >= l.s.opts.MaxTopicsPerConnection {
 		l.s.m.topicRefused("too_many_topics")
 		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
 		return
@@ -146,10 +197,20 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		c.writeTopicError(protocol.ErrCodeForbidden, name, "the token's topics claim does not allow this topic, and the frame has no subscription token")
 		return
 	}
+	if len(l.tokChecks[c]) >= maxTokenChecks {
+		l.s.m.topicRefused("overloaded")
+		c.writeTopicError(protocol.ErrCodeOverloaded, name, "this connection's other subscription tokens are still being checked, subscribe again later")
+		return
+	}
 	if !l.s.auth.submitTopic(c, f.Token, name) {
 		l.s.m.authFailure("queue_full")
 		c.writeTopicError(protocol.ErrCodeOverloaded, name, "authentication queue full, subscribe again later")
+		return
 	}
+	if l.tokChecks == nil {
+		l.tokChecks = map[*conn][]string{}
+	}
+	l.tokChecks[c] = append(l.tokChecks[c], name)
 }
 
 // topicAuthDone applies an auth worker's verdict on a subscription token.
@@ -159,14 +220,17 @@ func (l *loop) topicAuthDone(t *task) {
 		return
 	}
 	name := t.name
+	if !l.endCheck(c, name) {
+		return // unsubscribed meanwhile: it was answered
+	}
 	if !t.ok {
 		l.s.m.topicRefused("forbidden")
 		c.writeTopicError(protocol.ErrCodeForbidden, name, t.reason)
 		return
 	}
-	if i := l.findTopic(c, name); i >= 0 { // subscribed meanwhile
+	if i := l.findTopic(c, name); i >= 0 { // subscribed meanwhile (a service did)
+		c.tps().refs[i].key |= 1 // the token's word stands, live or pending
 		if c.tps().refs[i].pos >= 0 {
-			c.tps().refs[i].key |= 1
 			c.writeSubscribed(name)
 		}
 		return
@@ -212,30 +276,54 @@ func (l *loop) addTopic(c *conn, name string, via bool, cw *ctlWait) {
 		cw.finish(true)
 		return
 	}
-	l.s.subs.confirmTopic(c, lt.t, cw)
+	l.awaitConfirm(lt, c, cw)
 }
 
-// subscribedDone takes the subscription manager's answer for c's pending
-// topic t (and tells cw, when not nil, whether c holds it).
-func (l *loop) subscribedDone(c *conn, t *topic, ok bool, cw *ctlWait) {
-	if c.State != stOpen {
-		cw.finish(false)
-		return
+// awaitConfirm has c (and cw) answered by lt's confirmation, asking for
+// one unless it is in flight.
+func (l *loop) awaitConfirm(lt *loopTopic, c *conn, cw *ctlWait) {
+	lt.waiting = append(lt.waiting, topicWaiter{c: c, cw: cw})
+	if !lt.confirming {
+		lt.confirming = true
+		l.confirmGen++
+		lt.gen = l.confirmGen
+		l.s.subs.confirmTopic(l, lt.t, lt.gen)
 	}
-	i := l.findTopicPtr(c, t)
-	if i < 0 || c.tps().refs[i].pos >= 0 {
-		cw.finish(i >= 0) // unsubscribed meanwhile, or live already
-		return
+}
+
+// subscribedDone takes the subscription manager's answer for the loop's
+// topic t: its waiting connections' refs go live (or, when ok is false,
+// fail with "subscribe_failed"), and each waiter's control message is
+// told.
+func (l *loop) subscribedDone(t *topic, ok bool, gen uint32) {
+	lid := t.loops[l.idx].lid
+	if lid < 0 || l.tops[lid].t != t || !l.tops[lid].confirming || l.tops[lid].gen != gen {
+		return // stale: the topic left the loop (its waiters were answered then) and came back
 	}
-	if !ok {
-		l.removeTopic(c, i)
-		l.s.m.topicRefused("subscribe_failed")
-		c.writeTopicError(protocol.ErrCodeSubscribeFailed, t.name, "the topic's NATS subscription was not confirmed in time, subscribe again later")
-		cw.finish(false)
-		return
+	lt := &l.tops[lid]
+	ws := lt.waiting
+	lt.waiting, lt.confirming = nil, false
+	for _, w := range ws {
+		c := w.c
+		i := -1
+		if c.State == stOpen {
+			i = l.findTopicPtr(c, t)
+		}
+		switch {
+		case i < 0:
+			w.cw.finish(false)
+		case c.tps().refs[i].pos >= 0:
+			w.cw.finish(true) // made live by an earlier waiter of the same connection
+		case !ok:
+			l.removeTopic(c, i)
+			l.s.m.topicRefused("subscribe_failed")
+			c.writeTopicError(protocol.ErrCodeSubscribeFailed, t.name, "the topic's NATS subscription was not confirmed in time, subscribe again later")
+			w.cw.finish(false)
+		default:
+			l.topicLive(c, i)
+			w.cw.finish(true)
+		}
 	}
-	l.topicLive(c, i)
-	cw.finish(true)
 }
 
 // topicControlDone applies a service's subscribe or unsubscribe of c
@@ -250,8 +338,11 @@ func (l *loop) topicControlDone(t *task) {
 	i := l.findTopic(c, name)
 	switch {
 	case !t.ok:
-		if i >= 0 {
-			l.removeTopic(c, i)
+		checked := l.endCheck(c, name) // a subscription token in flight: dropped too
+		if i >= 0 || checked {
+			if i >= 0 {
+				l.removeTopic(c, i)
+			}
 			c.writeUnsubscribed(name, "unsubscribed by the service")
 		}
 		cw.finish(i >= 0)
@@ -261,7 +352,7 @@ func (l *loop) topicControlDone(t *task) {
 			cw.finish(true)
 			return
 		}
-		l.s.subs.confirmTopic(c, l.tops[c.tps().refs[i].lid()].t, cw) // waiting: told with the others
+		l.awaitConfirm(&l.tops[c.tps().refs[i].lid()], c, cw) // pending: told with the others
 	case c.topicCount() >= l.s.opts.MaxTopicsPerConnection:
 		l.s.m.topicRefused("too_many_topics")
 		cw.finish(false)
@@ -295,6 +386,17 @@ func (l *loop) removeTopic(c *conn, i int) {
 	lt := &l.tops[lid]
 	if r.pos < 0 {
 		lt.pending--
+		// Its waiters leave with it (a control message waiting is told).
+		kept := lt.waiting[:0]
+		for _, w := range lt.waiting {
+			if w.c == c {
+				w.cw.finish(false)
+				continue
+			}
+			kept = append(kept, w)
+		}
+		clear(lt.waiting[len(kept):])
+		lt.waiting = kept
 	} else {
 		last := len(lt.members) - 1
 		if moved := lt.members[last]; int(r.pos) != last {
@@ -338,6 +440,7 @@ func (l *loop) unsubscribeFrame(c *conn, name string) {
 	if i := l.findTopic(c, name); i >= 0 {
 		l.removeTopic(c, i)
 	}
+	l.endCheck(c, name) // a subscription token in flight: its verdict is dropped
 	c.writeUnsubscribed(name, "")
 }
 
@@ -347,6 +450,9 @@ func (l *loop) dropTopics(c *conn) {
 		l.removeTopic(c, len(c.tps().refs)-1)
 	}
 	c.setTps(nil)
+	if l.tokChecks != nil {
+		delete(l.tokChecks, c)
+	}
 }
 
 // movedConn fixes the member entries of c, which loop.remove moved to
@@ -433,6 +539,7 @@ func (c *conn) isMember(lid int32) bool {
 func (l *loop) topicStep(t *task) (more bool) {
 	lid := t.t.loops[l.idx].lid
 	if lid < 0 || l.tops[lid].t != t.t {
+		clear(l.bconns[t.next:])
 		l.bconns = l.bconns[:0]
 		return false // the topic left this loop meanwhile
 	}

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"strings"
@@ -330,6 +331,10 @@ func TestTopicSubscriptionTokens(t *testing.T) {
 	if m := subscribe(t, ws, "room.1", subTok("ann", "room.1", time.Hour)); m["type"] != protocol.TypeSubscribed {
 		t.Fatalf("a valid subscription token: %v", m)
 	}
+	// A subscription token does not open a connection.
+	second := dial(t, wsURL(srv), nil)
+	send(t, second, map[string]any{"type": "auth", "token": subTok("ann", "room.1", time.Hour)})
+	expectClose(t, second, protocol.CloseUnauthorized, "subscription token")
 	publishTopic(t, natsConn(t, srv), "room.1", "x", `1`)
 	if m := readType(t, ws, protocol.TypeMessage); m["topic"] != "room.1" {
 		t.Fatalf("got %v", m)
@@ -516,5 +521,112 @@ func TestTopicClientPublish(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTopicTokenChecks: subscription tokens in flight are the
+// connection's state: an unsubscribe sent while one is checked wins (the
+// verdict is dropped, nothing is subscribed), and one connection has at
+// most a few checked at once (the auth queue is shared with new
+// connections): a burst of token subscribes in one write gets
+// "overloaded" for those over the bound, each answered exactly once.
+func TestTopicTokenChecks(t *testing.T) {
+	srv := startGateway(t, nil)
+	subTok := func(topic string) string {
+		return mintToken(t, jwtmint.Claims{Subject: "ann", TTL: time.Hour, Extra: map[string]any{"topic": topic}})
+	}
+	frame := func(v map[string]any) []byte {
+		b, _ := json.Marshal(v)
+		return maskedText(b)
+	}
+	rc := dialRaw(t, srv.Addr().String(), token(t, "ann"))
+	rc.waitWelcome(t)
+	// subscribe + unsubscribe in one write: the unsubscribe is read before
+	// any verdict can come back.
+	burst := append(frame(map[string]any{"type": "subscribe", "topic": "room.1", "token": subTok("room.1")}),
+		frame(map[string]any{"type": "unsubscribe", "topic": "room.1"})...)
+	// Then six token subscribes at once: four are checked, two refused.
+	for i := 0; i < 6; i++ {
+		tp := fmt.Sprintf("room.%d", 10+i)
+		burst = append(burst, frame(map[string]any{"type": "subscribe", "topic": tp, "token": subTok(tp)})...)
+	}
+	if _, err := rc.c.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	answers := map[string][]string{}
+	for n := 0; n < 7; {
+		var m map[string]any
+		if err := json.Unmarshal(rc.readFrame(t), &m); err != nil {
+			t.Fatal(err)
+		}
+		tp, _ := m["topic"].(string)
+		switch m["type"] {
+		case protocol.TypePing:
+			continue
+		case protocol.TypeError:
+			answers[tp] = append(answers[tp], fmt.Sprint(m["code"]))
+		default:
+			answers[tp] = append(answers[tp], fmt.Sprint(m["type"]))
+		}
+		n++
+	}
+	if got := answers["room.1"]; len(got) != 1 || got[0] != protocol.TypeUnsubscribed {
+		t.Fatalf("room.1 (subscribed with a token, then unsubscribed at once): %v, want only unsubscribed", got)
+	}
+	subscribed, refused := 0, 0
+	for i := 0; i < 6; i++ {
+		switch got := answers[fmt.Sprintf("room.%d", 10+i)]; {
+		case len(got) == 1 && got[0] == protocol.TypeSubscribed:
+			subscribed++
+		case len(got) == 1 && got[0] == protocol.ErrCodeOverloaded:
+			refused++
+		default:
+			t.Fatalf("room.%d: %v", 10+i, got)
+		}
+	}
+	if subscribed != 4 || refused != 2 {
+		t.Fatalf("%d subscribed, %d refused; want 4 and 2 (at most 4 tokens checked at once)", subscribed, refused)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if v := metricValue(t, srv, "wsfleet_gateway_topic_subscriptions"); v != 4 {
+			return errorf("topic_subscriptions %v, want 4 (room.1 was unsubscribed)", v)
+		}
+		return nil
+	})
+}
+
+// TestTopicWhileNATSDown: with NATS down nothing can be confirmed: a
+// subscribe waits, and after --auth-timeout gets "subscribe_failed" (once;
+// the connection stays); subscribing and unsubscribing meanwhile is
+// answered at once, and when NATS is back a subscribe goes live, answered
+// once.
+func TestTopicWhileNATSDown(t *testing.T) {
+	nsrv := newRestartableNATS(t)
+	srv := startGateway(t, func(o *gateway.Options) { o.NATSURL = nsrv.url; o.AuthTimeout = 2 * time.Second })
+	ws := connectWith(t, srv, topicToken(t, "ann", []string{"room.*"}))
+	nsrv.stop() // NATS down: no round trip can confirm
+	waitReady(t, srv, 503)
+	for i := 0; i < 20; i++ {
+		send(t, ws, map[string]any{"type": "subscribe", "topic": "room.1"})
+		send(t, ws, map[string]any{"type": "unsubscribe", "topic": "room.1"})
+		readType(t, ws, protocol.TypeUnsubscribed)
+	}
+	start := time.Now()
+	send(t, ws, map[string]any{"type": "subscribe", "topic": "room.2"})
+	m := readType(t, ws, protocol.TypeError)
+	if m["code"] != protocol.ErrCodeSubscribeFailed || m["topic"] != "room.2" {
+		t.Fatalf("got %v, want subscribe_failed for room.2", m)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("subscribe_failed after %s: before the auth timeout", d)
+	}
+	expectPong(t, ws)
+	nsrv.start()
+	waitReady(t, srv, 200)
+	mustSubscribe(t, ws, "room.1")
+	expectPong(t, ws) // answered once
+	if v := metricValue(t, srv, "wsfleet_gateway_topic_subscriptions"); v != 1 {
+		t.Fatalf("topic_subscriptions %v, want 1", v)
 	}
 }
