@@ -12,3 +12,12 @@ func SetSnapshotChunkUsers(n int) (restore func()) {
 // SetDirectGetSubject makes the node send the history stream's direct gets
 // to subj, where a test can answer as a lagging replica would.
 func SetDirectGetSubject(o *Options, subj string) { o.directGetSubject = subj }
+
+// SetPresenceBudget sets the bytes of entries one presence message may
+// carry (0: half NATS's payload limit), for tests of the split into
+// several messages; the returned function restores it.
+func SetPresenceBudget(n int) (restore func()) {
+	old := presenceBudget
+	presenceBudget = n
+	return func() { presenceBudget = old }
+}

@@ -51,6 +51,9 @@ type pendingChange struct {
 // keep each message well under NATS's payload limit.
 const maxBatchChanges = 2000
 
+// presenceBudget, when positive, replaces budget's (tests).
+var presenceBudget int
+
 // snapshotChunkUsers bounds the users in one snapshot reply (a variable
 // for tests).
 var snapshotChunkUsers = 10000
@@ -211,15 +214,59 @@ func (p *presence) flush() {
 			ev.Left = append(ev.Left, k.user)
 		}
 	}
-	if len(changes) == 0 && len(tchanges) == 0 {
-		return
+	// Batches of at most budget bytes of entries (a connect storm's
+	// changes can outgrow one NATS message), numbered in order.
+	budget := p.budget()
+	b := protocol.PresenceBatch{Node: p.s.opts.NodeID, Epoch: p.s.runID, Changes: []protocol.PresenceChange{}}
+	size := 0
+	emit := func() {
+		if len(b.Changes)+len(b.Topics) == 0 {
+			return
+		}
+		p.seq++
+		b.Seq = p.seq
+		p.publish(p.s.subjects.PresenceEvents(), b)
+		b.Changes, b.Topics, size = b.Changes[:0], nil, 0
 	}
-	p.seq++
-	p.publish(p.s.subjects.PresenceEvents(), protocol.PresenceBatch{
-		Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq, Changes: changes, Topics: tchanges,
-	})
+	for _, ch := range changes {
+		if n := entrySize(ch.User, ""); size+n > budget {
+			emit()
+			size = n
+		} else {
+			size += n
+		}
+		b.Changes = append(b.Changes, ch)
+	}
+	for _, tc := range tchanges {
+		if n := entrySize(tc.User, tc.Topic); size+n > budget {
+			emit()
+			size = n
+		} else {
+			size += n
+		}
+		b.Topics = append(b.Topics, tc)
+	}
+	emit()
 	for _, ev := range events {
-		p.publish(p.s.subjects.TopicPresence(ev.Topic), ev)
+		// In parts of at most budget bytes, like the batches.
+		part := protocol.TopicPresenceEvent{Node: ev.Node, Topic: ev.Topic}
+		size := 0
+		add := func(list *[]string, u string) {
+			if n := jsonLen(u) + 3; size+n > budget {
+				p.publish(p.s.subjects.TopicPresence(ev.Topic), part)
+				part.Joined, part.Left, size = nil, nil, n
+			} else {
+				size += n
+			}
+			*list = append(*list, u)
+		}
+		for _, u := range ev.Joined {
+			add(&part.Joined, u)
+		}
+		for _, u := range ev.Left {
+			add(&part.Left, u)
+		}
+		p.publish(p.s.subjects.TopicPresence(ev.Topic), part)
 	}
 }
 
@@ -269,11 +316,25 @@ func (p *presence) snapshot(m *nats.Msg) {
 	}
 	p.flush()
 	chunk := protocol.SnapshotChunk{Node: p.s.opts.NodeID, Epoch: p.s.runID, Seq: p.seq}
+	budget, size, chunks := p.budget(), 0, 0
 	send := func(last bool) {
+		chunks++
 		chunk.Last = last
+		if last {
+			chunk.Chunks = chunks // the listener applies the snapshot only if it got them all
+		}
 		p.publish(m.Reply, chunk)
 		chunk.Users = chunk.Users[:0]
 		chunk.Topics = chunk.Topics[:0]
+		size = 0
+	}
+	// Each entry is counted at its largest JSON size, so a chunk stays
+	// under NATS's payload limit whatever the ids hold.
+	room := func(n int) {
+		if size+n > budget || len(chunk.Users)+len(chunk.Topics) == snapshotChunkUsers {
+			send(false)
+		}
+		size += n
 	}
 	// Each shard is copied under its read lock and published after it is
 	// released: a NATS publish that blocks (its buffer full, the server
@@ -281,14 +342,9 @@ func (p *presence) snapshot(m *nats.Msg) {
 	var buf []protocol.UserDevices
 	for i := range regShards {
 		buf = p.s.reg.appendShard(i, buf[:0])
-		users := buf
-		for len(users) > 0 {
-			n := min(len(users), snapshotChunkUsers-len(chunk.Users))
-			chunk.Users = append(chunk.Users, users[:n]...)
-			users = users[n:]
-			if len(chunk.Users) == snapshotChunkUsers {
-				send(false)
-			}
+		for _, u := range buf {
+			room(entrySize(u.User, ""))
+			chunk.Users = append(chunk.Users, u)
 		}
 	}
 	// Topic presence: copied under the lock, published after.
@@ -298,15 +354,49 @@ func (p *presence) snapshot(m *nats.Msg) {
 		topics = append(topics, protocol.TopicUserDevices{Topic: k.topic, User: k.user, Devices: n})
 	}
 	p.mu.Unlock()
-	for len(topics) > 0 {
-		n := min(len(topics), snapshotChunkUsers-len(chunk.Users)-len(chunk.Topics))
-		chunk.Topics = append(chunk.Topics, topics[:n]...)
-		topics = topics[n:]
-		if len(chunk.Users)+len(chunk.Topics) == snapshotChunkUsers {
-			send(false)
-		}
+	for _, tu := range topics {
+		room(entrySize(tu.User, tu.Topic))
+		chunk.Topics = append(chunk.Topics, tu)
 	}
 	send(true)
+}
+
+// budget is the most bytes of entries one presence message carries: half
+// the NATS server's payload limit, leaving room for the envelope.
+func (p *presence) budget() int {
+	if presenceBudget > 0 {
+		return presenceBudget
+	}
+	mp := int(p.s.nc.MaxPayload())
+	if mp <= 0 {
+		mp = 1 << 20
+	}
+	return mp / 2
+}
+
+// entrySize bounds the JSON of one presence entry: the ids as
+// encoding/json writes them, the member names and a count.
+func entrySize(user, topic string) int {
+	return jsonLen(user) + jsonLen(topic) + 64
+}
+
+// jsonLen bounds the length of s as a JSON string's contents from
+// encoding/json: < > & become \u003c (6 bytes), " and \ two, and a byte of
+// a multi-byte rune at most two (U+2028 and U+2029, 3 bytes, become 6).
+// User ids hold no control characters (protocol.ValidateUserID).
+func jsonLen(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '<' || c == '>' || c == '&':
+			n += 6
+		case c == '"' || c == '\\' || c >= 0x80:
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 func (p *presence) close() {

@@ -630,3 +630,92 @@ func TestTopicWhileNATSDown(t *testing.T) {
 		t.Fatalf("topic_subscriptions %v, want 1", v)
 	}
 }
+
+// TestTopicPresenceSplits: presence batches, snapshots and topic events
+// are split into messages of at most the budget's bytes of entries (NATS
+// refuses a message over its payload limit, and a long id makes entries
+// large), numbered in order; the snapshot's last message says how many it
+// has, and together they hold every entry.
+func TestTopicPresenceSplits(t *testing.T) {
+	defer gateway.SetPresenceBudget(600)()
+	srv := startGateway(t, func(o *gateway.Options) { o.TopicPresence = []string{"room.>"} })
+	nc := natsConn(t, srv)
+	w := watchPresence(t, nc)
+	events, err := nc.SubscribeSync("wsfleet.presence.topic.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	topic := "room." + strings.Repeat("x", 60)
+	for i := 0; i < n; i++ {
+		ws := connectWith(t, srv, topicToken(t, fmt.Sprintf("user-%02d-%s", i, strings.Repeat("y", 40)), []string{"room.>"}))
+		mustSubscribe(t, ws, topic)
+	}
+	// Batches: in order (until checks), every user and pair there.
+	users, pairs := map[string]int{}, map[string]int{}
+	deadline := time.After(10 * time.Second)
+	var last uint64
+	for len(users) < n || len(pairs) < n {
+		select {
+		case b := <-w.batches:
+			if last != 0 && b.Seq != last+1 {
+				t.Fatalf("batch %d after %d", b.Seq, last)
+			}
+			last = b.Seq
+			if raw, _ := json.Marshal(b); len(raw) > 600+200 {
+				t.Fatalf("a batch of %d bytes over the budget", len(raw))
+			}
+			for _, c := range b.Changes {
+				users[c.User] = c.Devices
+			}
+			for _, c := range b.Topics {
+				pairs[c.User] = c.Devices
+			}
+		case <-deadline:
+			t.Fatalf("batches: %d users, %d pairs of %d", len(users), len(pairs), n)
+		}
+	}
+	joined := map[string]bool{}
+	for len(joined) < n {
+		m, err := events.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("join events: %d of %d: %v", len(joined), n, err)
+		}
+		var ev protocol.TopicPresenceEvent
+		json.Unmarshal(m.Data, &ev)
+		for _, u := range ev.Joined {
+			joined[u] = true
+		}
+	}
+	// A snapshot: several chunks, the last counting them, every entry.
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest("wsfleet.presence.snapshot", inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, chunks := 0, 0
+	for {
+		m, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c protocol.SnapshotChunk
+		if err := json.Unmarshal(m.Data, &c); err != nil {
+			t.Fatal(err)
+		}
+		chunks++
+		got += len(c.Users) + len(c.Topics)
+		if c.Last {
+			if c.Chunks != chunks || chunks < 3 {
+				t.Fatalf("last chunk says %d, got %d (want several)", c.Chunks, chunks)
+			}
+			break
+		}
+	}
+	if got != 2*n {
+		t.Fatalf("snapshot entries %d, want %d", got, 2*n)
+	}
+}

@@ -135,6 +135,10 @@ type SnapshotChunk struct {
 	Users []UserDevices `json:"users"`
 	// Topics is the node's topic presence (in the chunks, like Users).
 	Topics []TopicUserDevices `json:"topics,omitempty"`
+	// Chunks, on the last chunk, is how many the snapshot has: a listener
+	// that got fewer (one was lost, or too large for NATS) does not apply
+	// it. 0 (a node that does not count them): not checked.
+	Chunks int `json:"chunks,omitempty"`
 	Last   bool               `json:"last"`
 }
 

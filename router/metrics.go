@@ -75,7 +75,7 @@ func newMetrics(s *Server) *metrics {
 	m.presenceGaps = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "presence_gaps_total",
 		Help: "Missed presence batches noticed (a Seq skipped in a batch or a heartbeat), each answered with a snapshot request."})
 	m.snapshotRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_snapshots_total",
-		Help: "Presence snapshot requests sent, failed to send (error), timed out, and node snapshots applied (node_complete)."}, []string{"result"})
+		Help: "Presence snapshot requests sent, failed to send (error), timed out, node snapshots applied (node_complete), and node snapshots missing a chunk, not applied and asked again (node_incomplete)."}, []string{"result"})
 	m.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_probes_total",
 		Help: "Probes of gateway nodes silent for --node-ttl, by result: alive (answered), late (timed out: the node's NATS connection is up, it is kept), gone (no responders: its connection is gone, it is dropped)."}, []string{"result"})
 	m.nodesExpired = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "presence_nodes_expired_total",

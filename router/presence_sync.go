@@ -99,7 +99,8 @@ type snapReq struct {
 }
 
 type partialSnap struct {
-	users []change
+	users  []change
+	chunks int // received
 }
 
 type tracker struct {
@@ -440,6 +441,7 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 		p = &partialSnap{}
 		r.partial[c.Node] = p
 	}
+	p.chunks++
 	for _, u := range c.Users {
 		if u.User != "" {
 			p.users = append(p.users, change{user: u.User, devices: clampDevices(u.Devices)})
@@ -462,6 +464,20 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 	n := t.nodeFor(c.Node, c.Epoch, now)
 	if n.snapReq == id {
 		n.snapReq = 0
+	}
+	if c.Chunks > 0 && p.chunks != c.Chunks {
+		// A chunk was lost (or too large for NATS): applying the rest as the
+		// node's whole state would drop whoever was in it. Ask again.
+		t.s.m.snapshotRequests.WithLabelValues("node_incomplete").Inc()
+		t.log.Warn("presence snapshot incomplete; asking again", zap.String("node", n.id),
+			zap.Int("chunks", p.chunks), zap.Int("sent", c.Chunks))
+		if r.node != "" {
+			t.finish(r)
+		}
+		t.setSynced(n, false)
+		n.lastAsked = time.Time{}
+		t.ensureSnapshot(n, now)
+		return
 	}
 	if n.synced && c.Seq < n.seq {
 		return // older than what the view already has

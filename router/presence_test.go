@@ -162,6 +162,27 @@ func TestPresenceLateRouter(t *testing.T) {
 	waitWhere(t, r2, "u2", "")
 }
 
+// TestPresenceIncompleteSnapshot: a snapshot whose first chunk was lost
+// is not applied (it would drop the users of that chunk); the router asks
+// again and gets the whole.
+func TestPresenceIncompleteSnapshot(t *testing.T) {
+	ns := startNATS(t, -1, nil)
+	a := newSimNode(t, ns, "gw-a")
+	a.set("u1", 1, "u2", 2, "u3", 1, "u4", 1, "u5", 1)
+	a.dropChunks.Store(1)
+	a.heartbeats(50 * time.Millisecond)
+	srv := startRouter(t, ns, presenceOpts)
+	for _, u := range []string{"u1", "u2", "u5"} {
+		waitWhere(t, srv, u, map[string]string{"u1": "gw-a=1", "u2": "gw-a=2", "u5": "gw-a=1"}[u])
+	}
+	if n := a.snapshotReqs.Load(); n < 2 {
+		t.Fatalf("%d snapshot requests, want a second after the incomplete one", n)
+	}
+	if !strings.Contains(metricsText(t, srv), `wsfleet_router_presence_snapshots_total{result="node_incomplete"} 1`) {
+		t.Fatal("the incomplete snapshot was not counted")
+	}
+}
+
 // TestPresenceGapResync: a batch goes missing; the next batch (Seq
 // skipped) makes the router ask for a snapshot, which holds the lost
 // change.

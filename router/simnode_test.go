@@ -35,6 +35,7 @@ type simNode struct {
 
 	answerSnapshots atomic.Bool
 	snapshotReqs    atomic.Int32
+	dropChunks      atomic.Int32 // snapshots left to answer without their first chunk
 	probesSeen      atomic.Int32
 	hbStop          chan struct{}
 	hbDone          chan struct{}
@@ -225,7 +226,11 @@ func (n *simNode) snapshot(m *nats.Msg) {
 	}
 	c.Last = true
 	chunks = append(chunks, c)
+	chunks[len(chunks)-1].Chunks = len(chunks)
 	n.mu.Unlock()
+	if n.dropChunks.Add(-1) >= 0 {
+		chunks = chunks[1:] // lost on the way
+	}
 	for _, c := range chunks {
 		n.publish(m.Reply, c)
 	}
