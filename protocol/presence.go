@@ -138,8 +138,8 @@ type SnapshotChunk struct {
 	// Chunks, on the last chunk, is how many the snapshot has: a listener
 	// that got fewer (one was lost, or too large for NATS) does not apply
 	// it. 0 (a node that does not count them): not checked.
-	Chunks int `json:"chunks,omitempty"`
-	Last   bool               `json:"last"`
+	Chunks int  `json:"chunks,omitempty"`
+	Last   bool `json:"last"`
 }
 
 // UserDevices is a user and its device count on a node.
