@@ -189,6 +189,16 @@ func (r *resumer) live(m *nats.Msg, st *dispStats) {
 	st.natsIn.Add(1)
 	seq, last, ok := seqHeaders(m.Header)
 	if !ok {
+		if m.Header.Get(protocol.HeaderControl) != "" && len(m.Subject) > len(r.livePrefix) {
+			// A control message sent to the live subject itself, not
+			// stored (a topic subscribe): applied, the chain untouched.
+			if tok, isUser := r.s.subjects.UserTokenOf(r.cfg.Prefix + "." + m.Subject[len(r.livePrefix):]); isUser {
+				var buf [8]*conn
+				u, conns := r.s.reg.devices(tok, buf[:0])
+				r.s.control(u, conns, m)
+				return
+			}
+		}
 		r.badHeaders.Add(1)
 		return
 	}

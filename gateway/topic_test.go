@@ -719,3 +719,32 @@ func TestTopicPresenceSplits(t *testing.T) {
 		t.Fatalf("snapshot entries %d, want %d", got, 2*n)
 	}
 }
+
+// TestResumeTopicControlLive: a topic control sent to the user's live
+// subject (how the router sends it with --resume: not stored, so it takes
+// no room in the user's history) is applied and answered on its reply
+// subject, and the user's chain is untouched.
+func TestResumeTopicControlLive(t *testing.T) {
+	ns := startJSNATS(t)
+	srv := resumeGateway(t, ns.ClientURL(), nil)
+	nc := natsConn(t, srv)
+	js := newJS(t, nc)
+	ws, _ := resumeConnect(t, srv, "erin", "")
+	m := nats.NewMsg("wsfleet.live." + userSubject(t, "erin")[len("wsfleet."):])
+	m.Header.Set(protocol.HeaderControl, protocol.ControlSubscribe)
+	m.Header.Set(protocol.HeaderTopic, "room.1")
+	r, err := nc.RequestMsg(m, 5*time.Second)
+	if err != nil || string(r.Data) != `{"node":"test-node","devices":1}` {
+		t.Fatalf("reply %v, %v", r, err)
+	}
+	if f := readType(t, ws, protocol.TypeSubscribed); f["topic"] != "room.1" {
+		t.Fatalf("got %v", f)
+	}
+	next := jsPublish(t, js, userSubject(t, "erin"), `"after"`)
+	if d := readDeliveries(t, ws, 1)[0]; d.seq != next {
+		t.Fatalf("got %d, want %d", d.seq, next)
+	}
+	if g := metricValue(t, srv, "wsfleet_gateway_resume_gaps_total"); g != 0 {
+		t.Fatalf("%v gaps", g)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/protocol"
 )
 
@@ -412,7 +413,13 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 				if len(topics) == 0 {
 					return nil
 				}
-				if _, err := pubTopics(nc, len(users)); err != nil {
+				sentUsers := 0
+				for _, subj := range subjects {
+					if subj != "" {
+						sentUsers++
+					}
+				}
+				if _, err := pubTopics(nc, sentUsers); err != nil {
 					return err
 				}
 				return s.flush(ctx, nc)
@@ -663,6 +670,10 @@ func (s *Server) opUserTopic(ctx context.Context, req *userTopicRequest, sub boo
 	return result(http.StatusOK, userTopicAnswer{User: req.User, Topic: req.Topic, Devices: devices, Nodes: nodes})
 }
 
+// topicControlWait is the longest a topic control waits for the nodes
+// (KickTimeout when longer).
+const topicControlWait = 10 * time.Second
+
 // controlReply is a node's answer to a control message: protocol.KickReply
 // or protocol.TopicReply.
 type controlReply struct {
@@ -675,15 +686,23 @@ type controlReply struct {
 // none) on the user's subject and sums the nodes' answers (closed or
 // devices) and counts the nodes. It waits until every node the view lists
 // for the user has answered (or NATS reports no responders), else for
-// KickTimeout.
+// KickTimeout (a topic control: at least topicControlWait).
 //
-// With Resume the history stream stores the message (the nodes get it
-// from the stream, in order with the user's messages) and acknowledges it
-// on the reply subject; the nodes answer on the one HeaderReplyTo names,
-// the stream dropping reply subjects. "No responders" then means no stream
+// With Resume a kick is stored by the history stream (the nodes get it
+// from the stream, in order with the user's messages) and acknowledged on
+// the reply subject; the nodes answer on the one HeaderReplyTo names, the
+// stream dropping reply subjects. "No responders" then means no stream
 // took it, so no node got it: 503. The wait ends once the stream has
-// acknowledged and every node the view lists has answered.
+// acknowledged and every node the view lists has answered. A topic
+// control needs no order with the user's messages and must not take
+// their room in history (the per-user limit): it goes to the nodes' live
+// subject of the user, not stored, answered like a control without
+// Resume.
 func (s *Server) controlUser(ctx context.Context, user, subj, control, topic string) (total, nodes int, _ *apiError) {
+	stored := s.opts.Resume && control == protocol.ControlKick
+	if s.opts.Resume && !stored {
+		subj = history.LivePrefix(s.opts.History.Prefix) + subj[len(s.opts.History.Prefix)+1:]
+	}
 	nc, aerr := s.connected()
 	if aerr != nil {
 		return 0, 0, aerr
@@ -708,19 +727,25 @@ func (s *Server) controlUser(ctx context.Context, user, subj, control, topic str
 		msg.Header.Set(protocol.HeaderTopic, topic)
 	}
 	msg.Reply = inbox
-	if s.opts.Resume {
+	if stored {
 		msg.Header.Set(HeaderReplyTo, inbox)
 	}
 	if err := nc.PublishMsg(msg); err != nil {
 		return 0, 0, publishError(err)
 	}
-	timer := time.NewTimer(s.opts.KickTimeout)
+	wait := s.opts.KickTimeout
+	if control != protocol.ControlKick {
+		// A node answers once its devices' subscriptions are live: up to
+		// its --auth-timeout (5s) while NATS is slow to confirm.
+		wait = max(wait, topicControlWait)
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	answered := map[string]bool{}
-	acked := !s.opts.Resume // without Resume nothing acknowledges a control message
+	acked := !stored // only the history stream acknowledges
 	var failed *ackError
 	done := func() bool {
-		if !s.opts.Resume {
+		if !stored {
 			return len(expected) > 0 && len(waiting) == 0
 		}
 		return acked && len(waiting) == 0
@@ -730,10 +755,10 @@ wait:
 		select {
 		case m := <-replies:
 			if len(m.Data) == 0 && m.Header.Get("Status") == noRespondersStatus {
-				if s.opts.Resume {
+				if stored {
 					failed = &ackError{reason: reasonNoStream, err: nats.ErrNoResponders}
 				}
-				break wait // no node holds the user (with Resume: no stream took the message)
+				break wait // no node holds the user (a stored one: no stream took the message)
 			}
 			var r struct {
 				controlReply
@@ -763,7 +788,7 @@ wait:
 			break wait
 		}
 	}
-	if s.opts.Resume && nodes == 0 && (failed != nil || !acked) {
+	if stored && nodes == 0 && (failed != nil || !acked) {
 		if failed == nil {
 			failed = &ackError{reason: reasonNoAck, err: context.DeadlineExceeded, within: s.opts.KickTimeout}
 		}

@@ -817,3 +817,29 @@ func isDigits(s string) bool {
 	}
 	return s != ""
 }
+
+// TestResumeUserTopics: with Resume, PUT /v1/users/{user}/topics/{topic}
+// reaches the user's node on its live subject and is not stored: the
+// user's history keeps its room for messages.
+func TestResumeUserTopics(t *testing.T) {
+	ns := jetStreamNATS(t)
+	srv := startResumeRouter(t, ns, fleetOpts)
+	gw := startGatewayNodeWith(t, ns, "gw-1", func(o *gateway.Options) {
+		o.Resume = true // the router's history settings: its defaults
+	})
+	st := stream(t, ns)
+	c := connect(t, gwAddr(gw), "alice")
+	waitWhere(t, srv, "alice", "gw-1=1")
+	before := storedCount(t, st)
+	r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/alice/topics/room.1", testKey, nil)
+	if r.status != http.StatusOK || string(r.body) != `{"user":"alice","topic":"room.1","devices":1,"nodes":1}`+"\n" {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	c.next(t, protocol.TypeSubscribed)
+	if after := storedCount(t, st); after != before {
+		t.Fatalf("the stream holds %d messages, %d before: the control was stored", after, before)
+	}
+	if r := do(t, http.MethodPut, apiURL(srv)+"/v1/users/nobody/topics/room.1", testKey, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"nodes":0`) {
+		t.Fatalf("PUT for a user nobody holds: %d %s", r.status, r.body)
+	}
+}

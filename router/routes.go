@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -153,7 +154,11 @@ func outsideMux(escaped string) (pattern, id, topic string, ok bool) {
 	}
 	seg, last, _ := strings.Cut(rest, "/")
 	if t, isTopic := strings.CutPrefix(last, "topics/"); isTopic && t != "" && !strings.Contains(t, "/") {
-		// A topic needs no escaping: it is taken as sent, and checked.
+		// Decoded as ServeMux decodes {topic} on the other paths, then
+		// checked by the route.
+		if d, err := url.PathUnescape(t); err == nil {
+			t = d
+		}
 		pattern, topic = routeUserTopic, t
 	} else if pattern, ok = userRoutes[last]; !ok {
 		return "", "", "", false

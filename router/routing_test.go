@@ -61,6 +61,8 @@ func TestRouting(t *testing.T) {
 		{name: "publish to slash", method: "POST", path: "/v1/users/%2F/messages", body: `1`, status: 202},
 		{name: "subscribe dot dot", method: "PUT", path: "/v1/users/../topics/room.1", status: 200},
 		{name: "subscribe slash", method: "PUT", path: "/v1/users/%2F/topics/room.1", status: 200},
+		{name: "subscribe slash, escaped topic", method: "PUT", path: "/v1/users/%2F/topics/room%2E1", status: 200},
+		{name: "subscribe, escaped topic", method: "PUT", path: "/v1/users/bob/topics/room%2E1", status: 200},
 		{name: "subscribe empty id", method: "PUT", path: "/v1/users//topics/room.1", status: 400, code: "bad_user"},
 		{name: "subscribe empty topic", method: "PUT", path: "/v1/users/bob/topics/", status: 404, code: "not_found"},
 		{name: "topic with a slash", method: "PUT", path: "/v1/users/bob/topics/a/b", status: 404, code: "not_found"},

@@ -239,10 +239,20 @@ func (n *simNode) snapshot(m *nats.Msg) {
 // control answers a kick on a user subject like a gateway: every device
 // of the user goes.
 func (n *simNode) control(m *nats.Msg) {
-	if m.Header.Get(protocol.HeaderControl) != protocol.ControlKick {
+	user, _ := protocol.DecodeUserToken(m.Subject[len(n.subjects.User("")):])
+	switch m.Header.Get(protocol.HeaderControl) {
+	case protocol.ControlSubscribe, protocol.ControlUnsubscribe:
+		// As a gateway: every device of the user holds (or left) the topic.
+		n.mu.Lock()
+		devices := n.users[user]
+		n.mu.Unlock()
+		b, _ := json.Marshal(protocol.TopicReply{Node: n.id, Devices: devices})
+		_ = m.Respond(b)
+		return
+	case protocol.ControlKick:
+	default:
 		return
 	}
-	user, _ := protocol.DecodeUserToken(m.Subject[len(n.subjects.User("")):])
 	n.mu.Lock()
 	closed := n.users[user]
 	n.kicks[user] = true
