@@ -183,6 +183,41 @@ func BenchmarkBroadcastFanout(b *testing.B) {
 	sh.Release()
 }
 
+// BenchmarkTopicFanout is BenchmarkBroadcastFanout for a topic every one
+// of the loop's 1,000 connections holds: the same frame written to each,
+// through the topic's member list (the membership check per member
+// besides): the goal is the broadcast's cost.
+func BenchmarkTopicFanout(b *testing.B) {
+	s, l := benchServer(b)
+	s.topics = newTopicHub(s)
+	const conns = 1000
+	for i := 0; i < conns; i++ {
+		c := pairConn(b, s, l, fmt.Sprintf("u%d", i))
+		c.idx = int32(len(l.conns))
+		l.conns = append(l.conns, c)
+		l.ctp = append(l.ctp, nil)
+	}
+	t := s.topics.join("room.1", 0)
+	t.confirmed.Store(s.natsEpoch.Load() + 1) // as if NATS confirmed it
+	for _, c := range l.conns {
+		l.addTopic(c, "room.1", false, nil)
+	}
+	s.topics.leave(t) // the members hold it now
+	if n := t.loops[0].members.Load(); n != conns {
+		b.Fatalf("%d members", n)
+	}
+	sh := encodeTopicDelivery("room.1", deliveryMsg(s, "x", 100))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tk := task{kind: taskTopic, sh: sh, t: t}
+		for l.topicStep(&tk) {
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*conns), "ns/conn")
+	sh.Release()
+}
+
 // BenchmarkParseFrames is inbound frame parsing on an open connection: 100
 // masked pong frames per buffer, as they come off the socket.
 func BenchmarkParseFrames(b *testing.B) {

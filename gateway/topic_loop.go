@@ -133,9 +133,19 @@ func (l *loop) endCheck(c *conn, name string) bool {
 // tps returns c's topics, kept by its loop beside its slot in loop.conns
 // (loop.ctp) rather than in the connection struct, whose size class an
 // 8-byte field would push up for every connection.
-func (c *conn) tps() *connTopics { return c.l.ctp[c.idx] }
+// A connection no longer (or never) in the loop's list has none.
+func (c *conn) tps() *connTopics {
+	if c.idx < 0 {
+		return nil
+	}
+	return c.l.ctp[c.idx]
+}
 
-func (c *conn) setTps(t *connTopics) { c.l.ctp[c.idx] = t }
+func (c *conn) setTps(t *connTopics) {
+	if c.idx >= 0 {
+		c.l.ctp[c.idx] = t
+	}
+}
 
 // topicCount is how many topics c holds or waits for.
 func (c *conn) topicCount() int {
