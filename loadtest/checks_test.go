@@ -164,7 +164,7 @@ func TestJSONKeysAlwaysPresent(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{
-		"messages": "null", "broadcasts": "null", "storm": "null", "churn": "null", "kicks": "null", "resume": "null",
+		"messages": "null", "broadcasts": "null", "topics": "null", "storm": "null", "churn": "null", "kicks": "null", "resume": "null",
 		"problems": "[]", "failures": "[]", "gateways": "[]", "interrupted": "false",
 	} {
 		if got := string(top[k]); got != want {

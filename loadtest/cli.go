@@ -32,10 +32,18 @@ Scenarios:
               time to full recovery, messages missed meanwhile
   churn       close --churn-rate connections/s (each back after --churn-down)
               while delivering
+  live        every connection subscribes to --topic; publish --msg-rate
+              messages/s to it for --duration; every subscriber checks it
+              got each exactly once and in order; fan-out time per message
+  rooms       connections in rooms of --room-size, each room a topic; members
+              publish --msg-rate messages/s in all to their rooms (their own
+              frames, or --room-publish router|nats on their behalf); every
+              member checks it got each of its room's messages once, in order
 
---resume (any scenario) tests a fleet running with resumable delivery:
-devices reconnect with "since" and must get every message published while
-they were away, with no gap and no duplicate.
+--resume (any scenario but live and rooms: topics are not in the history
+stream) tests a fleet running with resumable delivery: devices reconnect
+with "since" and must get every message published while they were away,
+with no gap and no duplicate.
 
 Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
 
@@ -47,7 +55,9 @@ failed. Exit status:
        ramp did not reach --conns), publishes or kicks that failed, a
        storm's dropped connections not all back, connections the gateway
        closed still down at the end, worker problems, --resume against a
-       gateway without it
+       gateway without it, connections never subscribed to their topic,
+       rooms --room-publish client against gateways that do not publish
+       client frames to the topic (no --client-topic-publish direct)
   2    a bad invocation, refused before anything starts: a flag (named),
        no signing key, a --jwt-private-key it cannot use, a --json or --html
        file it cannot write, or an --api-key the router refuses (one
@@ -115,9 +125,9 @@ func mainWith(args []string, environ func(string) (string, bool), stdout, stderr
 func ParseArgs(scenario string, args []string, environ func(string) (string, bool)) (Config, error) {
 	c := Config{Scenario: scenario}
 	switch scenario {
-	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn:
+	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn, ScenarioLive, ScenarioRooms:
 	default:
-		return c, fmt.Errorf("unknown scenario %q (connect, deliver, broadcast, storm, churn; see --help)", scenario)
+		return c, fmt.Errorf("unknown scenario %q (connect, deliver, broadcast, storm, churn, live, rooms; see --help)", scenario)
 	}
 	fs := flagenv.New("loadtest "+scenario, "LOADTEST_", fmt.Sprintf("Usage: loadtest %s [flags]\n\nSee loadtest --help for the scenarios and docs/loadtest.md for the guide.", scenario))
 	fs.List(&c.URLs, "url", []string{"ws://127.0.0.1:8080/ws"}, "gateway WebSocket URL; repeat (or comma-separate) to spread connections over several gateways")
@@ -125,7 +135,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Float(&c.ConnectRate, "connect-rate", 1000, "new connections per second during the ramp")
 	backoff := true
 	fs.Bool(&backoff, "ramp-backoff", true, "slow the ramp when the fleet is behind: bound its attempts in flight, cut its rate to 70% each second a tenth or more of its attempts are refused (503, close 1013) or time out, and wait out Retry-After when most are; false: --connect-rate whatever the fleet answers (open loop)")
-	fs.Duration(&c.Duration, "duration", 30*time.Second, "the measured phase after the ramp: hold (connect), publishing (deliver, storm, churn)")
+	fs.Duration(&c.Duration, "duration", 30*time.Second, "the measured phase after the ramp: hold (connect), publishing (deliver, storm, churn, live, rooms)")
 	fs.Int(&c.MaxConns, "max-conns", 100000, "hard cap: --conns above it is refused")
 	fs.Int(&c.Devices, "devices-per-user", 1, "connections per user: users are <user-prefix>0, 1, …; every device of a user must receive each of its messages")
 	fs.String(&c.UserPrefix, "user-prefix", "lt-", "user ids (JWT sub) are this followed by a number")
@@ -153,9 +163,11 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.Duration(&c.ProgressInterval, "progress-interval", time.Second, "how often progress lines are printed")
 	var seed int
 	fs.Int(&seed, "seed", 0, "random seed (0: random)")
-	fs.Bool(&c.Resume, "resume", false, `the fleet runs with --resume: each device remembers the last message id it received and reconnects with "since" (whatever closed it: churn, a drop, a kick, a drain's reconnect notice, a token expiry); messages published while it was away are owed to it, and any lost or received twice fails the run, as does a recovered:false (history too small); with --via nats, publishes go through JetStream to learn each message's id`)
-	if scenario != ScenarioConnect {
+	fs.Bool(&c.Resume, "resume", false, `(not live, rooms: topics are live-only) the fleet runs with --resume: each device remembers the last message id it received and reconnects with "since" (whatever closed it: churn, a drop, a kick, a drain's reconnect notice, a token expiry); messages published while it was away are owed to it, and any lost or received twice fails the run, as does a recovered:false (history too small); with --via nats, publishes go through JetStream to learn each message's id`)
+	if scenario != ScenarioConnect && scenario != ScenarioRooms {
 		fs.String(&c.Publish.Via, "via", "router", "publish through the router's HTTP API (router) or directly on NATS (nats)")
+	}
+	if scenario != ScenarioConnect {
 		fs.String(&c.Publish.RouterURL, "router-url", "http://127.0.0.1:8090", "router base URL")
 		fs.Secret(&c.Publish.APIKey, "api-key", "router API key (one of the router's --api-key, WSFLEET_ROUTER_API_KEY); checked with one request before the ramp")
 		fs.String(&c.Publish.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server for --via nats")
@@ -170,6 +182,18 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	case ScenarioDeliver, ScenarioStorm, ScenarioChurn:
 		def := 100.0
 		fs.Float(&c.MsgRate, "msg-rate", def, "messages per second to random users (storm, churn: 0 for none)")
+	case ScenarioLive:
+		fs.Float(&c.MsgRate, "msg-rate", 100, "messages per second to the topic")
+		fs.String(&c.Topic, "topic", "live.prices", "the topic every connection subscribes to (the tokens' topics claim allows it)")
+	case ScenarioRooms:
+		fs.Float(&c.MsgRate, "msg-rate", 100, "messages per second, all rooms together, each from a random member to its room")
+		fs.Int(&c.RoomSize, "room-size", 10, "members per room (2-1000, a multiple of --devices-per-user): room k is the topic <room-prefix>.<run id>.<k>")
+		fs.String(&c.RoomPrefix, "room-prefix", "room", "the rooms' topics are <room-prefix>.<run id>.<k>")
+		fs.String(&c.RoomPublish, "room-publish", RoomPublishClient, "who publishes a member's message: client (the member's own publish frame; the gateways must run --client-topic-publish direct), router (POST /v1/topics/{topic}/messages) or nats (on <prefix>.topic.<topic>)")
+	}
+	if scenario == ScenarioLive || scenario == ScenarioRooms {
+		fs.String(&c.Auth.TopicsClaim, "jwt-topics-claim", "topics", "the claim the tokens list their topic in (the gateways' --jwt-topics-claim)")
+		fs.String(&c.Auth.PublishClaim, "jwt-publish-claim", "publish", "rooms --room-publish client: the claim the tokens list their room in for publishing (the gateways' --jwt-publish-claim)")
 	}
 	if scenario == ScenarioDeliver {
 		fs.Int(&c.KickUsers, "kick-users", 0, "close the connections of the first N users through the router (DELETE /v1/users/{user}/connections, close 4403) --kick-after into the deliver phase; they reconnect after their back-off")
@@ -199,11 +223,31 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 		fs.Positive("drop-share", "drop-after")
 	case ScenarioChurn:
 		fs.Positive("churn-rate", "churn-down")
+	case ScenarioLive:
+		fs.Positive("msg-rate")
+	case ScenarioRooms:
+		fs.Positive("msg-rate", "room-size")
 	}
 	if err := fs.Parse(args, environ); err != nil {
 		return c, err
 	}
 	c.Seed = uint64(seed)
 	c.OpenLoopRamp = !backoff
+	// an empty string would be taken for the default (SetDefaults): refuse it
+	for _, f := range []struct {
+		name string
+		v    *string
+		on   bool
+	}{
+		{"--topic", &c.Topic, scenario == ScenarioLive},
+		{"--room-prefix", &c.RoomPrefix, scenario == ScenarioRooms},
+		{"--room-publish", &c.RoomPublish, scenario == ScenarioRooms},
+		{"--jwt-topics-claim", &c.Auth.TopicsClaim, scenario == ScenarioLive || scenario == ScenarioRooms},
+		{"--jwt-publish-claim", &c.Auth.PublishClaim, scenario == ScenarioLive || scenario == ScenarioRooms},
+	} {
+		if f.on && *f.v == "" {
+			return c, fmt.Errorf("%s must not be empty", f.name)
+		}
+	}
 	return c, nil
 }

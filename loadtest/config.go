@@ -20,6 +20,26 @@ const (
 	ScenarioBroadcast = "broadcast"
 	ScenarioStorm     = "storm"
 	ScenarioChurn     = "churn"
+	ScenarioLive      = "live"  // every connection subscribes to one topic; the run publishes to it (topics.go)
+	ScenarioRooms     = "rooms" // connections in rooms of --room-size, each a topic; members publish to their room (topics.go)
+)
+
+// Room publishing modes (--room-publish).
+const (
+	RoomPublishClient = "client" // the member's own publish frame (gateways with --client-topic-publish direct)
+	RoomPublishRouter = "router" // POST /v1/topics/{topic}/messages on the member's behalf
+	RoomPublishNATS   = "nats"   // a NATS publish on <prefix>.topic.<topic> on the member's behalf
+)
+
+// Bounds of the topic scenarios.
+const (
+	maxRoomSize = 1000
+	// maxLiveMsgs bounds a live run's messages (--msg-rate × --duration):
+	// every process keeps a record per message (its publish, and its
+	// first and last receipt for the fan-out time).
+	maxLiveMsgs = 1_000_000
+	// maxRoomMsgs bounds a rooms run's messages: a record per message.
+	maxRoomMsgs = 10_000_000
 )
 
 // Config is one run. Zero fields take the defaults of SetDefaults.
@@ -43,7 +63,17 @@ type Config struct {
 	PrivateKeyFile string
 
 	Publish PublishConfig
-	MsgRate float64 // deliver, storm, churn: messages per second to random users (0: none)
+	MsgRate float64 // deliver, storm, churn: messages per second to random users (0: none); live, rooms: to the topics
+
+	// Topic (live): the topic every connection subscribes to.
+	Topic string
+	// RoomSize (rooms): members per room; room k is the topic
+	// <RoomPrefix>.<run id>.<k>, its members the connections k·RoomSize …
+	// (k+1)·RoomSize-1. RoomPublish says who publishes a member's
+	// message: client, router or nats (RoomPublish*).
+	RoomSize    int
+	RoomPrefix  string
+	RoomPublish string
 
 	Broadcasts        int
 	BroadcastInterval time.Duration
@@ -154,6 +184,31 @@ func (c *Config) SetDefaults() {
 		c.ChurnRate = 10
 	}
 	def(&c.ChurnDown, time.Second)
+	if c.Topic == "" {
+		c.Topic = "live.prices"
+	}
+	if c.RoomSize == 0 {
+		c.RoomSize = 10
+	}
+	if c.RoomPrefix == "" {
+		c.RoomPrefix = "room"
+	}
+	if c.RoomPublish == "" {
+		c.RoomPublish = RoomPublishClient
+	}
+	if c.Auth.TopicsClaim == "" {
+		c.Auth.TopicsClaim = "topics"
+	}
+	if c.Auth.PublishClaim == "" {
+		c.Auth.PublishClaim = "publish"
+	}
+	if c.Scenario == ScenarioRooms {
+		// --via is not a rooms flag: --room-publish says it
+		switch c.RoomPublish {
+		case RoomPublishRouter, RoomPublishNATS:
+			c.Publish.Via = c.RoomPublish
+		}
+	}
 	if c.Workers == "" {
 		c.Workers = "auto"
 	}
@@ -179,6 +234,30 @@ func (c *Config) publishes() bool {
 		return c.MsgRate > 0
 	}
 	return false
+}
+
+// topics reports whether the scenario is about topics (live, rooms).
+func (c *Config) topics() bool { return c.Scenario == ScenarioLive || c.Scenario == ScenarioRooms }
+
+// topicVia is how the run publishes to its topics: "router" or "nats"
+// (live, and rooms with --room-publish router or nats), "client" (rooms:
+// the members' own frames), "" (no topic scenario).
+func (c *Config) topicVia() string {
+	switch c.Scenario {
+	case ScenarioLive:
+		return c.Publish.Via
+	case ScenarioRooms:
+		return c.RoomPublish
+	}
+	return ""
+}
+
+// rooms is the number of rooms of a rooms run (the last may be smaller).
+func (c *Config) rooms() int {
+	if c.RoomSize < 1 {
+		return 0
+	}
+	return (c.Conns + c.RoomSize - 1) / c.RoomSize
 }
 
 // UsageError is an invocation the load tester refuses before it starts
@@ -219,9 +298,9 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateFlags() error {
 	switch c.Scenario {
-	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn:
+	case ScenarioConnect, ScenarioDeliver, ScenarioBroadcast, ScenarioStorm, ScenarioChurn, ScenarioLive, ScenarioRooms:
 	default:
-		return fmt.Errorf("unknown scenario %q: connect, deliver, broadcast, storm or churn", c.Scenario)
+		return fmt.Errorf("unknown scenario %q: connect, deliver, broadcast, storm, churn, live or rooms", c.Scenario)
 	}
 	for _, d := range []struct {
 		name string
@@ -249,8 +328,8 @@ func (c *Config) validateFlags() error {
 		return errors.New("--duration must be between 1ns and 24h")
 	case c.Devices < 1 || c.Devices > 1000:
 		return errors.New("--devices-per-user must be between 1 and 1000")
-	case c.Scenario == ScenarioDeliver && c.MsgRate <= 0:
-		return errors.New("deliver needs --msg-rate above 0")
+	case (c.Scenario == ScenarioDeliver || c.topics()) && c.MsgRate <= 0:
+		return fmt.Errorf("%s needs --msg-rate above 0", c.Scenario)
 	case c.MsgRate < 0 || c.MsgRate > 1e6:
 		return errors.New("--msg-rate must be between 0 and 1,000,000")
 	case c.Publish.MsgBytes < 0 || c.Publish.MsgBytes > 1<<20:
@@ -304,7 +383,12 @@ func (c *Config) validateFlags() error {
 			return err
 		}
 	}
-	if c.Scenario == ScenarioBroadcast || c.publishes() {
+	if c.topics() {
+		if err := c.validateTopics(); err != nil {
+			return err
+		}
+	}
+	if c.Scenario == ScenarioBroadcast || c.publishes() || (c.topics() && c.topicVia() != RoomPublishClient) {
 		switch c.Publish.Via {
 		case "router", "nats":
 		default:
@@ -320,7 +404,10 @@ func (c *Config) validateFlags() error {
 		}
 		if c.Publish.APIKey == "" {
 			why := "--via router"
-			if c.Publish.Via != "router" {
+			switch {
+			case c.Scenario == ScenarioRooms && c.RoomPublish == RoomPublishRouter:
+				why = "--room-publish router"
+			case c.Publish.Via != "router":
 				why = "--kick-users"
 			}
 			return fmt.Errorf("%s needs --api-key (or LOADTEST_API_KEY): one of the router's keys (its WSFLEET_ROUTER_API_KEY)", why)
@@ -337,7 +424,8 @@ func (c *Config) validateFlags() error {
 // needsRouter reports whether the run makes router requests: it publishes
 // through the router, or kicks users.
 func (c *Config) needsRouter() bool {
-	return (c.Publish.Via == "router" && (c.Scenario == ScenarioBroadcast || c.publishes())) || c.KickUsers > 0
+	return (c.Publish.Via == "router" && (c.Scenario == ScenarioBroadcast || c.publishes())) || c.KickUsers > 0 ||
+		c.topicVia() == "router"
 }
 
 // checkHTTPURL checks that raw is an http(s) URL with a host.
@@ -358,6 +446,7 @@ func (c *Config) prepare() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	// topics are not in the history stream (--resume is refused for them)
 	c.Publish.JetStream = c.Resume && c.Publish.Via == "nats" && (c.Scenario == ScenarioBroadcast || c.publishes())
 	for _, f := range []struct{ flag, path string }{{"--json", c.JSONFile}, {"--html", c.HTMLFile}} {
 		if err := checkWritable(f.path); err != nil {

@@ -109,6 +109,19 @@ func rampNote(p Progress) string {
 	return s
 }
 
+// topicNote is what the progress adds in a topic run: the connections
+// subscribed now, and the client publish check's test messages back.
+func topicNote(r *runner, p Progress) string {
+	if !r.cfg.topics() {
+		return ""
+	}
+	s := fmt.Sprintf("  subscribed %s", numfmt.Thousands(p.TLive))
+	if p.ProbeSent > 0 {
+		s += fmt.Sprintf(" (check %s/%s back)", numfmt.Thousands(p.ProbeOK), numfmt.Thousands(p.ProbeSent))
+	}
+	return s
+}
+
 func (d *display) draw() {
 	p, _ := d.r.progress()
 	now := time.Now()
@@ -118,7 +131,7 @@ func (d *display) draw() {
 		dt = el
 	}
 	rate := func(a, b int64) float64 { return float64(a-b) / dt }
-	recvRate := rate(p.Receipts+p.BReceipts, d.prev.Receipts+d.prev.BReceipts)
+	recvRate := rate(p.Receipts+p.BReceipts+p.TReceipts, d.prev.Receipts+d.prev.BReceipts+d.prev.TReceipts)
 	connRate := rate(p.Welcomes, d.prev.Welcomes)
 	d.prev, d.prevT = p, now
 	errs := p.Fails + p.PubFailed + p.Dups + p.OOO
@@ -132,7 +145,7 @@ func (d *display) draw() {
 	if !d.bars {
 		fmt.Fprintf(d.w, "[%7.1fs] %-9s conns %s/%s (+%s/s, %s connecting%s)  published %s  received %s (%s/s)%s  errors %s\n",
 			el, phase, numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting), back,
-			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts), numfmt.Thousands(int64(recvRate)), resume, numfmt.Thousands(errs))
+			numfmt.Thousands(p.Acked), numfmt.Thousands(p.Receipts+p.BReceipts+p.TReceipts), numfmt.Thousands(int64(recvRate)), resume+topicNote(d.r, p), numfmt.Thousands(errs))
 		return
 	}
 	width := termWidth(d.w)
@@ -155,7 +168,14 @@ func (d *display) draw() {
 	}
 	line("%s  %.1fs  %s", d.r.cfg.Scenario, el, phase)
 	line("conns    %s %s/%s  +%s/s  %s connecting%s", bar(p.Live, target), numfmt.Thousands(p.Live), numfmt.Thousands(target), numfmt.Thousands(int64(connRate)), numfmt.Thousands(p.Connecting), back)
-	if d.r.cfg.publishes() || d.r.cfg.Scenario == ScenarioBroadcast {
+	if d.r.cfg.topics() {
+		check := ""
+		if p.ProbeSent > 0 {
+			check = fmt.Sprintf("  client publish check %s/%s back", numfmt.Thousands(p.ProbeOK), numfmt.Thousands(p.ProbeSent))
+		}
+		line("topics   %s %s/%s subscribed%s", bar(p.TLive, target), numfmt.Thousands(p.TLive), numfmt.Thousands(target), check)
+	}
+	if d.r.cfg.publishes() || d.r.cfg.Scenario == ScenarioBroadcast || d.r.cfg.topics() {
 		rateTarget := int64(d.r.cfg.MsgRate)
 		if d.r.cfg.Scenario == ScenarioBroadcast {
 			rateTarget = max(int64(recvRate), 1)

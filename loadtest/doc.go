@@ -31,4 +31,17 @@
 // messages published while they were away are owed to them, and the
 // messages' ids (stream sequences) classify them where the publisher
 // learnt them: see resume.go.
+//
+// # Topics
+//
+// The live and rooms scenarios test the gateway's topics (topics.go,
+// topics_run.go): every connection subscribes to its topic once
+// welcomed (the tokens' topics claim allows it) and a session on the
+// topic starts with its "subscribed". live publishes one numbered stream
+// to one topic from the parent, which announces each publish to the
+// processes as it does a broadcast; rooms puts whole rooms in each
+// process, whose publisher numbers each room's messages and publishes
+// them as a random member (its own publish frame) or on its behalf
+// (router, NATS). The accounting is the users' (tracker.go), per device
+// and topic, with the subscribe in place of the welcome.
 package loadtest

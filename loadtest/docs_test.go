@@ -236,6 +236,8 @@ var alwaysRows = map[string]bool{
 	"target": true, "connect rate": true, "attempts": true, "handshake (connect → welcome)": true, "upgrade (connect → #)": true,
 	"published": true, "delivered": true, "end-to-end latency": true, "drain ended": true, "##": true, "publish → receipt": true,
 	"dropped": true, "drop → welcome again": true, "closed": true,
+	"subscribed": true, "subscribe (sent → subscribed)": true, "fan-out (publish → last receipt)": true, "publish → first receipt": true,
+	"receivers per message": true, "topics": true, "rooms failed": true,
 	"start": true, "peak": true, "before close": true, "end": true,
 }
 

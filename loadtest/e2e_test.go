@@ -40,20 +40,24 @@ type fleet struct {
 	metrics   string
 }
 
-// startFleet starts a NATS server, a gateway and a router, all in this
-// process on loopback.
-func startFleet(t *testing.T) *fleet {
+// startFleet starts a NATS server, a gateway (its options changed by
+// mods) and a router, all in this process on loopback.
+func startFleet(t *testing.T, mods ...func(*gateway.Options)) *fleet {
 	t.Helper()
 	ns, err := natsembed.Start(natsembed.Options{StoreDir: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Close)
-	gw, err := gateway.New(gateway.Options{
+	o := gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: ns.ClientURL(),
 		NodeID: "lt-test", JWT: jwtverify.Config{HS256Secret: testSecret},
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-	})
+	}
+	for _, m := range mods {
+		m(&o)
+	}
+	gw, err := gateway.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,11 @@ type workerPlan struct {
 	CloseTimeout   time.Duration `json:"close_timeout"`
 	OpenLoopRamp   bool          `json:"open_loop_ramp,omitempty"` // --ramp-backoff=false
 	Resume         bool          `json:"resume,omitempty"`         // --resume
+	Scenario       string        `json:"scenario,omitempty"`
+	Topic          string        `json:"topic,omitempty"`        // live: the topic
+	RoomSize       int           `json:"room_size,omitempty"`    // rooms: members per room
+	RoomPrefix     string        `json:"room_prefix,omitempty"`  // rooms: topics <RoomPrefix>.<RunID>.<k>
+	RoomPublish    string        `json:"room_publish,omitempty"` // rooms: client, router or nats
 	Pollers        int           `json:"pollers"`
 	Seed           uint64        `json:"seed"`
 }
@@ -69,6 +74,7 @@ type clientSet struct {
 	running atomic.Bool // connections that drop are reconnected
 	resume  bool        // plan.Resume
 	prefix  []byte      // `{"lt":"<run>"` that starts every data payload of this run
+	tp      *topicSet   // live, rooms: the process's topics (topics.go); nil otherwise
 
 	// userMu guards userLive; a welcome, a close and a publish's stamp take
 	// it, so "welcomed before the publish" and "counted as open at the
@@ -118,10 +124,7 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 	if e.tokens, err = newTokenSource(plan.Auth, nUsers); err != nil {
 		return nil, err
 	}
-	if err := e.tokens.premint(e.names); err != nil {
-		return nil, fmt.Errorf("minting tokens: %v", err)
-	}
-	if plan.NeedPublisher {
+	if plan.NeedPublisher && plan.Scenario != ScenarioRooms {
 		if e.sink, err = newSink(plan.Publish); err != nil {
 			return nil, err
 		}
@@ -169,6 +172,26 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 		}
 		e.slots = append(e.slots, s)
 		e.loops[li].slots = append(e.loops[li].slots, s)
+	}
+	if plan.Scenario == ScenarioLive || plan.Scenario == ScenarioRooms {
+		e.tp = newTopicSet(e)
+	}
+	if plan.Scenario == ScenarioRooms {
+		if plan.NeedPublisher {
+			if e.sink, err = newSink(plan.Publish); err != nil {
+				e.closeLoops()
+				return nil, err
+			}
+		}
+		e.pub = newRoomPublisher(e.sink, plan, e.tp, e.clientPublish)
+	}
+	// after the topic set: a topic scenario's tokens carry their topics
+	if err := e.tokens.premint(e.names); err != nil {
+		e.closeLoops()
+		if e.sink != nil {
+			e.sink.close()
+		}
+		return nil, fmt.Errorf("minting tokens: %v", err)
 	}
 	return e, nil
 }
@@ -335,6 +358,17 @@ type Progress struct {
 	// the loops that have connections left to start.
 	RampRate   float64 `json:"ramp_rate"`
 	RampTarget float64 `json:"ramp_target"`
+
+	// live, rooms: slots subscribed to their topic at least once, when the
+	// last of the process's was (mono ns; 0: not yet), sessions
+	// subscribed now, topic receipts, and the client publish check's test
+	// messages sent and come back.
+	Subscribed int64 `json:"subscribed,omitempty"`
+	SubDone    int64 `json:"sub_done,omitempty"`
+	TLive      int64 `json:"topic_live,omitempty"`
+	TReceipts  int64 `json:"topic_receipts,omitempty"`
+	ProbeSent  int64 `json:"probe_sent,omitempty"`
+	ProbeOK    int64 `json:"probe_ok,omitempty"`
 }
 
 func (e *clientSet) progress() Progress {
@@ -359,13 +393,25 @@ func (e *clientSet) progress() Progress {
 		p.RampRate += math.Float64frombits(st.rampRate.Load())
 		p.RampTarget += math.Float64frombits(st.rampTarget.Load())
 		p.LastRecv = max(p.LastRecv, st.lastRecv.Load())
+		p.TLive += st.tlive.Load()
+		p.TReceipts += st.treceipts.Load()
+		p.ProbeSent += st.probeSent.Load()
+		p.ProbeOK += st.probeOK.Load()
+	}
+	if tp := e.tp; tp != nil {
+		p.Subscribed = tp.subscribed.Load()
+		p.SubDone = tp.subDone.Load()
+		if len(e.slots) == 0 {
+			p.SubDone = max(p.At, 1)
+		}
+		p.Outstanding += tp.elig.Load() - tp.got.Load()
 	}
 	if e.pub != nil {
 		p.Published = e.pub.published.Load()
 		p.Acked = e.pub.acked.Load()
 		p.PubFailed = e.pub.failed.Load()
 	}
-	p.Outstanding = e.eligible.Load() - e.eligGot.Load() + e.bElig.Load() - e.bGot.Load()
+	p.Outstanding += e.eligible.Load() - e.eligGot.Load() + e.bElig.Load() - e.bGot.Load()
 	p.EverWelcomed = e.rampWelcomed.Load()
 	p.RampStart = e.rampStart.Load()
 	p.RampDone = e.rampDone.Load()
@@ -404,6 +450,7 @@ type workerResult struct {
 	Unexpected int64               `json:"closed_unexpectedly"` // live sessions the gateway or the network ended
 	NotBack    int64               `json:"closed_not_back"`     // of the slots, down at the cut after such a close
 	Resume     resumeWire          `json:"resume"`
+	Topic      *topicWire          `json:"topic,omitempty"` // live, rooms
 	Mints      int64               `json:"token_mints"`
 	CPUUser    float64             `json:"cpu_user_s"`
 	CPUSys     float64             `json:"cpu_sys_s"`
@@ -444,10 +491,16 @@ func (e *clientSet) finish() *workerResult {
 	}
 	e.running.Store(false)
 	var logs [][]pubRec
-	if e.pub != nil {
+	if e.pub != nil && e.tp == nil {
 		for _, u := range e.pub.users {
 			logs = append(logs, u.log)
 		}
+	}
+	var tlogs []*topicLog
+	var tcounts SeqCounts
+	tbad := map[int32]bool{}
+	if e.tp != nil {
+		tlogs = e.topicLogs()
 	}
 	e.bMu.Lock()
 	blog := append([]pubRec(nil), e.bLog...)
@@ -482,7 +535,16 @@ func (e *clientSet) finish() *workerResult {
 				notBack++
 			}
 		}
+		var tc SeqCounts
+		bad := map[int32]bool{}
+		if tlogs != nil {
+			tc = l.accountTopics(tlogs, bad)
+		}
 		mu.Lock()
+		tcounts.add(tc)
+		for k := range bad {
+			tbad[k] = true
+		}
 		r.Msgs.add(msgs)
 		r.Bcast.add(bc)
 		r.OpenAtEnd += open
@@ -537,6 +599,10 @@ func (e *clientSet) finish() *workerResult {
 		merge("broadcast", l.hBcast)
 		merge("reconnect", l.hReconnect)
 		merge("replay", l.hReplay)
+		if e.tp != nil {
+			merge("topic", l.hTopic)
+			merge("subscribe", l.hSub)
+		}
 		for k, v := range l.closes {
 			r.Closes[k] += v
 		}
@@ -582,6 +648,10 @@ func (e *clientSet) finish() *workerResult {
 	if e.pub != nil {
 		r.PubErrors = e.pub.errors()
 		r.Behind = e.pub.behind.Load()
+	}
+	if e.tp != nil {
+		r.Topic = &topicWire{}
+		e.finishTopics(r.Topic, tcounts, tbad)
 	}
 	r.Mints = e.tokens.mints
 	var ru unix.Rusage
@@ -649,7 +719,7 @@ func (c *seriesCollector) sampleUpTo(sec int, p Progress) {
 	c.mu.Lock()
 	for i := c.last + 1; i <= sec; i++ {
 		c.points = append(c.points, seriesWire{I: i, Live: p.Live, Welcomes: p.Welcomes, Fails: p.Fails, Closes: p.Closes,
-			Receipts: p.Receipts, BReceipts: p.BReceipts, Acked: p.Acked, RampRate: p.RampRate})
+			Receipts: p.Receipts, BReceipts: p.BReceipts + p.TReceipts, Acked: p.Acked, RampRate: p.RampRate})
 	}
 	c.last = max(c.last, sec)
 	c.mu.Unlock()

@@ -19,10 +19,13 @@ func WriteHTML(w io.Writer, res *Result) error {
 	WriteReport(&rep, res)
 	ax := newTimeAxis(res)
 	figs := []template.HTML{connectionsFigure(res, ax)}
-	if res.Messages != nil || res.Broadcasts != nil {
+	if res.Messages != nil || res.Broadcasts != nil || res.Topics != nil {
 		figs = append(figs, deliveriesFigure(res, ax))
 	}
 	figs = append(figs, latencyFigure(res, ax), histogramFigure(res))
+	if t := res.Topics; t != nil && t.Fanout != nil {
+		figs = append(figs, fanoutFigure(t.Fanout))
+	}
 	verdict, class := fmt.Sprintf("Passed (exit status %d)", ExitStatus(res)), "pass"
 	fails := Verdict(res)
 	switch {
@@ -161,16 +164,19 @@ func deliveriesFigure(res *Result, ax timeAxis) template.HTML {
 	recv := perSecond("receipts per second", purple, res.Series, func(p Point) float64 { return float64(p.Delivered) })
 	acked := perSecond("publishes acknowledged per second", yellow, res.Series, func(p Point) float64 { return float64(p.Acked) })
 	c := chart{id: "deliveries", title: "Deliveries per second", yLabel: "per second", ax: ax, lines: []line{recv}}
-	if res.Messages != nil {
-		c.lines = append(c.lines, acked)
+	if res.Messages != nil || (res.Topics != nil && res.Topics.RoomSize > 0) {
+		c.lines = append(c.lines, acked) // (a live run's publisher is the parent: not in the series)
 	}
 	return c.figure("no time series was recorded")
 }
 
 func latencyFigure(res *Result, ax timeAxis) template.HTML {
 	title := "End-to-end latency over time (publish → receipt, each second's)"
-	if res.Broadcasts != nil {
+	switch {
+	case res.Broadcasts != nil:
 		title = "Broadcast latency over time (publish → each receipt, each second's)"
+	case res.Topics != nil:
+		title = "Topic latency over time (publish → each receipt, each second's)"
 	}
 	pct := func(v func(Point) float64) func(Point) float64 {
 		return func(p Point) float64 {
@@ -187,7 +193,9 @@ func latencyFigure(res *Result, ax timeAxis) template.HTML {
 	switch {
 	case res.Scenario == ScenarioConnect:
 		why = "a connect run publishes nothing; its latency is the handshake's (the histogram below)"
-	case res.Messages == nil && res.Broadcasts == nil:
+	case res.Topics != nil && res.Topics.Published == 0:
+		why = "nothing was published"
+	case res.Messages == nil && res.Broadcasts == nil && res.Topics == nil:
 		why = "nothing was published (--msg-rate 0)"
 	}
 	c := chart{id: "latency", title: title, yLabel: "latency", ms: true, ax: ax, lines: []line{p50, p99, pmax}}
@@ -560,6 +568,8 @@ func histogramFigure(res *Result) template.HTML {
 		buckets, title, unit = res.Messages.Histogram, "End-to-end latency histogram (messages to users)", "receipts"
 	case res.Broadcasts != nil && len(res.Broadcasts.Histogram) > 0:
 		buckets, title, unit = res.Broadcasts.Histogram, "Broadcast latency histogram (publish → each receipt)", "receipts"
+	case res.Topics != nil && len(res.Topics.Histogram) > 0:
+		buckets, title, unit = res.Topics.Histogram, "Topic latency histogram (publish → each receipt)", "receipts"
 	default:
 		if h, err := importHist(res.Hists["welcome"]); err == nil {
 			buckets, title, unit = logBuckets(h), "Handshake latency histogram (connect → welcome)", "handshakes"
@@ -571,14 +581,29 @@ func histogramFigure(res *Result) template.HTML {
 		return template.HTML(b.String())
 	}
 	fmt.Fprintf(&b, `<figure><figcaption>%s<span class="keys"><span class="key"><i style="background:#4299e1"></i>%s per bar</span></span></figcaption>`, esc(title), unit)
-	histSVG(&b, title, unit, buckets)
+	histSVG(&b, "histogram", title, unit, buckets)
+	b.WriteString(`</figure>`)
+	return template.HTML(b.String())
+}
+
+// fanoutFigure is a live run's fan-out time histogram: publish → last
+// receipt of each message.
+func fanoutFigure(f *FanoutResult) template.HTML {
+	title := "Fan-out time histogram (publish → last receipt, per message)"
+	var b strings.Builder
+	if len(f.Histogram) == 0 {
+		fmt.Fprintf(&b, `<figure class="nodata" id="fanout"><figcaption>%s</figcaption><p>No samples in this scenario: no message was received.</p></figure>`, esc(title))
+		return template.HTML(b.String())
+	}
+	fmt.Fprintf(&b, `<figure><figcaption>%s<span class="keys"><span class="key"><i style="background:#4299e1"></i>messages per bar</span></span></figcaption>`, esc(title))
+	histSVG(&b, "fanout", title, "messages", f.Histogram)
 	b.WriteString(`</figure>`)
 	return template.HTML(b.String())
 }
 
 // histSVG draws the latency buckets as bars, their bounds on a log axis.
-func histSVG(b *strings.Builder, title, unit string, bs []HistBucket) {
-	fmt.Fprintf(b, svgHead, "histogram", cw, padT+plotH+padB, esc(title))
+func histSVG(b *strings.Builder, id, title, unit string, bs []HistBucket) {
+	fmt.Fprintf(b, svgHead, id, cw, padT+plotH+padB, esc(title))
 	c := chart{lines: []line{{}}, top: padT, yLabel: unit}
 	for _, x := range bs {
 		c.lines[0].ys = append(c.lines[0].ys, float64(x.Count))

@@ -25,7 +25,7 @@ import (
 // Without chromium the test fails, unless -short.
 func TestHTMLReportInBrowser(t *testing.T) {
 	browser := findChromium(t)
-	f := startFleet(t)
+	f := startFleet(t, direct) // rooms: the members' own publish frames reach their room
 	dir := t.TempDir()
 	if d := os.Getenv("LOADTEST_BROWSER_DIR"); d != "" {
 		dir = d // keep the reports and the screenshot to look at
@@ -91,6 +91,25 @@ func TestHTMLReportInBrowser(t *testing.T) {
 				c.MsgRate, c.Duration, c.ChurnRate, c.ChurnDown = 200, 1500*time.Millisecond, 20, 200*time.Millisecond
 			},
 			charts: all, marks: []string{"ramp", "churn", "drain", "closing"},
+		},
+		{
+			name:   ScenarioLive,
+			tune:   func(c *Config) { c.MsgRate, c.Duration = 200, 1500*time.Millisecond },
+			charts: append(append([]string(nil), all...), "fanout"), marks: []string{"ramp", "subscribe", "publishing", "drain", "closing"},
+			check: func(t *testing.T, res *Result) {
+				var n int64
+				for _, p := range res.Series {
+					n += p.LatCount
+				}
+				if want := res.Topics.Latency.Count; n != want {
+					t.Errorf("the per-second series holds %d topic latencies, the run %d", n, want)
+				}
+			},
+		},
+		{
+			name:   ScenarioRooms,
+			tune:   func(c *Config) { c.MsgRate, c.Duration = 200, 1500*time.Millisecond },
+			charts: all, marks: []string{"ramp", "subscribe", "client publish check", "publishing", "drain", "closing"},
 		},
 	}
 	var pages []string

@@ -22,8 +22,13 @@ type loopStats struct {
 	refreshed, dropped, recovered, churned, lastRecv    atomic.Int64
 	unexpected                                          atomic.Int64 // live sessions the gateway or the network ended
 	refused                                             atomic.Int64
-	away                                                atomic.Int64 // --resume: devices welcomed before and down now
-	replayed                                            atomic.Int64 // --resume: first receipts replayed from history
+	// live, rooms: topic sessions subscribed now, receipts, frames of
+	// another run or publisher, of another topic; the client publish
+	// check's test messages sent and back
+	tlive, treceipts, tforeign, tmisrouted atomic.Int64
+	probeSent, probeOK                     atomic.Int64
+	away                                   atomic.Int64 // --resume: devices welcomed before and down now
+	replayed                               atomic.Int64 // --resume: first receipts replayed from history
 	// the ramp's allowed rate (0 while paused) and target while the loop
 	// has connections left to start, as math.Float64bits
 	rampRate, rampTarget atomic.Uint64
@@ -39,6 +44,7 @@ type loop struct {
 	w     *engine.Wheel[*slot]
 	now   uint32 // ticks of the run clock
 	fbuf  []byte // frame scratch
+	pbuf  []byte // a client publish frame's scratch (rooms)
 	rng   *rand.Rand
 	dsts  []unix.Sockaddr // per target (a Sockaddr is not safe to share across goroutines)
 	srcs  []unix.Sockaddr
@@ -61,6 +67,7 @@ type loop struct {
 
 	hUpgrade, hWelcome, hE2E, hBcast, hReconnect *hdrhistogram.Histogram
 	hReplay                                      *hdrhistogram.Histogram // --resume: publish → receipt of replayed messages
+	hTopic, hSub                                 *hdrhistogram.Histogram // live, rooms: publish → receipt; subscribe → subscribed
 	ivE2E                                        *hdrhistogram.Histogram
 	ivIdx                                        int
 
@@ -70,6 +77,10 @@ type loop struct {
 	errs     map[string]int64
 	refusals map[string]int64
 	bstats   []BroadcastStat // by seq-1
+
+	terrs       map[string]int64 // live, rooms: refused subscribes and publishes, unsubscribes by the gateway
+	fan         []fanStat        // live: receipts per message, by seq-1
+	probeClosed bool             // rooms: the client publish check is over
 
 	st loopStats
 }
@@ -85,6 +96,9 @@ func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr)
 		hBcast:     newHist(),
 		hReconnect: newHist(),
 		hReplay:    newHist(),
+		hTopic:     newHist(),
+		hSub:       newHist(),
+		terrs:      map[string]int64{},
 		ivE2E:      newSeriesHist(),
 		closes:     map[string]int64{},
 		errs:       map[string]int64{},
@@ -312,6 +326,8 @@ func (l *loop) checkFinished() {
 }
 
 func (l *loop) errorf(reason string) { l.errs[reason]++ }
+
+func (l *loop) terr(reason string) { l.terrs[reason]++ }
 
 func (l *loop) closeCode(code int) { l.closes[strconv.Itoa(code)]++ }
 

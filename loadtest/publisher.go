@@ -385,14 +385,43 @@ type publisher struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	size int // each message's data JSON, padded (--msg-bytes)
+	// rooms: the users are the process's rooms (num: the global room
+	// number), members their sizes; each message is from a random member.
+	// send, with --room-publish client, has the member publish it (its
+	// own publish frame, on its loop) and calls done once it is written.
+	rooms   bool
+	members []int
+	send    func(u, member int, body []byte, done func(reason string))
 }
 
 func newPublisher(s *sink, run string, userNums []int, names []string, stamp func(int) (int64, int32), eligible *atomic.Int64) *publisher {
-	p := &publisher{s: s, run: run, stamp: stamp, eligible: eligible, errs: map[string]int64{}, off: map[[2]int]int32{}}
+	p := &publisher{s: s, run: run, stamp: stamp, eligible: eligible, errs: map[string]int64{}, off: map[[2]int]int32{}, size: s.cfg.MsgBytes}
 	for i, n := range userNums {
 		u := &pubUser{num: n, path: "/v1/users/" + url.PathEscape(names[i]) + "/messages"}
 		u.subj, _ = s.subj.UserID(names[i])
 		p.users = append(p.users, u)
+	}
+	return p
+}
+
+// newRoomPublisher publishes to the process's rooms (topics.go): through
+// s (--room-publish router or nats) or, with s nil (client), as the
+// members themselves through send.
+func newRoomPublisher(s *sink, plan *workerPlan, tp *topicSet, send func(u, member int, body []byte, done func(string))) *publisher {
+	p := &publisher{s: s, run: plan.RunID, stamp: tp.stamp, eligible: &tp.elig, errs: map[string]int64{}, off: map[[2]int]int32{},
+		size: plan.Publish.MsgBytes, rooms: true}
+	if s == nil {
+		p.send = send
+	}
+	for _, r := range tp.rooms {
+		u := &pubUser{num: r.num, path: "/v1/topics/" + url.PathEscape(r.topic) + "/messages"}
+		if s != nil {
+			u.subj = s.subj.Topic(r.topic)
+		}
+		p.users = append(p.users, u)
+		p.members = append(p.members, len(r.members))
 	}
 	return p
 }
@@ -456,10 +485,12 @@ func (p *publisher) loop(rate float64, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	conc := 1
 	var jobs chan pubJob
-	results := make(chan pubResult, 1024)
+	// a client publish's answer comes from an event loop, which must not
+	// wait: room for one per room (at most one in flight per room)
+	results := make(chan pubResult, max(1024, len(p.users)))
 	live := make(map[[2]int]int32) // (u, seq) -> sessions open at publish, for the router's results
 	var wg sync.WaitGroup
-	if p.s.client != nil {
+	if p.send == nil && p.s.client != nil {
 		conc = max(1, p.s.cfg.Concurrency)
 		jobs = make(chan pubJob)
 		for i := 0; i < conc; i++ {
@@ -533,13 +564,31 @@ func (p *publisher) loop(rate float64, seed uint64) {
 			}
 			u := p.users[ui]
 			seq := uint32(len(u.log) + 1)
+			from := 0
+			if p.rooms {
+				from = rng.IntN(p.members[ui])
+			}
 			t, nlive := p.stamp(ui)
 			p.logMu.Lock()
 			u.log = append(u.log, pubRec{t: t})
 			p.logMu.Unlock()
-			body = appendBody(body[:0], p.run, u.num, false, seq, t, p.s.cfg.MsgBytes)
+			if p.rooms {
+				body = appendRoomBody(body[:0], p.run, u.num, seq, from, t, p.size)
+			} else {
+				body = appendBody(body[:0], p.run, u.num, false, seq, t, p.size)
+			}
 			issued++
 			p.published.Add(1)
+			if p.send != nil {
+				u.busy = true
+				inflight++
+				live[[2]int{ui, int(seq)}] = nlive
+				ui, seq := ui, seq
+				p.send(ui, from, append([]byte(nil), body...), func(reason string) {
+					results <- pubResult{u: ui, seq: seq, reason: reason}
+				})
+				continue
+			}
 			if jobs != nil {
 				u.busy = true
 				inflight++
@@ -591,6 +640,8 @@ func (p *publisher) loop(rate float64, seed uint64) {
 	}
 	if jobs != nil {
 		close(jobs)
+	}
+	if jobs != nil || p.send != nil {
 		for inflight > 0 {
 			complete(<-results)
 		}

@@ -33,6 +33,7 @@ type Result struct {
 	Connections ConnResult          `json:"connections"`
 	Messages    *MsgResult          `json:"messages"`
 	Broadcasts  *BcastResult        `json:"broadcasts"`
+	Topics      *TopicResult        `json:"topics"` // live, rooms; null otherwise
 	Storm       *StormResult        `json:"storm"`
 	Churn       *ChurnResult        `json:"churn"`
 	Kicks       *KickResult         `json:"kicks"`
@@ -72,6 +73,9 @@ type Settings struct {
 	KickUsers      int      `json:"kick_users"`
 	Drain          string   `json:"drain"`
 	Resume         bool     `json:"resume"`
+	Topic          string   `json:"topic,omitempty"`        // live
+	RoomSize       int      `json:"room_size,omitempty"`    // rooms
+	RoomPublish    string   `json:"room_publish,omitempty"` // rooms
 }
 
 // ConnResult is about connections.
@@ -376,6 +380,20 @@ func (r *runner) result(end int64) *Result {
 		res.Broadcasts = b
 		res.Settings.Via, res.Settings.Broadcasts = c.Publish.Via, c.Broadcasts
 	}
+	if c.topics() {
+		t, probs := r.topicResult(results, hs, perrs, behind, sum)
+		res.Problems = append(res.Problems, probs...)
+		res.Topics = t
+		res.Settings.Via, res.Settings.MsgRate, res.Settings.MsgBytes = t.Via, c.MsgRate, c.Publish.MsgBytes
+		if c.Scenario == ScenarioLive {
+			res.Settings.Topic = c.Topic
+		} else {
+			res.Settings.RoomSize, res.Settings.RoomPublish = c.RoomSize, c.RoomPublish
+		}
+		if h := hs["fanout"]; h != nil {
+			res.Hists["fanout"] = exportHist(h)
+		}
+	}
 	if c.Scenario == ScenarioStorm {
 		s := &StormResult{Share: c.DropShare, Dropped: sum.Dropped, Recovered: sum.Recovered, RecoverySeconds: -1,
 			Reconnect: statsOf(hs["reconnect"]), Missed: msgs.Missed}
@@ -474,15 +492,24 @@ func checkAccounting(res *Result, msgs, bc SeqCounts) Accounting {
 		}
 		a.Checks = append(a.Checks, s)
 	}
-	for name, c := range map[string]SeqCounts{"messages": msgs, "broadcasts": bc} {
+	counts := map[string]SeqCounts{"messages": msgs, "broadcasts": bc}
+	if t := res.Topics; t != nil {
+		counts["topic deliveries"] = t.Counts
+		check(t.Published == t.Acked+t.Failed, "topic publishes %d = acknowledged %d + failed %d", t.Published, t.Acked, t.Failed)
+		check(t.Latency.Count == t.Counts.Receipts-t.Counts.Duplicated, "topic latency samples %d = receipts %d - duplicates %d",
+			t.Latency.Count, t.Counts.Receipts, t.Counts.Duplicated)
+	}
+	for name, c := range counts {
 		if c == (SeqCounts{}) {
 			continue
 		}
 		check(c.Expected == c.Delivered+c.Lost+c.Missed, "%s: expected %d = delivered %d + lost %d + missed %d", name, c.Expected, c.Delivered, c.Lost, c.Missed)
 		check(c.MissedClosed <= c.Missed, "%s: missed after unexpected closes %d ≤ missed %d", name, c.MissedClosed, c.Missed)
+		if res.Resume != nil || name == "topic deliveries" {
+			check(c.Pending <= c.Lost, "%s: pending %d ≤ lost %d", name, c.Pending, c.Lost)
+		}
 		if res.Resume != nil {
 			check(c.Unrecovered <= c.Missed, "%s: unrecovered %d ≤ missed %d", name, c.Unrecovered, c.Missed)
-			check(c.Pending <= c.Lost, "%s: pending %d ≤ lost %d", name, c.Pending, c.Lost)
 			check(c.ByID <= c.Expected, "%s: classified by id %d ≤ expected %d", name, c.ByID, c.Expected)
 			check(c.IDMismatch == 0, "%s: %d received with another id than the publisher's", name, c.IDMismatch)
 		}
@@ -639,6 +666,9 @@ func WriteReport(out io.Writer, res *Result) {
 		seqRows(w, b.Counts)
 		latRow(w, "publish → receipt", b.Latency)
 		fmt.Fprintf(w, "  drain ended\t%s\n", b.DrainEnd)
+	}
+	if t := res.Topics; t != nil {
+		topicRows(w, t, res)
 	}
 	if s := res.Storm; s != nil {
 		fmt.Fprintf(w, "storm (drop %.0f%%)\n", s.Share*100)

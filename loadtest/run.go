@@ -47,17 +47,20 @@ type runner struct {
 	resultsDone chan struct{}
 	nresults    int
 
-	phase       string
-	phases      []phaseMark // guarded by phaseMu
-	phaseMu     sync.Mutex
-	interrupted bool
-	bcasts      []bcastPub
-	scrapes     map[string][]*Scrape // url -> start, peak, end, before close
-	drainEnd    string
-	rampStart   int64
-	peakLive    int64
-	stormDrop   time.Time
-	kicks       *KickResult // --kick-users
+	phase        string
+	phases       []phaseMark // guarded by phaseMu
+	phaseMu      sync.Mutex
+	interrupted  bool
+	bcasts       []bcastPub
+	lp           *livePub             // live: the parent's publishes
+	probe        *ProbeResult         // rooms --room-publish client: the check before publishing
+	subscribedAt int64                // live, rooms: when the last connection's first subscribe came (0: not all did)
+	scrapes      map[string][]*Scrape // url -> start, peak, end, before close
+	drainEnd     string
+	rampStart    int64
+	peakLive     int64
+	stormDrop    time.Time
+	kicks        *KickResult // --kick-users
 }
 
 type bcastPub struct {
@@ -81,6 +84,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cfg.Stderr = os.Stderr
 	}
 	r := &runner{cfg: cfg, out: cfg.Stdout, log: cfg.Stderr, scrapes: map[string][]*Scrape{}}
+	if cfg.Scenario == ScenarioLive {
+		r.lp = &livePub{errs: map[string]int64{}}
+	}
 	if err := r.plan(); err != nil {
 		return nil, err
 	}
@@ -145,14 +151,29 @@ func (r *runner) plan() error {
 			c.Seed = c.Seed<<8 | uint64(b)
 		}
 	}
-	// Whole users per worker, as evenly as possible.
-	users := (c.Conns + c.Devices - 1) / c.Devices
+	// Whole users per worker, as evenly as possible; in a rooms run whole
+	// rooms (each of whole users), so a room's messages are published and
+	// checked in one process.
+	unit := c.Devices
+	if c.Scenario == ScenarioRooms {
+		unit = c.RoomSize
+	}
+	users := (c.Conns + unit - 1) / unit
 	w := min(r.lim.Workers, users)
+	if unit > c.Devices && r.lim.Processes > 0 && c.Workers == "auto" {
+		// whole rooms must not take a process past its connections
+		w = min(max(w, (users+max(1, r.lim.ConnsPerWorker/unit)-1)/max(1, r.lim.ConnsPerWorker/unit)), users)
+	}
 	r.lim.Workers = w
 	if w <= 1 && c.Workers == "auto" {
 		r.lim.Processes = 0
 	} else if r.lim.Processes > 0 {
 		r.lim.Processes = w
+	}
+	if c.Scenario == ScenarioRooms && c.RoomPublish == RoomPublishClient {
+		if perConn := c.MsgRate / float64(c.Conns); perConn > 50 {
+			r.lim.Notes = append(r.lim.Notes, fmt.Sprintf("--room-publish client: each member sends %.0f publish frames a second on average; the gateways refuse a connection's frames past their --max-client-msgs-per-sec (default 100) and close it past its burst", perConn))
+		}
 	}
 	from := 0
 	for i := 0; i < w; i++ {
@@ -162,11 +183,15 @@ func (r *runner) plan() error {
 		}
 		p := &workerPlan{
 			Index: i, Workers: w, RunID: r.runID, Targets: r.targets, SourceIPs: r.lim.SourceIPs,
-			SlotFrom: from * c.Devices, SlotTo: min((from+n)*c.Devices, c.Conns),
+			SlotFrom: from * unit, SlotTo: min((from+n)*unit, c.Conns),
 			Devices: c.Devices, UserPrefix: c.UserPrefix, Auth: c.Auth, Publish: c.Publish,
-			NeedPublisher:  c.publishes(),
+			NeedPublisher:  c.publishes() || (c.Scenario == ScenarioRooms && c.RoomPublish != RoomPublishClient),
 			ConnectTimeout: c.ConnectTimeout, BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax,
 			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Resume: c.Resume, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
+			Scenario: c.Scenario, Topic: c.Topic, RoomSize: c.RoomSize, RoomPrefix: c.RoomPrefix, RoomPublish: c.RoomPublish,
+		}
+		if !c.topics() {
+			p.Topic, p.RoomSize, p.RoomPrefix, p.RoomPublish = "", 0, "", ""
 		}
 		from += n
 		r.plans = append(r.plans, p)
@@ -268,7 +293,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	var bsink *sink
-	if c.Scenario == ScenarioBroadcast {
+	if c.Scenario == ScenarioBroadcast || c.Scenario == ScenarioLive {
 		var err error
 		if bsink, err = newSink(c.Publish); err != nil {
 			return nil, err
@@ -342,6 +367,20 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 			r.stopPublishing(ctx)
 		}
 		r.drain(ctx)
+	case ScenarioLive:
+		r.waitSubscribed(ctx)
+		r.setPhase("live")
+		r.publishLive(ctx, bsink)
+		r.drain(ctx)
+	case ScenarioRooms:
+		r.waitSubscribed(ctx)
+		if c.RoomPublish != RoomPublishClient || r.probeClientPublish(ctx) {
+			r.setPhase("rooms")
+			r.sendShares("publish", c.MsgRate)
+			r.sleep(ctx, c.Duration)
+			r.stopPublishing(ctx)
+			r.drain(ctx)
+		}
 	case ScenarioChurn:
 		r.setPhase("churn")
 		if c.MsgRate > 0 {
@@ -364,7 +403,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		fmt.Fprintln(r.log, "\ninterrupted: stopping the workers for a partial report")
 		// Messages in flight are not lost: stop publishing and give them
 		// --drain-quiet (at most --drain) to arrive.
-		if c.publishes() || c.Scenario == ScenarioBroadcast {
+		if c.publishes() || c.Scenario == ScenarioBroadcast || c.topics() {
 			r.sendAll(command{Cmd: "churn", Rate: 0})
 			r.stopPublishing(context.Background())
 			saved := c.Drain
@@ -530,7 +569,7 @@ func (r *runner) collect(i int, h workerHandle) {
 		}
 		r.mu.Unlock()
 		switch ev.Ev {
-		case "ready", "stopped", "announced", "dropped", "error", "exit":
+		case "ready", "stopped", "announced", "tannounced", "probing", "probe_ended", "dropped", "error", "exit":
 			ev.Worker = i
 			select {
 			case r.replies <- ev:
@@ -582,6 +621,12 @@ func (r *runner) progress() (Progress, []Progress) {
 		s.Refused += p.Refused
 		s.Away += p.Away
 		s.Replayed += p.Replayed
+		s.Subscribed += p.Subscribed
+		s.TLive += p.TLive
+		s.TReceipts += p.TReceipts
+		s.ProbeSent += p.ProbeSent
+		s.ProbeOK += p.ProbeOK
+		s.SubDone = max(s.SubDone, p.SubDone)
 		s.RampRate += p.RampRate
 		s.RampTarget += p.RampTarget
 		s.LastRecv = max(s.LastRecv, p.LastRecv)
@@ -593,6 +638,11 @@ func (r *runner) progress() (Progress, []Progress) {
 		if p.FirstDrop != 0 && (s.FirstDrop == 0 || p.FirstDrop < s.FirstDrop) {
 			s.FirstDrop = p.FirstDrop
 		}
+	}
+	if lp := r.lp; lp != nil {
+		s.Published += lp.published.Load()
+		s.Acked += lp.acked.Load()
+		s.PubFailed += lp.failed.Load()
 	}
 	return s, all
 }

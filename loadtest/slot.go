@@ -74,6 +74,14 @@ type slot struct {
 	msgs devTrack  // the user's messages
 	bc   devTrack  // broadcasts
 	rs   devResume // --resume: where the device resumes from
+
+	// live, rooms (topics.go)
+	room    int32  // the slot's topic: index in the process's topicSet.rooms
+	tpState uint8  // tpNone, tpPending, tpLive
+	probe   uint8  // probeNone, probeSent, probeBack
+	tpFrom  uint32 // the room's last message stamped before the session's subscribe
+	tpSent  int64  // when the subscribe was sent
+	tp      topicTrack
 }
 
 func (s *slot) connect() {
@@ -488,8 +496,9 @@ func (s *slot) frame(h ws.Header, p []byte) {
 }
 
 var (
-	typePrefix = []byte(`{"type":"`)
-	dataKey    = []byte(`"data":`)
+	typePrefix   = []byte(`{"type":"`)
+	dataKey      = []byte(`"data":`)
+	topicMsgHead = []byte(`{"type":"message","topic":"`)
 )
 
 // message handles one text message from the gateway.
@@ -540,14 +549,25 @@ func (s *slot) message(p []byte) {
 		l.st.refreshed.Add(1)
 		s.refreshing = false
 		s.scheduleRefresh()
+	case protocol.TypeSubscribed:
+		s.subscribed(p)
+	case protocol.TypeUnsubscribed:
+		s.unsubscribed(p)
 	case protocol.TypeError:
-		code := "error_frame"
+		code := ""
 		if j := bytes.Index(p, []byte(`"code":"`)); j >= 0 {
 			if k := bytes.IndexByte(p[j+8:], '"'); k > 0 && k < 64 {
-				code += "_" + string(p[j+8:j+8+k])
+				code = string(p[j+8 : j+8+k])
 			}
 		}
-		l.errorf(code)
+		if tp := l.e.tp; tp != nil && s.state == stLive && frameTopicIs(p, tp.rooms[s.room].topic) {
+			s.topicError(code)
+			return
+		}
+		if code != "" {
+			code = "_" + code
+		}
+		l.errorf("error_frame" + code)
 	}
 }
 
@@ -588,6 +608,9 @@ func (s *slot) welcomed(p []byte) {
 	s.downUnexp = false
 	s.moving = false
 	s.scheduleRefresh()
+	if e.tp != nil && s.state == stLive {
+		s.subscribe()
+	}
 }
 
 // resumeWelcome reads a welcome's position and, after a since, its
@@ -637,6 +660,10 @@ func (s *slot) delivery(p []byte) {
 	l := s.l
 	e := l.e
 	now := mono()
+	if bytes.HasPrefix(p, topicMsgHead) {
+		s.topicDelivery(p, now)
+		return
+	}
 	i := bytes.Index(p, dataKey)
 	if i < 0 {
 		l.st.foreign.Add(1)
@@ -848,7 +875,7 @@ func (s *slot) endSession(unexpected bool) {
 			s.away = true
 			s.l.st.away.Add(1)
 		}
-	} else if e.pub != nil && !s.l.finishing && to > s.pubFrom {
+	} else if e.pub != nil && e.tp == nil && !s.l.finishing && to > s.pubFrom {
 		// the messages published while it was open that it did not get
 		// are owed to no open session any more
 		var missed []uint32
@@ -863,6 +890,9 @@ func (s *slot) endSession(unexpected bool) {
 	}
 	s.msgs.closed(unexpected)
 	s.bc.closed(unexpected)
+	if e.tp != nil {
+		s.topicEnd(unexpected)
+	}
 	s.l.st.live.Add(-1)
 	s.l.st.closes.Add(1)
 	if unexpected {

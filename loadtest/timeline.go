@@ -241,6 +241,7 @@ type phaseMark struct {
 var phaseLabels = map[string]string{
 	"ramp": "ramp", "hold": "hold", "deliver": "publishing", "broadcast": "broadcasts",
 	"storm": "storm", "churn": "churn", "drain": "drain", "closing": "closing",
+	"subscribe": "subscribe", "probe": "client publish check", "live": "publishing", "rooms": "publishing",
 }
 
 // timelineMarks returns the run's marks in time order.

@@ -30,6 +30,10 @@ type AuthConfig struct {
 	Audience      string        `json:"audience,omitempty"`
 	TTL           time.Duration `json:"ttl"`
 	Refresh       bool          `json:"refresh,omitempty"` // send a fresh auth frame before exp
+	// The claims the topic scenarios list a user's topics in: the
+	// gateways' --jwt-topics-claim and --jwt-publish-claim.
+	TopicsClaim  string `json:"topics_claim,omitempty"`
+	PublishClaim string `json:"publish_claim,omitempty"`
 }
 
 // signingKey returns the algorithm and key to mint with.
@@ -135,6 +139,9 @@ type tokenSource struct {
 	toks  []string
 	exp   []int64 // unix ns; 0: no expiry
 	mints int64
+	// extra, when set, gives user i's private claims (the topic
+	// scenarios' topics and publish claims); nil: none.
+	extra func(i int) map[string]any
 }
 
 func newTokenSource(cfg AuthConfig, users int) (*tokenSource, error) {
@@ -144,14 +151,18 @@ func newTokenSource(cfg AuthConfig, users int) (*tokenSource, error) {
 	}
 	ts := &tokenSource{alg: alg, key: key, cfg: cfg, toks: make([]string, users), exp: make([]int64, users)}
 	// One token first, so a bad key fails at once.
-	if _, err := ts.mint("check"); err != nil {
+	if _, err := ts.mint(-1, "check"); err != nil {
 		return nil, err
 	}
 	return ts, nil
 }
 
-func (ts *tokenSource) mint(sub string) (string, error) {
+// mint signs user i's token (-1: a user of no topic).
+func (ts *tokenSource) mint(i int, sub string) (string, error) {
 	c := jwtmint.Claims{Subject: sub, Issuer: ts.cfg.Issuer, TTL: ts.cfg.TTL}
+	if ts.extra != nil && i >= 0 {
+		c.Extra = ts.extra(i)
+	}
 	if ts.cfg.Audience != "" {
 		c.Audience = []string{ts.cfg.Audience}
 	}
@@ -170,7 +181,7 @@ func (ts *tokenSource) premint(names []string) error {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < len(names); i += n {
-				tok, err := ts.mint(names[i])
+				tok, err := ts.mint(i, names[i])
 				if err != nil {
 					errs[w] = err
 					return
@@ -204,7 +215,7 @@ func (ts *tokenSource) get(i int, name string, force bool) (string, int64, error
 	if !force && ts.toks[i] != "" && (ts.exp[i] == 0 || time.Duration(ts.exp[i]-now.UnixNano()) > ts.cfg.TTL/2) {
 		return ts.toks[i], ts.exp[i], nil
 	}
-	tok, err := ts.mint(name)
+	tok, err := ts.mint(i, name)
 	if err != nil {
 		return "", 0, err
 	}

@@ -55,6 +55,13 @@ type failure struct {
 //     connection (a slow-consumer close, say; messages missed while a
 //     storm or churn had the device away do not count), and counts that do
 //     not add up;
+//   - live, rooms: welcomed connections never subscribed to their topic,
+//     subscriptions the gateway ended, topic publishes that failed,
+//     publish frames the gateways refused, and a client publish check
+//     that failed (--room-publish client against gateways that hand
+//     client frames to a service) are run problems; topic deliveries
+//     lost, duplicated or out of order, or missed after a gateway close
+//     or unsubscribe, are delivery problems;
 //   - with --resume: welcomes without a position (the gateway does not
 //     resume: a run problem), and, as delivery problems, reconnects the
 //     gateway answered recovered:false (history was too small for the
@@ -98,15 +105,18 @@ func judge(res *Result) []failure {
 	if s := res.Storm; s != nil && s.Recovered < s.Dropped {
 		add(false, "storm: %s of %s dropped connections did not come back by the end", th(s.Dropped-s.Recovered), th(s.Dropped))
 	}
+	topicFailures(res, add)
 	if c.ClosedNotBack > 0 {
 		add(false, "%s connections the gateway closed were not open again at the end%s", th(c.ClosedNotBack), closesBy(res.Closes))
 	}
 	for _, k := range []struct {
 		c                   *SeqCounts
 		msgs, dups, missing string
+		pending             bool // Pending is counted
 	}{
-		{msgCounts(res), "messages", "messages were duplicated", "messages"},
-		{bcastCounts(res), "broadcast deliveries", "broadcast receipts were duplicates", "broadcast deliveries"},
+		{msgCounts(res), "messages", "messages were duplicated", "messages", res.Resume != nil},
+		{bcastCounts(res), "broadcast deliveries", "broadcast receipts were duplicates", "broadcast deliveries", res.Resume != nil},
+		{topicCounts(res), "topic deliveries", "topic receipts were duplicates", "topic deliveries", true},
 	} {
 		n := k.c
 		if n == nil {
@@ -114,7 +124,7 @@ func judge(res *Result) []failure {
 		}
 		if n.Lost > 0 {
 			pending := ""
-			if res.Resume != nil && n.Pending > 0 {
+			if k.pending && n.Pending > 0 {
 				// --resume: their connections had not got that far
 				pending = fmt.Sprintf(" (%s of them still pending at the end: their devices' open connections had received nothing after them; drain ended %s)", th(n.Pending), drainEnd(res))
 			}
@@ -181,6 +191,8 @@ func drainEnd(r *Result) string {
 		return r.Messages.DrainEnd
 	case r.Broadcasts != nil:
 		return r.Broadcasts.DrainEnd
+	case r.Topics != nil:
+		return r.Topics.DrainEnd
 	}
 	return ""
 }

@@ -23,7 +23,7 @@ func IsWorker() bool { return os.Getenv(WorkerEnv) == "1" }
 
 // command is what the parent tells a worker (one JSON line on its stdin).
 type command struct {
-	Cmd   string        `json:"cmd"` // init, connect, publish, stop_publish, bcast, drop, churn, finish
+	Cmd   string        `json:"cmd"` // init, connect, publish, stop_publish, bcast, tpub, probe, probe_end, drop, churn, finish
 	Plan  *workerPlan   `json:"plan,omitempty"`
 	Rate  float64       `json:"rate,omitempty"`
 	Share float64       `json:"share,omitempty"`
@@ -32,6 +32,10 @@ type command struct {
 	ID    uint64        `json:"id,omitempty"` // bcast: the broadcast's stream sequence (0: unknown)
 	T     int64         `json:"t,omitempty"`
 	OK    bool          `json:"ok,omitempty"`
+	// tpub (live): the parent's publishes numbered Seq, Seq+1…: their
+	// times and whether they were acknowledged; OK asks for an answer.
+	Ts  []int64 `json:"ts,omitempty"`
+	Oks []bool  `json:"oks,omitempty"`
 }
 
 // event is what a worker tells the parent (one JSON line on its stdout).
@@ -96,6 +100,20 @@ func serveWorker(cmds <-chan command, emit func(event)) {
 			e.announce(c.Seq, c.T, c.OK, c.ID)
 			p := e.progress()
 			emit(event{Ev: "announced", Worker: idx, Progress: &p})
+		case "tpub":
+			e.announceTopic(uint32(c.Seq), c.Ts, c.Oks)
+			if c.OK {
+				p := e.progress()
+				emit(event{Ev: "tannounced", Worker: idx, Progress: &p})
+			}
+		case "probe":
+			e.probe()
+			p := e.progress()
+			emit(event{Ev: "probing", Worker: idx, Progress: &p})
+		case "probe_end":
+			e.probeEnd()
+			p := e.progress()
+			emit(event{Ev: "probe_ended", Worker: idx, Progress: &p})
 		case "drop":
 			e.drop(c.Share)
 			p := e.progress()
