@@ -79,7 +79,7 @@ def find(d, *keys):
             return None
     return d
 print(json.dumps({"scenario": sc, "gateway_cpu_seconds": round(cpu, 2)}, sort_keys=True))
-print(json.dumps({k: r[k] for k in ("counts", "latency", "broadcast", "topics", "verdict") if k in r}, sort_keys=True)[:4000])
+print(json.dumps({k: r[k] for k in ("counts", "latency", "broadcasts", "topics", "verdict") if k in r}, sort_keys=True)[:4000])
 EOF
 done
 kill "${PIDS[@]}"; wait "${PIDS[@]}" 2>/dev/null

@@ -20,23 +20,26 @@ import (
 type taskKind uint8
 
 const (
-	taskAuth       taskKind = iota // an auth worker's verdict on c
-	taskClose                      // close c with code (torn: without a close frame)
-	taskBroadcast                  // write sh to every welcomed connection
-	taskStopAccept                 // stop accepting connections
-	taskDrain                      // start closing connections with 1012
-	taskCloseAll                   // close every connection now
-	taskRead                       // go on reading c (its read budget ran out; torn: read to EOF)
-	taskWelcome                    // c's subscription is live: welcome it (ok: false if it failed)
-	taskBehind                     // c's socket stopped taking frames: watch its write timeout
-	taskDeliver                    // resume: write sh (stream sequence seq, previous on its subject last) to c
-	taskCatchUp                    // resume: c missed a message: replay from its positions
-	taskCatchUpAll                 // resume: every connection of the loop replays from its positions
-	taskReplayed                   // resume: rj, c's replay round, is done
-	taskTopic                      // write sh to the members of topic t
-	taskSubscribed                 // topic t's subscription is confirmed (ok: false if it failed): its waiters on the loop go live
-	taskTopicAuth                  // an auth worker's verdict on c's subscription token for topic name
-	taskTopicCtl                   // a service (un)subscribes c to topic name (ok: subscribe); cw collects the answers
+	taskAuth          taskKind = iota // an auth worker's verdict on c
+	taskClose                         // close c with code (torn: without a close frame)
+	taskBroadcast                     // write sh to every welcomed connection
+	taskStopAccept                    // stop accepting connections
+	taskDrain                         // start closing connections with 1012
+	taskCloseAll                      // close every connection now
+	taskRead                          // go on reading c (its read budget ran out; torn: read to EOF)
+	taskWelcome                       // c's subscription is live: welcome it (ok: false if it failed)
+	taskBehind                        // c's socket stopped taking frames: watch its write timeout
+	taskDeliver                       // resume: write sh (stream sequence seq, previous on its subject last) to c
+	taskCatchUp                       // resume: c missed a message: replay from its positions
+	taskCatchUpAll                    // resume: every connection of the loop replays from its positions
+	taskReplayed                      // resume: rj, c's replay round, is done
+	taskTopic                         // write sh to the members of topic t
+	taskSubscribed                    // topic t's subscription is confirmed (ok: false if it failed): its waiters on the loop go live
+	taskTopicAuth                     // an auth worker's verdict on c's subscription token for topic name
+	taskTopicCtl                      // a service (un)subscribes c to topic name (ok: subscribe); cw collects the answers
+	taskTopicCatchUp                  // resume: the loop missed a message of topic t: its members catch up
+	taskTopicBatch                    // resume: write rj's batch of a topic's messages to the topic's members (a catch-up)
+	taskTopicReplayed                 // resume: rj, c's replay of one topic, is done (or its history checked)
 )
 
 // task is work for a loop goroutine, posted from other goroutines.
@@ -48,14 +51,16 @@ type task struct {
 	sub    string // authenticated user id
 	tok    string // its user token
 	exp    int64
-	rj     *replayJob   // taskWelcome after an initial replay, taskReplayed
+	rj     *replayJob   // taskWelcome after an initial replay, taskReplayed, taskTopicBatch, taskTopicReplayed
 	t      *topic       // taskTopic, taskSubscribed
 	cw     *ctlWait     // taskTopicCtl: the control message to answer
 	name   string       // taskTopicAuth: the topic
 	tc     *topicClaims // taskAuth: the token's topic claims
 	// Resume: a message's stream sequence and the previous one on its
-	// subject (taskDeliver, taskBroadcast); for taskWelcome, the stream's
-	// last and first sequence when the subscription was confirmed.
+	// subject (taskDeliver, taskBroadcast, taskTopic); for taskWelcome, the
+	// stream's last and first sequence when the subscription was confirmed;
+	// for taskSubscribed, the confirmation's generation and the stream's
+	// last sequence.
 	seq, last uint64
 	kind      taskKind
 	code      protocol.CloseCode
@@ -91,6 +96,9 @@ type loop struct {
 	topByName  map[string]int32   // topic name → index in tops
 	tokChecks  map[*conn][]string // subscription tokens being checked, by connection (a few each)
 	confirmGen uint32             // numbers the loop topics' confirmations
+	// tjobs (resume) are the subscribes with "since" (topic_resume.go), from
+	// the subscribe until the connection is a live member of the topic.
+	tjobs map[tjKey]*replayJob
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -313,6 +321,22 @@ func (l *loop) onTask(t *task) (again bool) {
 				l.catchUp(c, 0)
 			}
 		}
+		for lid := range l.tops {
+			if l.tops[lid].t != nil {
+				l.topicCatchUp(int32(lid), 0)
+			}
+		}
+	case taskTopicCatchUp:
+		t.t.loops[l.idx].catchPosted.Store(false)
+		if lid := t.t.loops[l.idx].lid; lid >= 0 && l.tops[lid].t == t.t {
+			l.topicCatchUp(lid, 0)
+		}
+	case taskTopicBatch:
+		if l.topicBatchStep(t) {
+			return true
+		}
+	case taskTopicReplayed:
+		l.topicReplayed(t.c, t.rj)
 	case taskReplayed:
 		l.replayed(t.c, t.rj)
 	case taskBehind:
@@ -330,7 +354,7 @@ func (l *loop) onTask(t *task) (again bool) {
 		}
 		t.sh.Release()
 	case taskSubscribed:
-		l.subscribedDone(t.t, t.ok, uint32(t.seq))
+		l.subscribedDone(t.t, t.ok, uint32(t.seq), t.last)
 	case taskTopicAuth:
 		l.topicAuthDone(t)
 	case taskTopicCtl:
@@ -697,25 +721,26 @@ func (l *loop) broadcast(t *task) (more bool) {
 	if t.next == 0 {
 		l.bconns = append(l.bconns[:0], l.conns...)
 	}
+	if l.s.rs != nil {
+		return l.step(t, func(c *conn) bool { return l.deliverSeq(c, t.sh, t.seq, t.last, false) })
+	}
+	return l.step(t, func(c *conn) bool { return c.State == stOpen && c.writeShared(t.sh) })
+}
+
+// step writes to the next broadcastStep connections of l.bconns, from
+// t.next, with write (which reports whether it wrote), and reports whether
+// some are left. A fan-out (a broadcast, a topic message) fills l.bconns
+// at its first step; only one is in progress on a loop at a time (the
+// loop's droppable tasks run in order, a task asking to run again staying
+// first).
+func (l *loop) step(t *task, write func(c *conn) bool) (more bool) {
 	end := min(t.next+broadcastStep, len(l.bconns))
 	n := 0
-	resume := l.s.rs != nil
 	for i, c := range l.bconns[t.next:end] {
 		l.bconns[t.next+i] = nil
-		if resume {
-			if l.deliverSeq(c, t.sh, t.seq, t.last, false) {
-				n++
-			}
-			continue
-		}
-		if c.State != stOpen {
-			continue
-		}
-		c.Mu.Lock()
-		if c.welcomedLocked() && c.writeSharedLocked(t.sh) {
+		if write(c) {
 			n++
 		}
-		c.Mu.Unlock()
 	}
 	l.stats.msgsOut.Add(uint64(n))
 	t.next = end
@@ -724,6 +749,15 @@ func (l *loop) broadcast(t *task) (more bool) {
 	}
 	l.bconns = l.bconns[:0]
 	return false
+}
+
+// writeShared writes a shared frame to a welcomed connection and reports
+// whether it was queued.
+func (c *conn) writeShared(sh *bufpool.Shared) bool {
+	c.Mu.Lock()
+	ok := c.welcomedLocked() && c.writeSharedLocked(sh)
+	c.Mu.Unlock()
+	return ok
 }
 
 // moveStep sends the next reconnect notices and closes the connections

@@ -358,7 +358,7 @@ func (m *subManager) batch() {
 			m.waiting = append(m.waiting, waiter{c: op.c, queued: queued, deadline: now.Add(authTimeout)})
 		case opTopicSubscribe:
 			t := op.t
-			subject := m.s.subjects.Topic(t.name)
+			subject := m.s.topics.subject(t.name)
 			var err error
 			t.sub, err = nc.ChanSubscribe(subject, m.s.disp.chans[t.disp])
 			if t.subFailed = err != nil; t.subFailed {
@@ -440,7 +440,7 @@ func (m *subManager) landed(r flushResult) {
 	for _, w := range m.flight {
 		if w.t != nil {
 			w.t.confirmed.Store(r.epoch + 1)
-			w.l.p.Post(task{kind: taskSubscribed, t: w.t, seq: uint64(w.gen), ok: true})
+			w.l.p.Post(task{kind: taskSubscribed, t: w.t, seq: uint64(w.gen), last: r.last, ok: true})
 			continue
 		}
 		w.c.user.confirmed.Store(r.epoch + 1)

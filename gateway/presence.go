@@ -109,7 +109,9 @@ func (p *presence) changed(user string, before, after int) {
 }
 
 // topicChanged records that one of user's devices joined (delta 1) or
-// left (-1) a presence topic. Loops call it.
+// left (-1) a presence topic; loops call it. With user "" it records that
+// the node has subscribers of a topic (any topic, 1) or no longer has
+// (-1), which routers count as the topic's nodes; the topic hub calls it.
 func (p *presence) topicChanged(topic, user string, delta int) {
 	k := topicUser{topic, user}
 	p.mu.Lock()
@@ -200,7 +202,7 @@ func (p *presence) flush() {
 			continue // joined and left within the batch: never visible
 		}
 		tchanges = append(tchanges, protocol.TopicPresenceChange{Topic: k.topic, User: k.user, Devices: c.devices})
-		if (c.devices > 0) == c.wasOnline {
+		if (c.devices > 0) == c.wasOnline || k.user == "" {
 			continue // in the topic before and after
 		}
 		ev := events[k.topic]

@@ -342,6 +342,7 @@ type positionOracle struct {
 	flying   bool
 	sentAt   int64 // mono() when the request in flight was sent
 	lastSent int64 // mono() when the last answered request was sent
+	first    uint64
 	last     uint64
 	lastErr  error
 	landed   chan struct{} // closed when the request in flight lands
@@ -350,12 +351,19 @@ type positionOracle struct {
 // after returns the stream's last sequence read by a request sent after t
 // (mono()).
 func (p *positionOracle) after(ctx context.Context, t int64) (uint64, error) {
+	_, last, err := p.state(ctx, t)
+	return last, err
+}
+
+// state returns the stream's first and last sequence read by a request
+// sent after t (mono()).
+func (p *positionOracle) state(ctx context.Context, t int64) (first, last uint64, err error) {
 	for {
 		p.mu.Lock()
 		if p.lastSent > t && p.lastErr == nil {
-			v := p.last
+			first, last := p.first, p.last
 			p.mu.Unlock()
-			return v, nil
+			return first, last, nil
 		}
 		if !p.flying {
 			p.flying = true
@@ -368,26 +376,26 @@ func (p *positionOracle) after(ctx context.Context, t int64) (uint64, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		}
 		p.mu.Lock()
 		err := p.lastErr
 		p.mu.Unlock()
 		if err != nil && sent > t {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 }
 
 func (p *positionOracle) ask(sent int64, landed chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_, last, err := p.r.streamState(ctx)
+	first, last, err := p.r.streamState(ctx)
 	cancel()
 	p.mu.Lock()
 	p.flying = false
 	p.lastErr = err
 	if err == nil {
-		p.last, p.lastSent = last, sent
+		p.first, p.last, p.lastSent = first, last, sent
 	}
 	close(landed)
 	p.mu.Unlock()

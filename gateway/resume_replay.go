@@ -44,6 +44,19 @@ type replayJob struct {
 	// with nothing after its start is skipped.
 	checked      bool
 	uLast, bLast uint64
+	// Topics (topic_resume.go): t is the topic. A connection's replay of it
+	// (c set) covers c from tFrom; a loop topic's catch-up (c nil: lid on
+	// loop l) fetches batch, the topic's messages after tFrom up to cover,
+	// for the loop to write to the topic's members.
+	t            *topic
+	l            *loop
+	lid          int32
+	tFrom, tLast uint64
+	first        uint64 // the stream's first sequence, read with upTo
+	cover        uint64
+	batch        []topicFrame
+	bi           int  // the batch's next message to write
+	fell         bool // history no longer holds everything after tFrom
 }
 
 // replayer runs the replays: a bounded queue of jobs (one per connection
@@ -274,7 +287,39 @@ var errBatchBroken = errors.New("a direct get batch arrived with a message missi
 // stored the subject's newest message yet.
 var errReplicaBehind = errors.New("a replica answered before it had the newest messages; asking again")
 
+// retry queues j again after a failure, later the more it failed.
+func (w *replayWorker) retry(j *replayJob, err error) {
+	p := w.p
+	s := p.r.s
+	p.failures.Add(1)
+	j.tries++
+	if now := mono(); now-p.lastFailLog.Load() > int64(time.Second) && s.natsConnected() {
+		p.lastFailLog.Store(now)
+		var id uint64
+		if j.c != nil {
+			id = j.c.id
+		}
+		topic := ""
+		if j.t != nil {
+			topic = j.t.name
+		}
+		s.log.Warn("replay failed; retrying (logged at most once a second)", zap.Uint64("conn", id), zap.String("topic", topic), zap.Int("tries", j.tries), zap.Error(err))
+	}
+	j.notBefore = mono() + int64(min(time.Duration(j.tries)*100*time.Millisecond, 2*time.Second))
+	if p.ctx.Err() == nil && (j.c == nil || !j.c.closed()) {
+		p.submit(j)
+	}
+}
+
 func (w *replayWorker) run(j *replayJob) {
+	if j.t != nil {
+		if j.c != nil {
+			w.runConnTopic(j)
+		} else {
+			w.runLoopTopic(j)
+		}
+		return
+	}
 	p := w.p
 	r := p.r
 	s := r.s
@@ -283,18 +328,7 @@ func (w *replayWorker) run(j *replayJob) {
 		p.started.Add(1)
 	}
 	ctx := p.ctx
-	fail := func(err error) {
-		p.failures.Add(1)
-		j.tries++
-		if now := mono(); now-p.lastFailLog.Load() > int64(time.Second) && s.natsConnected() {
-			p.lastFailLog.Store(now)
-			s.log.Warn("replay failed; retrying (logged at most once a second)", zap.Uint64("conn", c.id), zap.Int("tries", j.tries), zap.Error(err))
-		}
-		j.notBefore = mono() + int64(min(time.Duration(j.tries)*100*time.Millisecond, 2*time.Second))
-		if p.ctx.Err() == nil && !c.closed() {
-			p.submit(j)
-		}
-	}
+	fail := func(err error) { w.retry(j, err) }
 	if c.closed() {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
+	"github.com/wsfleet/wsfleet/internal/history"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 	"github.com/wsfleet/wsfleet/protocol"
 )
@@ -43,12 +44,15 @@ type topic struct {
 	loops     []topicLoop // by loop index
 }
 
-// topicLoop is a topic's state on one loop: 8 bytes (written when
+// topicLoop is a topic's state on one loop: 12 bytes (written when
 // membership changes, rarely enough that loops sharing a cache line do not
 // matter, and a topic costs 8 bytes per loop, not a cache line).
 type topicLoop struct {
 	members atomic.Int32 // its members there (written by the loop, read by dispatchers)
 	lid     int32        // loop goroutine only: its index in loop.tops; -1 when absent
+	// catchPosted (resume): a taskTopicCatchUp for it is queued on the
+	// loop, which clears it when the task runs.
+	catchPosted atomic.Bool
 }
 
 const topicShards = 64
@@ -61,6 +65,10 @@ type topicHub struct {
 	count  atomic.Int64 // topics
 	pairs  atomic.Int64 // (connection, topic) pairs, welcomed ones
 	prefix string       // "<prefix>.topic."
+	// live is, with resumable delivery, the prefix of the subjects the
+	// history stream republishes the topics' messages on
+	// ("<prefix>.live.topic."), which the node subscribes instead; "" without.
+	live string
 }
 
 type topicShard struct {
@@ -71,6 +79,9 @@ type topicShard struct {
 
 func newTopicHub(s *Server) *topicHub {
 	h := &topicHub{s: s, seed: maphash.MakeSeed(), prefix: s.subjects.Topic("")}
+	if s.opts.Resume {
+		h.live = history.LivePrefix(s.opts.SubjectPrefix) + h.prefix[len(s.opts.SubjectPrefix)+1:]
+	}
 	for i := range h.shards {
 		h.shards[i].topics = make(map[string]*topic)
 	}
@@ -100,6 +111,7 @@ func (h *topicHub) join(name string, li int) *topic {
 		}
 		sh.topics[t.name] = t
 		h.count.Add(1)
+		h.s.pres.topicChanged(t.name, "", 1) // the node has subscribers of it
 		// Queued under the shard lock, so a leave and a join of the same
 		// name reach the manager in the order they happened.
 		h.s.subs.subscribeTopic(t)
@@ -118,6 +130,7 @@ func (h *topicHub) leave(t *topic) {
 	if t.loopsIn == 0 && sh.topics[t.name] == t {
 		delete(sh.topics, t.name)
 		h.count.Add(-1)
+		h.s.pres.topicChanged(t.name, "", -1)
 		h.s.subs.unsubscribeTopic(t)
 	}
 	sh.mu.Unlock()
@@ -132,12 +145,35 @@ func (h *topicHub) get(name string) *topic {
 	return t
 }
 
+// subject is the subject the node subscribes for topic name: the topic's
+// own, or with resumable delivery the one the history stream republishes
+// it on.
+func (h *topicHub) subject(name string) string {
+	if h.live != "" {
+		return h.live + name
+	}
+	return h.prefix + name
+}
+
 // deliverTopic encodes a topic message once and posts it to every loop
 // holding members of the topic. A loop whose queue is full is skipped and
-// the drop counted, as for broadcasts.
+// the drop counted, as for broadcasts; with resumable delivery that loop's
+// members of the topic then catch up from the stream.
 func (s *Server) deliverTopic(m *nats.Msg, st *dispStats) {
 	st.natsIn.Add(1)
-	t := s.topics.get(m.Subject[len(s.topics.prefix):])
+	var name string
+	var seq, last uint64
+	if h := s.topics; h.live != "" {
+		var ok bool
+		if seq, last, ok = seqHeaders(m.Header); !ok || !strings.HasPrefix(m.Subject, h.live) {
+			s.rs.badHeaders.Add(1)
+			return
+		}
+		name = m.Subject[len(h.live):]
+	} else {
+		name = m.Subject[len(s.topics.prefix):]
+	}
+	t := s.topics.get(name)
 	if t == nil {
 		st.undeliverable.Add(1)
 		return
@@ -148,12 +184,19 @@ func (s *Server) deliverTopic(m *nats.Msg, st *dispStats) {
 			continue
 		}
 		if sh == nil {
-			sh = encodeTopicDelivery(t.name, m)
+			if seq != 0 {
+				sh = encodeTopicSeq(t.name, seq, m.Data)
+			} else {
+				sh = encodeTopicDelivery(t.name, m)
+			}
 		}
 		sh.Retain()
-		if !l.p.TryPost(task{kind: taskTopic, sh: sh, t: t}, int64(len(sh.B))) {
+		if !l.p.TryPost(task{kind: taskTopic, sh: sh, t: t, seq: seq, last: last}, int64(len(sh.B))) {
 			sh.Release()
 			l.stats.bcastDropped.Add(1)
+			if seq != 0 && t.loops[i].catchPosted.CompareAndSwap(false, true) {
+				l.p.Post(task{kind: taskTopicCatchUp, t: t})
+			}
 		}
 	}
 	if sh == nil {
@@ -164,8 +207,13 @@ func (s *Server) deliverTopic(m *nats.Msg, st *dispStats) {
 }
 
 // isTopicSubject reports whether a subject is one of the node's topic
-// subjects.
-func (h *topicHub) isTopicSubject(subj string) bool { return strings.HasPrefix(subj, h.prefix) }
+// subjects (with resumable delivery, a republished one).
+func (h *topicHub) isTopicSubject(subj string) bool {
+	if h.live != "" {
+		return strings.HasPrefix(subj, h.live)
+	}
+	return strings.HasPrefix(subj, h.prefix)
+}
 
 // topicAllowed reports whether one of the patterns of a topics claim
 // allows topic.
@@ -188,6 +236,19 @@ func encodeTopicDelivery(name string, m *nats.Msg) *bufpool.Shared {
 	const room = 10 // the largest unmasked header
 	sh := bufpool.GetShared(room + len(m.Data) + len(name) + 128)
 	b := protocol.AppendTopicMessage(sh.B[:room], name, id, m.Data)
+	body := len(b) - room
+	hs := wsframe.Size(body, false)
+	wsframe.Put(b[room-hs:], ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(body)})
+	sh.B = b[room-hs:]
+	return sh
+}
+
+// encodeTopicSeq builds a resumable topic delivery's frame, its id the
+// stream sequence.
+func encodeTopicSeq(name string, seq uint64, data []byte) *bufpool.Shared {
+	const room = 10
+	sh := bufpool.GetShared(room + len(data) + len(name) + 128)
+	b := protocol.AppendTopicMessageSeq(sh.B[:room], name, seq, data)
 	body := len(b) - room
 	hs := wsframe.Size(body, false)
 	wsframe.Put(b[room-hs:], ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(body)})

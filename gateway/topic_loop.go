@@ -86,6 +86,15 @@ type loopTopic struct {
 	waiting    []topicWaiter
 	confirming bool
 	gen        uint32 // of the confirmation in flight: an answer to an older one is stale
+	// Resumable delivery (topic_resume.go): pos is the stream position the
+	// live members are covered to (known once a confirmation read it);
+	// catching the catch-up in flight (nil: none) and skip the newest live
+	// message it made the loop skip; floors the members ahead of pos.
+	pos      uint64
+	known    bool
+	skip     uint64
+	catching *replayJob
+	floors   []topicFloor
 }
 
 // topicWaiter is a connection whose pending ref the loop topic's
@@ -185,10 +194,10 @@ func (l *loop) findTopicPtr(c *conn, t *topic) int {
 func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 	name := f.Topic
 	if i := l.findTopic(c, name); i >= 0 {
-		if c.tps().refs[i].pos >= 0 {
-			c.writeSubscribed(name) // already live: the same answer, nothing changes
+		if r := c.tps().refs[i]; r.pos >= 0 {
+			l.writeSubscribedAt(c, r.lid()) // already live: the same answer, nothing changes
 		}
-		return // waiting for NATS: the answer comes then
+		return // waiting for NATS (or its replay): the answer comes then
 	}
 	if l.checking(c, name) {
 		return // its subscription token is being checked: the answer comes then
@@ -199,6 +208,7 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		return
 	}
 	if c.tps().allowed(name) {
+		l.noteSince(c, name, f.Since)
 		l.addTopic(c, name, false, nil)
 		return
 	}
@@ -221,6 +231,7 @@ func (l *loop) subscribeFrame(c *conn, f protocol.ClientFrame) {
 		l.tokChecks = map[*conn][]string{}
 	}
 	l.tokChecks[c] = append(l.tokChecks[c], name)
+	l.noteSince(c, name, f.Since)
 }
 
 // topicAuthDone applies an auth worker's verdict on a subscription token.
@@ -234,18 +245,21 @@ func (l *loop) topicAuthDone(t *task) {
 		return // unsubscribed meanwhile: it was answered
 	}
 	if !t.ok {
+		l.dropSince(c, name)
 		l.s.m.topicRefused("forbidden")
 		c.writeTopicError(protocol.ErrCodeForbidden, name, t.reason)
 		return
 	}
 	if i := l.findTopic(c, name); i >= 0 { // subscribed meanwhile (a service did)
 		c.tps().refs[i].key |= 1 // the token's word stands, live or pending
-		if c.tps().refs[i].pos >= 0 {
-			c.writeSubscribed(name)
+		if r := c.tps().refs[i]; r.pos >= 0 {
+			l.dropSince(c, name)
+			l.writeSubscribedAt(c, r.lid())
 		}
 		return
 	}
 	if c.topicCount() >= l.s.opts.MaxTopicsPerConnection {
+		l.dropSince(c, name)
 		l.s.m.topicRefused("too_many_topics")
 		c.writeTopicError(protocol.ErrCodeTooManyTopics, name, "the connection holds the most topics the node allows (max-topics-per-connection)")
 		return
@@ -281,7 +295,9 @@ func (l *loop) addTopic(c *conn, name string, via bool, cw *ctlWait) {
 		c.setTps(&connTopics{})
 	}
 	c.tps().refs = appendRef(c.tps().refs, topicRef{key: refKey(lid, via), pos: -1})
-	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 {
+	// With resumable delivery a loop topic without live members asks for a
+	// confirmation too, which reads its position from the stream.
+	if lt.t.confirmed.Load() == l.s.natsEpoch.Load()+1 && (l.s.rs == nil || (lt.known && len(lt.members) > 0)) {
 		l.topicLive(c, len(c.tps().refs)-1)
 		cw.finish(true)
 		return
@@ -305,12 +321,18 @@ func (l *loop) awaitConfirm(lt *loopTopic, c *conn, cw *ctlWait) {
 // topic t: its waiting connections' refs go live (or, when ok is false,
 // fail with "subscribe_failed"), and each waiter's control message is
 // told.
-func (l *loop) subscribedDone(t *topic, ok bool, gen uint32) {
+func (l *loop) subscribedDone(t *topic, ok bool, gen uint32, last uint64) {
 	lid := t.loops[l.idx].lid
 	if lid < 0 || l.tops[lid].t != t || !l.tops[lid].confirming || l.tops[lid].gen != gen {
 		return // stale: the topic left the loop (its waiters were answered then) and came back
 	}
 	lt := &l.tops[lid]
+	if ok && l.s.rs != nil && (!lt.known || (len(lt.members) == 0 && len(lt.floors) == 0 && lt.catching == nil)) {
+		// Read after the subscription reached the server: every message
+		// stored later comes live. (With live members the loop topic's
+		// own position stands.)
+		lt.pos, lt.known = max(lt.pos, last), true
+	}
 	ws := lt.waiting
 	lt.waiting, lt.confirming = nil, false
 	for _, w := range ws {
@@ -371,10 +393,30 @@ func (l *loop) topicControlDone(t *task) {
 	}
 }
 
-// topicLive adds c to the members of its pending topic i and answers.
+// topicLive adds c to the members of its pending topic i and answers,
+// or, for a subscribe with "since", starts its replay first.
 func (l *loop) topicLive(c *conn, i int) {
+	lid := c.tps().refs[i].lid()
+	if l.s.rs != nil && l.startTopicReplay(c, lid) {
+		return
+	}
+	l.joinLive(c, i, 0)
+	l.writeSubscribedAt(c, lid)
+}
+
+// joinLive adds c to the members of its pending topic i. floor, with
+// resumable delivery, is the position c is covered to when that is ahead
+// of the loop topic's.
+func (l *loop) joinLive(c *conn, i int, floor uint64) {
 	r := &c.tps().refs[i]
 	lt := &l.tops[r.lid()]
+	if floor > lt.pos {
+		if len(lt.members) == 0 && lt.catching == nil {
+			lt.pos = floor // nobody else is covered from it: the topic moves on
+		} else {
+			lt.floors = append(lt.floors, topicFloor{c: c, floor: floor})
+		}
+	}
 	lt.pending--
 	r.pos = int32(len(lt.members))
 	lt.members = append(lt.members, c.idx)
@@ -383,7 +425,6 @@ func (l *loop) topicLive(c *conn, i int) {
 	if lt.t.presence {
 		l.s.pres.topicChanged(lt.t.name, c.user.id, 1)
 	}
-	c.writeSubscribed(lt.t.name)
 }
 
 // removeTopic drops c's topic i: from the members (the last member takes
@@ -396,6 +437,7 @@ func (l *loop) removeTopic(c *conn, i int) {
 	lt := &l.tops[lid]
 	if r.pos < 0 {
 		lt.pending--
+		l.dropSince(c, lt.t.name) // its replay, if any, is dropped when it comes back
 		// Its waiters leave with it (a control message waiting is told).
 		kept := lt.waiting[:0]
 		for _, w := range lt.waiting {
@@ -420,6 +462,9 @@ func (l *loop) removeTopic(c *conn, i int) {
 			}
 		}
 		lt.members = lt.members[:last]
+		if len(lt.floors) > 0 {
+			lt.dropFloor(c)
+		}
 		lt.t.loops[l.idx].members.Add(-1)
 		l.s.topics.pairs.Add(-1)
 		if lt.t.presence {
@@ -451,6 +496,7 @@ func (l *loop) unsubscribeFrame(c *conn, name string) {
 		l.removeTopic(c, i)
 	}
 	l.endCheck(c, name) // a subscription token in flight: its verdict is dropped
+	l.dropSince(c, name)
 	c.writeUnsubscribed(name, "")
 }
 
@@ -461,6 +507,9 @@ func (l *loop) dropTopics(c *conn) {
 	}
 	c.setTps(nil)
 	if l.tokChecks != nil {
+		for _, name := range l.tokChecks[c] {
+			l.dropSince(c, name)
+		}
 		delete(l.tokChecks, c)
 	}
 }
@@ -545,7 +594,9 @@ func (c *conn) isMember(lid int32) bool {
 
 // topicStep writes a topic message to the next step of the topic's
 // members on this loop, as broadcast does: it goes over the members the
-// topic had at its first step, skipping any that left it meanwhile.
+// topic had at its first step, skipping any that left it meanwhile. With
+// resumable delivery the message is written only if it is the next on the
+// loop topic's chain (topic_resume.go).
 func (l *loop) topicStep(t *task) (more bool) {
 	lid := t.t.loops[l.idx].lid
 	if lid < 0 || l.tops[lid].t != t.t {
@@ -554,38 +605,12 @@ func (l *loop) topicStep(t *task) (more bool) {
 		return false // the topic left this loop meanwhile
 	}
 	if t.next == 0 {
-		l.bconns = l.bconns[:0]
-		for _, i := range l.tops[lid].members {
-			l.bconns = append(l.bconns, l.conns[i])
+		if t.seq != 0 && !l.topicInChain(lid, t.seq, t.last) {
+			return false
 		}
+		l.topicBegin(&l.tops[lid], t.seq)
 	}
-	end := min(t.next+broadcastStep, len(l.bconns))
-	n := 0
-	for i, c := range l.bconns[t.next:end] {
-		l.bconns[t.next+i] = nil
-		if c.State != stOpen || !c.isMember(lid) {
-			continue
-		}
-		c.Mu.Lock()
-		if c.welcomedLocked() && c.writeSharedLocked(t.sh) {
-			n++
-		}
-		c.Mu.Unlock()
-	}
-	l.stats.msgsOut.Add(uint64(n))
-	t.next = end
-	if end < len(l.bconns) {
-		return true
-	}
-	l.bconns = l.bconns[:0]
-	return false
-}
-
-func (c *conn) writeSubscribed(name string) {
-	var buf [256]byte
-	b := append(buf[:0], `{"type":"subscribed","topic":"`...)
-	b = append(b, name...) // a valid topic needs no escaping
-	c.writeFrame(ws.OpText, append(b, `"}`...))
+	return l.step(t, func(c *conn) bool { return c.State == stOpen && c.isMember(lid) && c.writeShared(t.sh) })
 }
 
 func (c *conn) writeUnsubscribed(name, reason string) {

@@ -40,8 +40,8 @@ Scenarios:
               frames, or --room-publish router|nats on their behalf); every
               member checks it got each of its room's messages once, in order
 
---resume (any scenario but live and rooms: topics are not in the history
-stream) tests a fleet running with resumable delivery: devices reconnect
+--resume (any scenario but live and rooms, which do not resume topics
+yet) tests a fleet running with resumable delivery: devices reconnect
 with "since" and must get every message published while they were away,
 with no gap and no duplicate.
 

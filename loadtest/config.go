@@ -446,7 +446,7 @@ func (c *Config) prepare() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	// topics are not in the history stream (--resume is refused for them)
+	// the topic scenarios refuse --resume (validateTopics)
 	c.Publish.JetStream = c.Resume && c.Publish.Via == "nats" && (c.Scenario == ScenarioBroadcast || c.publishes())
 	for _, f := range []struct{ flag, path string }{{"--json", c.JSONFile}, {"--html", c.HTMLFile}} {
 		if err := checkWritable(f.path); err != nil {

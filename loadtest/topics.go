@@ -47,8 +47,10 @@ import (
 // node, but two members' frames reach NATS through different connections,
 // in no promised order).
 //
-// Topics are not in the history stream: a fleet with --resume delivers
-// them live, so --resume is refused for these scenarios.
+// These scenarios number the messages themselves (their Wsfleet-Msg-Id)
+// and account for them live; with --resume a fleet gives a topic message
+// its stream sequence for its id, and a since replays it, which they do
+// not account for yet: --resume is refused for them.
 
 // Topic session states of a slot.
 const (
@@ -915,7 +917,7 @@ func (e *clientSet) finishTopics(w *topicWire, counts SeqCounts, bad map[int32]b
 // validateTopics checks the topic scenarios' flags.
 func (c *Config) validateTopics() error {
 	if c.Resume {
-		return fmt.Errorf("--resume: %s publishes to topics, which are not in the history stream: a fleet with --resume delivers them live, without a stream sequence, and a since does not replay them; run %s without --resume (against such a fleet too)", c.Scenario, c.Scenario)
+		return fmt.Errorf("--resume: %s accounts for topic messages live, by the ids it gives them, and does not resume topics with since yet; run %s without --resume (against a fleet with --resume too: its subscribers then miss what is published while they are away)", c.Scenario, c.Scenario)
 	}
 	for _, f := range []struct{ flag, v string }{{"--jwt-topics-claim", c.Auth.TopicsClaim}, {"--jwt-publish-claim", c.Auth.PublishClaim}} {
 		switch f.v {

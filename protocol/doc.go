@@ -127,8 +127,8 @@
 //
 // # Resumable delivery (a gateway with --resume)
 //
-// A JetStream stream stores what is published on the user subjects and the
-// broadcast subject. Every delivery's id is then the message's stream
+// A JetStream stream stores what is published on the user subjects, the
+// broadcast subject and the topic subjects. Every delivery's id is then the message's stream
 // sequence, decimal digits ([AppendMessageSeq]), and the welcome says where
 // the connection is covered from:
 //
@@ -154,4 +154,19 @@
 // the gap, and may then follow a newer message of the other subject. A
 // client resumes from the highest id it received, which never brings a
 // duplicate.
+//
+// Topics are stored too, and resumed per topic. "subscribed" carries the
+// position the subscription is covered from, and a subscribe may carry
+// "since": the id of the last message received on that topic (or its
+// position, if none), after a reconnect:
+//
+//	→ {"type":"subscribe","topic":"room.42","since":"1042"}
+//	← {"type":"subscribed","topic":"room.42","position":"1042","recovered":true}
+//	← {"type":"message","topic":"room.42","id":"1047","data":…}
+//
+// The topic's messages after since follow, in order, then the live ones,
+// once each ([Subscribed] says what "recovered":false means). A node whose
+// subscribers of a topic fell further behind than history holds ends their
+// subscription with "unsubscribed" and a reason; they subscribe again with
+// since.
 package protocol

@@ -114,9 +114,21 @@ type Message struct {
 // node's NATS server, so a message published to the topic after the
 // client got this frame reaches it. Subscribing to a topic the connection
 // already holds answers the same, and changes nothing.
+//
+// On a node with resumable delivery, Position is the id the subscription
+// is covered from: the connection receives every message of the topic
+// with a later id, in order, and a client that has received none of the
+// topic's messages yet subscribes again (after a reconnect) with it as
+// "since". With a "since" in the subscribe, Recovered says whether
+// history still held every message of the topic after it (they follow
+// this frame, before anything newer; Position is then the "since"), or
+// not (expired, trimmed, never given: the client must reload the topic's
+// state, and Position is where the subscription starts).
 type Subscribed struct {
-	Type  string `json:"type"`
-	Topic string `json:"topic"`
+	Type      string `json:"type"`
+	Topic     string `json:"topic"`
+	Position  string `json:"position,omitempty"`
+	Recovered *bool  `json:"recovered,omitempty"`
 }
 
 // Unsubscribed answers an unsubscribe (Reason empty), or tells the client

@@ -108,6 +108,21 @@ func AppendTopicMessage(dst []byte, topic, id string, payload []byte) []byte {
 	return appendData(dst, payload)
 }
 
+// AppendTopicMessageSeq appends a resumable topic delivery's frame JSON,
+// its id the message's stream sequence:
+//
+//	{"type":"message","topic":"<topic>","id":"<seq>","data":<payload>}
+func AppendTopicMessageSeq(dst []byte, topic string, seq uint64, payload []byte) []byte {
+	dst = append(dst, msgHead...)
+	dst = append(dst, msgTopic...)
+	dst = append(dst, topic...)
+	dst = append(dst, '"')
+	dst = append(dst, msgID...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, msgIDEnd...)
+	return appendData(dst, payload)
+}
+
 // appendData appends the "data" member and the closing brace.
 func appendData(dst, payload []byte) []byte {
 	dst = append(dst, msgData...)

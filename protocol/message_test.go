@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -140,6 +141,14 @@ func FuzzAppendTopicMessage(f *testing.F) {
 		var u Message
 		if err := json.Unmarshal(AppendMessage(nil, id, payload), &u); err != nil || string(u.Data) != string(m.Data) {
 			t.Fatalf("data %s, user delivery %s (%v)", m.Data, u.Data, err)
+		}
+		// With a stream sequence for the id (resumable delivery): the
+		// same frame with the sequence for its id.
+		seq := uint64(len(payload))*7919 + uint64(len(id)) + 1
+		var q Message
+		if err := json.Unmarshal(AppendTopicMessageSeq(nil, topic, seq, payload), &q); err != nil ||
+			q.Type != TypeMessage || q.Topic != topic || q.ID != strconv.FormatUint(seq, 10) || !bytes.Equal(q.Data, m.Data) {
+			t.Fatalf("seq %d: %+v (%v), want the data %s", seq, q, err, m.Data)
 		}
 	})
 }

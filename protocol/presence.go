@@ -73,7 +73,11 @@ type PresenceBatch struct {
 }
 
 // TopicPresenceChange is a user's device count in a topic on a node after
-// a change; Devices 0 means its last device there left the topic.
+// a change; Devices 0 means its last device there left the topic. User ""
+// stands for the node itself, for every topic (whether or not in
+// --topic-presence): Devices 1 when the node has subscribers of the topic,
+// 0 when its last left (a router counts the topic's nodes from them; they
+// make no TopicPresenceEvent).
 type TopicPresenceChange struct {
 	Topic   string `json:"topic"`
 	User    string `json:"user"`
@@ -96,7 +100,9 @@ type TopicPresenceEvent struct {
 // "<prefix>.presence.topic.<topic>" (a valid topic).
 func (s Subjects) TopicPresence(topic string) string { return s.prefix + ".presence.topic." + topic }
 
-// TopicUserDevices is a user's device count in a topic, in a snapshot.
+// TopicUserDevices is a user's device count in a topic, in a snapshot
+// (User "": the node has subscribers of the topic, as in
+// [TopicPresenceChange]).
 type TopicUserDevices struct {
 	Topic   string `json:"topic"`
 	User    string `json:"user"`

@@ -126,6 +126,10 @@ type broadcastAnswer struct {
 type topicAnswer struct {
 	Topic string `json:"topic"`
 	ID    string `json:"id"`
+	// Nodes is how many gateway nodes have subscribers of the topic, as
+	// the presence view has it (each node tells with its presence
+	// batches).
+	Nodes int `json:"nodes"`
 }
 
 // userResult is one user's entry in a batch or presence-query answer:
@@ -161,6 +165,7 @@ type topicPresenceAnswer struct {
 	Topic     string        `json:"topic"`
 	Users     int           `json:"users"`   // users with a device in the topic
 	Devices   int           `json:"devices"` // their devices in it
+	Nodes     int           `json:"nodes"`   // nodes with subscribers of it (any topic)
 	Members   []topicMember `json:"members"` // sorted by user id, at most maxTopicMembers
 	Truncated bool          `json:"truncated,omitempty"`
 }
@@ -332,9 +337,12 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 	}
 	var dedup []string
 	if s.opts.Resume && req.IdempotencyKey != "" {
-		dedup = make([]string, len(users))
+		dedup = make([]string, len(users), len(users)+len(topics))
 		for i, u := range users {
 			dedup[i] = s.dedupID(scope, req.IdempotencyKey, fp, u)
+		}
+		for _, tp := range topics {
+			dedup = append(dedup, s.dedupID(scope, req.IdempotencyKey, fp, "topic\x00"+tp))
 		}
 	}
 	w := s.newNATSWait(ctx)
@@ -371,8 +379,8 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 			}
 			tsubjects = append(tsubjects, subj)
 		}
-		// pubTopics publishes to the topics (plain NATS: topics are not in
-		// the history stream), sent messages having gone out before.
+		// pubTopics publishes to the topics without Resume, sent messages
+		// having gone out before.
 		pubTopics := func(nc *nats.Conn, sent int) (int, error) {
 			for i := range tresults {
 				if tsubjects[i] == "" {
@@ -397,32 +405,25 @@ func (s *Server) opBatch(ctx context.Context, scope string, req *batchRequest) (
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
 			if s.opts.Resume {
-				// Pipelined: every message written, then every
-				// acknowledgement awaited.
-				if slices.ContainsFunc(subjects, func(subj string) bool { return subj != "" }) {
-					seqs, err := s.histPublish(ctx, nc, targetBatch, subjects, req.Data, dedup)
+				// Pipelined: every message (the users', then the
+				// topics') written, then every acknowledgement awaited.
+				all := append(slices.Clip(subjects), tsubjects...)
+				if slices.ContainsFunc(all, func(subj string) bool { return subj != "" }) {
+					seqs, err := s.histPublish(ctx, nc, targetBatch, all, req.Data, dedup)
 					if err != nil {
 						return err
 					}
 					for i, seq := range seqs {
-						if subjects[i] != "" {
+						switch {
+						case all[i] == "":
+						case i < len(subjects):
 							results[i].ID = seqID(seq)
+						default:
+							tresults[i-len(subjects)].ID = seqID(seq)
 						}
 					}
 				}
-				if len(topics) == 0 {
-					return nil
-				}
-				sentUsers := 0
-				for _, subj := range subjects {
-					if subj != "" {
-						sentUsers++
-					}
-				}
-				if _, err := pubTopics(nc, sentUsers); err != nil {
-					return err
-				}
-				return s.flush(ctx, nc)
+				return nil
 			}
 			sent := 0
 			for i := range results {
@@ -487,9 +488,9 @@ func (s *Server) checkTopic(topic string) (string, *apiError) {
 	return s.subjects.Topic(topic), nil
 }
 
-// opTopic publishes to every subscriber of a topic, across the fleet. The
-// history stream does not hold topics: the message is published on plain
-// NATS, confirmed by a flush, its id a new message id.
+// opTopic publishes to every subscriber of a topic, across the fleet: as
+// a message to a user, on plain NATS confirmed by a flush, or with Resume
+// acknowledged by the history stream, its id the stream sequence.
 func (s *Server) opTopic(ctx context.Context, scope string, req *topicRequest) (opResult, *apiError) {
 	subj, aerr := s.checkTopic(req.Topic)
 	if aerr != nil {
@@ -499,6 +500,7 @@ func (s *Server) opTopic(ctx context.Context, scope string, req *topicRequest) (
 		return opResult{}, aerr
 	}
 	fp := fingerprint([]byte("topic"), []byte(req.Topic), req.Data)
+	dedup := s.dedupID(scope, req.IdempotencyKey, fp, "")
 	w := s.newNATSWait(ctx)
 	defer w.stop()
 	return s.idempotent(ctx, w, scope, req.IdempotencyKey, fp, func() (opResult, *apiError) {
@@ -507,15 +509,16 @@ func (s *Server) opTopic(ctx context.Context, scope string, req *topicRequest) (
 		if aerr := s.publishing(w, func(nc *nats.Conn) error {
 			start = time.Now()
 			var err error
-			if id, err = s.pub(nc, targetTopic, subj, req.Data); err != nil {
-				return unsent(err)
-			}
-			return s.flush(ctx, nc)
+			id, err = s.publishOne(ctx, nc, targetTopic, subj, req.Data, dedup)
+			return err
 		}); aerr != nil {
 			return opResult{}, aerr
 		}
 		s.m.publish.WithLabelValues(targetTopic).Observe(time.Since(start).Seconds())
-		return result(http.StatusAccepted, topicAnswer{Topic: req.Topic, ID: id})
+		s.t.v.mu.RLock()
+		nodes := s.t.v.topicNodes(req.Topic)
+		s.t.v.mu.RUnlock()
+		return result(http.StatusAccepted, topicAnswer{Topic: req.Topic, ID: id, Nodes: nodes})
 	})
 }
 
@@ -570,11 +573,12 @@ func (s *Server) opTopicPresence(req *topicRequest) (opResult, *apiError) {
 	}
 	s.t.v.mu.RLock()
 	users, devices, members := s.t.v.lookupTopic(req.Topic, maxTopicMembers)
+	nodes := s.t.v.topicNodes(req.Topic)
 	s.t.v.mu.RUnlock()
 	if members == nil {
 		members = []topicMember{}
 	}
-	return result(http.StatusOK, topicPresenceAnswer{Topic: req.Topic, Users: users, Devices: devices, Members: members, Truncated: users > len(members)})
+	return result(http.StatusOK, topicPresenceAnswer{Topic: req.Topic, Users: users, Devices: devices, Nodes: nodes, Members: members, Truncated: users > len(members)})
 }
 
 // opPresenceQuery answers whether each of several users is online.

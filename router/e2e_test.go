@@ -285,9 +285,21 @@ func TestFleetTopicPublish(t *testing.T) {
 			}
 		})
 	}
+	// Both nodes have subscribers of room.1 once their presence batches
+	// say so; the answer counts them.
+	checkFor(t, 5*time.Second, func() error {
+		r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/room.1/presence", testKey, nil)
+		if !strings.Contains(string(r.body), `"nodes":2`) {
+			return fmt.Errorf("%d %s", r.status, r.body)
+		}
+		return nil
+	})
 	r := do(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.1/messages", testKey, `{"text":"hi"}`)
-	var ans struct{ Topic, ID string }
-	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &ans) != nil || ans.Topic != "room.1" || ans.ID == "" {
+	var ans struct {
+		Topic, ID string
+		Nodes     int
+	}
+	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &ans) != nil || ans.Topic != "room.1" || ans.ID == "" || ans.Nodes != 2 {
 		t.Fatalf("publish: %d %s", r.status, r.body)
 	}
 	for i, c := range members {
@@ -313,12 +325,25 @@ func TestFleetTopicPublish(t *testing.T) {
 		b.Topics[0].Topic != "room.1" || b.Topics[0].ID == "" || b.Topics[1].ID == "" || b.Topics[2].Error != "bad_topic" {
 		t.Fatalf("batch: %d %s", r.status, r.body)
 	}
-	if m := members[0].next(t, protocol.TypeMessage); m["topic"] != nil || m["id"] != b.Results[0].ID {
-		t.Fatalf("member 0's own: %v", m)
+	// Member 0 gets its own and room.1's, in either order (two subjects:
+	// no order between them).
+	own, inRoom := 0, 0
+	for range 2 {
+		switch m := members[0].next(t, protocol.TypeMessage); {
+		case m["topic"] == nil && m["id"] == b.Results[0].ID:
+			own++
+		case m["topic"] == "room.1" && m["id"] == b.Topics[0].ID:
+			inRoom++
+		default:
+			t.Fatalf("member 0: %v", m)
+		}
 	}
-	for i, c := range members {
+	if own != 1 || inRoom != 1 {
+		t.Fatalf("member 0 got its own %d times and room.1's %d times", own, inRoom)
+	}
+	for i, c := range members[1:] {
 		if m := c.next(t, protocol.TypeMessage); m["topic"] != "room.1" || m["id"] != b.Topics[0].ID {
-			t.Fatalf("member %d: %v", i, m)
+			t.Fatalf("member %d: %v", i+1, m)
 		}
 	}
 	if m := other.next(t, protocol.TypeMessage); m["topic"] != "room.2" || m["id"] != b.Topics[1].ID {
@@ -447,8 +472,8 @@ func TestFleetTopicPresence(t *testing.T) {
 			return nil
 		})
 	}
-	want("room.1", `{"topic":"room.1","users":2,"devices":3,"members":[{"user":"alice","devices":2},{"user":"bob","devices":1}]}`)
-	want("feed.1", `{"topic":"feed.1","users":0,"devices":0,"members":[]}`)
+	want("room.1", `{"topic":"room.1","users":2,"devices":3,"nodes":2,"members":[{"user":"alice","devices":2},{"user":"bob","devices":1}]}`)
+	want("feed.1", `{"topic":"feed.1","users":0,"devices":0,"nodes":1,"members":[]}`)
 	joined := map[string]int{}
 	for len(joined) < 2 || joined["alice"] < 2 {
 		m, err := events.NextMsg(5 * time.Second)
@@ -468,13 +493,13 @@ func TestFleetTopicPresence(t *testing.T) {
 	}
 	b1.next(t, protocol.TypeUnsubscribed)
 	a1.ws.Close()
-	want("room.1", `{"topic":"room.1","users":1,"devices":1,"members":[{"user":"alice","devices":1}]}`)
+	want("room.1", `{"topic":"room.1","users":1,"devices":1,"nodes":1,"members":[{"user":"alice","devices":1}]}`)
 	// gw-2 vanishes without a word (its NATS connection cut, no batch can
 	// say its members left): the router drops it, and alice's last device
 	// in the room with it.
 	g2.NATSConn().Close()
 	wait = 20 * time.Second // --node-ttl, a probe, the drop
-	want("room.1", `{"topic":"room.1","users":0,"devices":0,"members":[]}`)
+	want("room.1", `{"topic":"room.1","users":0,"devices":0,"nodes":0,"members":[]}`)
 	if r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/room..1/presence", testKey, nil); r.status != http.StatusBadRequest {
 		t.Fatalf("bad topic: %d %s", r.status, r.body)
 	}
@@ -495,7 +520,7 @@ func TestFleetTopicPresenceSnapshot(t *testing.T) {
 	srv := startRouter(t, ns, fleetOpts)
 	checkFor(t, 10*time.Second, func() error {
 		r := do(t, http.MethodGet, apiURL(srv)+"/v1/topics/room.9.general/presence", testKey, nil)
-		if want := `{"topic":"room.9.general","users":2,"devices":3,"members":[{"user":"carol","devices":1},{"user":"dave","devices":2}]}` + "\n"; r.status != http.StatusOK || string(r.body) != want {
+		if want := `{"topic":"room.9.general","users":2,"devices":3,"nodes":1,"members":[{"user":"carol","devices":1},{"user":"dave","devices":2}]}` + "\n"; r.status != http.StatusOK || string(r.body) != want {
 			return fmt.Errorf("%d %s", r.status, r.body)
 		}
 		return nil

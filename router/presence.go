@@ -80,7 +80,8 @@ type view struct {
 	byID  map[string]uint32
 	free  []uint32
 	// topics: topic presence (the gateways' --topic-presence topics),
-	// topic → user → its devices in the topic per node.
+	// topic → user → its devices in the topic per node; the user "" is
+	// the nodes with subscribers of the topic (every topic, devices 1).
 	topics map[string]map[string][]loc
 }
 
@@ -147,6 +148,9 @@ type topicMember struct {
 func (v *view) lookupTopic(topic string, max int) (users, devices int, members []topicMember) {
 	us := v.topics[topic]
 	for u, locs := range us {
+		if u == "" {
+			continue // the topic's nodes
+		}
 		d := 0
 		for _, l := range locs {
 			d += int(l.devices)
@@ -155,11 +159,16 @@ func (v *view) lookupTopic(topic string, max int) (users, devices int, members [
 		members = append(members, topicMember{User: u, Devices: d})
 	}
 	slices.SortFunc(members, func(a, b topicMember) int { return strings.Compare(a.User, b.User) })
+	users = len(members)
 	if len(members) > max {
 		members = members[:max]
 	}
-	return len(us), devices, members
+	return users, devices, members
 }
+
+// topicNodes is how many nodes have subscribers of topic (read lock
+// held).
+func (v *view) topicNodes(topic string) int { return len(v.topics[topic][""]) }
 
 // node returns the node with id, adding it when it is new (write lock held).
 func (v *view) node(id string, now time.Time) (n *nodeInfo, added bool) {

@@ -319,7 +319,7 @@ func (t *tracker) batch(b *protocol.PresenceBatch, now time.Time) {
 		}
 	}
 	for _, c := range b.Topics {
-		if c.User != "" && protocol.ValidateTopic(c.Topic) == nil {
+		if protocol.ValidateTopic(c.Topic) == nil { // user "": the node has subscribers of the topic
 			changes = append(changes, change{topic: c.Topic, user: c.User, devices: clampDevices(c.Devices)})
 		}
 	}
@@ -448,7 +448,7 @@ func (t *tracker) chunk(id uint64, c *protocol.SnapshotChunk, now time.Time) {
 		}
 	}
 	for _, u := range c.Topics {
-		if u.User != "" && protocol.ValidateTopic(u.Topic) == nil {
+		if protocol.ValidateTopic(u.Topic) == nil { // user "": the node has subscribers of the topic
 			p.users = append(p.users, change{topic: u.Topic, user: u.User, devices: clampDevices(u.Devices)})
 		}
 	}

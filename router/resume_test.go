@@ -784,28 +784,37 @@ func TestResumeTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := do(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.1/messages", testKey, `1`)
-	var one struct{ ID string }
-	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &one) != nil || one.ID == "" || isDigits(one.ID) {
-		t.Fatalf("topic publish: %d %s", r.status, r.body)
+	publish := func() string {
+		t.Helper()
+		r := request(t, http.MethodPost, apiURL(srv)+"/v1/topics/room.1/messages", testKey, `1`, "Idempotency-Key", "k-topic-1")
+		var one struct{ ID string }
+		if r.status != http.StatusAccepted || json.Unmarshal(r.body, &one) != nil || !isDigits(one.ID) {
+			t.Fatalf("topic publish: %d %s", r.status, r.body)
+		}
+		return one.ID
 	}
-	r = do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey, `{"users":["alice"],"topics":["room.2"],"data":2}`)
+	first := publish()
+	if again := publish(); again != first {
+		t.Fatalf("a retry with the same Idempotency-Key got id %s, the first %s", again, first)
+	}
+	r := do(t, http.MethodPost, apiURL(srv)+"/v1/messages", testKey, `{"users":["alice"],"topics":["room.2"],"data":2}`)
 	var b struct {
 		Results []struct{ ID string }
 		Topics  []struct{ ID string }
 	}
 	if r.status != http.StatusAccepted || json.Unmarshal(r.body, &b) != nil || len(b.Results) != 1 || len(b.Topics) != 1 ||
-		!isDigits(b.Results[0].ID) || b.Topics[0].ID == "" || isDigits(b.Topics[0].ID) {
+		!isDigits(b.Results[0].ID) || !isDigits(b.Topics[0].ID) || b.Topics[0].ID == b.Results[0].ID {
 		t.Fatalf("batch: %d %s", r.status, r.body)
 	}
-	for _, want := range []string{one.ID, b.Topics[0].ID} {
+	for _, subj := range []string{"room.1", "room.2"} {
 		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil || m.Header.Get(protocol.HeaderMsgID) != want {
-			t.Fatalf("topic message %v, %v; want id %s", m, err, want)
+		if err != nil || m.Subject != protocol.DefaultSubjectPrefix+".topic."+subj {
+			t.Fatalf("topic message %v, %v; want one on %s", m, err, subj)
 		}
 	}
-	if got := storedCount(t, st); got != 1 {
-		t.Fatalf("the stream holds %d messages, want 1 (alice's)", got)
+	// The topics' messages are stored like the user's, the retried one once.
+	if got := storedCount(t, st); got != 3 {
+		t.Fatalf("the stream holds %d messages, want 3", got)
 	}
 }
 

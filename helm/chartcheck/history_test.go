@@ -369,7 +369,7 @@ func checkHistoryStream(t *testing.T, o *objects, servers []*server.Server, env 
 					got := fmt.Sprintf("replicas %d, max_age %s, max_msgs_per_subject %d, max_bytes %d, storage %s, subjects %v",
 						c.Replicas, c.MaxAge, c.MaxMsgsPer, c.MaxBytes, strings.ToLower(c.Storage.String()), c.Subjects)
 					exp := fmt.Sprintf("replicas %d, max_age %s, max_msgs_per_subject %d, max_bytes %d, storage %s, subjects %v",
-						h.replicas, h.ttl, h.maxPerUser, h.maxBytes, h.storage, []string{h.prefix + ".user.*", h.prefix + ".broadcast"})
+						h.replicas, h.ttl, h.maxPerUser, h.maxBytes, h.storage, []string{h.prefix + ".user.*", h.prefix + ".broadcast", h.prefix + ".topic.>"})
 					if got != exp {
 						t.Errorf("history stream %s:\n  has  %s\n  want %s", want, got, exp)
 					}

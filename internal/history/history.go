@@ -5,9 +5,10 @@
 // acknowledged publishes, live in their packages; this one only holds what
 // both must agree on.
 //
-// The stream captures every user subject ("<prefix>.user.*") and the
-// broadcast subject ("<prefix>.broadcast"): services go on publishing on
-// plain NATS subjects and the stream stores what they publish. It
+// The stream captures every user subject ("<prefix>.user.*"), the
+// broadcast subject ("<prefix>.broadcast") and every topic subject
+// ("<prefix>.topic.>"): services go on publishing on plain NATS subjects
+// and the stream stores what they publish. It
 // republishes each stored message to "<prefix>.live." followed by its
 // subject without the prefix ("wsfleet.user.bob" → "wsfleet.live.user.bob")
 // with the headers Nats-Sequence (its stream sequence) and
@@ -23,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,7 +69,7 @@ type Config struct {
 	// TTL is how long a message is kept. Default 24h.
 	TTL time.Duration
 	// MaxPerUser is how many messages are kept per user subject (and for
-	// the broadcast subject). Default 100.
+	// the broadcast subject, and per topic subject). Default 100.
 	MaxPerUser int
 	// MaxBytes bounds the stream's size. Default 1 GiB.
 	MaxBytes int
@@ -104,7 +106,7 @@ func (c *Config) SetDefaults() {
 // must agree: see [Ensure]).
 func (c *Config) RegisterFlags(fs *flagenv.Set) {
 	fs.Duration(&c.TTL, "history-ttl", DefaultTTL, "with --resume: how long history keeps a message")
-	fs.Int(&c.MaxPerUser, "history-max-per-user", DefaultMaxPerUser, "with --resume: messages history keeps per user (and for broadcasts); older ones go first")
+	fs.Int(&c.MaxPerUser, "history-max-per-user", DefaultMaxPerUser, "with --resume: messages history keeps per user (and for broadcasts, and per topic); older ones go first")
 	fs.Int(&c.MaxBytes, "history-max-bytes", DefaultMaxBytes, "with --resume: the history stream's size limit in bytes; past it the oldest messages go first")
 	fs.Int(&c.Replicas, "history-replicas", DefaultReplicas, "with --resume: replicas of the history stream (3 on a 3-server NATS cluster)")
 	fs.String(&c.Storage, "history-storage", DefaultStorage, "with --resume: where the history stream keeps messages: file or memory")
@@ -138,6 +140,12 @@ func StreamName(prefix string) string {
 // the stream republishes it: "<prefix>.live.".
 func LivePrefix(prefix string) string { return prefix + ".live." }
 
+// Subjects are the subjects the stream captures: the users', the
+// broadcast's and the topics'.
+func Subjects(prefix string) []string {
+	return []string{prefix + ".user.*", prefix + ".broadcast", prefix + ".topic.>"}
+}
+
 // StreamConfig is the stream's JetStream configuration.
 func (c Config) StreamConfig() jetstream.StreamConfig {
 	storage := jetstream.FileStorage
@@ -146,8 +154,8 @@ func (c Config) StreamConfig() jetstream.StreamConfig {
 	}
 	return jetstream.StreamConfig{
 		Name:              StreamName(c.Prefix),
-		Description:       "wsfleet history: user and broadcast messages, for resumable delivery",
-		Subjects:          []string{c.Prefix + ".user.*", c.Prefix + ".broadcast"},
+		Description:       "wsfleet history: user, broadcast and topic messages, for resumable delivery",
+		Subjects:          Subjects(c.Prefix),
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		MaxAge:            c.TTL,
@@ -219,11 +227,45 @@ func ensureOnce(ctx context.Context, js jetstream.JetStream, c Config, want jets
 		return nil, fmt.Errorf("history stream %s: %w", want.Name, err)
 	}
 	info := st.CachedInfo()
+	if missing := missingSubjects(want.Subjects, info.Config.Subjects); len(missing) > 0 && len(Diff(want, withSubjects(info.Config, want.Subjects))) == 0 {
+		// A stream made by an earlier version, which did not capture the
+		// topics: the subjects are added (an update JetStream applies in
+		// place, keeping every message), everything else being as asked.
+		cfg := withSubjects(info.Config, want.Subjects)
+		st, err = js.UpdateStream(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("history stream %s: adding the subjects %s: %w", want.Name, strings.Join(missing, ", "), err)
+		}
+		info = st.CachedInfo()
+	}
 	if diffs := Diff(want, info.Config); len(diffs) > 0 {
 		return nil, fmt.Errorf("%w: stream %s has %s; set the same values on every gateway and router, or change the stream (nats stream edit %s)",
 			ErrIncompatible, want.Name, strings.Join(diffs, ", "), want.Name)
 	}
 	return info, nil
+}
+
+// missingSubjects lists the subjects of want that have lacks, or nil
+// when have holds one that want does not (a stream changed otherwise).
+func missingSubjects(want, have []string) []string {
+	var missing []string
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			missing = append(missing, w)
+		}
+	}
+	for _, h := range have {
+		if !slices.Contains(want, h) {
+			return nil
+		}
+	}
+	return missing
+}
+
+// withSubjects is cfg with its subjects replaced.
+func withSubjects(cfg jetstream.StreamConfig, subjects []string) jetstream.StreamConfig {
+	cfg.Subjects = slices.Clone(subjects)
+	return cfg
 }
 
 // Diff lists how have differs from want in the settings history relies on

@@ -168,10 +168,13 @@ func (r BroadcastResult) Sequence() (seq uint64, ok bool) { return parseSequence
 // TopicResult is the answer to PublishTopic.
 type TopicResult struct {
 	Topic string `json:"topic"`
-	// ID is the message id subscribers see: an opaque id (topics are not
-	// in the history stream).
-	ID       string `json:"id"`
-	Replayed bool   `json:"-"`
+	// ID is the message id subscribers see: an opaque id, or with the
+	// router's --resume the message's stream sequence.
+	ID string `json:"id"`
+	// Nodes is how many gateway nodes have subscribers of the topic, as
+	// the router's presence view has it.
+	Nodes    int  `json:"nodes"`
+	Replayed bool `json:"-"`
 }
 
 // parseSequence reads a stream sequence: 1-20 decimal digits, not 0.
