@@ -85,6 +85,10 @@ type loop struct {
 	upgrader ws.Upgrader
 	stats    loopStats
 	bconns   []*conn // the connections of the broadcast in progress, as it started
+	// fanT and fanLid (resume) name the loop topic whose message fans out
+	// now (fanT nil: none): a member joining it meanwhile gets a floor.
+	fanT   *topic
+	fanLid int32
 	// skips holds, for each connection catching up (resume), the newest
 	// live message it skipped meanwhile.
 	skips          map[*conn]uint64

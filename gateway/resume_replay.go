@@ -57,6 +57,9 @@ type replayJob struct {
 	batch        []topicFrame
 	bi           int  // the batch's next message to write
 	fell         bool // history no longer holds everything after tFrom
+	// abandoned: the loop topic of a catch-up left its loop (set by the
+	// loop): the job ends rather than retry.
+	abandoned atomic.Bool
 }
 
 // replayer runs the replays: a bounded queue of jobs (one per connection
@@ -306,7 +309,7 @@ func (w *replayWorker) retry(j *replayJob, err error) {
 		s.log.Warn("replay failed; retrying (logged at most once a second)", zap.Uint64("conn", id), zap.String("topic", topic), zap.Int("tries", j.tries), zap.Error(err))
 	}
 	j.notBefore = mono() + int64(min(time.Duration(j.tries)*100*time.Millisecond, 2*time.Second))
-	if p.ctx.Err() == nil && (j.c == nil || !j.c.closed()) {
+	if p.ctx.Err() == nil && (j.c == nil || !j.c.closed()) && !j.abandoned.Load() {
 		p.submit(j)
 	}
 }

@@ -409,9 +409,17 @@ func (l *loop) topicLive(c *conn, i int) {
 // of the loop topic's.
 func (l *loop) joinLive(c *conn, i int, floor uint64) {
 	r := &c.tps().refs[i]
-	lt := &l.tops[r.lid()]
-	if floor > lt.pos {
-		if len(lt.members) == 0 && lt.catching == nil {
+	lid := r.lid()
+	lt := &l.tops[lid]
+	// Joining during a fan-out of the topic (it may still be in l.bconns,
+	// from before it left): covered up to the message fanning out.
+	fanning := l.s.rs != nil && l.fanT == lt.t && l.fanLid == lid
+	if fanning {
+		floor = max(floor, lt.pos)
+	}
+	first := len(lt.members) == 0
+	if floor > lt.pos || fanning {
+		if first && lt.catching == nil && !fanning {
 			lt.pos = floor // nobody else is covered from it: the topic moves on
 		} else {
 			lt.floors = append(lt.floors, topicFloor{c: c, floor: floor})
@@ -424,6 +432,13 @@ func (l *loop) joinLive(c *conn, i int, floor uint64) {
 	l.s.topics.pairs.Add(1)
 	if lt.t.presence {
 		l.s.pres.topicChanged(lt.t.name, c.user.id, 1)
+	}
+	if first && l.s.rs != nil {
+		// The loop's first member: messages the node dispatched before
+		// it counted (a loop without members gets none) may lie after
+		// the position. A catch-up, whose position is read after this
+		// count, fetches them; anything later comes live.
+		l.topicCatchUp(lid, 0)
 	}
 }
 
@@ -483,6 +498,9 @@ func (l *loop) removeTopic(c *conn, i int) {
 		t := lt.t
 		delete(l.topByName, t.name)
 		t.loops[l.idx].lid = -1
+		if lt.catching != nil {
+			lt.catching.abandoned.Store(true) // its retries stop
+		}
 		l.tops[lid] = loopTopic{}
 		l.topFree = append(l.topFree, lid)
 		l.s.topics.leave(t)
@@ -608,9 +626,13 @@ func (l *loop) topicStep(t *task) (more bool) {
 		if t.seq != 0 && !l.topicInChain(lid, t.seq, t.last) {
 			return false
 		}
-		l.topicBegin(&l.tops[lid], t.seq)
+		l.topicBegin(lid, t.seq)
 	}
-	return l.step(t, func(c *conn) bool { return c.State == stOpen && c.isMember(lid) && c.writeShared(t.sh) })
+	if l.step(t, l.topicWriter(lid, t.seq, t.sh)) {
+		return true
+	}
+	l.fanT = nil
+	return false
 }
 
 func (c *conn) writeUnsubscribed(name, reason string) {

@@ -213,9 +213,10 @@ func (l *loop) topicInChain(lid int32, seq, last uint64) bool {
 }
 
 // topicBegin starts writing message seq (0: no resumable delivery) to
-// loop topic lt's members: it takes them into l.bconns, leaving out those
+// loop topic lid's members: it takes them into l.bconns, leaving out those
 // whose floor covers it, and moves the topic's position.
-func (l *loop) topicBegin(lt *loopTopic, seq uint64) {
+func (l *loop) topicBegin(lid int32, seq uint64) {
+	lt := &l.tops[lid]
 	l.bconns = l.bconns[:0]
 	for _, i := range lt.members {
 		c := l.conns[i]
@@ -227,6 +228,7 @@ func (l *loop) topicBegin(lt *loopTopic, seq uint64) {
 	if seq == 0 {
 		return
 	}
+	l.fanT, l.fanLid = lt.t, lid
 	lt.pos = seq
 	if len(lt.floors) > 0 {
 		kept := lt.floors[:0]
@@ -240,6 +242,18 @@ func (l *loop) topicBegin(lt *loopTopic, seq uint64) {
 		if len(kept) == 0 {
 			lt.floors = nil
 		}
+	}
+}
+
+// topicWriter writes message seq of loop topic lid to a connection still
+// a member, unless its floor covers it (it joined during this fan-out).
+func (l *loop) topicWriter(lid int32, seq uint64, sh *bufpool.Shared) func(c *conn) bool {
+	lt := &l.tops[lid]
+	return func(c *conn) bool {
+		if c.State != stOpen || !c.isMember(lid) || (len(lt.floors) > 0 && lt.floorCovers(c, seq)) {
+			return false
+		}
+		return c.writeShared(sh)
 	}
 }
 
@@ -307,6 +321,10 @@ func (l *loop) topicBatchStep(t *task) (more bool) {
 		// is unsubscribed and told, and subscribes again with "since" (and
 		// gets "recovered":false), never a silent gap.
 		lt.catching = nil
+		// Nobody stays covered from the old position: the topic goes on
+		// from where the catch-up looked (a replay with "since" checks its
+		// own history).
+		lt.pos, lt.floors = max(lt.pos, j.upTo), nil
 		releaseBatch(j)
 		lid, tp := j.lid, j.t
 		for l.tops[lid].t == tp && len(l.tops[lid].members) > 0 {
@@ -327,13 +345,13 @@ func (l *loop) topicBatchStep(t *task) (more bool) {
 				j.bi++
 				continue
 			}
-			l.topicBegin(lt, f.seq)
+			l.topicBegin(j.lid, f.seq)
 			budget -= len(l.bconns)
 		}
-		lid := j.lid
-		if l.step(t, func(c *conn) bool { return c.State == stOpen && c.isMember(lid) && c.writeShared(f.sh) }) {
+		if l.step(t, l.topicWriter(j.lid, f.seq, f.sh)) {
 			return true
 		}
+		l.fanT = nil
 		t.next = 0
 		j.bi++
 		if budget <= 0 && j.bi < len(j.batch) {
@@ -375,6 +393,9 @@ func (w *replayWorker) runLoopTopic(j *replayJob) {
 	p := w.p
 	r := p.r
 	ctx := p.ctx
+	if j.abandoned.Load() {
+		return
+	}
 	if j.upTo == 0 {
 		first, pos, err := r.pos.state(ctx, j.queued)
 		if err != nil {

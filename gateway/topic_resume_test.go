@@ -347,3 +347,56 @@ func TestResumeAddsTopicsToAnOlderStream(t *testing.T) {
 		t.Fatalf("got %v, want %d", got, s)
 	}
 }
+
+// A loop topic whose members missed more than history holds (a NATS
+// outage longer than --history-max-per-user messages of the topic) ends
+// their subscriptions with a reason; a resubscribe with since gets
+// recovered:false, and the topic goes on live for everyone.
+func TestResumeTopicFellBehindHistory(t *testing.T) {
+	ns := startJSNATS(t)
+	proxy := newCutProxy(t, ns.Addr().String())
+	srv := resumeGateway(t, proxy.url(), func(o *gateway.Options) {
+		o.NATSOutageGrace = time.Minute
+		o.History.MaxPerUser = 3
+	})
+	pub, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	js := newJS(t, pub)
+	subj := topicSubject("news.1")
+	ws := connectWith(t, srv, topicToken(t, "fay", "news.*"))
+	mustSubscribe(t, ws, "news.1")
+	before := jsPublish(t, js, subj, `"before"`)
+	if got := readTopicDeliveries(t, ws, "news.1", 1); got[0] != before {
+		t.Fatalf("got %v, want %d", got, before)
+	}
+	proxy.cut()
+	checkFor(t, 5*time.Second, func() error {
+		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	for i := 0; i < 5; i++ {
+		jsPublish(t, js, subj, strconv.Itoa(i))
+	}
+	proxy.restore()
+	m := readType(t, ws, protocol.TypeUnsubscribed)
+	if m["topic"] != "news.1" || !strings.Contains(fmt.Sprint(m["reason"]), "fell further behind") {
+		t.Fatalf("got %v", m)
+	}
+	if m := subscribeSince(t, ws, "news.1", strconv.FormatUint(before, 10)); m["recovered"] != false {
+		t.Fatalf("resubscribe: %v", m)
+	}
+	other := connectWith(t, srv, topicToken(t, "gus", "news.*"))
+	mustSubscribe(t, other, "news.1")
+	live := jsPublish(t, js, subj, `"live"`)
+	for _, c := range []*wstest.Conn{ws, other} {
+		if got := readTopicDeliveries(t, c, "news.1", 1); got[0] != live {
+			t.Fatalf("got %v, want %d", got, live)
+		}
+		expectQuiet(t, c, 200*time.Millisecond)
+	}
+}

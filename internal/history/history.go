@@ -231,7 +231,7 @@ func ensureOnce(ctx context.Context, js jetstream.JetStream, c Config, want jets
 		// A stream made by an earlier version, which did not capture the
 		// topics: the subjects are added (an update JetStream applies in
 		// place, keeping every message), everything else being as asked.
-		cfg := withSubjects(info.Config, want.Subjects)
+		cfg := withSubjects(info.Config, append(slices.Clone(info.Config.Subjects), missing...))
 		st, err = js.UpdateStream(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("history stream %s: adding the subjects %s: %w", want.Name, strings.Join(missing, ", "), err)
@@ -245,18 +245,12 @@ func ensureOnce(ctx context.Context, js jetstream.JetStream, c Config, want jets
 	return info, nil
 }
 
-// missingSubjects lists the subjects of want that have lacks, or nil
-// when have holds one that want does not (a stream changed otherwise).
+// missingSubjects lists the subjects of want that have lacks.
 func missingSubjects(want, have []string) []string {
 	var missing []string
 	for _, w := range want {
 		if !slices.Contains(have, w) {
 			missing = append(missing, w)
-		}
-	}
-	for _, h := range have {
-		if !slices.Contains(want, h) {
-			return nil
 		}
 	}
 	return missing
@@ -281,7 +275,11 @@ func Diff(want, have jetstream.StreamConfig) []string {
 			}
 		}
 	}
-	add("subjects", "", want.Subjects, have.Subjects)
+	// More subjects than asked (a later version's, say) are no
+	// difference: every subject asked for is captured.
+	if missing := missingSubjects(want.Subjects, have.Subjects); len(missing) > 0 {
+		d = append(d, fmt.Sprintf("subjects %v, without %v", have.Subjects, missing))
+	}
 	add("retention", "", want.Retention, have.Retention)
 	add("discard", "", want.Discard, have.Discard)
 	add("allow_direct", "", want.AllowDirect, have.AllowDirect)
