@@ -31,7 +31,9 @@ connection opened on a reconnect notice resumes after the last id printed.
 When it ends it prints the --since to resume from (on stderr).
 
 --topic subscribes to topics once welcomed (the token's topics claim must
-allow them), on every connection it opens.`
+allow them), on every connection it opens; with resumable delivery each
+subscribe carries "since" (the topic's last id, or --since before any), so
+a topic's messages missed meanwhile come first too.`
 
 // wsEvent is a frame, or the end, of one of the listener's connections.
 type wsEvent struct {
@@ -82,6 +84,11 @@ func listen(args []string) int {
 	moving := false       // cur is such a connection, not yet welcomed
 	closing := false
 	seen := newRecent(1024)
+	// Each topic's resume point: the id of its last message, or where its
+	// subscription started; before either, the --since given (ids ascend
+	// on a connection, so the topic's messages up to it were received).
+	firstSince := since
+	tsince := map[string]string{}
 	for {
 		select {
 		case <-sig:
@@ -134,6 +141,7 @@ func listen(args []string) int {
 				ID       string `json:"id"`
 				Node     string `json:"node"`
 				Position string `json:"position"`
+				Topic    string `json:"topic"`
 			}
 			json.Unmarshal(ev.msg, &f)
 			if f.Type == protocol.TypePing {
@@ -143,7 +151,18 @@ func listen(args []string) int {
 				continue // delivered on both connections during a move
 			}
 			if f.Type == protocol.TypeMessage && isSeq(f.ID) {
-				since = f.ID // where a new connection resumes
+				if !isSeq(since) || seqAfter(f.ID, since) {
+					// Where a new connection resumes: the highest id (a
+					// topic's replay after a subscribe with since brings
+					// lower ones after higher ones of the user).
+					since = f.ID
+				}
+				if f.Topic != "" {
+					tsince[f.Topic] = f.ID
+				}
+			}
+			if f.Type == protocol.TypeSubscribed && isSeq(f.Position) {
+				tsince[f.Topic] = f.Position
 			}
 			if f.Type == protocol.TypeWelcome && ev.c == cur && !moving && f.Position != "" {
 				if _, err := protocol.ParseSince(f.Position); err == nil {
@@ -152,7 +171,11 @@ func listen(args []string) int {
 			}
 			if f.Type == protocol.TypeWelcome {
 				for _, tp := range topics {
-					ev.c.WriteJSON(protocol.ClientFrame{Type: protocol.TypeSubscribe, Topic: tp})
+					ts := tsince[tp]
+					if ts == "" {
+						ts = firstSince
+					}
+					ev.c.WriteJSON(protocol.ClientFrame{Type: protocol.TypeSubscribe, Topic: tp, Since: ts})
 				}
 			}
 			if f.Type == protocol.TypeWelcome && (ev.c == next || moving) {
@@ -172,6 +195,13 @@ func listen(args []string) int {
 			}
 		}
 	}
+}
+
+// seqAfter reports whether sequence a is after sequence b.
+func seqAfter(a, b string) bool {
+	x, _ := protocol.ParseSince(a)
+	y, _ := protocol.ParseSince(b)
+	return x > y
 }
 
 // isSeq reports whether a message id is a stream sequence (resumable

@@ -462,6 +462,22 @@ func TestRoom(t *testing.T) {
 		}
 		return nil
 	})
+	// A listener back after the room moved on (the fleet runs --resume):
+	// with --since, its subscribe replays what the room had meanwhile.
+	var away struct{ Topic, ID string }
+	if status := call(t, in, http.MethodPost, "/v1/topics/room.42/messages", `{"text":"while away"}`, &away); status != http.StatusAccepted {
+		t.Fatalf("publish to the room: status %d", status)
+	}
+	back := startListen(t, in, "--topic", "room.42", "--since", sent.ID)
+	back.next(t, protocol.TypeWelcome)
+	var sub protocol.Subscribed
+	if err := json.Unmarshal(back.next(t, protocol.TypeSubscribed), &sub); err != nil || sub.Recovered == nil || !*sub.Recovered || sub.Position != sent.ID {
+		t.Fatalf("resubscribe: %+v, %v; want recovered from %s", sub, err, sent.ID)
+	}
+	var m protocol.Message
+	if err := json.Unmarshal(back.next(t, protocol.TypeMessage), &m); err != nil || m.Topic != "room.42" || m.ID != away.ID {
+		t.Fatalf("after the resubscribe: %+v, %v; want %s", m, err, away.ID)
+	}
 	// The token allows room.* only (devfleet --topics).
 	bad := startListen(t, in, "--topic", "other.1")
 	bad.next(t, protocol.TypeWelcome)
