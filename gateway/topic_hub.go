@@ -46,7 +46,7 @@ type topic struct {
 
 // topicLoop is a topic's state on one loop: 12 bytes (written when
 // membership changes, rarely enough that loops sharing a cache line do not
-// matter, and a topic costs 8 bytes per loop, not a cache line).
+// matter, and a topic costs 12 bytes per loop, not a cache line).
 type topicLoop struct {
 	members atomic.Int32 // its members there (written by the loop, read by dispatchers)
 	lid     int32        // loop goroutine only: its index in loop.tops; -1 when absent

@@ -619,7 +619,7 @@ func (l *loop) topicStep(t *task) (more bool) {
 	lid := t.t.loops[l.idx].lid
 	if lid < 0 || l.tops[lid].t != t.t {
 		clear(l.bconns[t.next:])
-		l.bconns = l.bconns[:0]
+		l.bconns, l.fanT = l.bconns[:0], nil
 		return false // the topic left this loop meanwhile
 	}
 	if t.next == 0 {

@@ -313,7 +313,7 @@ func (l *loop) topicBatchStep(t *task) (more bool) {
 	if lt.t != j.t || lt.catching != j {
 		releaseBatch(j)
 		clear(l.bconns)
-		l.bconns = l.bconns[:0]
+		l.bconns, l.fanT = l.bconns[:0], nil
 		return false // the topic left the loop, or its members did
 	}
 	if j.fell {
