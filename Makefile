@@ -11,7 +11,7 @@ export GOFLAGS := -tags=jwx_goccy $(GOFLAGS)
 # gateway are built from bench/ (make bench-build).
 CMDS := gateway router devfleet loadtest
 
-.PHONY: all build run test vet fmt-check bench bench-rss bench-build bench-fleet bench-resume-storm bench-router-latency bench-test fuzz clean helm-test helm-template images
+.PHONY: all build run test test-js vet fmt-check bench bench-rss bench-build bench-fleet bench-resume-storm bench-router-latency bench-test fuzz clean helm-test helm-template images
 
 all: build
 
@@ -35,9 +35,14 @@ run:
 # vet, formatting, every test under the race detector, then the allocation
 # tests again without it (the race detector makes sync.Pool drop items);
 # the chart's and the benchmark harness's modules too.
-test: vet fmt-check helm-test bench-test
+test: vet fmt-check helm-test bench-test test-js
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run 'TestAllocs' ./...
+
+# The JavaScript client's unit tests (clients/js: Node's test runner, no
+# dependencies to install).
+test-js:
+	cd clients/js && node --test test/
 
 vet:
 	$(GO) vet ./...
