@@ -375,7 +375,7 @@ func (w *replayWorker) run(j *replayJob) {
 		}
 		j.checked = true
 	}
-	maxBytes := min(s.opts.MaxPendingBytes/2, 1<<20)
+	maxBytes := replayMaxBytes(s)
 	for {
 		// A subject already covered up to its newest message (as the
 		// leader gave it, after upTo was read) has nothing more up to upTo.
@@ -473,8 +473,12 @@ func (w *replayWorker) run(j *replayJob) {
 	c.l.p.Post(task{kind: taskReplayed, c: c, rj: j})
 }
 
+// replayMaxBytes bounds one direct get batch: half of what a connection
+// may have queued, at most 1 MiB.
+func replayMaxBytes(s *Server) int { return min(s.opts.MaxPendingBytes/2, 1<<20) }
+
 // write writes the messages of both batches up to h, merged in stream
-// order. It stops early (full) once the connection's queue holds half of
+// order (a topic replay's one batch: um, its frames with the topic). It stops early (full) once the connection's queue holds half of
 // MaxPendingBytes, so a replay never makes a slow consumer of a client; it
 // returns the sequence written last and whether the connection still takes
 // frames.
@@ -509,7 +513,12 @@ func (w *replayWorker) write(j *replayJob, um, bm []replayMsg, h uint64) (last u
 		if !c.welcomedLocked() {
 			return last, false, false
 		}
-		sh := encodeSeq(m.seq, m.data)
+		var sh *bufpool.Shared
+		if j.t != nil {
+			sh = encodeTopicSeq(j.t.name, m.seq, m.data)
+		} else {
+			sh = encodeSeq(m.seq, m.data)
+		}
 		ok := c.writeSharedLocked(sh)
 		sh.Release()
 		if !ok {

@@ -429,6 +429,18 @@ func (p *cutProxy) cut() {
 	p.conns = nil
 }
 
+// cutNATS cuts the node's NATS link and waits until the node says so.
+func (p *cutProxy) cutNATS(t testing.TB, srv *gateway.Server) {
+	t.Helper()
+	p.cut()
+	checkFor(t, 5*time.Second, func() error {
+		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+}
+
 func (p *cutProxy) restore() {
 	p.mu.Lock()
 	p.cut_ = false
@@ -453,13 +465,7 @@ func TestResumeNATSLinkDropped(t *testing.T) {
 	if d := readDeliveries(t, ws, 1)[0]; d.seq != before {
 		t.Fatalf("got %d, want %d", d.seq, before)
 	}
-	proxy.cut()
-	checkFor(t, 5*time.Second, func() error {
-		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	proxy.cutNATS(t, srv)
 	var want []uint64
 	for i := 0; i < 5; i++ {
 		want = append(want, jsPublish(t, js, userSubject(t, "dave"), strconv.Itoa(i)))
@@ -848,13 +854,7 @@ func TestResumeFellBehindHistory(t *testing.T) {
 	if d := readDeliveries(t, ws, 1)[0]; d.seq != before {
 		t.Fatalf("got %d, want %d", d.seq, before)
 	}
-	proxy.cut()
-	checkFor(t, 5*time.Second, func() error {
-		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	proxy.cutNATS(t, srv)
 	for i := 0; i < 5; i++ {
 		jsPublish(t, js, userSubject(t, "erin"), strconv.Itoa(i))
 	}

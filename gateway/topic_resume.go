@@ -392,40 +392,18 @@ func releaseBatch(j *replayJob) {
 func (w *replayWorker) runLoopTopic(j *replayJob) {
 	p := w.p
 	r := p.r
-	ctx := p.ctx
-	if j.abandoned.Load() {
+	if j.abandoned.Load() || !w.topicPosition(j) {
 		return
 	}
-	if j.upTo == 0 {
-		first, pos, err := r.pos.state(ctx, j.queued)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		j.first, j.upTo = first, pos
-	}
 	subj := r.s.subjects.Topic(j.t.name)
-	if !j.checked && j.tFrom < j.upTo {
-		last, err := w.lastOn(ctx, subj)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		j.tLast, j.checked = last, true
+	if !w.topicLast(j, subj) {
+		return
 	}
 	j.cover = j.upTo
 	var cost int64 = 64
 	if j.tFrom < j.upTo && j.tFrom < j.tLast {
-		maxBytes := min(r.s.opts.MaxPendingBytes/2, 1<<20)
-		res, err := w.fetch(ctx, subj, j.tFrom, j.upTo, maxBytes, &w.um)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		if res.behind(j.tLast, j.upTo) {
-			p.behind.Add(1)
-			j.checked = false
-			w.retry(j, errReplicaBehind)
+		res, ok := w.topicFetch(j, subj)
+		if !ok {
 			return
 		}
 		if res.total >= uint64(r.cfg.MaxPerUser) {
@@ -462,20 +440,14 @@ func (w *replayWorker) runConnTopic(j *replayJob) {
 	r := p.r
 	s := r.s
 	c := j.c
-	ctx := p.ctx
 	if c.closed() {
 		return
 	}
 	if j.tries == 0 && !j.initial && j.tFrom == j.since {
 		p.started.Add(1)
 	}
-	if j.upTo == 0 {
-		first, pos, err := r.pos.state(ctx, j.queued)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		j.first, j.upTo = first, pos
+	if !w.topicPosition(j) {
+		return
 	}
 	done := func() { c.l.p.Post(task{kind: taskTopicReplayed, c: c, rj: j}) }
 	if j.initial && (j.since > j.upTo || j.since+1 < j.first) {
@@ -485,15 +457,9 @@ func (w *replayWorker) runConnTopic(j *replayJob) {
 		return
 	}
 	subj := s.subjects.Topic(j.t.name)
-	if !j.checked && j.tFrom < j.upTo {
-		last, err := w.lastOn(ctx, subj)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		j.tLast, j.checked = last, true
+	if !w.topicLast(j, subj) {
+		return
 	}
-	maxBytes := min(s.opts.MaxPendingBytes/2, 1<<20)
 	for {
 		if j.tFrom < j.upTo && j.tFrom >= j.tLast {
 			j.tFrom = j.upTo // nothing on the topic after it, up to upTo
@@ -509,15 +475,8 @@ func (w *replayWorker) runConnTopic(j *replayJob) {
 			p.submit(j)
 			return
 		}
-		res, err := w.fetch(ctx, subj, j.tFrom, j.upTo, maxBytes, &w.um)
-		if err != nil {
-			w.retry(j, err)
-			return
-		}
-		if res.behind(j.tLast, j.upTo) {
-			p.behind.Add(1)
-			j.checked = false
-			w.retry(j, errReplicaBehind)
+		res, ok := w.topicFetch(j, subj)
+		if !ok {
 			return
 		}
 		whole := res.total < uint64(r.cfg.MaxPerUser)
@@ -536,7 +495,7 @@ func (w *replayWorker) runConnTopic(j *replayJob) {
 		if res.more {
 			h = res.msgs[len(res.msgs)-1].seq
 		}
-		wrote, full, ok := w.writeTopic(j, res.msgs, h)
+		wrote, full, ok := w.write(j, res.msgs, nil, h)
 		if !ok {
 			return
 		}
@@ -556,42 +515,50 @@ func (w *replayWorker) runConnTopic(j *replayJob) {
 	done()
 }
 
-// writeTopic writes a topic replay's messages up to h to its connection,
-// stopping early (full) once the connection's queue holds half of
-// MaxPendingBytes; it returns the sequence written last and whether the
-// connection still takes frames.
-func (w *replayWorker) writeTopic(j *replayJob, msgs []replayMsg, h uint64) (last uint64, full, ok bool) {
-	c := j.c
-	half := c.l.s.opts.MaxPendingBytes / 2
-	n := 0
-	c.Mu.Lock()
-	defer c.Mu.Unlock()
-	defer func() {
-		j.written += n
-		w.p.msgs.Add(uint64(n))
-		c.l.stats.msgsOut.Add(uint64(n))
-	}()
-	for _, m := range msgs {
-		if m.seq > h {
-			break
-		}
-		last = m.seq
-		if m.control {
-			continue
-		}
-		if !c.welcomedLocked() {
-			return last, false, false
-		}
-		sh := encodeTopicSeq(j.t.name, m.seq, m.data)
-		ok := c.writeSharedLocked(sh)
-		sh.Release()
-		if !ok {
-			return last, false, false
-		}
-		n++
-		if c.QueuedLocked() > half {
-			return last, true, true
-		}
+// topicPosition reads the stream's position for j's round when it has
+// none yet; false: that failed, and j is queued again.
+func (w *replayWorker) topicPosition(j *replayJob) bool {
+	if j.upTo != 0 {
+		return true
 	}
-	return last, false, true
+	first, pos, err := w.p.r.pos.state(w.p.ctx, j.queued)
+	if err != nil {
+		w.retry(j, err)
+		return false
+	}
+	j.first, j.upTo = first, pos
+	return true
+}
+
+// topicLast looks up the topic's newest message (from the leader) once a
+// round, when the round has something to cover; false: that failed, and j
+// is queued again.
+func (w *replayWorker) topicLast(j *replayJob, subj string) bool {
+	if j.checked || j.tFrom >= j.upTo {
+		return true
+	}
+	last, err := w.lastOn(w.p.ctx, subj)
+	if err != nil {
+		w.retry(j, err)
+		return false
+	}
+	j.tLast, j.checked = last, true
+	return true
+}
+
+// topicFetch fetches the topic's next batch after j.tFrom; false: the
+// fetch failed or a replica behind answered, and j is queued again.
+func (w *replayWorker) topicFetch(j *replayJob, subj string) (fetchResult, bool) {
+	res, err := w.fetch(w.p.ctx, subj, j.tFrom, j.upTo, replayMaxBytes(w.p.r.s), &w.um)
+	if err != nil {
+		w.retry(j, err)
+		return res, false
+	}
+	if res.behind(j.tLast, j.upTo) {
+		w.p.behind.Add(1)
+		j.checked = false
+		w.retry(j, errReplicaBehind)
+		return res, false
+	}
+	return res, true
 }

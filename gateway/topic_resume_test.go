@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -28,17 +27,7 @@ func subscribeSince(t testing.TB, ws *wstest.Conn, topic, since string) map[stri
 	if since != "" {
 		f["since"] = since
 	}
-	send(t, ws, f)
-	for {
-		m := readFrame(t, ws)
-		switch m["type"] {
-		case protocol.TypeSubscribed, protocol.TypeError:
-			return m
-		case protocol.TypePing:
-			continue
-		}
-		t.Fatalf("got %v, want the answer to subscribe %q", m, topic)
-	}
+	return subscribeAnswer(t, ws, f)
 }
 
 // readTopicDeliveries reads n message frames of topic.
@@ -156,13 +145,7 @@ func TestResumeTopicNATSLinkDropped(t *testing.T) {
 			t.Fatalf("got %v, want %d", got, before)
 		}
 	}
-	proxy.cut()
-	checkFor(t, 5*time.Second, func() error {
-		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	proxy.cutNATS(t, srv)
 	var want []uint64
 	for i := 0; i < 5; i++ {
 		want = append(want, jsPublish(t, js, subj, strconv.Itoa(i)))
@@ -372,13 +355,7 @@ func TestResumeTopicFellBehindHistory(t *testing.T) {
 	if got := readTopicDeliveries(t, ws, "news.1", 1); got[0] != before {
 		t.Fatalf("got %v, want %d", got, before)
 	}
-	proxy.cut()
-	checkFor(t, 5*time.Second, func() error {
-		if metricValue(t, srv, "wsfleet_gateway_nats_connected") != 0 {
-			return errors.New("still connected")
-		}
-		return nil
-	})
+	proxy.cutNATS(t, srv)
 	for i := 0; i < 5; i++ {
 		jsPublish(t, js, subj, strconv.Itoa(i))
 	}

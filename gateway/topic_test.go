@@ -41,6 +41,14 @@ func subscribe(t testing.TB, ws *wstest.Conn, topic, subToken string) map[string
 	if subToken != "" {
 		f["token"] = subToken
 	}
+	return subscribeAnswer(t, ws, f)
+}
+
+// subscribeAnswer sends a subscribe frame and returns the answer
+// (subscribed or error), skipping pings.
+func subscribeAnswer(t testing.TB, ws *wstest.Conn, f map[string]any) map[string]any {
+	t.Helper()
+	topic := f["topic"]
 	send(t, ws, f)
 	for {
 		m := readFrame(t, ws)
@@ -50,7 +58,7 @@ func subscribe(t testing.TB, ws *wstest.Conn, topic, subToken string) map[string
 		case protocol.TypePing:
 			continue
 		}
-		t.Fatalf("got %v, want the answer to subscribe %q", m, topic)
+		t.Fatalf("got %v, want the answer to subscribe %v", m, topic)
 	}
 }
 
