@@ -264,45 +264,84 @@ func standInNATS(t *testing.T, o *objects) ([]string, []*server.Server) {
 	t.Helper()
 	n, bundled := natsServers(o)
 	dir := t.TempDir()
-	ports, routes := make([]int, n), make([]int, n)
-	for i := range n {
-		ports[i], routes[i] = freePort(t), freePort(t)
+	// Clients connect on a port the kernel picks (-1). The route ports must
+	// be known before the first server starts (a JetStream cluster needs
+	// its routes configured), and a port picked ahead of time can be taken
+	// by another process or an outgoing connection before the server binds
+	// it: then the whole cluster starts again on new route ports.
+	start := func(attempt int) ([]string, []*server.Server, error) {
+		routes := make([]int, n)
+		for i := range n {
+			routes[i] = freePort(t)
+		}
+		var urls []string
+		var servers []*server.Server
+		stop := func() {
+			for _, s := range servers {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+		}
+		for i := range n {
+			var opts *server.Options
+			if bundled {
+				opts = natsOptions(t, o, i)
+			} else {
+				opts = &server.Options{ServerName: fmt.Sprintf("external-%d", i), JetStream: o.value("resume.enabled") == true}
+				if n > 1 {
+					opts.Cluster.Name = "external"
+				}
+			}
+			opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+			opts.HTTPPort = 0
+			opts.PidFile = filepath.Join(dir, fmt.Sprintf("nats-%d-%d.pid", attempt, i))
+			if opts.JetStream {
+				opts.StoreDir = filepath.Join(dir, fmt.Sprintf("jetstream-%d-%d", attempt, i))
+			}
+			opts.Routes = nil
+			if n > 1 {
+				opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", routes[i]
+				for _, p := range routes {
+					opts.Routes = append(opts.Routes, server.RoutesFromStr(fmt.Sprintf("nats-route://127.0.0.1:%d", p))...)
+				}
+			}
+			opts.NoSigs, opts.NoLog = true, true
+			s, err := server.NewServer(opts)
+			if err != nil {
+				stop()
+				return nil, nil, fmt.Errorf("stand-in NATS server %d: %w", i, err)
+			}
+			go s.Start()
+			servers = append(servers, s)
+		}
+		for i, s := range servers {
+			if !s.ReadyForConnections(10 * time.Second) {
+				stop()
+				return nil, nil, fmt.Errorf("stand-in NATS server %d not ready (route ports %v)", i, routes)
+			}
+			urls = append(urls, s.ClientURL())
+		}
+		return urls, servers, nil
 	}
 	var urls []string
 	var servers []*server.Server
-	for i := range n {
-		var opts *server.Options
-		if bundled {
-			opts = natsOptions(t, o, i)
-		} else {
-			opts = &server.Options{ServerName: fmt.Sprintf("external-%d", i), JetStream: o.value("resume.enabled") == true}
-			if n > 1 {
-				opts.Cluster.Name = "external"
-			}
+	for attempt := 1; ; attempt++ {
+		var err error
+		urls, servers, err = start(attempt)
+		if err == nil {
+			break
 		}
-		opts.Host, opts.Port = "127.0.0.1", ports[i]
-		opts.HTTPPort = 0
-		opts.PidFile = filepath.Join(dir, fmt.Sprintf("nats-%d.pid", i))
-		if opts.JetStream {
-			opts.StoreDir = filepath.Join(dir, fmt.Sprintf("jetstream-%d", i))
+		if attempt == 3 {
+			t.Fatal(err)
 		}
-		opts.Routes = nil
-		if n > 1 {
-			opts.Cluster.Host, opts.Cluster.Port = "127.0.0.1", routes[i]
-			for _, p := range routes {
-				opts.Routes = append(opts.Routes, server.RoutesFromStr(fmt.Sprintf("nats-route://127.0.0.1:%d", p))...)
-			}
-		}
-		opts.NoSigs, opts.NoLog = true, true
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("stand-in NATS server %d: %v", i, err)
-		}
-		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		servers = append(servers, s)
-		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
+		t.Logf("%v; starting the cluster again", err)
 	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for i, s := range servers {
 		if !s.ReadyForConnections(10 * time.Second) {
