@@ -342,6 +342,10 @@ func (c *conn) closeWith(code protocol.CloseCode, reason string) {
 		c.finalClose()
 		return
 	}
+	if c.Kind == connSSE {
+		c.sseClose(code, reason)
+		return
+	}
 	c.endPending()
 	c.State = stClosing
 	var buf [2 + 2 + 125]byte
@@ -393,6 +397,9 @@ func (c *conn) finalClose() {
 	l.remove(c)
 	if l.skips != nil {
 		delete(l.skips, c)
+	}
+	if l.sseReqs != nil {
+		delete(l.sseReqs, c)
 	}
 	if l.mv.active {
 		delete(l.mv.noticed, c)

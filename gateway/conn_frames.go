@@ -51,17 +51,15 @@ func (c *conn) parsing() bool { return c.State != stAuthing && c.State != stSubs
 // of the upgrade request.
 func (c *conn) process(data []byte, scanned int) int {
 	off := 0
-	if c.State == stHandshake {
-		off = c.handshake(data, scanned)
-		switch {
-		case c.State == stHandshake:
-			return 0 // the request is not complete yet
-		case c.State >= stLinger:
-			return len(data)
+	for c.State == stHandshake {
+		n := c.handshake(data[off:], max(scanned-off, 0))
+		if n == 0 {
+			return off // the request is not complete yet
 		}
+		off += n // answered and kept alive (a CORS preflight): the next request
 	}
-	if c.State == stLinger {
-		return len(data)
+	if c.State >= stLinger || c.Kind == connSSE {
+		return len(data) // a stream reads nothing after its request
 	}
 	for off < len(data) && c.parsing() {
 		if rd := c.rd; rd != nil && rd.left > 0 {

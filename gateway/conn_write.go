@@ -18,6 +18,9 @@ import (
 // writeSharedLocked writes or queues a delivery frame (a reference to the
 // shared buffer, no copy) and reports whether it was taken. Mu must be held.
 func (c *conn) writeSharedLocked(sh *bufpool.Shared) bool {
+	if c.Kind == connSSE {
+		sh = sh.Alt(sseEncode) // the event, encoded once for every stream
+	}
 	r, n := c.WriteSharedLocked(sh, c.l.s.opts.MaxPendingBytes)
 	return c.wrote(r, n)
 }
@@ -66,7 +69,15 @@ func (c *conn) wrote(r engine.Result, n int) bool {
 // still takes frames. It takes Mu.
 func (c *conn) writeFrame(op ws.OpCode, p []byte) {
 	var buf [640]byte
-	frame := wsframe.AppendFrame(buf[:0], op, p)
+	var frame []byte
+	switch {
+	case c.Kind != connSSE:
+		frame = wsframe.AppendFrame(buf[:0], op, p)
+	case op == ws.OpText:
+		frame = appendSSEData(buf[:0], p)
+	default:
+		return // a stream has no control frames
+	}
 	c.Mu.Lock()
 	c.writeLocked(frame)
 	c.Mu.Unlock()
@@ -108,8 +119,13 @@ func (c *conn) overflowLocked(reason string) {
 	}
 	c.setWelcomedLocked(false)
 	c.TrimLocked()
-	var buf [2 + 2 + 125]byte
-	frame := wsframe.AppendClose(buf[:0], ws.StatusCode(protocol.CloseSlowConsumer), reason)
+	var buf [256]byte
+	var frame []byte
+	if c.Kind == connSSE {
+		frame = appendCloseEvent(buf[:0], protocol.CloseSlowConsumer, reason)
+	} else {
+		frame = wsframe.AppendClose(buf[:0], ws.StatusCode(protocol.CloseSlowConsumer), reason)
+	}
 	c.putLocked(frame)
 	if c.WritesDoneLocked() {
 		return // the write failed: wrote took over

@@ -38,6 +38,9 @@ type upgradeIO struct {
 	// resume: ?since= or the Wsfleet-Since header
 	since    uint64
 	hasSince bool
+	// corsOrigin, for a stream request from a page (sse.go), lets the page
+	// read an error response.
+	corsOrigin string
 }
 
 // SinceHeader carries a resume position on the upgrade request, for
@@ -169,6 +172,12 @@ func (c *conn) handshake(data []byte, scanned int) int {
 	}
 	u := &l.uio
 	u.req, u.out, u.token, u.errCode, u.retryAfter, u.since, u.hasSince = data[:n], u.out[:0], "", "", 0, 0, false
+	if isSSE(data[:n]) {
+		u.req = nil
+		c.sseRequest(data[:n])
+		u.corsOrigin = ""
+		return n
+	}
 	_, err := l.upgrader.Upgrade(u)
 	if err == nil {
 		err = c.admit(data[:n])
@@ -221,6 +230,13 @@ func (c *conn) admit(req []byte) error {
 	if !validSecKey(req) {
 		return u.reject(http.StatusBadRequest, "bad_handshake", `handshake error: bad "Sec-WebSocket-Key" header`)
 	}
+	return c.admitLimits()
+}
+
+// admitLimits checks the node's connection limit and its connect rate for
+// a new connection of any transport.
+func (c *conn) admitLimits() error {
+	u := &c.l.uio
 	s := c.l.s
 	if s.nconns.Load() > int64(s.opts.MaxConnections) {
 		s.m.connLimit.Inc()
@@ -272,14 +288,20 @@ func (c *conn) rejectHTTP(status int, code, reason string) {
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, ' ')
 	b = append(b, http.StatusText(status)...)
-	b = append(b, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	b = append(b, "\r\nContent-Type: application/json\r\nConnection: close\r\n"...)
+	b = appendCORS(b, c.l.uio.corsOrigin)
+	b = append(b, "Content-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)
 	switch status {
 	case http.StatusUpgradeRequired:
 		b = append(b, "Sec-WebSocket-Version: 13\r\n"...)
 	case http.StatusMethodNotAllowed:
-		b = append(b, "Allow: GET\r\n"...)
+		if c.Kind == connSSE {
+			b = append(b, "Allow: GET, OPTIONS\r\n"...)
+		} else {
+			b = append(b, "Allow: GET\r\n"...)
+		}
 	case http.StatusServiceUnavailable:
 		b = append(b, "Retry-After: "...)
 		b = strconv.AppendInt(b, int64(max(c.l.uio.retryAfter, 1)), 10)

@@ -103,6 +103,9 @@ type loop struct {
 	// tjobs (resume) are the subscribes with "since" (topic_resume.go), from
 	// the subscribe until the connection is a live member of the topic.
 	tjobs map[tjKey]*replayJob
+	// sseReqs holds what stream requests asked for beyond their token
+	// (sse.go), from the request to the welcome.
+	sseReqs map[*conn]*sseReq
 
 	authTicks, hbTicks, idleTicks, handshakeTicks, closeTicks, writeTicks uint32
 
@@ -552,7 +555,12 @@ func (l *loop) welcome(t *task) {
 	}
 	body = append(body, '}')
 	var fbuf [1024]byte
-	frame := wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
+	var frame []byte
+	if c.Kind == connSSE {
+		frame = l.sseOpen(fbuf[:0], c, body)
+	} else {
+		frame = wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
+	}
 	c.endPending() // admitted: whatever the write's outcome, it waits no more
 	c.Mu.Lock()
 	c.writeLocked(frame)
@@ -594,6 +602,9 @@ func (l *loop) welcome(t *task) {
 	}
 	if c.in != nil {
 		c.input(nil) // frames the client sent while it was authenticated
+	}
+	if c.Kind == connSSE {
+		l.sseOpened(c)
 	}
 }
 
@@ -692,7 +703,9 @@ func (l *loop) fire(c *conn) {
 			return
 		}
 		c.Mu.Unlock()
-		if int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
+		// A stream's client sends nothing: a vanished one is found by its
+		// writes (the heartbeat's bytes stop making progress).
+		if c.Kind != connSSE && int32(l.now-(c.lastRead+l.idleTicks)) >= 0 {
 			c.closeWith(protocol.CloseHeartbeatTimeout, "no data from the client within the idle timeout")
 			return
 		}
@@ -700,7 +713,11 @@ func (l *loop) fire(c *conn) {
 			c.lastPing = l.now
 			c.Mu.Lock()
 			if c.welcomedLocked() {
-				c.writeLocked(l.s.pingFrame)
+				if c.Kind == connSSE {
+					c.writeLocked(ssePing)
+				} else {
+					c.writeLocked(l.s.pingFrame)
+				}
 			}
 			c.Mu.Unlock()
 		}

@@ -18,6 +18,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	authed            prometheus.Gauge
+	authedBy          [2]prometheus.Gauge // by transport (connWebSocket, connSSE)
 	users             prometheus.Gauge
 	accepted          prometheus.Counter
 	acceptPauses      prometheus.Counter
@@ -68,6 +69,12 @@ func newMetrics(s *Server) *metrics {
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "max_connections", Help: "The node's --max-connections."},
 		func() float64 { return float64(s.opts.MaxConnections) }))
 	m.authed = gauge("authenticated_connections", "Authenticated connections.")
+	byTransport := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "authenticated_connections_by_transport",
+		Help: `Authenticated connections by transport: "websocket" (/ws) or "sse" (server-sent events, /sse).`}, []string{"transport"})
+	f(byTransport)
+	for k := range m.authedBy {
+		m.authedBy[k] = byTransport.WithLabelValues(transportName(uint8(k)))
+	}
 	m.users = gauge("users", "Distinct users with at least one connection on this node.")
 	m.accepted = counter("connections_accepted_total", "Sockets accepted.")
 	m.acceptPauses = counter("accept_pauses_total", "Times accepting paused because the process ran out of file descriptors or memory.")

@@ -94,6 +94,7 @@ func (r *registry) add(c *conn, id, tok string) (u *user, evict *conn, ok bool) 
 		r.s.m.users.Inc()
 	}
 	r.s.m.authed.Inc()
+	r.s.m.authedBy[c.Kind].Inc()
 	return u, evict, true
 }
 
@@ -122,6 +123,7 @@ func (r *registry) remove(c *conn) {
 	}
 	sh.mu.Unlock()
 	r.s.m.authed.Dec()
+	r.s.m.authedBy[c.Kind].Dec()
 	if last {
 		r.users.Add(-1)
 		r.s.m.users.Dec()

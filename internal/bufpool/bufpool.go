@@ -78,6 +78,9 @@ type Shared struct {
 	B    []byte
 	refs atomic.Int32
 	buf  *[]byte
+	// alt is the same content encoded for another transport (Alt), built
+	// once by the first connection that needs it and held until s goes.
+	alt atomic.Pointer[Shared]
 }
 
 var sharedPool = sync.Pool{New: func() any { return new(Shared) }}
@@ -92,6 +95,23 @@ func GetShared(n int) *Shared {
 	return s
 }
 
+// Alt returns s's content encoded for another transport: the buffer
+// encode built from s.B the first time any goroutine asked, shared by every
+// later caller. It holds one reference of its own, released with s's last;
+// a caller that queues it retains it. encode must return a new Shared with
+// one reference. The caller must hold a reference to s.
+func (s *Shared) Alt(encode func(b []byte) *Shared) *Shared {
+	if a := s.alt.Load(); a != nil {
+		return a
+	}
+	a := encode(s.B)
+	if s.alt.CompareAndSwap(nil, a) {
+		return a
+	}
+	a.Release() // another goroutine built it first
+	return s.alt.Load()
+}
+
 // Retain adds a reference.
 func (s *Shared) Retain() { s.refs.Add(1) }
 
@@ -102,6 +122,9 @@ func (s *Shared) Release() {
 		return
 	case r < 0:
 		panic("bufpool: Shared released more often than retained")
+	}
+	if a := s.alt.Swap(nil); a != nil {
+		a.Release()
 	}
 	// s.B may be a re-slice (or a reallocation) of the pooled buffer; the
 	// pool gets back the buffer it handed out.

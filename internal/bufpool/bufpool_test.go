@@ -1,6 +1,7 @@
 package bufpool
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/wsfleet/wsfleet/internal/israce"
@@ -76,4 +77,57 @@ func TestAllocsPooledPath(t *testing.T) {
 	if allocs > 0 {
 		t.Fatalf("%.1f allocations per Get/Put round", allocs)
 	}
+}
+
+func TestSharedAlt(t *testing.T) {
+	s := GetShared(16)
+	s.B = append(s.B, "frame"...)
+	builds := 0
+	encode := func(b []byte) *Shared {
+		builds++
+		a := GetShared(len(b) + 4)
+		a.B = append(append(a.B, "alt:"...), b...)
+		return a
+	}
+	a := s.Alt(encode)
+	if string(a.B) != "alt:frame" {
+		t.Fatalf("alt = %q", a.B)
+	}
+	if s.Alt(encode) != a || builds != 1 {
+		t.Fatalf("alt built %d times, want once", builds)
+	}
+	a.Retain() // a queue holds the alt past the original
+	s.Release()
+	if string(a.B) != "alt:frame" {
+		t.Fatal("the original's release freed an alt still queued")
+	}
+	a.Release()
+	if a.B != nil {
+		t.Fatal("the alt's last release kept its buffer")
+	}
+}
+
+func TestSharedAltConcurrent(t *testing.T) {
+	s := GetShared(16)
+	s.B = append(s.B, "x"...)
+	var wg sync.WaitGroup
+	got := make([]*Shared, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = s.Alt(func(b []byte) *Shared {
+				a := GetShared(1)
+				a.B = append(a.B, b...)
+				return a
+			})
+		}()
+	}
+	wg.Wait()
+	for _, a := range got {
+		if a != got[0] {
+			t.Fatal("goroutines got different alts")
+		}
+	}
+	s.Release()
 }

@@ -37,6 +37,10 @@ type Conn[P any] struct {
 	Flags uint8
 	// LockedFlags are the protocol's bits guarded by Mu.
 	LockedFlags uint8
+	// Kind is the protocol's transport (WebSocket, server-sent events). It
+	// is set once, before any other goroutine can reach the connection, so
+	// every goroutine reads it without Mu. It fills padding: no memory.
+	Kind uint8
 }
 
 func (c *Conn[P]) timer() *Conn[P] { return c }
