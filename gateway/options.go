@@ -74,7 +74,9 @@ type Options struct {
 	// token accepted without exp (JWT.AllowNoExp) never expires.
 	JWT jwtverify.Config
 	// AllowQueryToken accepts a token in the ?token= query parameter of the
-	// upgrade request (URLs end up in logs; prefer the auth frame). Default false.
+	// upgrade request or of a stream request (GET /sse from EventSource,
+	// which sends no headers). URLs end up in logs: prefer the auth frame or
+	// an Authorization header. Default false.
 	AllowQueryToken bool
 	// AuthTimeout is how long a client has, from the upgrade, to be
 	// authenticated; then it is closed with 4408. Default 5s.

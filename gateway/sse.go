@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/wsfleet/wsfleet/internal/bufpool"
 	"github.com/wsfleet/wsfleet/protocol"
@@ -253,6 +256,10 @@ func (c *conn) sseRequest(req []byte) {
 		return
 	}
 	c.Kind = connSSE // before the token reaches another goroutine
+	// The client sends nothing: a vanished one shows as heartbeat bytes the
+	// peer never acknowledges, which the kernel gives up on after the idle
+	// timeout (RFC 5482) rather than after its retransmissions (minutes).
+	_ = unix.SetsockoptInt(c.FD(), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.IdleTimeout/time.Millisecond))
 	if h.origin != "" || len(topics) > 0 {
 		if l.sseReqs == nil {
 			l.sseReqs = map[*conn]*sseReq{}

@@ -168,5 +168,16 @@
 // once each ([Subscribed] says what "recovered":false means). A node whose
 // subscribers of a topic fell further behind than history holds ends their
 // subscription with "unsubscribed" and a reason; they subscribe again with
-// since.
+// since.//
+// # Server-sent events
+//
+// A gateway also serves the frames it sends as server-sent events (GET
+// /sse; the README's "Server-sent events"): each event's data is one line
+// holding the JSON object of a server frame, messages carry their id in
+// the event's "id:" field, and the last event of a stream is
+//
+//	{"type":"close","code":<close code>,"reason":"…"}
+//
+// with the code a WebSocket would have been closed with. A stream is
+// push-only: it takes no client frames.
 package protocol
