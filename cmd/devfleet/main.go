@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -74,7 +75,7 @@ drains the gateways (their clients get a reconnect notice, then 1012), then
 stops the router and NATS; a second Ctrl-C cuts the drain short.`
 
 type config struct {
-	gwListen, gwAdmin, rtListen, rtAdmin          string
+	gwListen, gwAdmin, rtListen, rtAdmin, demo    string
 	natsListen, natsClusterListen, natsHTTPListen string
 	user, topics, runDir, infoFile                string
 	gateways, natsServers                         int
@@ -91,6 +92,7 @@ type plan struct {
 	natsHTTP    []string // per NATS server
 	rtListen    string
 	rtAdmin     string
+	demo        string // "" without the demo page
 }
 
 func parseConfig(args []string) (config, error) {
@@ -105,6 +107,7 @@ func parseConfig(args []string) (config, error) {
 	fs.String(&c.natsHTTPListen, "nats-http-listen", "127.0.0.1:8222", "monitoring address (/routez, /connz, /subsz) of the first NATS server, the others on the next ports (with --nats-servers)")
 	fs.String(&c.rtListen, "router-listen", "127.0.0.1:8090", "router HTTP API address")
 	fs.String(&c.rtAdmin, "router-admin", "127.0.0.1:8091", "router admin address")
+	fs.String(&c.demo, "demo-listen", "127.0.0.1:8070", `address of the demo page, a page that uses the JavaScript client against this fleet ("": none)`)
 	fs.String(&c.user, "user", "alice", "user to mint a token for")
 	fs.String(&c.topics, "topics", "room.*", `the token's topics claim: the topic patterns it may subscribe to, separated by spaces ("": no claim)`)
 	fs.Duration(&c.drainTimeout, "drain-timeout", 2*time.Second, "the gateways' --drain-timeout: how long the drain of Ctrl-C or `gateway drain` takes")
@@ -194,6 +197,9 @@ func (c config) addresses() (plan, error) {
 	p.natsHTTP = many("nats-http-listen", c.natsHTTPListen, c.natsServers)
 	p.rtListen = one("router-listen", c.rtListen)
 	p.rtAdmin = one("router-admin", c.rtAdmin)
+	if c.demo != "" {
+		p.demo = one("demo-listen", c.demo)
+	}
 	if err != nil {
 		return p, err
 	}
@@ -213,6 +219,9 @@ func (c config) addresses() (plan, error) {
 	check("--nats-http-listen", p.natsHTTP...)
 	check("--router-listen", p.rtListen)
 	check("--router-admin", p.rtAdmin)
+	if p.demo != "" {
+		check("--demo-listen", p.demo)
+	}
 	return p, err
 }
 
@@ -227,6 +236,7 @@ type info struct {
 	RouterURL      string     `json:"router_url"`
 	RouterAdminURL string     `json:"router_admin_url"`
 	RouterPID      int        `json:"router_pid"`
+	DemoURL        string     `json:"demo_url,omitempty"`
 	NATSURLs       []string   `json:"nats_urls"`
 	NATSEmbedded   bool       `json:"nats_embedded"`
 	Resume         bool       `json:"resume"`
@@ -459,6 +469,14 @@ func run(args []string) int {
 	if in.UserSubject, err = subjects.UserID(c.user); err != nil {
 		return fail(err)
 	}
+	if p.demo != "" {
+		ln, err := net.Listen("tcp", p.demo)
+		if err != nil {
+			return fail(fmt.Errorf("--demo-listen: %w", err))
+		}
+		defer serveDemo(ln, in, secret, strings.Fields(c.topics)).Close()
+		in.DemoURL = "http://" + ln.Addr().String() + "/"
+	}
 	if c.infoFile != "" {
 		if err := writeInfo(c.infoFile, in); err != nil {
 			return fail(fmt.Errorf("--info-file: %w", err))
@@ -601,6 +619,9 @@ func printInstructions(w io.Writer, in info, bin string, drain time.Duration) {
 	ws := in.WSURL
 	if multi {
 		ws += "  (SO_REUSEPORT: the kernel spreads connections over the gateways)"
+	}
+	if in.DemoURL != "" {
+		pr("  Demo page         %s  (open it in a browser)\n", in.DemoURL)
 	}
 	pr("  WebSocket URL     %s\n", ws)
 	pr("  Token for %-7s %s\n", in.User, in.Token)

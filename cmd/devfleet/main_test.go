@@ -92,7 +92,7 @@ func startDevfleet(t *testing.T, args ...string) *devfleetProc {
 	all := []string{
 		"--gateway-listen", "127.0.0.1:0", "--gateway-admin", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--nats-cluster-listen", "127.0.0.1:0", "--nats-http-listen", "127.0.0.1:0",
-		"--router-listen", "127.0.0.1:0", "--router-admin", "127.0.0.1:0",
+		"--router-listen", "127.0.0.1:0", "--router-admin", "127.0.0.1:0", "--demo-listen", "127.0.0.1:0",
 		"--run-dir", filepath.Join(dir, "run"), "--info-file", infoPath,
 	}
 	cmd := exec.Command(filepath.Join(binaries(t), "devfleet"), append(all, args...)...)
