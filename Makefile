@@ -71,7 +71,7 @@ bench:
 
 # Gateway RSS per idle authenticated connection (docs/benchmarks.md).
 bench-rss: build
-	$(GO) test -tags benchrss -run TestIdleRSS -count=1 -v -timeout 10m ./gateway/rssbench/ $(RSSFLAGS)
+	$(GO) test -tags benchrss -run 'TestIdleRSS|TestTopicRSS|TestSSEIdleRSS' -count=1 -v -timeout 20m ./gateway/rssbench/ $(RSSFLAGS)
 
 # The fleet benchmark harness, a Go module of its own (bench/, built against
 # this tree through a replace directive; what only the harness and the naive
