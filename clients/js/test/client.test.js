@@ -19,13 +19,19 @@ test('sends the auth frame first, then reports open and the welcome', async () =
   assert.equal(of('welcome')[0].node, 'gw-1');
 });
 
-test('throws without a WebSocket constructor', () => {
+test('throws without a WebSocket constructor (transport "websocket", or "auto" without fetch either)', () => {
   const saved = globalThis.WebSocket;
+  const savedFetch = globalThis.fetch;
   try {
     delete globalThis.WebSocket;
+    assert.throws(() => connect({ url: 'ws://x', token: async () => 't', transport: 'websocket' }), /WebSocket/);
+    // "auto" falls back to SSE when there is no WebSocket (test/sse.test.js);
+    // with neither a WebSocket nor fetch there is nothing to use.
+    delete globalThis.fetch;
     assert.throws(() => connect({ url: 'ws://x', token: async () => 't' }), /WebSocket/);
   } finally {
     if (saved) globalThis.WebSocket = saved;
+    globalThis.fetch = savedFetch;
   }
 });
 

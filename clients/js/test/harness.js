@@ -95,7 +95,7 @@ export function makeJwt(claims) {
   return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}.sig`;
 }
 
-const EVENTS = ['state', 'welcome', 'message', 'subscribed', 'unsubscribed', 'error', 'recovered', 'unrecovered', 'refreshed', 'reconnect', 'disconnected'];
+const EVENTS = ['state', 'welcome', 'message', 'subscribed', 'unsubscribed', 'error', 'recovered', 'unrecovered', 'refreshed', 'reconnect', 'disconnected', 'transport'];
 
 /**
  * A client on a fake socket and clock. random defaults to 0 (backoff
