@@ -16,10 +16,11 @@ import (
 
 const usage = `Usage: loadtest SCENARIO [flags]
 
-Load tests a wsfleet gateway fleet: opens N WebSocket connections, mints
-their JWTs, publishes to them through the router or NATS, and reports
-connect rate, handshake and end-to-end latency percentiles, and exactly how
-many messages were lost, duplicated or reordered.
+Load tests a wsfleet gateway fleet: opens N WebSocket connections (or,
+with --transport sse, server-sent-event streams), mints their JWTs,
+publishes to them through the router or NATS, and reports connect rate,
+handshake and end-to-end latency percentiles, and exactly how many
+messages were lost, duplicated or reordered.
 
 Scenarios:
   connect     ramp to --conns at --connect-rate, hold for --duration
@@ -44,6 +45,11 @@ Scenarios:
 yet) tests a fleet running with resumable delivery: devices reconnect
 with "since" and must get every message published while they were away,
 with no gap and no duplicate.
+
+--transport sse connects with GET /sse on each --url's host:port instead
+(the token in Authorization, topics= for live and rooms, Last-Event-ID
+for --resume) and measures the same; an event stream is push only, so
+rooms --room-publish client and --token-refresh are refused with it.
 
 Run "loadtest SCENARIO --help" for the flags. Full guide: docs/loadtest.md.
 
@@ -130,7 +136,8 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 		return c, fmt.Errorf("unknown scenario %q (connect, deliver, broadcast, storm, churn, live, rooms; see --help)", scenario)
 	}
 	fs := flagenv.New("loadtest "+scenario, "LOADTEST_", fmt.Sprintf("Usage: loadtest %s [flags]\n\nSee loadtest --help for the scenarios and docs/loadtest.md for the guide.", scenario))
-	fs.List(&c.URLs, "url", []string{"ws://127.0.0.1:8080/ws"}, "gateway WebSocket URL; repeat (or comma-separate) to spread connections over several gateways")
+	fs.List(&c.URLs, "url", []string{"ws://127.0.0.1:8080/ws"}, "gateway WebSocket URL (with --transport sse: its /sse on the same host:port is requested, or give http://host:port/sse); repeat (or comma-separate) to spread connections over several gateways")
+	fs.String(&c.Transport, "transport", TransportWS, `how devices connect: ws (WebSocket: upgrade, auth frame) or sse (server-sent events: GET /sse with "Authorization: Bearer", topics= for live and rooms, Last-Event-ID for --resume; push only: not with rooms --room-publish client or --token-refresh)`)
 	fs.Int(&c.Conns, "conns", 1000, "connections to open (N)")
 	fs.Float(&c.ConnectRate, "connect-rate", 1000, "new connections per second during the ramp")
 	backoff := true
@@ -146,7 +153,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 	fs.String(&c.Auth.Issuer, "jwt-issuer", "", "iss claim")
 	fs.String(&c.Auth.Audience, "jwt-audience", "", "aud claim")
 	fs.Duration(&c.Auth.TTL, "token-ttl", time.Hour, "token lifetime (exp = now + ttl); short ones exercise expiry (close 4401) and reconnects")
-	fs.Bool(&c.Auth.Refresh, "token-refresh", false, "send a fresh auth frame when a fifth of the token's lifetime is left instead of letting it expire")
+	fs.Bool(&c.Auth.Refresh, "token-refresh", false, "send a fresh auth frame when a fifth of the token's lifetime is left instead of letting it expire (not with --transport sse)")
 	fs.String(&c.Workers, "workers", "auto", `worker processes: "auto" (enough for --conns-per-worker each; none below it) or a number`)
 	fs.Int(&c.ConnsPerWorker, "conns-per-worker", DefaultConnsPerWorker, "most connections per process (capped by the open-file limit)")
 	fs.String(&c.SourceIPs, "source-ips", "", "source addresses to spread connections over, past the ephemeral ports of one: 127.0.0.2-127.0.0.60 or a comma list")
@@ -189,7 +196,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 		fs.Float(&c.MsgRate, "msg-rate", 100, "messages per second, all rooms together, each from a random member to its room")
 		fs.Int(&c.RoomSize, "room-size", 10, "members per room (2-1000, a multiple of --devices-per-user): room k is the topic <room-prefix>.<run id>.<k>")
 		fs.String(&c.RoomPrefix, "room-prefix", "room", "the rooms' topics are <room-prefix>.<run id>.<k>")
-		fs.String(&c.RoomPublish, "room-publish", RoomPublishClient, "who publishes a member's message: client (the member's own publish frame; the gateways must run --client-topic-publish direct), router (POST /v1/topics/{topic}/messages) or nats (on <prefix>.topic.<topic>)")
+		fs.String(&c.RoomPublish, "room-publish", RoomPublishClient, "who publishes a member's message: client (the member's own publish frame; the gateways must run --client-topic-publish direct; not with --transport sse), router (POST /v1/topics/{topic}/messages) or nats (on <prefix>.topic.<topic>)")
 	}
 	if scenario == ScenarioLive || scenario == ScenarioRooms {
 		fs.String(&c.Auth.TopicsClaim, "jwt-topics-claim", "topics", "the claim the tokens list their topic in (the gateways' --jwt-topics-claim)")
@@ -239,6 +246,7 @@ func ParseArgs(scenario string, args []string, environ func(string) (string, boo
 		v    *string
 		on   bool
 	}{
+		{"--transport", &c.Transport, true},
 		{"--topic", &c.Topic, scenario == ScenarioLive},
 		{"--room-prefix", &c.RoomPrefix, scenario == ScenarioRooms},
 		{"--room-publish", &c.RoomPublish, scenario == ScenarioRooms},

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wsfleet/wsfleet/protocol"
@@ -22,6 +23,12 @@ const (
 	ScenarioChurn     = "churn"
 	ScenarioLive      = "live"  // every connection subscribes to one topic; the run publishes to it (topics.go)
 	ScenarioRooms     = "rooms" // connections in rooms of --room-size, each a topic; members publish to their room (topics.go)
+)
+
+// Transports (--transport): how the connections reach the gateways.
+const (
+	TransportWS  = "ws"  // WebSocket: GET /ws, upgrade, auth frame (the default)
+	TransportSSE = "sse" // server-sent events: GET /sse with the token in Authorization, push only (sse.go)
 )
 
 // Room publishing modes (--room-publish).
@@ -46,7 +53,8 @@ const (
 type Config struct {
 	Scenario string
 
-	URLs        []string      // gateway WebSocket URLs; connections are spread over them
+	URLs        []string      // gateway URLs (ws://host:port/ws; with --transport sse also http://host:port/sse); connections are spread over them
+	Transport   string        // TransportWS or TransportSSE
 	Conns       int           // N
 	ConnectRate float64       // connects per second during the ramp
 	Duration    time.Duration // the measured phase after the ramp
@@ -130,6 +138,9 @@ type Config struct {
 func (c *Config) SetDefaults() {
 	if len(c.URLs) == 0 {
 		c.URLs = []string{"ws://127.0.0.1:8080/ws"}
+	}
+	if c.Transport == "" {
+		c.Transport = TransportWS
 	}
 	def := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
@@ -373,8 +384,11 @@ func (c *Config) validateFlags() error {
 	if err := checkWorkers(c.Workers); err != nil {
 		return err
 	}
+	if err := c.validateTransport(); err != nil {
+		return err
+	}
 	for _, raw := range c.URLs {
-		if _, err := parseTargetURL(raw); err != nil {
+		if _, err := targetURL(raw, c.Transport); err != nil {
 			return err
 		}
 	}
@@ -484,37 +498,61 @@ func checkWritable(path string) error {
 	return nil
 }
 
-// parseTargetURL reads one --url (ws://host:port/path) without resolving
-// its host.
-func parseTargetURL(raw string) (*url.URL, error) {
+// parseTargetURL reads one WebSocket --url (ws://host:port/path) without
+// resolving its host.
+func parseTargetURL(raw string) (*url.URL, error) { return targetURL(raw, TransportWS) }
+
+// targetURL reads one --url without resolving its host and returns the
+// URL the transport requests: for ws, the ws://host:port/path given; for
+// sse, an http://host:port/path given, or the SSE endpoint of a gateway's
+// ws://host:port/…/ws (the same host:port, the path's last "ws" made
+// "sse": /ws → /sse), as http://.
+func targetURL(raw, transport string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("--url %q: %v", raw, err)
 	}
+	want := "want ws://host:port/path"
+	if transport == TransportSSE {
+		want = "want http://host:port/sse (the gateway's SSE endpoint) or its ws://host:port/ws"
+	}
 	switch u.Scheme {
 	case "ws":
-	case "wss":
-		return nil, fmt.Errorf("--url %q: wss is not supported (the client engine speaks plain TCP); point it at the gateways behind the TLS terminator", raw)
+	case "http":
+		if transport != TransportSSE {
+			return nil, fmt.Errorf("--url %q: an http URL is an SSE endpoint: add --transport sse, or give ws://host:port/ws", raw)
+		}
+	case "wss", "https":
+		return nil, fmt.Errorf("--url %q: %s is not supported (the client engine speaks plain TCP); point it at the gateways behind the TLS terminator", raw, u.Scheme)
 	default:
-		return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+		return nil, fmt.Errorf("--url %q: %s", raw, want)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("--url %q: want ws://host:port/path", raw)
+		return nil, fmt.Errorf("--url %q: %s", raw, want)
+	}
+	if transport == TransportSSE && u.Scheme == "ws" {
+		p, ok := strings.CutSuffix(u.Path, "/ws")
+		if !ok {
+			return nil, fmt.Errorf("--url %q: --transport sse takes the gateway's ws://host:port/ws (its SSE endpoint is /sse on the same host:port) or the SSE endpoint itself, http://host:port/sse", raw)
+		}
+		v := *u
+		v.Scheme, v.Path, v.RawPath = "http", p+"/sse", ""
+		u = &v
 	}
 	return u, nil
 }
 
 // resolveTargets parses the gateway URLs and resolves their hosts; errors
 // are *UsageError.
-func resolveTargets(urls []string) ([]Target, error) {
-	t, err := resolve(urls)
+func resolveTargets(urls []string, transport string) ([]Target, error) {
+	t, err := resolve(urls, transport)
 	return t, asUsage(err)
 }
 
-func resolve(urls []string) ([]Target, error) {
+func resolve(urls []string, transport string) ([]Target, error) {
 	var out []Target
 	for _, raw := range urls {
-		u, err := parseTargetURL(raw)
+		u, err := targetURL(raw, transport)
 		if err != nil {
 			return nil, err
 		}
@@ -545,6 +583,9 @@ func resolve(urls []string) ([]Target, error) {
 		ap, err := netip.ParseAddrPort(net.JoinHostPort(addr.Unmap().String(), port))
 		if err != nil {
 			return nil, fmt.Errorf("--url %q: %v", raw, err)
+		}
+		if transport == TransportSSE {
+			raw = u.String() // the endpoint requested
 		}
 		out = append(out, Target{URL: raw, Host: u.Host, Path: path, Addr: ap.String()})
 	}

@@ -1,9 +1,9 @@
 // Package loadtest is wsfleet's bundled load tester (cmd/loadtest): it opens
-// many WebSocket connections to a gateway fleet, authenticates them with
-// JWTs it mints itself, publishes to them through the router or NATS, and
-// reports how many connections the fleet held, how fast they connected, how
-// long a message took end to end and whether any was lost, duplicated or
-// reordered.
+// many WebSocket connections (or server-sent-event streams) to a gateway
+// fleet, authenticates them with JWTs it mints itself, publishes to them
+// through the router or NATS, and reports how many connections the fleet
+// held, how fast they connected, how long a message took end to end and
+// whether any was lost, duplicated or reordered.
 //
 // # Engine
 //
@@ -21,6 +21,17 @@
 // here); past that the parent re-executes its own binary as worker
 // processes and merges what they report (JSON lines on a pipe, histograms
 // as exported snapshots).
+//
+// # Transports
+//
+// --transport ws (the default) upgrades each connection to a WebSocket
+// and authenticates it with an auth frame; --transport sse opens a
+// server-sent-event stream instead (GET /sse, the token in Authorization,
+// Last-Event-ID to resume, topics= to subscribe) on the same engine: the
+// response head and the events are parsed incrementally on the loop, and
+// each event's data, the JSON a WebSocket text frame carries, goes
+// through the same accounting (sse.go). A stream is push only: the
+// scenarios that need client frames are refused with it.
 //
 // # Accounting
 //

@@ -233,7 +233,8 @@ func withFlags(t *testing.T, script string, with [][2]string) string {
 // rows: that the gateway's RSS grew from a start with no connection; the
 // test's gateway is the test process, whose RSS need not).
 var alwaysRows = map[string]bool{
-	"target": true, "connect rate": true, "attempts": true, "handshake (connect → welcome)": true, "upgrade (connect → #)": true,
+	"transport": true, "target": true, "connect rate": true, "attempts": true, "handshake (connect → welcome)": true,
+	"upgrade (connect → #)": true, "response (connect → #)": true,
 	"published": true, "delivered": true, "end-to-end latency": true, "drain ended": true, "##": true, "publish → receipt": true,
 	"dropped": true, "drop → welcome again": true, "closed": true,
 	"subscribed": true, "subscribe (sent → subscribed)": true, "fan-out (publish → last receipt)": true, "publish → first receipt": true,

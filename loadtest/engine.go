@@ -16,7 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Target is one gateway WebSocket endpoint.
+// Target is one gateway endpoint: its WebSocket URL, or with --transport
+// sse its SSE endpoint.
 type Target struct {
 	URL  string `json:"url"`
 	Host string `json:"host"` // Host header
@@ -47,6 +48,7 @@ type workerPlan struct {
 	CloseTimeout   time.Duration `json:"close_timeout"`
 	OpenLoopRamp   bool          `json:"open_loop_ramp,omitempty"` // --ramp-backoff=false
 	Resume         bool          `json:"resume,omitempty"`         // --resume
+	Transport      string        `json:"transport,omitempty"`      // --transport: ws ("" too) or sse
 	Scenario       string        `json:"scenario,omitempty"`
 	Topic          string        `json:"topic,omitempty"`        // live: the topic
 	RoomSize       int           `json:"room_size,omitempty"`    // rooms: members per room
@@ -73,6 +75,7 @@ type clientSet struct {
 	pub     *publisher
 	running atomic.Bool // connections that drop are reconnected
 	resume  bool        // plan.Resume
+	sse     bool        // plan.Transport is sse: the connections are event streams (sse.go)
 	prefix  []byte      // `{"lt":"<run>"` that starts every data payload of this run
 	tp      *topicSet   // live, rooms: the process's topics (topics.go); nil otherwise
 
@@ -108,7 +111,7 @@ func newClientSet(plan *workerPlan) (*clientSet, error) {
 	if plan.SlotTo < plan.SlotFrom || plan.Devices < 1 || len(plan.Targets) == 0 {
 		return nil, errors.New("bad worker plan")
 	}
-	e := &clientSet{plan: plan, resume: plan.Resume, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
+	e := &clientSet{plan: plan, resume: plan.Resume, sse: plan.Transport == TransportSSE, prefix: []byte(`{"lt":"` + plan.RunID + `"`)}
 	e.series.init()
 	dev := plan.Devices
 	userFrom := plan.SlotFrom / dev

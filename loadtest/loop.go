@@ -50,6 +50,10 @@ type loop struct {
 	srcs  []unix.Sockaddr
 	fam   int
 	reqs  [][]byte // upgrade request up to the key, per target
+	// --transport sse: the request per target, and the event parser
+	// (its scratch; each slot keeps its scan)
+	sseReqs []sseReq
+	ssep    sseParser
 
 	ramp        []*slot
 	rampNext    int
@@ -111,6 +115,7 @@ func newLoop(e *clientSet, idx int, targets []netip.AddrPort, srcs []netip.Addr)
 	for i, t := range targets {
 		l.dsts = append(l.dsts, sockaddr(t.Addr(), int(t.Port())))
 		tg := e.plan.Targets[i]
+		l.sseReqs = append(l.sseReqs, newSSEReq(tg))
 		l.reqs = append(l.reqs, []byte("GET "+tg.Path+" HTTP/1.1\r\nHost: "+tg.Host+
 			"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wsfleet.v1\r\nSec-WebSocket-Key: "))
 	}

@@ -56,6 +56,7 @@ type Result struct {
 // Settings are the run's parameters (no secrets).
 type Settings struct {
 	URLs           []string `json:"urls"`
+	Transport      string   `json:"transport"` // ws or sse
 	Conns          int      `json:"conns"`
 	ConnectRate    float64  `json:"connect_rate"`
 	Duration       string   `json:"duration"`
@@ -91,7 +92,7 @@ type ConnResult struct {
 	RampSeconds  float64          `json:"ramp_s"`
 	RateTarget   float64          `json:"connect_rate_target"`
 	Rate         float64          `json:"connect_rate"`      // connections welcomed per second during the ramp
-	Upgrade      LatencyStats     `json:"upgrade_latency"`   // connect() → 101
+	Upgrade      LatencyStats     `json:"upgrade_latency"`   // connect() → 101 (--transport sse: → the 200's head)
 	Handshake    LatencyStats     `json:"handshake_latency"` // connect() → welcome
 	Errors       map[string]int64 `json:"errors"`
 	Refreshed    int64            `json:"tokens_refreshed"`
@@ -232,7 +233,7 @@ func (r *runner) result(end int64) *Result {
 	res := &Result{
 		Tool: "wsfleet-loadtest", Scenario: c.Scenario, RunID: r.runID, Started: r.started,
 		Elapsed: float64(end-r.t0) / 1e9, Interrupted: r.interrupted, Limits: r.lim,
-		Settings: Settings{URLs: c.URLs, Conns: c.Conns, ConnectRate: c.ConnectRate, Duration: c.Duration.String(),
+		Settings: Settings{URLs: c.URLs, Transport: c.Transport, Conns: c.Conns, ConnectRate: c.ConnectRate, Duration: c.Duration.String(),
 			DevicesPerUser: c.Devices, UserPrefix: c.UserPrefix, JWTAlg: alg, TokenTTL: c.Auth.TTL.String(),
 			TokenRefresh: c.Auth.Refresh, Drain: c.Drain.String(), KickUsers: c.KickUsers, Resume: c.Resume},
 		Closes: map[string]int64{}, Hists: map[string]HistWire{}, Problems: []string{},
@@ -620,6 +621,14 @@ func WriteReport(out io.Writer, res *Result) {
 	fmt.Fprintln(w, strings.Repeat("─", len([]rune(title))))
 	c := res.Connections
 	fmt.Fprintln(w, "connections")
+	upgrade := "upgrade (connect → 101)"
+	switch res.Settings.Transport {
+	case TransportWS:
+		fmt.Fprintf(w, "  transport\tws (WebSocket)\n")
+	case TransportSSE:
+		fmt.Fprintf(w, "  transport\tsse (server-sent events: GET /sse)\n")
+		upgrade = "response (connect → 200)"
+	}
 	fmt.Fprintf(w, "  target\t%s\tpeak %s\topen at end %s\n", numfmt.Thousands(int64(c.Target)), numfmt.Thousands(c.Peak), numfmt.Thousands(c.OpenAtEnd))
 	ramp := "not complete"
 	if c.RampDone {
@@ -628,7 +637,7 @@ func WriteReport(out io.Writer, res *Result) {
 	fmt.Fprintf(w, "  connect rate\t%s\n", ramp)
 	fmt.Fprintf(w, "  attempts\t%s\twelcomed %s\tfailed %s\n", numfmt.Thousands(c.Attempts), numfmt.Thousands(c.Welcomes), numfmt.Thousands(c.Failures))
 	latRow(w, "handshake (connect → welcome)", c.Handshake)
-	latRow(w, "upgrade (connect → 101)", c.Upgrade)
+	latRow(w, upgrade, c.Upgrade)
 	rampRows(w, c)
 	for _, k := range sortedKeys(c.Errors) {
 		if _, ok := c.Refusals[k]; !ok {

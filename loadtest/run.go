@@ -114,7 +114,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func (r *runner) plan() error {
 	c := &r.cfg
 	var err error
-	if r.targets, err = resolveTargets(c.URLs); err != nil {
+	if r.targets, err = resolveTargets(c.URLs, c.Transport); err != nil {
 		return err
 	}
 	soft, hard := raiseNoFile()
@@ -187,7 +187,7 @@ func (r *runner) plan() error {
 			Devices: c.Devices, UserPrefix: c.UserPrefix, Auth: c.Auth, Publish: c.Publish,
 			NeedPublisher:  c.publishes() || (c.Scenario == ScenarioRooms && c.RoomPublish != RoomPublishClient),
 			ConnectTimeout: c.ConnectTimeout, BackoffMin: c.BackoffMin, BackoffMax: c.BackoffMax,
-			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Resume: c.Resume, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
+			CloseTimeout: c.CloseTimeout, OpenLoopRamp: c.OpenLoopRamp, Resume: c.Resume, Transport: c.Transport, Pollers: c.Pollers, Seed: c.Seed + uint64(i)*0x9e3779b97f4a7c15,
 			Scenario: c.Scenario, Topic: c.Topic, RoomSize: c.RoomSize, RoomPrefix: c.RoomPrefix, RoomPublish: c.RoomPublish,
 		}
 		if !c.topics() {

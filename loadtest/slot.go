@@ -70,6 +70,7 @@ type slot struct {
 	key        [24]byte
 
 	in, frag *[]byte
+	sseScan  int32 // --transport sse: the event parser's scan of in (sseParser.scan)
 
 	msgs devTrack  // the user's messages
 	bc   devTrack  // broadcasts
@@ -208,6 +209,10 @@ func (s *slot) onEvent(ev engine.Event) {
 
 func (s *slot) sendUpgrade() {
 	l := s.l
+	if l.e.sse {
+		s.sendSSERequest()
+		return
+	}
 	var raw [16]byte
 	binary.LittleEndian.PutUint64(raw[:8], l.rng.Uint64())
 	binary.LittleEndian.PutUint64(raw[8:], l.rng.Uint64())
@@ -253,8 +258,12 @@ func (s *slot) OnData(p []byte) bool {
 	return s.state != stDown
 }
 
-// eof handles the end of the stream without a close frame from the server.
+// eof handles the end of the stream without a close frame (or, for an
+// event stream, a close event) from the server.
 func (s *slot) eof(reason string) {
+	if s.l.e.sse && s.sseEOF() {
+		return // an HTTP error answer, its body ended by the close
+	}
 	switch s.state {
 	case stUpgrading, stAuthing:
 		s.fail(reason + "_before_welcome")
@@ -296,6 +305,9 @@ func (s *slot) feed(data []byte) {
 
 // parse consumes what it can of b and returns the number of bytes consumed.
 func (s *slot) parse(b []byte) int {
+	if s.l.e.sse {
+		return s.parseSSE(b)
+	}
 	off := 0
 	if s.state == stUpgrading {
 		i := bytes.Index(b, []byte("\r\n\r\n"))
@@ -469,15 +481,25 @@ func (s *slot) frame(h ws.Header, p []byte) {
 		if len(p) >= 2 {
 			code = int(binary.BigEndian.Uint16(p))
 		}
-		if s.state == stClosing {
-			s.finalClose("")
-			return
-		}
-		s.l.closeCode(code)
-		// A token that expires as --token-ttl asked (no --token-refresh)
-		// is the run's doing, not the gateway failing the device.
-		s.closeOK = code == int(protocol.CloseUnauthorized) && !s.l.e.plan.Auth.Refresh
-		wasAuthing := s.state == stAuthing
+		s.serverClosed(code)
+	default:
+		s.protocolError("bad_opcode")
+	}
+}
+
+// serverClosed handles the gateway's close with code: a close frame
+// (echoed), or an event stream's close event.
+func (s *slot) serverClosed(code int) {
+	if s.state == stClosing {
+		s.finalClose("")
+		return
+	}
+	s.l.closeCode(code)
+	// A token that expires as --token-ttl asked (no --token-refresh)
+	// is the run's doing, not the gateway failing the device.
+	s.closeOK = code == int(protocol.CloseUnauthorized) && !s.l.e.plan.Auth.Refresh
+	wasAuthing := s.state == stAuthing
+	if !s.l.e.sse {
 		var echo [2]byte
 		binary.BigEndian.PutUint16(echo[:], uint16(min(code, 4999)))
 		if code == 1005 {
@@ -485,14 +507,12 @@ func (s *slot) frame(h ws.Header, p []byte) {
 		} else {
 			s.sendFrame(ws.OpClose, echo[:])
 		}
-		if wasAuthing {
-			s.fail("closed_" + strconv.Itoa(code) + "_before_welcome")
-			return
-		}
-		s.finalClose("")
-	default:
-		s.protocolError("bad_opcode")
 	}
+	if wasAuthing {
+		s.fail("closed_" + strconv.Itoa(code) + "_before_welcome")
+		return
+	}
+	s.finalClose("")
 }
 
 var (
@@ -525,7 +545,13 @@ func (s *slot) message(p []byte) {
 		}
 		s.delivery(p)
 	case protocol.TypePing:
-		s.sendFrame(ws.OpText, protocol.PongJSON)
+		if !l.e.sse { // an event stream is never answered
+			s.sendFrame(ws.OpText, protocol.PongJSON)
+		}
+	case sseTypeClose:
+		if l.e.sse {
+			s.sseClosed(p)
+		}
 	case protocol.TypeWelcome:
 		if s.state == stAuthing {
 			s.welcomed(p)
@@ -776,6 +802,10 @@ func (s *slot) delivery(p []byte) {
 // sendFrame writes one masked client frame.
 func (s *slot) sendFrame(op ws.OpCode, p []byte) {
 	l := s.l
+	if l.e.sse {
+		l.errorf("sse_client_frame_not_sent") // an event stream sends none (not reached)
+		return
+	}
 	var mask [4]byte
 	binary.LittleEndian.PutUint32(mask[:], l.rng.Uint32())
 	b := wsframe.Append(l.fbuf[:0], ws.Header{Fin: true, OpCode: op, Masked: true, Mask: mask, Length: int64(len(p))})
@@ -843,9 +873,16 @@ func (s *slot) fail(reason string) {
 	s.finalClose(reason)
 }
 
-// closeGracefully sends a close frame and waits for the echo.
+// closeGracefully sends a close frame and waits for the echo; an event
+// stream, which has no close handshake, is closed at once.
 func (s *slot) closeGracefully(code uint16) {
 	if s.state != stLive {
+		s.finalClose("")
+		return
+	}
+	if s.l.e.sse {
+		s.endSession(false)
+		s.state = stClosing
 		s.finalClose("")
 		return
 	}

@@ -295,6 +295,7 @@ type room struct {
 	topic   string
 	num     int    // global room number (live: 0)
 	sub     []byte // the subscribe frame
+	query   []byte // --transport sse: the topics= query parameter that subscribes at connect
 	pubHead []byte // a publish frame up to its data
 	members []*slot
 	live    int32  // sessions subscribed now (under its topicSet lock)
@@ -333,6 +334,7 @@ func newTopicSet(e *clientSet) *topicSet {
 	mk := func(topic string, num int) *room {
 		r := &room{topic: topic, num: num}
 		r.sub = []byte(`{"type":"subscribe","topic":"` + topic + `"}`)
+		r.query = sseTopicsQuery(topic)
 		r.pubHead = []byte(`{"type":"publish","topic":"` + topic + `","data":`)
 		return r
 	}
@@ -413,11 +415,16 @@ func (ts *topicSet) closed(u int32) uint32 {
 	return to
 }
 
-// subscribe asks for the slot's topic on its new connection.
+// subscribe asks for the slot's topic on its new connection. An event
+// stream asked for it with topics= in its request: its "subscribed" is
+// awaited from the welcome on.
 func (s *slot) subscribe() {
 	r := s.l.e.tp.rooms[s.room]
 	s.tpState = tpPending
 	s.tpSent = mono()
+	if s.l.e.sse {
+		return
+	}
 	s.sendFrame(ws.OpText, r.sub)
 }
 
