@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/gobwas/ws"
 
@@ -89,20 +88,7 @@ func (l *loop) newUpgrader() ws.Upgrader {
 		Protocol:       func(p []byte) bool { return string(p) == Subprotocol },
 		OnRequest: func(uri []byte) error {
 			i := bytes.IndexByte(uri, '?')
-			path := uri
-			if i >= 0 {
-				path = uri[:i]
-			}
-			// The absolute form (RFC 9112 §3.2.2) names the same resource.
-			for _, scheme := range [...]string{"http://", "https://", "ws://", "wss://"} {
-				if len(path) > len(scheme) && strings.EqualFold(string(path[:len(scheme)]), scheme) {
-					if j := bytes.IndexByte(path[len(scheme):], '/'); j >= 0 {
-						path = path[len(scheme)+j:]
-					}
-					break
-				}
-			}
-			if string(path) != Path {
+			if string(requestPath(uri)) != Path { // the absolute form (RFC 9112 §3.2.2) names the same resource
 				return u.reject(http.StatusNotFound, "not_found", "no such path: WebSocket clients connect to "+Path)
 			}
 			if i < 0 || !bytes.Contains(uri[i:], []byte("token=")) && !bytes.Contains(uri[i:], []byte("since=")) {

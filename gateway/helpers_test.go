@@ -266,7 +266,8 @@ func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
 
 func bufioReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
-// metricValue reads one unlabelled series from the node's /metrics.
+// metricValue reads one series from the node's /metrics: a name, with
+// its labels where it has some (`name{label="value"}`).
 func metricValue(t testing.TB, srv *gateway.Server, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(adminURL(srv) + "/metrics")

@@ -189,7 +189,7 @@ func TestSSEDeliversUserBroadcastAndHeartbeats(t *testing.T) {
 		t.Fatalf("got %+v, want a heartbeat comment", ev)
 	}
 	checkFor(t, 5*time.Second, func() error {
-		if v := metricLabelled(t, srv, `wsfleet_gateway_authenticated_connections_by_transport{transport="sse"}`); v != 1 {
+		if v := metricValue(t, srv, `wsfleet_gateway_authenticated_connections_by_transport{transport="sse"}`); v != 1 {
 			return fmt.Errorf("sse connections gauge %v", v)
 		}
 		return nil
@@ -202,25 +202,6 @@ func TestSSEDeliversUserBroadcastAndHeartbeats(t *testing.T) {
 	if ev := s.nextData(); ev.id != "m-2" {
 		t.Fatalf("after client bytes: %+v", ev)
 	}
-}
-
-// metricLabelled reads one series, labels included, from /metrics.
-func metricLabelled(t testing.TB, srv *gateway.Server, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(adminURL(srv) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return -1
 }
 
 func TestSSERefusals(t *testing.T) {

@@ -7,7 +7,6 @@ package rssbench
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,7 +24,6 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/wsfleet/wsfleet/internal/jwtmint"
 	"github.com/wsfleet/wsfleet/internal/wsframe"
 )
 
@@ -128,45 +126,15 @@ func connectAll(t *testing.T, addr string, n int) []net.Conn {
 // connectAllClaims is connectAll with a topics claim (raw JSON; "": none).
 func connectAllClaims(t *testing.T, addr string, n int, topicsJSON string) []net.Conn {
 	t.Helper()
-	out := make([]net.Conn, 0, n)
-	buf := make([]byte, 4096)
-	const batch = 1000
-	for i := 0; i < n; i += batch {
-		var cs []net.Conn
-		for j := i; j < min(n, i+batch); j++ {
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				t.Fatalf("connection %d: %v", j, err)
-			}
-			cl := jwtmint.Claims{Subject: fmt.Sprintf("user-%d", j), TTL: 24 * time.Hour}
-			if topicsJSON != "" {
-				var v any
-				if err := json.Unmarshal([]byte("["+topicsJSON+"]"), &v); err != nil {
-					t.Fatal(err)
-				}
-				cl.Extra = map[string]any{"topics": v}
-			}
-			tok, _ := jwtmint.Mint("HS256", []byte(secret), cl)
-			if _, err := c.Write(upgradeAndAuth(tok)); err != nil {
-				t.Fatal(err)
-			}
-			cs = append(cs, c)
+	var extra map[string]any
+	if topicsJSON != "" {
+		var v any
+		if err := json.Unmarshal([]byte("["+topicsJSON+"]"), &v); err != nil {
+			t.Fatal(err)
 		}
-		for j, c := range cs {
-			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			var got []byte
-			for !bytes.Contains(got, []byte(`"welcome"`)) {
-				m, err := c.Read(buf)
-				if err != nil {
-					t.Fatalf("connection %d: no welcome: %v (%q)", i+j, err, got)
-				}
-				got = append(got, buf[:m]...)
-			}
-			c.SetReadDeadline(time.Time{})
-		}
-		out = append(out, cs...)
+		extra = map[string]any{"topics": v}
 	}
-	return out
+	return connectWith(t, addr, n, extra, upgradeAndAuth)
 }
 
 // TestIdleRSS opens RSS_CONNS (default 15,000) authenticated connections,

@@ -28,9 +28,9 @@ func TestSSEIdleRSS(t *testing.T) {
 			if transport == "sse" {
 				req = sseRequest
 			}
-			warm := connectWith(t, addr, 1, req)
+			warm := connectWith(t, addr, 1, nil, req)
 			base := settle(t, pid, admin)
-			cs := connectWith(t, addr, n, req)
+			cs := connectWith(t, addr, n, nil, req)
 			time.Sleep(2 * time.Second)
 			after := settle(t, pid, admin)
 			per[transport] = float64(after-base) * 1024 / float64(n)
@@ -53,9 +53,9 @@ func sseRequest(tok string) []byte {
 	return []byte("GET /sse HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nAuthorization: Bearer " + tok + "\r\n\r\n")
 }
 
-// connectWith opens n connections with req's bytes (one user each) and
-// waits for every welcome.
-func connectWith(t *testing.T, addr string, n int, req func(tok string) []byte) []net.Conn {
+// connectWith opens n connections with req's bytes (one user each, the
+// token with the extra claims) and waits for every welcome.
+func connectWith(t *testing.T, addr string, n int, extra map[string]any, req func(tok string) []byte) []net.Conn {
 	t.Helper()
 	out := make([]net.Conn, 0, n)
 	buf := make([]byte, 4096)
@@ -67,7 +67,7 @@ func connectWith(t *testing.T, addr string, n int, req func(tok string) []byte) 
 			if err != nil {
 				t.Fatalf("connection %d: %v", j, err)
 			}
-			tok, _ := jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: fmt.Sprintf("user-%d", j), TTL: 24 * time.Hour})
+			tok, _ := jwtmint.Mint("HS256", []byte(secret), jwtmint.Claims{Subject: fmt.Sprintf("user-%d", j), TTL: 24 * time.Hour, Extra: extra})
 			if _, err := c.Write(req(tok)); err != nil {
 				t.Fatal(err)
 			}

@@ -709,17 +709,8 @@ export class Client extends Emitter {
    * ends, the client lets go of it (conn.abort) or a close event arrives.
    */
   async #runSse(conn, tokenPromise) {
-    let token;
-    try {
-      token = await tokenPromise;
-    } catch (err) {
-      if (conn.dead) return;
-      this.emit('error', { code: 'token_failed', reason: String(err?.message ?? err) });
-      this.#lost(conn, CLOSE_CLIENT_TIMEOUT, 'token() failed');
-      return;
-    }
-    if (conn.dead) return;
-    conn.token = token;
+    const token = await this.#tokenFor(conn, tokenPromise);
+    if (token === null) return;
 
     let url;
     try {
@@ -904,19 +895,30 @@ export class Client extends Emitter {
     this.#updateState();
   }
 
-  /** First-message authentication: {"type":"auth","token":…,"since":…}. */
-  async #onOpen(conn, tokenPromise) {
+  /**
+   * The token for a new connection, or null when token() failed (the
+   * connection is then lost) or the connection died while it ran.
+   */
+  async #tokenFor(conn, tokenPromise) {
     let token;
     try {
       token = await tokenPromise;
     } catch (err) {
-      if (conn.dead) return;
-      this.emit('error', { code: 'token_failed', reason: String(err?.message ?? err) });
-      this.#lost(conn, CLOSE_CLIENT_TIMEOUT, 'token() failed');
-      return;
+      if (!conn.dead) {
+        this.emit('error', { code: 'token_failed', reason: String(err?.message ?? err) });
+        this.#lost(conn, CLOSE_CLIENT_TIMEOUT, 'token() failed');
+      }
+      return null;
     }
-    if (conn.dead) return;
+    if (conn.dead) return null;
     conn.token = token;
+    return token;
+  }
+
+  /** First-message authentication: {"type":"auth","token":…,"since":…}. */
+  async #onOpen(conn, tokenPromise) {
+    const token = await this.#tokenFor(conn, tokenPromise);
+    if (token === null) return;
     const frame = { type: 'auth', token };
     if (this.#lastId !== null) frame.since = this.#lastId;
     this.#send(conn, frame);
