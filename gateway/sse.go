@@ -110,7 +110,7 @@ func requestPath(target []byte) []byte {
 // sseHead is what sseRequest takes from the request's header fields.
 type sseHead struct {
 	auth, lastEventID, since, origin string
-	hasAuth, close, body             bool
+	hasAuth, close, body, host       bool
 }
 
 // parseSSEHeaders reads the header fields of a complete request head (the
@@ -139,6 +139,8 @@ func parseSSEHeaders(fields []byte) (h sseHead, ok bool) {
 			h.since = v
 		case "origin":
 			h.origin = v
+		case "host":
+			h.host = true
 		case "connection":
 			for _, t := range strings.Split(v, ",") {
 				if strings.EqualFold(strings.TrimSpace(t), "close") {
@@ -174,6 +176,10 @@ func (c *conn) sseRequest(req []byte) {
 	h, ok := parseSSEHeaders(fields)
 	if !ok {
 		c.rejectHTTP(http.StatusBadRequest, "bad_request", "malformed header field")
+		return
+	}
+	if !h.host && string(version) == "HTTP/1.1" {
+		c.rejectHTTP(http.StatusBadRequest, "bad_request", "an HTTP/1.1 request names its Host (RFC 9112 §3.2)")
 		return
 	}
 	if h.origin != "" {

@@ -233,6 +233,7 @@ func TestSSERefusals(t *testing.T) {
 		{"chunked body", []string{"GET /sse HTTP/1.1", host, "Transfer-Encoding: chunked", "Authorization: Bearer " + good}, 400, "bad_request"},
 		{"http/2", []string{"GET /sse HTTP/2.0", host}, 505, "http_version_not_supported"},
 		{"malformed header", []string{"GET /sse HTTP/1.1", "Host : x"}, 400, "bad_request"},
+		{"no host", []string{"GET /sse HTTP/1.1", "Authorization: Bearer " + good}, 400, "bad_request"},
 		{"origin", []string{"GET /sse HTTP/1.1", host, "Origin: https://evil.example", "Authorization: Bearer " + good}, 403, "origin_not_allowed"},
 		{"other path", []string{"GET /sse/x HTTP/1.1", host}, 404, "not_found"},
 	} {
