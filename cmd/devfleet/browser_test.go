@@ -7,18 +7,21 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -31,7 +34,7 @@ import (
 
 // browser starts headless Chromium (Debian's chromium package) and
 // returns a tab's context, closed at the end of the test.
-func browser(t *testing.T) context.Context {
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := ""
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -49,6 +52,7 @@ func browser(t *testing.T) context.Context {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1200, 900),
 		chromedp.Flag("disable-dev-shm-usage", true))
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -369,23 +373,17 @@ func TestBrowserRefreshDrainAndKill(t *testing.T) {
 	checkExactlyOnce(t, ctx, p)
 }
 
-// Where WebSockets do not open (a proxy that refuses upgrades: here every
-// WebSocket the page makes goes to a closed port), the client falls back
+// Where WebSockets do not open (the browser's only way out is an HTTP
+// proxy that refuses the tunnels WebSockets need, as many do), the client
+// falls back
 // to server-sent events and gets everything: the user's messages, the
 // room's, and presence.
 func TestBrowserFallsBackToSSE(t *testing.T) {
-	ctx := browser(t)
+	proxy := upgradeDroppingProxy(t)
+	ctx := browser(t, chromedp.ProxyServer("http://"+proxy), chromedp.Flag("proxy-bypass-list", "<-loopback>"))
 	d := startDevfleet(t)
 	in := d.info
-	block := `(() => {
-		const Real = window.WebSocket;
-		window.WebSocket = class extends Real { constructor(url, protocols) { super('ws://127.0.0.1:9/blocked', protocols); } };
-	})();`
-	addScript := func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
-		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: block})
-		return chromedp.Void{}, err
-	}
-	do(t, ctx, addScript, chromedp.Navigate(in.DemoURL))
+	do(t, ctx, chromedp.Navigate(in.DemoURL))
 	waitJS(t, ctx, 30*time.Second, `document.getElementById('state').dataset.state === 'open' && window.wsfleetClient.transport === 'sse'`)
 	waitJS(t, ctx, 10*time.Second, `document.getElementById('transport').textContent === 'sse'`)
 	waitJS(t, ctx, 10*time.Second, `document.getElementById('user-presence').textContent === 'online, 1 device'`)
@@ -409,4 +407,33 @@ func TestBrowserFallsBackToSSE(t *testing.T) {
 	if ws := pageWelcomes(t, ctx); ws[0].Transport != "sse" {
 		t.Fatalf("welcomes %+v, want them over sse", ws)
 	}
+}
+
+// upgradeDroppingProxy is an HTTP proxy that forwards plain requests,
+// streaming their responses, and refuses CONNECT, the tunnel a browser
+// opens through a proxy for a WebSocket. It returns its address.
+func upgradeDroppingProxy(t *testing.T) string {
+	t.Helper()
+	var refused atomic.Int64
+	fwd := &httputil.ReverseProxy{
+		Rewrite:       func(r *httputil.ProxyRequest) { r.Out.URL = r.In.URL; r.Out.Host = r.In.Host },
+		FlushInterval: -1, // events as they come
+		// The page reconnects once the fleet is gone, at the test's end.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect || strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			refused.Add(1)
+			http.Error(w, "this proxy does not carry WebSockets", http.StatusForbidden)
+			return
+		}
+		fwd.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		srv.Close()
+		if refused.Load() == 0 {
+			t.Error("the proxy refused no WebSocket: the page did not try one")
+		}
+	})
+	return srv.Listener.Addr().String()
 }
