@@ -557,7 +557,7 @@ func (l *loop) welcome(t *task) {
 	var fbuf [1024]byte
 	var frame []byte
 	if c.Kind == connSSE {
-		frame = l.sseOpen(fbuf[:0], c, body)
+		frame = l.sseOpen(fbuf[:0], c, body, position)
 	} else {
 		frame = wsframe.AppendFrame(fbuf[:0], ws.OpText, body)
 	}
@@ -618,7 +618,9 @@ func (l *loop) schedule(c *conn) {
 			next = t
 		}
 	}
-	earlier(c.lastRead + l.idleTicks)
+	if c.Kind != connSSE { // a stream's client sends nothing: no idle deadline
+		earlier(c.lastRead + l.idleTicks)
+	}
 	if c.expUnix != 0 && !c.has(flRefreshing) {
 		earlier(l.expDue(c.expUnix))
 	}

@@ -125,6 +125,9 @@ func parseSSEHeaders(fields []byte) (h sseHead, ok bool) {
 		if len(line) == 0 {
 			break
 		}
+		if bytes.ContainsAny(line, "\r\n") {
+			return h, false // RFC 9112 §2.2: a bare CR or LF is no line end here
+		}
 		name, value, found := bytes.Cut(line, []byte(":"))
 		if !found || len(name) == 0 || bytes.ContainsAny(name, " \t") {
 			return h, false // RFC 9112 §5.1: no whitespace before the colon
@@ -165,7 +168,7 @@ func (c *conn) sseRequest(req []byte) {
 	o := &s.opts
 	line, fields, _ := bytes.Cut(req, crlf)
 	method, target, version, ok := splitRequestLine(line)
-	if !ok {
+	if !ok || bytes.ContainsAny(line, "\r\n") {
 		c.rejectHTTP(http.StatusBadRequest, "bad_request", "malformed request line")
 		return
 	}
@@ -189,6 +192,12 @@ func (c *conn) sseRequest(req []byte) {
 		}
 		l.uio.corsOrigin = h.origin // refusals from here on are readable by the page
 	}
+	if h.body {
+		// Refused before a preflight too: the connection is kept for the
+		// request after a preflight, and a body would be taken for it.
+		c.rejectHTTP(http.StatusBadRequest, "bad_request", string(method)+" "+SSEPath+" carries no body")
+		return
+	}
 	switch string(method) {
 	case http.MethodGet:
 	case http.MethodOptions:
@@ -197,10 +206,6 @@ func (c *conn) sseRequest(req []byte) {
 	default:
 		c.Kind = connSSE // its Allow names OPTIONS too
 		c.rejectHTTP(http.StatusMethodNotAllowed, "method_not_allowed", "GET "+SSEPath+" opens a stream (OPTIONS answers a CORS preflight)")
-		return
-	}
-	if h.body {
-		c.rejectHTTP(http.StatusBadRequest, "bad_request", "a GET "+SSEPath+" carries no body")
 		return
 	}
 	var q url.Values
@@ -212,6 +217,11 @@ func (c *conn) sseRequest(req []byte) {
 		}
 	}
 	since := h.lastEventID // EventSource's reconnects keep the URL: its header is newer
+	if !o.Resume {
+		// Ids are the publishers' then (EventSource sends the last one
+		// back): nothing resumes, and refusing it would end EventSource.
+		since = ""
+	}
 	if since == "" {
 		since = h.since
 	}
@@ -358,13 +368,20 @@ func appendCORS(b []byte, origin string) []byte {
 	return append(b, "\r\nVary: Origin\r\n"...)
 }
 
-// sseOpen builds the response head and the welcome event.
-func (l *loop) sseOpen(dst []byte, c *conn, welcome []byte) []byte {
+// sseOpen builds the response head and the welcome event. With resume the
+// welcome's event id is its position, so a stream cut before its first
+// message resumes from there (EventSource sends it as Last-Event-ID).
+func (l *loop) sseOpen(dst []byte, c *conn, welcome []byte, position uint64) []byte {
 	dst = append(dst, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n"...)
 	if r := l.sseReqs[c]; r != nil {
 		dst = appendCORS(dst, r.origin)
 	}
 	dst = append(dst, "\r\n"...)
+	if l.s.rs != nil {
+		dst = append(dst, "id: "...)
+		dst = strconv.AppendUint(dst, position, 10)
+		dst = append(dst, '\n')
+	}
 	return appendSSEData(dst, welcome)
 }
 
@@ -384,6 +401,15 @@ func (l *loop) sseOpened(c *conn) {
 		if c.State != stOpen {
 			return
 		}
+	}
+}
+
+// sseTopicLost ends a stream whose topic the node dropped (its
+// subscription failed, or it fell behind history): a stream cannot
+// subscribe again, its reconnect does, with its positions.
+func (c *conn) sseTopicLost(name string) {
+	if c.Kind == connSSE && c.State == stOpen {
+		c.closeWith(protocol.CloseTryAgainLater, "topic "+name+" was dropped: reconnect to subscribe again")
 	}
 }
 

@@ -224,7 +224,7 @@ func TestSSERefusals(t *testing.T) {
 		{"expired", []string{"GET /sse HTTP/1.1", host, "Authorization: Bearer " + expired}, 401, "unauthorized"},
 		{"query token disabled", []string{"GET /sse?token=" + good + " HTTP/1.1", host}, 400, "query_token_disabled"},
 		{"bad since", []string{"GET /sse?since=x HTTP/1.1", host, "Authorization: Bearer " + good}, 400, "bad_since"},
-		{"bad last-event-id", []string{"GET /sse HTTP/1.1", host, "Last-Event-ID: -1", "Authorization: Bearer " + good}, 400, "bad_since"},
+		{"bad since header", []string{"GET /sse HTTP/1.1", host, "Wsfleet-Since: -1", "Authorization: Bearer " + good}, 400, "bad_since"},
 		{"bad topic", []string{"GET /sse?topics=room.*,a HTTP/1.1", host, "Authorization: Bearer " + good}, 400, "bad_topic"},
 		{"bad topic position", []string{"GET /sse?topics=room.1@x HTTP/1.1", host, "Authorization: Bearer " + good}, 400, "bad_since"},
 		{"too many topics", []string{"GET /sse?topics=a,b,c HTTP/1.1", host, "Authorization: Bearer " + good}, 400, "too_many_topics"},
@@ -234,6 +234,8 @@ func TestSSERefusals(t *testing.T) {
 		{"http/2", []string{"GET /sse HTTP/2.0", host}, 505, "http_version_not_supported"},
 		{"malformed header", []string{"GET /sse HTTP/1.1", "Host : x"}, 400, "bad_request"},
 		{"no host", []string{"GET /sse HTTP/1.1", "Authorization: Bearer " + good}, 400, "bad_request"},
+		{"bare LF in a field (header injection)", []string{"GET /sse HTTP/1.1", host, "Origin: https://app.example\nSet-Cookie: x=1", "Authorization: Bearer " + good}, 400, "bad_request"},
+		{"preflight with a body (smuggling)", []string{"OPTIONS /sse HTTP/1.1", host, "Content-Length: 10"}, 400, "bad_request"},
 		{"origin", []string{"GET /sse HTTP/1.1", host, "Origin: https://evil.example", "Authorization: Bearer " + good}, 403, "origin_not_allowed"},
 		{"other path", []string{"GET /sse/x HTTP/1.1", host}, 404, "not_found"},
 	} {
@@ -280,6 +282,11 @@ func TestSSEQueryTokenAndCORS(t *testing.T) {
 	if w := s.nextData(); w.data["user"] != "ann" {
 		t.Fatalf("welcome %+v", w)
 	}
+	// Without resume a message's id is its publisher's: EventSource sends
+	// it back, and the stream opens all the same.
+	if w := sseOpen1(t, srv, "Last-Event-ID: order-1"); w["user"] != "ann" {
+		t.Fatalf("welcome %v", w)
+	}
 	// A refusal a page can read: its origin is echoed.
 	r := sseGet(t, srv, "/sse", "", "Origin: https://app.example")
 	if r.resp.StatusCode != 401 || r.resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
@@ -287,10 +294,22 @@ func TestSSEQueryTokenAndCORS(t *testing.T) {
 	}
 }
 
+// sseOpen1 opens ann's stream with a header line and returns its welcome.
+func sseOpen1(t *testing.T, srv *gateway.Server, extra string) map[string]any {
+	t.Helper()
+	_, w := sseOpen(t, srv, "/sse", token(t, "ann"), extra)
+	return w
+}
+
 func TestSSEResumeWithLastEventID(t *testing.T) {
 	ns := startJSNATS(t)
 	srv := resumeGateway(t, ns.ClientURL(), nil)
-	s, w := sseOpen(t, srv, "/sse", token(t, "ann"))
+	s := sseGet(t, srv, "/sse", token(t, "ann"))
+	first := s.next()
+	w := first.data
+	if first.id == "" || first.id != w["position"] {
+		t.Fatalf("welcome event id %q, position %v: a stream cut before its first message resumes from its position", first.id, w["position"])
+	}
 	nc := natsConn(t, srv)
 	var ids []string
 	for i := range 3 {

@@ -350,6 +350,7 @@ func (l *loop) subscribedDone(t *topic, ok bool, gen uint32, last uint64) {
 			l.removeTopic(c, i)
 			l.s.m.topicRefused("subscribe_failed")
 			c.writeTopicError(protocol.ErrCodeSubscribeFailed, t.name, "the topic's NATS subscription was not confirmed in time, subscribe again later")
+			c.sseTopicLost(t.name)
 			w.cw.finish(false)
 		default:
 			l.topicLive(c, i)

@@ -172,6 +172,7 @@ func (l *loop) topicReplayed(c *conn, j *replayJob) {
 		delete(l.tjobs, key)
 		l.removeTopic(c, i)
 		c.writeUnsubscribed(j.t.name, "fell further behind than history holds: subscribe again with since")
+		c.sseTopicLost(j.t.name)
 	case j.initial && !j.recovered:
 		rs.unrecovered.Add(1)
 		delete(l.tjobs, key)
@@ -333,6 +334,7 @@ func (l *loop) topicBatchStep(t *task) (more bool) {
 			if i := l.findTopicPtr(c, tp); i >= 0 {
 				l.removeTopic(c, i)
 				c.writeUnsubscribed(tp.name, "fell further behind than history holds: subscribe again with since")
+				c.sseTopicLost(tp.name)
 			}
 		}
 		return false
