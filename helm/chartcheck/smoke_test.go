@@ -159,15 +159,25 @@ func TestBinariesRunRenderedConfig(t *testing.T) {
 				waitInterest(t, natsSrvs, fmt.Sprint(o.value("subjectPrefix"))+".user.alice")
 			}
 			apiKey := strings.Split(rtEnv["WSFLEET_ROUTER_API_KEY"], ",")[0]
-			req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_ROUTER_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
-			req.Header.Set("Authorization", "Bearer "+apiKey)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err = http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			// A 503 says "retry later" (a new stream's interest may not have
+			// reached the router's server yet): a service retries it, for
+			// a bounded time; any other answer is final.
+			var body []byte
+			for until := time.Now().Add(15 * time.Second); ; {
+				req, _ := http.NewRequest("POST", "http://"+rtEnv["WSFLEET_ROUTER_LISTEN"]+"/v1/users/alice/messages", strings.NewReader(`{"text":"through the chart's config"}`))
+				req.Header.Set("Authorization", "Bearer "+apiKey)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err = http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ = io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(until) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			body, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusAccepted {
 				t.Fatalf("router answered %d %s", resp.StatusCode, body)
 			}
