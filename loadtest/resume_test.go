@@ -499,10 +499,17 @@ func res2report(res *Result) string {
 	return b.String()
 }
 
-// A node draining sends its clients a reconnect notice: with --resume a
-// device closes at once, moves to the next --url and resumes there from
-// its last id, losing and repeating nothing.
+// A node draining sends its clients a reconnect notice (WebSockets) or its
+// streams the notice event (--transport sse): with --resume a device
+// closes at once, moves to the next --url and resumes there from its last
+// id (since, or Last-Event-ID), losing and repeating nothing.
 func TestResumeDrainNotice(t *testing.T) {
+	for _, transport := range []string{TransportWS, TransportSSE} {
+		t.Run(transport, func(t *testing.T) { resumeDrainNotice(t, transport) })
+	}
+}
+
+func resumeDrainNotice(t *testing.T, transport string) {
 	f, _ := resumeFleet(t)
 	gw, err := gateway.New(gateway.Options{
 		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL,
@@ -518,9 +525,15 @@ func TestResumeDrainNotice(t *testing.T) {
 	}
 	t.Cleanup(func() { gw.Close() })
 	cfg := f.config(ScenarioDeliver)
+	cfg.Transport = transport
 	cfg.MetricsURLs = nil
-	// slots alternate between the two nodes: half start on the drained one
-	cfg.URLs = []string{"ws://" + gw.Addr().String() + "/ws", f.wsURL}
+	// slots alternate between the two nodes: half start on the drained
+	// one (over sse, one URL as the SSE endpoint, the other as the gateway's)
+	drainedURL := "ws://" + gw.Addr().String() + "/ws"
+	if transport == TransportSSE {
+		drainedURL = "http://" + gw.Addr().String() + "/sse"
+	}
+	cfg.URLs = []string{drainedURL, f.wsURL}
 	cfg.Conns, cfg.ConnectRate = 100, 3000
 	cfg.MsgRate, cfg.Duration = 200, 3*time.Second
 	cfg.Publish.Via = "nats"
@@ -540,6 +553,9 @@ func TestResumeDrainNotice(t *testing.T) {
 	m, rs := res.Messages, res.Resume
 	t.Logf("messages %+v; resume %+v; closes %v", m.Counts, rs, res.Closes)
 	checkClean(t, res, m.Counts)
+	if transport == TransportSSE {
+		checkSSEReport(t, cfg, res)
+	}
 	if rs.Moved != 50 || rs.Reconnects < 50 || rs.Recovered != rs.Reconnects {
 		t.Errorf("moved %d, reconnects %d, recovered %d: want the 50 devices of the drained node moved and resumed", rs.Moved, rs.Reconnects, rs.Recovered)
 	}

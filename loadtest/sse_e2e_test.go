@@ -4,12 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
-	"github.com/wsfleet/wsfleet/gateway"
-	"github.com/wsfleet/wsfleet/internal/jwtverify"
 )
 
 // --transport sse against a real gateway's GET /sse (its WebSocket URL
@@ -147,57 +141,5 @@ func TestSSEGatewayResume(t *testing.T) {
 	}
 	if rs.Replayed == 0 || m.Counts.Missed != 0 || m.Counts.ByID != m.Counts.Expected {
 		t.Errorf("replayed %d, counts %+v", rs.Replayed, m.Counts)
-	}
-}
-
-// A node draining sends its streams the reconnect notice: with --resume a
-// device closes its stream at once, moves to the next --url and resumes
-// there with Last-Event-ID, losing and repeating nothing.
-func TestSSEGatewayDrainNotice(t *testing.T) {
-	f, _ := resumeFleet(t)
-	gw, err := gateway.New(gateway.Options{
-		Listen: "127.0.0.1:0", AdminListen: "off", NATSURL: f.natsURL,
-		NodeID: "lt-drained", JWT: jwtverify.Config{HS256Secret: testSecret},
-		Resume: true, History: testHistory, DrainTimeout: 500 * time.Millisecond,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	cfg := f.config(ScenarioDeliver)
-	cfg.Transport = TransportSSE
-	cfg.MetricsURLs = nil
-	// slots alternate between the two nodes: half start on the drained
-	// one (one URL as the SSE endpoint, the other as the gateway's)
-	cfg.URLs = []string{"http://" + gw.Addr().String() + "/sse", f.wsURL}
-	cfg.Conns, cfg.ConnectRate = 100, 3000
-	cfg.MsgRate, cfg.Duration = 200, 3*time.Second
-	cfg.Publish.Via = "nats"
-	cfg.Resume = true
-	drained := make(chan error, 1)
-	go func() {
-		time.Sleep(1500 * time.Millisecond)
-		drained <- gw.Drain(context.Background())
-	}()
-	res, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := <-drained; err != nil {
-		t.Fatal(err)
-	}
-	m, rs := res.Messages, res.Resume
-	t.Logf("messages %+v; resume %+v; closes %v", m.Counts, rs, res.Closes)
-	checkClean(t, res, m.Counts)
-	checkSSEReport(t, cfg, res)
-	if rs.Moved != 50 || rs.Reconnects < 50 || rs.Recovered != rs.Reconnects {
-		t.Errorf("moved %d, reconnects %d, recovered %d: want the 50 devices of the drained node moved and resumed", rs.Moved, rs.Reconnects, rs.Recovered)
-	}
-	if rs.Lost != 0 || rs.Duplicated != 0 || m.Counts.Missed != 0 || res.Connections.OpenAtEnd != 100 {
-		t.Errorf("lost %d, duplicated %d, missed %d, open at end %d", rs.Lost, rs.Duplicated, m.Counts.Missed, res.Connections.OpenAtEnd)
 	}
 }
